@@ -1,0 +1,160 @@
+"""The one interface every personalisable VLM family implements.
+
+A VLM is seen as five frozen parts: a tokenizer, a token-embedding table, an image encoder that
+turns a photo into visual-token embeddings, a decoder that maps input embeddings to hidden states,
+and an output layer (``lm_head``). Concept rows live outside the model (see
+``yollava.concepts.bank``); the adapter never modifies the wrapped model, which is what keeps the
+base behaviour bit-for-bit unchanged.
+
+Adding a family means one file that subclasses :class:`VLMAdapter` and registers itself with
+:func:`yollava.models.register`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import nn
+
+
+@dataclass
+class EncodedImage:
+    """A photo turned into visual-token embeddings, ready to be spliced into a prompt.
+
+    ``features`` has shape ``(n_tokens, hidden)``; ``token_ids`` are the placeholder ids that
+    stand for the photo in the prompt (features go where ``token_ids == adapter.image_token_id``,
+    in order; other ids, e.g. vision start/end markers, are embedded as normal tokens).
+    ``extra`` carries family-specific metadata (e.g. Qwen2-VL's ``image_grid_thw``).
+    """
+
+    features: torch.Tensor
+    token_ids: list[int]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Message:
+    role: str  # "system" | "user" | "assistant"
+    content: str
+    has_image: bool = False
+
+
+class VLMAdapter(ABC):
+    """A frozen vision-language model, seen through the few operations personalisation needs."""
+
+    #: short family name, e.g. "llava", "qwen2_vl", "pocket"
+    family: str = ""
+    #: text that stands for a photo in a rendered prompt (replaced by ``EncodedImage.token_ids``)
+    image_marker: str = "<image>"
+
+    def __init__(self, model: nn.Module, tokenizer, model_id: str):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    # ---- the parts -------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def embed_tokens(self) -> nn.Embedding:
+        """The frozen input-embedding table of the language model."""
+
+    @property
+    @abstractmethod
+    def lm_head(self) -> nn.Linear:
+        """The frozen output layer (no bias) of the language model."""
+
+    @property
+    @abstractmethod
+    def image_token_id(self) -> int:
+        """Placeholder id whose positions receive visual features."""
+
+    @abstractmethod
+    def encode_images(self, images: list[Image.Image]) -> list[EncodedImage]:
+        """Run the frozen image encoder (+ projector). The result may be cached per photo."""
+
+    @abstractmethod
+    def decoder(
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        past_key_values=None,
+        use_cache: bool = False,
+    ) -> tuple[torch.Tensor, Any]:
+        """Run the frozen decoder; returns ``(last_hidden_state, past_key_values)``."""
+
+    @abstractmethod
+    def render(self, messages: list[Message], add_generation_prompt: bool = True) -> str:
+        """Render a conversation with the family's chat template; photos appear as ``image_marker``."""
+
+    @property
+    @abstractmethod
+    def end_of_turn(self) -> str:
+        """Text that closes an assistant answer in training targets (e.g. ``</s>``, ``<|im_end|>``)."""
+
+    # ---- defaults families may override ----------------------------------------------------
+    def position_ids(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, images: list[list[EncodedImage]]
+    ) -> torch.Tensor | None:
+        """Position ids for a right-padded batch; ``None`` lets the decoder count 0..T-1."""
+        return None
+
+    def next_position_ids(self, last_position_ids: torch.Tensor | None, step: int) -> torch.Tensor | None:
+        """Position ids for one decoding step after a prefill (``None``: the cache knows)."""
+        return None
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        ids = set()
+        for tok in (self.tokenizer.eos_token, self.end_of_turn):
+            if tok:
+                tid = self.tokenizer.convert_tokens_to_ids(tok)
+                if isinstance(tid, int) and tid != self.tokenizer.unk_token_id:
+                    ids.add(tid)
+        return sorted(ids)
+
+    @property
+    def vocab_size(self) -> int:
+        """Rows of the embedding table (may exceed ``len(tokenizer)``: padded vocabularies)."""
+        return self.embed_tokens.weight.shape[0]
+
+    @property
+    def hidden_size(self) -> int:
+        return self.embed_tokens.weight.shape[1]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embed_tokens.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed_tokens.weight.device
+
+    def reserved_tokens(self) -> set[str]:
+        """Token strings a concept name must not shadow (special and added tokens)."""
+        names = set(self.tokenizer.get_added_vocab().keys())
+        names.update(t for t in self.tokenizer.all_special_tokens if t)
+        return names
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Identity of the base model; a concept only loads on a model with the same one."""
+        config = getattr(self.model, "config", None)
+        cfg = config.to_dict() if config is not None and hasattr(config, "to_dict") else {}
+        for volatile in ("_name_or_path", "transformers_version", "torch_dtype", "dtype", "_commit_hash"):
+            cfg.pop(volatile, None)
+        blob = json.dumps(cfg, sort_keys=True, default=str).encode()
+        return {
+            "family": self.family,
+            "model_id": self.model_id,
+            "config_sha256": hashlib.sha256(blob).hexdigest()[:16],
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+        }

@@ -1,0 +1,32 @@
+"""One training sample: a question about a concept, its answer, and a photo or none."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+KINDS = ("positive", "negative", "hard_negative", "conversation")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """``question``/``answer`` name the subject by its identifier (``<bo>``); the concept's
+    ``<bo> is <bo_1>...<bo_k>.`` prefix and the photo marker are added by the engine, not here.
+    ``image`` is ``None`` for text-only conversations (the photo is dropped on purpose)."""
+
+    question: str
+    answer: str
+    image: Path | None = None
+    kind: str = "conversation"
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"sample kind must be one of {KINDS}, not {self.kind!r}")
+
+    @property
+    def is_recognition(self) -> bool:
+        return self.kind != "conversation"
+
+    @property
+    def is_positive(self) -> bool:
+        return self.kind == "positive"

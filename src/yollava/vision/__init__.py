@@ -1,0 +1,3 @@
+from .efficientnet import EfficientNetLite, preprocess
+
+__all__ = ["EfficientNetLite", "preprocess"]
