@@ -104,11 +104,9 @@ class VLMAdapter(ABC):
     def position_ids(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, images: list[list[EncodedImage]]
     ) -> torch.Tensor | None:
-        """Position ids for a right-padded batch; ``None`` lets the decoder count 0..T-1."""
-        return None
+        """Position ids for a right-padded batch; ``None`` lets the decoder count 0..T-1.
 
-    def next_position_ids(self, last_position_ids: torch.Tensor | None, step: int) -> torch.Tensor | None:
-        """Position ids for one decoding step after a prefill (``None``: the cache knows)."""
+        When not ``None``, decoding step ``s`` after a prefill uses ``positions[..., -1:] + s + 1``."""
         return None
 
     @property
@@ -151,10 +149,16 @@ class VLMAdapter(ABC):
         for volatile in ("_name_or_path", "transformers_version", "torch_dtype", "dtype", "_commit_hash"):
             cfg.pop(volatile, None)
         blob = json.dumps(cfg, sort_keys=True, default=str).encode()
+        # a cheap sample of every tensor tells fine-tunes of one architecture apart without hashing GBs
+        weights = hashlib.sha256()
+        for name, p in self.model.state_dict().items():
+            weights.update(name.encode())
+            weights.update(p.detach().flatten()[:16].float().cpu().numpy().tobytes())
         return {
             "family": self.family,
             "model_id": self.model_id,
             "config_sha256": hashlib.sha256(blob).hexdigest()[:16],
+            "weights_sha256": weights.hexdigest()[:16],
             "vocab_size": self.vocab_size,
             "hidden_size": self.hidden_size,
         }

@@ -1,0 +1,94 @@
+"""A concept: the identifier token ``<name>``, k latent tokens, and the output row of ``<name>``.
+
+These k+1 input rows and one output row are the only trainable parameters of personalisation.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import InvalidConceptNameError
+
+DEFAULT_NUM_LATENT = 16
+# letters/digits, then letters/digits/_/-; not ending in _<digits> (that shape is reserved for latent tokens)
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_LATENT_SHAPE = re.compile(r"_\d+$")
+
+
+def validate_name(name: str) -> str:
+    """Return ``name`` if it is a safe concept name, else raise with the reason."""
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise InvalidConceptNameError(
+            f"invalid concept name {name!r}: use 1-64 letters, digits, '_' or '-', starting with a letter "
+            "or digit (no spaces, slashes, dots or angle brackets)"
+        )
+    if _LATENT_SHAPE.search(name):
+        raise InvalidConceptNameError(
+            f"invalid concept name {name!r}: names ending in _<number> are reserved for latent tokens"
+        )
+    return name
+
+
+def identifier(name: str) -> str:
+    return f"<{name}>"
+
+
+def latent_tokens(name: str, k: int) -> list[str]:
+    return [f"<{name}_{i}>" for i in range(1, k + 1)]
+
+
+class Concept(nn.Module):
+    """Trainable rows of one concept. ``input_rows[0]`` is ``<name>``, ``input_rows[1:]`` the latents."""
+
+    def __init__(self, name: str, input_rows: torch.Tensor, output_row: torch.Tensor, meta: dict[str, Any] | None = None):
+        super().__init__()
+        self.name = validate_name(name)
+        if input_rows.dim() != 2 or input_rows.shape[0] < 1:
+            raise ValueError(f"input_rows must be (k+1, hidden), got {tuple(input_rows.shape)}")
+        if output_row.shape != (input_rows.shape[1],):
+            raise ValueError(f"output_row must be ({input_rows.shape[1]},), got {tuple(output_row.shape)}")
+        self.input_rows = nn.Parameter(input_rows.clone())
+        self.output_row = nn.Parameter(output_row.clone())
+        self.meta: dict[str, Any] = dict(meta or {})
+
+    @property
+    def k(self) -> int:
+        return self.input_rows.shape[0] - 1
+
+    @property
+    def identifier(self) -> str:
+        return identifier(self.name)
+
+    @property
+    def tokens(self) -> list[str]:
+        """``[<name>, <name_1>, ..., <name_k>]``: the order of ``input_rows``."""
+        return [self.identifier, *latent_tokens(self.name, self.k)]
+
+    @property
+    def system_prefix(self) -> str:
+        """The sentence that introduces the concept before a question: ``<bo> is <bo_1>...<bo_k>.``"""
+        return f"{self.identifier} is {''.join(latent_tokens(self.name, self.k))}."
+
+    @property
+    def threshold(self) -> float:
+        """Decision threshold on the yes-probability (calibrated on a held-back slice when trained)."""
+        return float(self.meta.get("recognition_threshold", 0.5))
+
+    @classmethod
+    def initialise(
+        cls, name: str, embed_weight: torch.Tensor, head_weight: torch.Tensor, k: int = DEFAULT_NUM_LATENT, seed: int = 0
+    ) -> Concept:
+        """New rows near the mean embedding (as ``resize_token_embeddings`` does), reproducible for a seed."""
+        if k < 0:
+            raise ValueError("k must be >= 0")
+        gen = torch.Generator().manual_seed(seed)
+        w = embed_weight.detach().float()
+        mean, std = w.mean(0), w.std(0)
+        noise = torch.randn(k + 1, w.shape[1], generator=gen) * std * 0.1
+        inputs = (mean + noise).to(embed_weight.dtype)
+        output = head_weight.detach().float().mean(0).to(head_weight.dtype)
+        return cls(name, inputs, output)

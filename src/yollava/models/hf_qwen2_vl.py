@@ -1,0 +1,82 @@
+"""Qwen2-VL checkpoints (``Qwen2VLForConditionalGeneration``): dynamic-resolution photos, 3-D RoPE."""
+
+from __future__ import annotations
+
+import torch
+from PIL import Image
+from torch import nn
+
+from . import register
+from .base import EncodedImage, Message, VLMAdapter
+from .hf_common import decoder_forward, load_hf, render_with_template
+
+
+class Qwen2VLAdapter(VLMAdapter):
+    family = "qwen2_vl"
+    image_marker = "<|vision_start|><|image_pad|><|vision_end|>"
+
+    def __init__(self, model, processor, model_id: str):
+        super().__init__(model, processor.tokenizer, model_id)
+        self.processor = processor
+        tok = self.tokenizer
+        self._start, self._end = tok.convert_tokens_to_ids("<|vision_start|>"), tok.convert_tokens_to_ids("<|vision_end|>")
+
+    @property
+    def embed_tokens(self) -> nn.Embedding:
+        return self.model.get_input_embeddings()
+
+    @property
+    def lm_head(self) -> nn.Linear:
+        return self.model.lm_head
+
+    @property
+    def image_token_id(self) -> int:
+        return self.model.config.image_token_id
+
+    @property
+    def end_of_turn(self) -> str:
+        return "<|im_end|>"
+
+    @torch.no_grad()
+    def encode_images(self, images: list[Image.Image]) -> list[EncodedImage]:
+        out = []
+        for img in images:  # one at a time: each photo has its own grid
+            inputs = self.processor.image_processor(images=[img], return_tensors="pt")
+            grid = inputs["image_grid_thw"]
+            feats = self.model.model.get_image_features(inputs["pixel_values"].to(self.device), grid.to(self.device)).pooler_output[0]
+            ids = [self._start] + [self.image_token_id] * feats.shape[0] + [self._end]
+            out.append(EncodedImage(feats.to(self.dtype), ids, {"image_grid_thw": grid[0]}))
+        return out
+
+    def position_ids(self, input_ids, attention_mask, images):
+        grids = [img.extra["image_grid_thw"] for row in images for img in row]
+        if not grids:
+            return None
+        positions, _ = self.model.model.get_rope_index(
+            input_ids,
+            mm_token_type_ids=(input_ids == self.image_token_id).int(),
+            image_grid_thw=torch.stack(grids).to(input_ids.device),
+            attention_mask=attention_mask,
+        )
+        return positions
+
+    def decoder(self, inputs_embeds, attention_mask=None, position_ids=None, past_key_values=None, use_cache=False):
+        return decoder_forward(self.model.model.language_model, inputs_embeds, attention_mask, position_ids, past_key_values, use_cache)
+
+    def render(self, messages: list[Message], add_generation_prompt: bool = True) -> str:
+        return render_with_template(self.processor, messages, add_generation_prompt, self._chatml)
+
+    def _chatml(self, messages: list[Message], add_generation_prompt: bool) -> str:
+        parts = []
+        for m in messages:
+            content = (self.image_marker if m.has_image else "") + m.content
+            parts.append(f"<|im_start|>{m.role}\n{content}<|im_end|>\n")
+        return "".join(parts) + ("<|im_start|>assistant\n" if add_generation_prompt else "")
+
+
+@register("qwen2_vl")
+def load_qwen2_vl(name_or_path: str, dtype: torch.dtype = torch.float32, device: str = "cpu") -> Qwen2VLAdapter:
+    from transformers import Qwen2VLForConditionalGeneration
+
+    model, processor = load_hf(Qwen2VLForConditionalGeneration, name_or_path, dtype, device)
+    return Qwen2VLAdapter(model, processor, name_or_path)
