@@ -1,0 +1,150 @@
+"""The ``pocket`` adapter: the embedded default VLM behind the common :class:`VLMAdapter` interface."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..base import EncodedImage, Message, VLMAdapter
+from .llm import load_llm
+from .model import PocketConfig, PocketVLM
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+WEIGHTS_JSON = "pocket.json"
+SYSTEM_PROMPT = "You are a helpful assistant."
+RANDOM_SEED = 0
+
+
+class PocketAdapter(VLMAdapter):
+    family = "pocket"
+
+    def __init__(self, model: PocketVLM, tokenizer, model_id: str = "pocket"):
+        super().__init__(model, tokenizer, model_id)
+        ids = tokenizer.convert_tokens_to_ids(["<|vision_start|>", "<|image_pad|>", "<|vision_end|>"])
+        self._vision_start, self._image_pad, self._vision_end = ids
+
+    # ---- the parts -------------------------------------------------------------------------
+    @property
+    def embed_tokens(self) -> nn.Embedding:
+        return self.model.llm.model.embed_tokens
+
+    @property
+    def lm_head(self) -> nn.Linear:
+        return self.model.llm.lm_head
+
+    @property
+    def image_token_id(self) -> int:
+        return self._image_pad
+
+    @property
+    def image_token_ids(self) -> list[int]:
+        n = self.model.config.n_visual_tokens
+        return [self._vision_start] + [self._image_pad] * n + [self._vision_end]
+
+    @torch.no_grad()
+    def encode_images(self, images: list[Image.Image]) -> list[EncodedImage]:
+        if not images:
+            return []
+        feats = self.model.visual_tokens(self.model.pooled_features(images))
+        return [EncodedImage(features=f, token_ids=self.image_token_ids) for f in feats]
+
+    def decoder(self, inputs_embeds, attention_mask=None, position_ids=None, past_key_values=None, use_cache=False):
+        out = self.model.llm.model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+        )
+        return out.last_hidden_state, out.past_key_values
+
+    def render(self, messages: list[Message], add_generation_prompt: bool = True) -> str:
+        if not messages or messages[0].role != "system":
+            messages = [Message("system", SYSTEM_PROMPT), *messages]
+        parts = []
+        for m in messages:
+            content = f"{self.image_marker}\n{m.content}" if m.has_image else m.content
+            parts.append(f"<|im_start|>{m.role}\n{content}<|im_end|>\n")
+        if add_generation_prompt:
+            parts.append("<|im_start|>assistant\n")
+        return "".join(parts)
+
+    @property
+    def end_of_turn(self) -> str:
+        return "<|im_end|>"
+
+    def fingerprint(self) -> dict[str, Any]:
+        fp = super().fingerprint()
+        fp["weights_sha256"] = self.weights_sha256()
+        return fp
+
+    def weights_sha256(self) -> str:
+        """Hash of the projector as it is now and of the LoRA merged at load time."""
+        h = hashlib.sha256(self.model.config.weights_sha256.encode())  # the LoRA part (file hash)
+        for k, v in sorted(self.model.projector.state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().to(torch.float32).contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+# ---- shipped weights: projector + LoRA, one safetensors file and one JSON ------------------
+def save_pocket_weights(
+    folder: str | Path, projector: dict[str, torch.Tensor], lora: dict[str, torch.Tensor] | None, meta: dict
+) -> Path:
+    """``lora`` maps ``<module path in the LLM>.A`` (r, in) / ``.B`` (out, r) to tensors."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {f"projector.{k}": v for k, v in projector.items()}
+    tensors.update({f"lora.{k}": v for k, v in (lora or {}).items()})
+    tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in tensors.items()}
+    save_file(tensors, folder / "pocket.safetensors")
+    (folder / WEIGHTS_JSON).write_text(json.dumps({"file": "pocket.safetensors", "dtype": "float16", **meta}, indent=2))
+    return folder
+
+
+def merge_lora(llm: nn.Module, lora: dict[str, torch.Tensor], scale: float) -> int:
+    """W += scale * B @ A for every LoRA pair; returns the number of merged modules."""
+    names = sorted({k.rsplit(".", 1)[0] for k in lora})
+    for name in names:
+        linear = llm.get_submodule(name)
+        a, b = lora[f"{name}.A"].float(), lora[f"{name}.B"].float()
+        with torch.no_grad():
+            linear.weight += scale * (b @ a)
+    return len(names)
+
+
+def load_pocket(name: str = "pocket", weights_dir: str | Path | None = None, progress: bool = True, **kwargs) -> PocketAdapter:
+    """The embedded default VLM. ``weights_dir`` (or ``YOLLAVA_POCKET_WEIGHTS``) overrides the shipped weights."""
+    weights_dir = Path(weights_dir or os.environ.get("YOLLAVA_POCKET_WEIGHTS") or WEIGHTS_DIR)
+    llm, tokenizer = load_llm(progress=progress)
+    meta_path = weights_dir / WEIGHTS_JSON
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else None
+    config = PocketConfig(grid=meta["grid"]) if meta else PocketConfig()
+    if meta is None:
+        log.warning("no trained pocket weights in %s: the projector is random (seed %d); it cannot see", weights_dir, RANDOM_SEED)
+        with torch.random.fork_rng():
+            torch.manual_seed(RANDOM_SEED)
+            model = PocketVLM(llm, config)
+        config.weights_sha256 = "random-seed-%d" % RANDOM_SEED
+    else:
+        model = PocketVLM(llm, config)
+        file = weights_dir / meta["file"]
+        config.weights_sha256 = hashlib.sha256(file.read_bytes()).hexdigest()
+        tensors = load_file(file)
+        projector = {k.removeprefix("projector."): v.float() for k, v in tensors.items() if k.startswith("projector.")}
+        model.projector.load_state_dict(projector)
+        lora = {k.removeprefix("lora."): v for k, v in tensors.items() if k.startswith("lora.")}
+        if lora:
+            merge_lora(llm, lora, meta["lora"]["alpha"] / meta["lora"]["r"])
+    return PocketAdapter(model, tokenizer, model_id=name)
