@@ -1,0 +1,66 @@
+"""The paper's question/answer templates (Yo'LLaVA appendix F-G), stored as JSON in ``templates/``.
+
+Recognition templates use the placeholder ``<sks>``; conversation-synthesis questions name the
+subject "Riley" (people, Table 18) or "this subject" (objects and pets, Table 19). The base model is
+asked those questions with the photo, and the subject's name is then swapped for the identifier.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+from pathlib import Path
+
+from ..errors import InvalidConceptNameError
+
+TEMPLATE_DIR = Path(__file__).with_name("templates")
+PLACEHOLDER = "<sks>"
+
+#: the recognition query of the paper's evaluation (and of the engine's ``recognize``)
+RECOGNITION_QUERY = "Can you see if {identifier} is in this photo? Answer with a single word or phrase."
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
+_SUBJECT = re.compile(r"\bRiley\b|\b[Tt]h(?:is|e) subject\b")
+
+
+@lru_cache(maxsize=None)
+def _load(name: str) -> dict:
+    with open(TEMPLATE_DIR / f"{name}.json", encoding="utf-8") as f:
+        return json.load(f)
+
+
+def identifier_for(name: str) -> str:
+    """``"bo"`` or ``"<bo>"`` -> ``"<bo>"``; refuses names that cannot be a single token."""
+    bare = name[1:-1] if name.startswith("<") and name.endswith(">") else name
+    if not _NAME.match(bare):
+        raise InvalidConceptNameError(
+            f"concept name {name!r}: use 1-64 letters, digits, '_' or '-', starting with a letter or digit"
+        )
+    return f"<{bare}>"
+
+
+def _fill(text: str, identifier: str) -> str:
+    return text.replace(PLACEHOLDER, identifier)
+
+
+def positive_templates(identifier: str = PLACEHOLDER) -> list[tuple[str, str]]:
+    """Table 16: 30 (question, answer) pairs for photos that show the subject."""
+    return [(_fill(t["question"], identifier), _fill(t["answer"], identifier)) for t in _load("recognition_positive")["templates"]]
+
+
+def negative_templates(identifier: str = PLACEHOLDER) -> list[tuple[str, str]]:
+    """Table 17: 30 (question, answer) pairs for photos without the subject."""
+    return [(_fill(t["question"], identifier), _fill(t["answer"], identifier)) for t in _load("recognition_negative")["templates"]]
+
+
+def conversation_questions(category: str = "object") -> list[str]:
+    """Table 18 (``category == "person"``, subject called "Riley") or Table 19 (anything else,
+    "this subject"), as asked to the base model together with the photo."""
+    return list(_load("conversation_person" if category == "person" else "conversation_object")["questions"])
+
+
+def replace_subject(text: str, identifier: str) -> str:
+    """Name the subject by its identifier: "Riley"/"Riley's", "this subject", "This subject",
+    "the subject" -> ``<bo>``/``<bo>'s``. Used on questions and on the model's answers."""
+    return _SUBJECT.sub(identifier, text)
