@@ -1,0 +1,199 @@
+"""Build a concept's training set the way Yo'LLaVA does (paper §3.2-3.3, appendix F-G).
+
+- positives: each user photo with a positive recognition Q/A (Table 16);
+- easy negatives: random pool photos with a negative recognition Q/A (Table 17);
+- hard negatives: for each positive, the m = ceil(n_hard / n_photos) most similar pool photos
+  (embedding cosine), never a positive, a byte-identical copy of one (sha256) or a near-duplicate
+  (cosine > ``near_duplicate``), never a photo twice;
+- text-only conversations: the base model answers the 10 attribute questions (Table 18 for people,
+  Table 19 otherwise) about each positive photo; "Riley"/"this subject" becomes the identifier
+  and the photo is dropped from the sample.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InvalidImageError, NotEnoughPhotosError
+from ..images import file_sha256, list_images, load_image
+from ..train.samples import Sample
+from ..paths import cache_home
+from .pool import ImagePool, atomic_write_json
+from .templates import conversation_questions, identifier_for, negative_templates, positive_templates, replace_subject
+from .training_set import HardNegative, TrainingSet
+
+log = logging.getLogger(__name__)
+
+AnswerFn = Callable[[str, Path], str]
+
+
+def expand_photos(photos: Iterable[str | Path]) -> list[Path]:
+    """Files as given, folders expanded to their photos; resolved, in order, without repeats."""
+    out: list[Path] = []
+    for p in photos:
+        p = Path(p)
+        found = list_images(p) if p.is_dir() else [p]
+        out.extend(f.resolve() for f in found if f.resolve() not in out)
+    return out
+
+
+class AnswerCache:
+    """Synthesised answers keyed by (photo sha256, question, model fingerprint), in one JSON file."""
+
+    def __init__(self, cache_dir: str | Path | None = None):
+        self.path = Path(cache_dir if cache_dir is not None else cache_home() / "answers") / "answers.json"
+        try:
+            self.data: dict[str, str] = json.loads(self.path.read_text(encoding="utf-8")) if self.path.is_file() else {}
+        except (OSError, ValueError) as e:
+            log.warning("answer cache %s is unreadable (%s); starting afresh", self.path, e)
+            self.data = {}
+        self.dirty = False
+
+    @staticmethod
+    def key(sha256: str, question: str, fingerprint: str) -> str:
+        return json.dumps([sha256, question, fingerprint])
+
+    def get_or_ask(self, sha256: str, question: str, fingerprint: str, ask: Callable[[], str]) -> str:
+        k = self.key(sha256, question, fingerprint)
+        if k not in self.data:
+            self.data[k] = str(ask())
+            self.dirty = True
+        return self.data[k]
+
+    def save(self) -> None:
+        if self.dirty:
+            atomic_write_json(self.path, self.data)
+            self.dirty = False
+
+
+def _checked_positives(photos: list[Path], pool: ImagePool | None, need_vectors: bool):
+    """Readable, distinct (by sha256) user photos, their sha256s, embeddings (if needed) and the skipped."""
+    if need_vectors:
+        vectors, ok, skipped = pool.embed(photos)
+    else:
+        ok, skipped, vectors = [], [], None
+        for p in photos:
+            try:
+                load_image(p)
+                ok.append(p)
+            except InvalidImageError as e:
+                log.warning("skipping unreadable photo %s", e)
+                skipped.append((p, str(e)))
+    keep, shas = [], []
+    for i, p in enumerate(ok):
+        sha = file_sha256(p)
+        if sha in shas:
+            log.warning("%s is a copy of %s; using it once", p, ok[keep[shas.index(sha)]])
+            continue
+        keep.append(i)
+        shas.append(sha)
+    return [ok[i] for i in keep], shas, None if vectors is None else vectors[keep], skipped
+
+
+def _negatives(pool, pos_paths, pos_shas, pos_vecs, *, n_easy, n_hard, hard, near_duplicate, seed):
+    """Choose (hard, easy) negatives: hard ones first, then easy ones among what is left."""
+    banned: set[str] = {str(p) for p in pos_paths} | set(pos_shas)
+    if len(pool):
+        sims = pool.vectors() @ pos_vecs.T  # (n_pool, n_pos) cosine
+        for row in np.nonzero(sims.max(axis=1) > near_duplicate)[0]:
+            banned.add(pool.entries[row]["path"])
+    chosen: list[HardNegative] = []
+    if hard and n_hard > 0:
+        m = math.ceil(n_hard / len(pos_paths))
+        taken: set[str] = set()
+        for anchor, vec in zip(pos_paths, pos_vecs):
+            for path, score in pool.search(vec, m, exclude=banned | taken)[0]:
+                chosen.append(HardNegative(path, score, anchor))
+                taken.add(str(path))
+        banned |= taken
+    easy = pool.sample_random(n_easy, seed=seed, exclude=banned) if n_easy > 0 else []
+    return chosen, easy
+
+
+def build_training_set(
+    name: str,
+    photos: Iterable[str | Path],
+    pool: ImagePool | None,
+    *,
+    answer_fn: AnswerFn | None = None,
+    category: str = "object",
+    n_easy_negatives: int = 100,
+    n_hard_negatives: int = 100,
+    conversations: bool = True,
+    hard_negatives: bool = True,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    model_fingerprint: str = "",
+    near_duplicate: float = 0.95,
+    positives_per_photo: int = 1,
+) -> TrainingSet:
+    """Build the training set for concept ``name`` from the user's ``photos`` (files or folders).
+
+    ``answer_fn(question, image_path) -> str`` is the base model answering a question about a photo
+    (needed when ``conversations``); its answers are cached under ``cache_dir`` (default
+    ``$YOLLAVA_CACHE/answers``) keyed by photo sha256, question and ``model_fingerprint``.
+    ``positives_per_photo`` distinct positive templates per photo (the paper pairs each photo with one;
+    its official data has 13-20 per photo). Deterministic for a given ``seed`` and pool.
+    """
+    identifier = identifier_for(name)
+    want_negatives = n_easy_negatives > 0 or (hard_negatives and n_hard_negatives > 0)
+    if want_negatives and pool is None:
+        raise ValueError("negatives need an image pool (pass pool=ImagePool..., or n_easy_negatives=0, hard_negatives=False)")
+    if conversations and answer_fn is None:
+        raise ValueError("conversations need answer_fn(question, image_path) -> str (the base model), or conversations=False")
+    paths = expand_photos(photos)
+    pos_paths, pos_shas, pos_vecs, skipped = _checked_positives(paths, pool, want_negatives)
+    if not pos_paths:
+        raise NotEnoughPhotosError(
+            f"no readable photo of {identifier} among {len(paths)} given" + (f" ({skipped[0][1]})" if skipped else "")
+            + "; give at least 1 (the paper uses 3-10)"
+        )
+
+    hard, easy = [], []
+    if want_negatives:
+        hard, easy = _negatives(
+            pool, pos_paths, pos_shas, pos_vecs, n_easy=n_easy_negatives, n_hard=n_hard_negatives,
+            hard=hard_negatives, near_duplicate=near_duplicate, seed=seed,
+        )
+
+    rng = random.Random(seed)
+    pos_t, neg_t = positive_templates(identifier), negative_templates(identifier)
+    samples: list[Sample] = []
+    for p in pos_paths:
+        picks = rng.sample(range(len(pos_t)), min(positives_per_photo, len(pos_t)))
+        picks += [rng.randrange(len(pos_t)) for _ in range(positives_per_photo - len(picks))]
+        samples += [Sample(*pos_t[i], image=p, kind="positive") for i in picks]
+    samples += [Sample(*rng.choice(neg_t), image=h.path, kind="hard_negative") for h in hard]
+    samples += [Sample(*rng.choice(neg_t), image=p, kind="negative") for p in easy]
+
+    if conversations:
+        cache = AnswerCache(cache_dir)
+        questions = conversation_questions(category)
+        try:
+            for p, sha in zip(pos_paths, pos_shas):
+                for q in questions:
+                    answer = cache.get_or_ask(sha, q, model_fingerprint, lambda: answer_fn(q, p)).strip()
+                    if not answer:
+                        log.warning("empty answer to %r about %s; sample left out", q, p)
+                        continue
+                    samples.append(Sample(replace_subject(q, identifier), replace_subject(answer, identifier), None, "conversation"))
+                cache.save()
+        finally:
+            cache.save()
+
+    config = {
+        "category": category, "n_easy_negatives": n_easy_negatives, "n_hard_negatives": n_hard_negatives,
+        "hard_per_positive": math.ceil(n_hard_negatives / len(pos_paths)) if hard_negatives else 0,
+        "conversations": conversations, "hard_negatives": hard_negatives, "seed": seed,
+        "near_duplicate": near_duplicate, "positives_per_photo": positives_per_photo,
+        "model_fingerprint": model_fingerprint, "positive_sha256": pos_shas,
+        "pool": None if pool is None else {"index_dir": str(pool.index_dir), "size": len(pool), "embedder": pool.embedder_id},
+    }
+    return TrainingSet(identifier, samples, pos_paths, easy, hard, skipped, config)

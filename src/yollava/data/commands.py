@@ -1,0 +1,138 @@
+"""``yollava pool ...`` and ``yollava data ...``: Typer sub-apps the main CLI mounts."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import typer
+
+from ..errors import YollavaError
+from ..paths import cache_home, default_data_root
+
+pool_app = typer.Typer(help="The image pool (negatives) and its nearest-neighbour index.", no_args_is_help=True)
+data_app = typer.Typer(help="Build and inspect a concept's training data.", no_args_is_help=True)
+# (the callbacks keep `index` a subcommand even when an app has one command)
+
+
+@pool_app.callback()
+def _pool_group():
+    """The image pool (negatives) and its nearest-neighbour index."""
+
+
+@data_app.callback()
+def _data_group():
+    """Build and inspect a concept's training data."""
+
+
+TRAINING_SET_FILE = "training_set.json"
+CONTACT_SHEET_FILE = "contact_sheet.png"
+
+
+def default_data_dir() -> Path:
+    return cache_home() / "data"
+
+
+def default_pool_dirs() -> list[Path]:
+    return [default_data_root() / "pool"]
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg="red", err=True)
+    raise typer.Exit(1)
+
+
+def _index(dirs: list[Path], index_dir: Path | None):
+    from .pool import ImagePool
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        pool = ImagePool.build_or_update(dirs, index_dir)
+    except (FileNotFoundError, YollavaError) as e:
+        _fail(str(e))
+    r = pool.report
+    typer.echo(f"pool {pool.index_dir}: {r.total} photos ({len(r.added)} added, {len(r.removed)} removed, "
+               f"{len(r.skipped)} unreadable skipped) in {r.seconds:.1f} s")
+    for path, reason in r.skipped:
+        typer.echo(f"  skipped {path}: {reason}")
+    return pool
+
+
+@pool_app.command("index")
+def pool_index(
+    dirs: list[Path] = typer.Argument(..., help="Folders of photos (searched recursively)."),
+    index_dir: Path = typer.Option(None, "--index-dir", help="Where the index lives (default: $YOLLAVA_CACHE/pool)."),
+):
+    """Embed the photos under DIR... and add them to the pool index (only new files are embedded)."""
+    _index(dirs, index_dir)
+
+
+def _model_answer_fn(model: str):
+    """The base model as ``answer_fn``; the engine is imported only when conversations are built."""
+    try:
+        from ..engine import YoLLaVA
+    except ImportError as e:  # pragma: no cover - depends on the engine being installed
+        _fail(f"conversations need the yollava engine ({e}); use --no-conversations")
+    engine = YoLLaVA.from_pretrained(model) if model else YoLLaVA.from_pretrained()
+    fingerprint = json.dumps(engine.fingerprint(), sort_keys=True, default=str)
+
+    def answer(question: str, image: Path) -> str:
+        return engine.chat(question, image=image, max_new_tokens=48)
+
+    return answer, fingerprint
+
+
+@data_app.command("build")
+def data_build(
+    name: str = typer.Argument(..., help="Concept name, e.g. bo (identifier <bo>)."),
+    photos: list[Path] = typer.Argument(..., help="Photos of the subject, or folders of them."),
+    out: Path = typer.Option(None, "--out", help="Data folder (default: $YOLLAVA_CACHE/data); writes OUT/NAME/training_set.json."),
+    category: str = typer.Option("object", "--category", help="person | object | pet (picks the conversation questions)."),
+    n_easy: int = typer.Option(100, "--n-easy", help="Random pool photos as easy negatives."),
+    n_hard: int = typer.Option(100, "--n-hard", help="Hard negatives in total (ceil(n_hard/photos) per photo)."),
+    no_hard_negatives: bool = typer.Option(False, "--no-hard-negatives", help="Ablation: no retrieved hard negatives."),
+    no_conversations: bool = typer.Option(False, "--no-conversations", help="Ablation: no text-only conversations."),
+    pool: list[Path] = typer.Option(None, "--pool", help="Pool photo folder(s) (default: the shared data's pool/)."),
+    index_dir: Path = typer.Option(None, "--index-dir", help="Pool index folder (default: $YOLLAVA_CACHE/pool)."),
+    model: str = typer.Option("", "--model", help="Base model that answers the conversation questions."),
+    seed: int = typer.Option(0, "--seed"),
+):
+    """Build the training set for NAME from PHOTOS (recognition Q/A, negatives, conversations)."""
+    from .builder import build_training_set
+
+    want_negatives = n_easy > 0 or (not no_hard_negatives and n_hard > 0)
+    image_pool = _index(pool or default_pool_dirs(), index_dir) if want_negatives else None
+    answer_fn, fingerprint = (None, "") if no_conversations else _model_answer_fn(model)
+    try:
+        ts = build_training_set(
+            name, photos, image_pool, answer_fn=answer_fn, category=category, n_easy_negatives=n_easy,
+            n_hard_negatives=n_hard, conversations=not no_conversations, hard_negatives=not no_hard_negatives,
+            seed=seed, model_fingerprint=fingerprint,
+        )
+    except (YollavaError, ValueError) as e:
+        _fail(str(e))
+    folder = (out or default_data_dir()) / ts.name.strip("<>")
+    path = ts.save(folder / TRAINING_SET_FILE)
+    typer.echo(f"{ts.name}: " + ", ".join(f"{k} {v}" for k, v in ts.counts.items()) + f" -> {path}")
+    for p, reason in ts.skipped:
+        typer.echo(f"  skipped {p}: {reason}")
+
+
+@data_app.command("show")
+def data_show(
+    name: str = typer.Argument(..., help="Concept name."),
+    data_dir: Path = typer.Option(None, "--data-dir", help="Data folder (default: $YOLLAVA_CACHE/data)."),
+):
+    """Print the counts of NAME's training set and write its contact sheet PNG."""
+    from .contact_sheet import contact_sheet, summary
+    from .training_set import TrainingSet
+
+    folder = (data_dir or default_data_dir()) / name.strip("<>")
+    path = folder / TRAINING_SET_FILE
+    if not path.is_file():
+        _fail(f"no training set at {path}; run `yollava data build {name} PHOTOS...` first")
+    ts = TrainingSet.load(path)
+    for key, value in summary(ts).items():
+        typer.echo(f"{key}: {value}")
+    typer.echo(f"contact sheet: {contact_sheet(ts, folder / CONTACT_SHEET_FILE)}")
