@@ -46,7 +46,9 @@ def _tokenizer(special: list[str], vocab_size: int = 600, **named):
     return PreTrainedTokenizerFast(tokenizer_object=tok, **named)
 
 
-def build_tiny_llava(path: str | Path, hidden: int = 64, layers: int = 2, seed: int = 0, tie: bool = False) -> Path:
+def build_tiny_llava(
+    path: str | Path, hidden: int = 64, layers: int = 2, seed: int = 0, tie: bool = False, init_range: float = 0.02
+) -> Path:
     from transformers import (
         CLIPImageProcessor,
         CLIPVisionConfig,
@@ -70,6 +72,7 @@ def build_tiny_llava(path: str | Path, hidden: int = 64, layers: int = 2, seed: 
         num_key_value_heads=2,
         max_position_embeddings=512,
         tie_word_embeddings=tie,
+        initializer_range=init_range,
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
@@ -86,7 +89,7 @@ def build_tiny_llava(path: str | Path, hidden: int = 64, layers: int = 2, seed: 
     return path
 
 
-def build_tiny_qwen2_vl(path: str | Path, hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:
+def build_tiny_qwen2_vl(path: str | Path, hidden: int = 64, layers: int = 2, seed: int = 0, init_range: float = 0.02) -> Path:
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessorPil
 
     from .hf_common import ImageTextProcessor
@@ -106,6 +109,7 @@ def build_tiny_qwen2_vl(path: str | Path, hidden: int = 64, layers: int = 2, see
             max_position_embeddings=512,
             rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0},
             tie_word_embeddings=False,
+            initializer_range=init_range,
             bos_token_id=None,
             eos_token_id=ids["<|im_end|>"],
             pad_token_id=ids["<|endoftext|>"],

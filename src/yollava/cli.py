@@ -1,0 +1,185 @@
+"""The ``yollava`` command: personalise, chat, recognise, manage concepts, build data, evaluate, serve."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .data.commands import data_app, pool_app
+from .errors import YollavaError
+from .models import DEFAULT_MODEL
+
+app = typer.Typer(help="Teach a vision-language model your own subjects from a few photos.", no_args_is_help=True)
+concepts_app = typer.Typer(help="Manage saved concepts.", no_args_is_help=True)
+app.add_typer(concepts_app, name="concepts")
+app.add_typer(pool_app, name="pool")
+app.add_typer(data_app, name="data")
+console = Console()
+
+ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m", help="'pocket' (embedded default), or a local folder / HF-cache id of a LLaVA or Qwen2-VL checkpoint.")
+ConceptsDirOpt = typer.Option(None, "--concepts-dir", help="Concepts folder (default: $YOLLAVA_HOME/concepts, in the user data dir).")
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(1)
+
+
+def _engine(model: str, concepts_dir: Path | None):
+    from .engine import YoLLaVA
+
+    try:
+        return YoLLaVA.from_pretrained(model, concepts_dir)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+
+
+@app.command()
+def personalize(
+    name: str = typer.Argument(..., help="Concept name; the model will know the subject as <NAME>."),
+    photos: list[Path] = typer.Argument(..., help="3-10 photos of the subject (files or folders)."),
+    model: str = ModelOpt,
+    concepts_dir: Path = ConceptsDirOpt,
+    category: str = typer.Option("object", help="person | object (pets are objects): picks the conversation questions."),
+    epochs: int = typer.Option(15, help="Maximum epochs (the best held-back epoch is kept)."),
+    k: int = typer.Option(16, help="Latent tokens per concept."),
+    lr: float = typer.Option(1e-3),
+    batch_size: int = typer.Option(8),
+    patience: int = typer.Option(None, help="Stop after this many epochs without a better held-back score."),
+    n_easy: int = typer.Option(100, help="Random pool photos as easy negatives."),
+    n_hard: int = typer.Option(100, help="Retrieved hard negatives in total."),
+    no_hard_negatives: bool = typer.Option(False, "--no-hard-negatives", help="Ablation: no retrieved hard negatives."),
+    no_conversations: bool = typer.Option(False, "--no-conversations", help="Ablation: no text-only conversations."),
+    overwrite: bool = typer.Option(False, help="Replace an existing concept of that name."),
+    seed: int = typer.Option(0),
+):
+    """Learn NAME from PHOTOS and save it as NAME.safetensors + NAME.json."""
+    from .personalize import DataConfig, personalize as run
+    from .train import TrainConfig
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    engine = _engine(model, concepts_dir)
+    try:
+        result = run(
+            engine, name, photos,
+            train=TrainConfig(k=k, lr=lr, epochs=epochs, batch_size=batch_size, patience=patience, seed=seed),
+            data=DataConfig(category=category, n_easy_negatives=n_easy, n_hard_negatives=n_hard,
+                            hard_negatives=not no_hard_negatives, conversations=not no_conversations),
+            overwrite=overwrite,
+        )
+    except YollavaError as e:
+        _fail(str(e))
+    h = result.holdout
+    console.print(f"saved <{name}> to {engine.concepts_dir} (best epoch {result.best_epoch}, {result.seconds:.0f}s"
+                  + (f", held-back weighted acc {h['weighted_accuracy']:.2f}" if h.get("weighted_accuracy") is not None else "") + ")")
+
+
+@app.command()
+def chat(
+    prompt: str = typer.Argument(None, help="Question (may name concepts like <bo>); omit for an interactive session."),
+    image: Path = typer.Option(None, "--image", "-i", help="A photo to talk about."),
+    concept: list[str] = typer.Option(None, "--concept", "-c", help="Concepts to introduce even if the prompt doesn't name them."),
+    model: str = ModelOpt,
+    concepts_dir: Path = ConceptsDirOpt,
+    max_new_tokens: int = typer.Option(128),
+    temperature: float = typer.Option(0.0, help="0 = greedy."),
+):
+    """Ask about your concepts, with or without a photo."""
+    engine = _engine(model, concepts_dir)
+
+    def answer(text: str, img: Path | None) -> None:
+        try:
+            for piece in engine.stream_chat(text, image=img, concepts=concept or [], max_new_tokens=max_new_tokens, temperature=temperature):
+                console.print(piece, end="", soft_wrap=True, markup=False, highlight=False)
+            console.print()
+        except YollavaError as e:
+            _fail(str(e))
+
+    if prompt is not None:
+        return answer(prompt, image)
+    console.print("Interactive chat. '/image PATH' sets the photo, '/noimage' clears it, Ctrl-D quits.")
+    while True:
+        try:
+            line = input("> ").strip()
+        except EOFError:
+            return
+        if line.startswith("/image "):
+            image = Path(line[7:].strip())
+        elif line == "/noimage":
+            image = None
+        elif line:
+            answer(line, image)
+
+
+@app.command()
+def recognize(
+    name: str = typer.Argument(..., help="Concept name."),
+    photos: list[Path] = typer.Argument(..., help="Photos (files or folders) to check."),
+    model: str = ModelOpt,
+    concepts_dir: Path = ConceptsDirOpt,
+    threshold: float = typer.Option(None, help="Decision threshold on P(yes) (default: the concept's calibrated one)."),
+):
+    """Is <NAME> in each photo? Prints yes/no and the yes-probability."""
+    from .data.builder import expand_photos
+
+    engine = _engine(model, concepts_dir)
+    table = Table("photo", "answer", "P(yes)")
+    try:
+        for path in expand_photos(photos):
+            r = engine.recognize(name, path, threshold)
+            table.add_row(str(path), r.answer, f"{r.p_yes:.3f}")
+    except YollavaError as e:
+        _fail(str(e))
+    console.print(table)
+
+
+@concepts_app.command("list")
+def concepts_list(concepts_dir: Path = ConceptsDirOpt):
+    """List saved concepts."""
+    from .concepts import list_concepts
+    from .paths import default_concepts_dir
+
+    folder = concepts_dir or default_concepts_dir()
+    table = Table("name", "k", "base model", "held-back weighted acc", title=str(folder))
+    for meta in list_concepts(folder):
+        acc = meta.get("metrics", {}).get("holdout", {}).get("weighted_accuracy")
+        table.add_row(f"<{meta['name']}>", str(meta.get("k", "?")), str(meta.get("base_model", {}).get("model_id", meta.get("error", "?"))),
+                      "-" if acc is None else f"{acc:.2f}")
+    console.print(table)
+
+
+@concepts_app.command("show")
+def concepts_show(name: str, concepts_dir: Path = ConceptsDirOpt):
+    """Print a concept's metadata."""
+    import json
+
+    from .concepts import read_meta
+    from .paths import default_concepts_dir
+
+    try:
+        meta = read_meta(concepts_dir or default_concepts_dir(), name)
+    except YollavaError as e:
+        _fail(str(e))
+    meta.get("metrics", {}).pop("history", None)
+    console.print_json(json.dumps(meta, default=str))
+
+
+@concepts_app.command("rm")
+def concepts_rm(name: str, concepts_dir: Path = ConceptsDirOpt):
+    """Delete a concept file (tensors and metadata)."""
+    from .concepts import delete_concept
+    from .paths import default_concepts_dir
+
+    try:
+        delete_concept(concepts_dir or default_concepts_dir(), name)
+    except YollavaError as e:
+        _fail(str(e))
+    console.print(f"removed <{name}>")
+
+
+if __name__ == "__main__":
+    app()

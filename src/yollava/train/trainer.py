@@ -1,0 +1,271 @@
+"""Learn one concept: AdamW on its k+1 input rows and its output row, nothing else.
+
+Recipe (paper §3, DESIGN.md): next-token loss on answer tokens, AdamW lr 1e-3, up to N epochs,
+keep the epoch with the best recognition on a held-back slice of photos that are never trained
+on, and set the yes/no threshold from that slice. An epoch checkpoint (safetensors + JSON) lets
+an interrupted run resume where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from ..concepts import Concept
+from ..concepts.io import atomic_write, atomic_write_json
+from ..engine import YoLLaVA
+from ..errors import NotEnoughPhotosError
+from .metrics import best_threshold, recognition_metrics
+from .samples import Sample
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    k: int = 16
+    lr: float = 1e-3
+    epochs: int = 15
+    batch_size: int = 8
+    weight_decay: float = 0.0
+    seed: int = 0
+    #: share of recognition photos (each class) held back to pick the best epoch and the threshold
+    holdout_fraction: float = 0.2
+    #: repeat positive recognition samples so they weigh as much as the negatives
+    balance_positives: bool = True
+    #: stop after this many epochs without a better held-back score (None: run all epochs)
+    patience: int | None = None
+    #: recognition is scored every this many epochs (and at the last)
+    eval_every: int = 1
+
+
+@dataclass
+class TrainResult:
+    concept: Concept
+    best_epoch: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    holdout: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    samples_seen: int = 0
+
+
+def split_holdout(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Hold back a stratified slice of recognition photos (at least one positive and one negative
+    when there are at least two of each). Conversations drawn from a held-back photo stay in training:
+    they are text-only, so they cannot leak its pixels."""
+    rng = random.Random(seed)
+    train, held = [], []
+    for positive in (True, False):
+        group = [s for s in samples if s.is_recognition and s.is_positive == positive]
+        rng.shuffle(group)
+        n = min(len(group) - 1, max(1, round(len(group) * fraction))) if fraction > 0 and len(group) >= 2 else 0
+        held += group[:n]
+        train += group[n:]
+    train += [s for s in samples if not s.is_recognition]
+    return train, held
+
+
+def _balanced(samples: list[Sample]) -> list[Sample]:
+    pos = [s for s in samples if s.is_positive]
+    neg = [s for s in samples if s.is_recognition and not s.is_positive]
+    if not pos or len(neg) <= len(pos):
+        return samples
+    repeats = max(1, round(len(neg) / len(pos)))
+    return [s for s in samples if not s.is_positive] + pos * repeats
+
+
+class ConceptTrainer:
+    def __init__(self, engine: YoLLaVA, name: str, config: TrainConfig | None = None, checkpoint_dir: str | Path | None = None, progress: bool = True):
+        self.engine = engine
+        self.name = name
+        self.config = config or TrainConfig()
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.progress = progress
+
+    # ---- checkpointing ---------------------------------------------------------------------
+    def _ckpt_paths(self) -> tuple[Path, Path]:
+        assert self.checkpoint_dir is not None
+        return self.checkpoint_dir / f"{self.name}.ckpt.safetensors", self.checkpoint_dir / f"{self.name}.ckpt.json"
+
+    def _run_id(self, samples: list[Sample]) -> str:
+        blob = json.dumps([asdict(self.config), [(s.question, s.answer, str(s.image), s.kind) for s in samples]], default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def _save_checkpoint(self, concept: Concept, best: dict[str, torch.Tensor], opt: torch.optim.Optimizer, state: dict) -> None:
+        if self.checkpoint_dir is None:
+            return
+        tensors = {"input_rows": concept.input_rows.detach(), "output_row": concept.output_row.detach()}
+        tensors |= {f"best.{k}": v for k, v in best.items()}
+        for i, p in enumerate((concept.input_rows, concept.output_row)):
+            for key, value in opt.state.get(p, {}).items():
+                if torch.is_tensor(value):
+                    tensors[f"adam.{i}.{key}"] = value.detach().reshape(-1) if value.dim() == 0 else value.detach()
+        tensors = {k: v.contiguous().cpu() for k, v in tensors.items()}
+        st_path, json_path = self._ckpt_paths()
+        atomic_write(st_path, lambda p: save_file(tensors, str(p)))
+        atomic_write_json(json_path, state)
+
+    def _load_checkpoint(self, run_id: str):
+        if self.checkpoint_dir is None:
+            return None
+        st_path, json_path = self._ckpt_paths()
+        if not (st_path.exists() and json_path.exists()):
+            return None
+        state = json.loads(json_path.read_text())
+        if state.get("run_id") != run_id:
+            log.warning("ignoring checkpoint %s: it was made for other data or settings", json_path)
+            return None
+        return state, load_file(str(st_path))
+
+    def clear_checkpoint(self) -> None:
+        if self.checkpoint_dir is not None:
+            for p in self._ckpt_paths():
+                p.unlink(missing_ok=True)
+
+    # ---- training --------------------------------------------------------------------------
+    def _evaluate(self, held: list[Sample]) -> dict[str, Any]:
+        if not held:
+            return {}
+        scores = self.engine.yes_probabilities(self.name, [s.image for s in held], batch_size=self.config.batch_size)
+        labels = [s.is_positive for s in held]
+        return {**recognition_metrics(labels, scores, 0.5), "scores": scores, "labels": labels}
+
+    def fit(self, samples: list[Sample]) -> TrainResult:
+        cfg = self.config
+        if not any(s.is_positive for s in samples):
+            raise NotEnoughPhotosError(f"training data for <{self.name}> has no positive photo")
+        train, held = split_holdout(samples, cfg.holdout_fraction, cfg.seed)
+        train = _balanced(train) if cfg.balance_positives else train
+        engine = self.engine
+        if self.name in engine.bank:
+            engine.unload_concept(self.name)
+        concept = engine.new_concept(self.name, cfg.k, seed=cfg.seed)
+        params = [concept.input_rows, concept.output_row]
+        for p in params:
+            p.requires_grad_(True)
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+        run_id = self._run_id(samples)
+        history: list[dict[str, Any]] = []
+        best = {"input_rows": concept.input_rows.detach().clone(), "output_row": concept.output_row.detach().clone()}
+        best_key, best_epoch, best_eval, start_epoch, seen, seconds = (-1.0, -1.0), -1, {}, 0, 0, 0.0
+        resumed = self._load_checkpoint(run_id)
+        if resumed is not None:
+            state, tensors = resumed
+            with torch.no_grad():
+                concept.input_rows.copy_(tensors["input_rows"])
+                concept.output_row.copy_(tensors["output_row"])
+            best = {k: tensors[f"best.{k}"].clone() for k in ("input_rows", "output_row")}
+            opt.load_state_dict(_optimizer_state(opt, params, tensors, state["optimizer_steps"]))
+            history, best_epoch, best_eval = state["history"], state["best_epoch"], state["best_eval"]
+            best_key, start_epoch, seen, seconds = tuple(state["best_key"]), state["epoch"] + 1, state["samples_seen"], state["seconds"]
+            log.info("resuming <%s> at epoch %d", self.name, start_epoch)
+
+        encoded_cache: dict[int, Any] = {}
+
+        def encode(i: int, s: Sample):
+            if i not in encoded_cache:
+                encoded_cache[i] = engine.encode(s.question, image=s.image, answer=s.answer, concepts=[self.name])
+            return encoded_cache[i]
+
+        steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+        bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, desc=f"training <{self.name}>", disable=not self.progress, unit="step")
+        stale = 0
+        for epoch in range(start_epoch, cfg.epochs):
+            t0 = time.perf_counter()
+            order = list(range(len(train)))
+            random.Random(cfg.seed * 1000 + epoch).shuffle(order)
+            losses = []
+            for b in range(0, len(order), cfg.batch_size):
+                batch = [encode(i, train[i]) for i in order[b : b + cfg.batch_size]]
+                loss = engine.loss(batch)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+                seen += len(batch)
+                bar.update(1)
+                bar.set_postfix(epoch=epoch, loss=f"{losses[-1]:.3f}")
+            record: dict[str, Any] = {"epoch": epoch, "loss": sum(losses) / len(losses)}
+            last = epoch == cfg.epochs - 1
+            if held and (epoch % cfg.eval_every == 0 or last):
+                ev = self._evaluate(held)
+                record |= {k: ev[k] for k in ("weighted_accuracy", "auc", "positive_accuracy", "negative_accuracy")}
+                key = (ev["weighted_accuracy"], ev["auc"] if ev["auc"] is not None else 0.0)
+                if key > best_key:
+                    best_key, best_epoch, best_eval, stale = key, epoch, ev, 0
+                    best = {"input_rows": concept.input_rows.detach().clone(), "output_row": concept.output_row.detach().clone()}
+                else:
+                    stale += 1
+            elif not held:
+                best_epoch = epoch
+                best = {"input_rows": concept.input_rows.detach().clone(), "output_row": concept.output_row.detach().clone()}
+            seconds += time.perf_counter() - t0
+            record["seconds"] = round(seconds, 2)
+            history.append(record)
+            bar.write(_describe(self.name, record))
+            self._save_checkpoint(
+                concept, best, opt,
+                {"run_id": run_id, "epoch": epoch, "history": history, "best_epoch": best_epoch, "best_eval": best_eval,
+                 "best_key": list(best_key), "samples_seen": seen, "seconds": seconds,
+                 "optimizer_steps": {str(i): _step_of(opt, p) for i, p in enumerate(params)}},
+            )
+            if cfg.patience is not None and stale >= cfg.patience:
+                bar.write(f"<{self.name}>: no better held-back score for {stale} evaluations, stopping early")
+                break
+        bar.close()
+
+        with torch.no_grad():
+            concept.input_rows.copy_(best["input_rows"])
+            concept.output_row.copy_(best["output_row"])
+        for p in params:
+            p.requires_grad_(False)
+            p.grad = None
+        holdout = {k: v for k, v in best_eval.items() if k not in ("scores", "labels")}
+        threshold = 0.5
+        if best_eval.get("scores"):
+            threshold = best_threshold(best_eval["labels"], best_eval["scores"])
+            holdout["calibrated_threshold"] = threshold
+        concept.meta.update(
+            recognition_threshold=threshold,
+            recipe=asdict(cfg),
+            metrics={"best_epoch": best_epoch, "holdout": holdout, "history": history, "samples_seen": seen, "seconds": round(seconds, 2)},
+            counts={kind: sum(s.kind == kind for s in samples) for kind in ("positive", "negative", "hard_negative", "conversation")},
+        )
+        return TrainResult(concept, best_epoch, history, holdout, seconds, seen)
+
+
+def _describe(name: str, r: dict[str, Any]) -> str:
+    parts = [f"<{name}> epoch {r['epoch']}: loss {r['loss']:.4f}"]
+    if "weighted_accuracy" in r:
+        auc = "n/a" if r["auc"] is None else f"{r['auc']:.3f}"
+        parts.append(f"held-back weighted acc {r['weighted_accuracy']:.3f}, AUC {auc}")
+    return ", ".join(parts) + f" ({r['seconds']:.0f}s)"
+
+
+def _step_of(opt: torch.optim.Optimizer, p: torch.nn.Parameter) -> float:
+    step = opt.state.get(p, {}).get("step", 0)
+    return float(step.item() if torch.is_tensor(step) else step)
+
+
+def _optimizer_state(opt, params, tensors, steps) -> dict:
+    sd = opt.state_dict()
+    for i, _ in enumerate(params):
+        if f"adam.{i}.exp_avg" in tensors:
+            sd["state"][i] = {
+                "step": torch.tensor(steps[str(i)]),
+                "exp_avg": tensors[f"adam.{i}.exp_avg"],
+                "exp_avg_sq": tensors[f"adam.{i}.exp_avg_sq"],
+            }
+    return sd

@@ -1,0 +1,131 @@
+"""The trainer: frozen base, learning on a tiny model, resume, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from yollava.engine import YoLLaVA
+from yollava.errors import InvalidImageError, NotEnoughPhotosError
+from yollava.personalize import DataConfig, check_photos, personalize
+from yollava.train import ConceptTrainer, Sample, TrainConfig, recognition_metrics, split_holdout
+from yollava.train import trainer as trainer_module
+
+from .conftest import make_photos, other_colour, reddish
+
+QUESTION = "Is <bo> in this photo?"
+
+
+def recognition_samples(tmp_path, n_pos=10, n_neg=30):
+    pos = make_photos(tmp_path / "pos", n_pos, reddish, seed=1)
+    neg = make_photos(tmp_path / "neg", n_neg, other_colour, seed=2)
+    return [Sample(QUESTION, "Yes", p, "positive") for p in pos] + [Sample(QUESTION, "No", p, "negative") for p in neg]
+
+
+def test_tiny_model_learns_a_synthetic_concept_and_base_stays_bit_identical(llava_engine: YoLLaVA, tmp_path):
+    samples = recognition_samples(tmp_path)
+    before = {k: v.clone() for k, v in llava_engine.adapter.model.state_dict().items()}
+    cfg = TrainConfig(k=4, epochs=8, lr=1e-2, batch_size=8, seed=0)
+    result = ConceptTrainer(llava_engine, "bo", cfg, progress=False).fit(samples)
+    after = llava_engine.adapter.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+    # fresh photos of both kinds, never seen in training
+    test_pos = make_photos(tmp_path / "test_pos", 10, reddish, seed=11)
+    test_neg = make_photos(tmp_path / "test_neg", 10, other_colour, seed=12)
+    scores = llava_engine.yes_probabilities("bo", test_pos + test_neg)
+    m = recognition_metrics([True] * 10 + [False] * 10, scores, result.concept.threshold)
+    assert m["weighted_accuracy"] >= 0.8, m
+    assert m["auc"] >= 0.9, m
+    assert result.concept.meta["metrics"]["best_epoch"] == result.best_epoch
+
+
+def test_holdout_is_stratified_and_disjoint():
+    samples = [Sample(QUESTION, "Yes", f"p{i}.jpg", "positive") for i in range(10)]
+    samples += [Sample(QUESTION, "No", f"n{i}.jpg", "negative") for i in range(50)]
+    samples += [Sample("What colour is <bo>?", "Red.", None, "conversation") for _ in range(5)]
+    train, held = split_holdout(samples, 0.2, seed=0)
+    assert sum(s.is_positive for s in held) == 2 and sum(not s.is_positive for s in held) == 10
+    assert not {s.image for s in held} & {s.image for s in train if s.image}
+    assert sum(s.kind == "conversation" for s in train) == 5
+    assert split_holdout(samples, 0.2, seed=0) == (train, held)
+
+
+def test_training_resumes_after_interruption(llava_engine: YoLLaVA, tmp_path, monkeypatch):
+    samples = recognition_samples(tmp_path, n_pos=4, n_neg=8)
+    cfg = TrainConfig(k=2, epochs=3, lr=1e-2, batch_size=4, seed=0)
+    full = ConceptTrainer(llava_engine, "bo", cfg, progress=False).fit(samples).concept
+    reference = (full.input_rows.clone(), full.output_row.clone())
+
+    calls = {"n": 0}
+    real = trainer_module._describe
+
+    def crash_after_second_epoch(name, record):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(name, record)
+
+    ckpt = tmp_path / "ckpt"
+    monkeypatch.setattr(trainer_module, "_describe", crash_after_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        ConceptTrainer(llava_engine, "bo", cfg, checkpoint_dir=ckpt, progress=False).fit(samples)
+    monkeypatch.setattr(trainer_module, "_describe", real)
+    assert (ckpt / "bo.ckpt.json").exists()
+    resumed = ConceptTrainer(llava_engine, "bo", cfg, checkpoint_dir=ckpt, progress=False).fit(samples)
+    assert len(resumed.history) == 3
+    assert torch.allclose(resumed.concept.input_rows, reference[0], atol=1e-6)
+    assert torch.allclose(resumed.concept.output_row, reference[1], atol=1e-6)
+
+
+def test_no_positive_is_an_error(llava_engine: YoLLaVA):
+    with pytest.raises(NotEnoughPhotosError):
+        ConceptTrainer(llava_engine, "bo", TrainConfig(epochs=1), progress=False).fit([Sample(QUESTION, "No", None, "conversation")])
+
+
+def test_photo_checks(tmp_path):
+    with pytest.raises(NotEnoughPhotosError):
+        check_photos([])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(NotEnoughPhotosError):
+        check_photos([empty])
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a photo")
+    with pytest.raises(InvalidImageError, match="notes.jpg"):
+        check_photos([text])
+    good = make_photos(tmp_path / "good", 1, reddish)[0]
+    truncated = tmp_path / "cut.jpg"
+    truncated.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(InvalidImageError, match="cut.jpg"):
+        check_photos([good, truncated])
+    with pytest.raises(InvalidImageError, match="no such file"):
+        check_photos([tmp_path / "missing.jpg"])
+
+
+def test_personalize_refuses_bad_input_before_doing_work(llava_engine: YoLLaVA, tmp_path):
+    photos = make_photos(tmp_path / "p", 3, reddish)
+    no_data = DataConfig(n_easy_negatives=0, hard_negatives=False, conversations=False)
+    from yollava.errors import InvalidConceptNameError
+
+    with pytest.raises(InvalidConceptNameError):
+        personalize(llava_engine, "../x", photos, data=no_data)
+    with pytest.raises(InvalidConceptNameError):
+        personalize(llava_engine, "image", photos, data=no_data)
+    assert not llava_engine.concepts_dir.exists() or not any(llava_engine.concepts_dir.glob("*.json"))
+
+
+def test_personalize_end_to_end_saves_a_loadable_concept(llava_engine: YoLLaVA, tmp_path):
+    photos = make_photos(tmp_path / "p", 4, reddish)
+    result = personalize(
+        llava_engine, "bo", photos, train=TrainConfig(k=2, epochs=1, batch_size=4),
+        data=DataConfig(n_easy_negatives=0, hard_negatives=False, conversations=False), progress=False,
+    )
+    meta_path = llava_engine.concepts_dir / "bo.json"
+    assert meta_path.exists() and (llava_engine.concepts_dir / "bo.safetensors").exists()
+    assert len(result.concept.meta["source_photos"]) == 4
+    assert not any((llava_engine.concepts_dir / ".checkpoints").glob("bo.ckpt.*"))
+    llava_engine.unload_concept("bo")
+    llava_engine.load_concept("bo")
+    r = llava_engine.recognize("bo", photos[0])
+    assert r.answer in ("Yes", "No") and 0.0 <= r.p_yes <= 1.0
