@@ -25,7 +25,7 @@ ConceptsDirOpt = typer.Option(None, "--concepts-dir", help="Concepts folder (def
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
+    console.print(f"[red]error:[/red] {message}", soft_wrap=True, highlight=False)
     raise typer.Exit(1)
 
 
@@ -54,11 +54,12 @@ def personalize(
     n_hard: int = typer.Option(100, help="Retrieved hard negatives in total."),
     no_hard_negatives: bool = typer.Option(False, "--no-hard-negatives", help="Ablation: no retrieved hard negatives."),
     no_conversations: bool = typer.Option(False, "--no-conversations", help="Ablation: no text-only conversations."),
+    pool: list[Path] = typer.Option(None, "--pool", help="Folder(s) of generic photos for negatives (default: the shared pool)."),
     overwrite: bool = typer.Option(False, help="Replace an existing concept of that name."),
     seed: int = typer.Option(0),
 ):
     """Learn NAME from PHOTOS and save it as NAME.safetensors + NAME.json."""
-    from .personalize import DataConfig, personalize as run
+    from .personalize import DataConfig, load_pool, personalize as run
     from .train import TrainConfig
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
@@ -69,6 +70,7 @@ def personalize(
             train=TrainConfig(k=k, lr=lr, epochs=epochs, batch_size=batch_size, patience=patience, seed=seed),
             data=DataConfig(category=category, n_easy_negatives=n_easy, n_hard_negatives=n_hard,
                             hard_negatives=not no_hard_negatives, conversations=not no_conversations),
+            pool=load_pool(pool) if pool else None,
             overwrite=overwrite,
         )
     except YollavaError as e:
@@ -135,6 +137,40 @@ def recognize(
     except YollavaError as e:
         _fail(str(e))
     console.print(table)
+
+
+@app.command()
+def demo(
+    model: str = ModelOpt,
+    concepts_dir: Path = ConceptsDirOpt,
+    data_root: Path = typer.Option(None, help="The shared photo data (default: $YOLLAVA_DATA or ../shared/data)."),
+    epochs: int = typer.Option(15, help="Maximum epochs."),
+    no_conversations: bool = typer.Option(False, "--no-conversations", help="Skip the synthesised text-only conversations."),
+):
+    """The main job: personalise <bo> from its 10 photos, recognise it in new photos, talk about it."""
+    from .demo import run_demo
+    from .personalize import DataConfig
+    from .train import TrainConfig
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    engine = _engine(model, concepts_dir)
+    try:
+        run_demo(engine, data_root, TrainConfig(epochs=epochs), DataConfig(conversations=not no_conversations), console)
+    except YollavaError as e:
+        _fail(str(e))
+
+
+def _version(value: bool):
+    if value:
+        from . import __version__
+
+        console.print(f"yollava {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version.")):
+    """Teach a vision-language model your own subjects from a few photos."""
 
 
 @concepts_app.command("list")
