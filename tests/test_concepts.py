@@ -197,3 +197,24 @@ def test_save_concept_rejects_unknown_and_bad_meta(tmp_path):
         load_concept(tmp_path, "bo")
     with pytest.raises(UnknownConceptError):
         load_concept(tmp_path, "nobody")
+
+
+def test_prefix_cache_gives_the_same_loss_and_gradients(llava_engine: YoLLaVA):
+    concept = llava_engine.new_concept("bo", k=3)
+    concept.requires_grad_(True)
+    imgs = [Image.new("RGB", (40, 40), c) for c in [(200, 0, 0), (0, 0, 200)]]
+    batch = [llava_engine.encode("Is <bo> here?", image=im, answer=a) for im, a in zip(imgs, ["Yes, <bo> is here.", "No."])]
+    assert batch[0].prefix_len == batch[1].prefix_len > 0
+    full = llava_engine.loss(batch)
+    full.backward()
+    grads = (concept.input_rows.grad.clone(), concept.output_row.grad.clone())
+    concept.zero_grad()
+    cache: dict = {}
+    cached = llava_engine.loss(batch, cache)
+    cached.backward()
+    assert len(cache) == 2  # one entry per distinct photo prefix
+    torch.testing.assert_close(cached, full, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(concept.input_rows.grad, grads[0], rtol=1e-3, atol=1e-4)  # fp32 summation order
+    torch.testing.assert_close(concept.output_row.grad, grads[1], rtol=1e-3, atol=1e-4)
+    again = llava_engine.loss(batch, cache)  # reuse: no new entries, same value
+    assert len(cache) == 2 and torch.allclose(again, full, atol=1e-6)

@@ -48,6 +48,8 @@ class Encoded:
     input_ids: list[int]
     answer_mask: list[bool]
     images: list[EncodedImage]
+    #: tokens before the first concept or answer token: the same for every epoch, so cacheable
+    prefix_len: int = 0
 
 
 class YoLLaVA:
@@ -165,7 +167,10 @@ class YoLLaVA:
         rendered = self.adapter.render([self.user_message(question, concepts, bool(images))])
         prompt = self._prompt_ids(rendered, images)
         answer_ids = self._text_ids(answer + self.adapter.end_of_turn) if answer is not None else []
-        return Encoded(prompt + answer_ids, [False] * len(prompt) + [True] * len(answer_ids), images)
+        ids = prompt + answer_ids
+        vocab = self.adapter.vocab_size
+        prefix_len = next((i for i, t in enumerate(ids) if t >= vocab or i >= len(prompt)), len(ids))
+        return Encoded(ids, [False] * len(prompt) + [True] * len(answer_ids), images, prefix_len)
 
     # ---- forward ---------------------------------------------------------------------------
     def _collate(self, items: Sequence[Encoded]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -198,12 +203,49 @@ class YoLLaVA:
         hidden, _ = self.adapter.decoder(embeds, attention_mask=mask, position_ids=positions)
         return hidden, ids, answer
 
-    def loss(self, items: Sequence[Encoded]) -> torch.Tensor:
-        """Next-token cross-entropy on answer tokens only; logits are computed only where needed."""
-        hidden, ids, answer = self.hidden_states(items)
+    def loss(self, items: Sequence[Encoded], prefix_cache: dict | None = None) -> torch.Tensor:
+        """Next-token cross-entropy on answer tokens only; logits are computed only where needed.
+
+        With ``prefix_cache`` (a dict the caller keeps across steps), the frozen part of each prompt
+        before the first concept token (system prompt + photo) is run once without gradients and its
+        keys/values are reused; this needs equal prefix lengths in the batch (the trainer buckets them)."""
+        if prefix_cache is not None and self._can_cache_prefix(items):
+            hidden, ids, answer = self._suffix_hidden_states(items, prefix_cache)
+        else:
+            hidden, ids, answer = self.hidden_states(items)
         predicts = answer[:, 1:]  # position t predicts token t+1
         logits = self.bank.logits(hidden[:, :-1][predicts], self.adapter.lm_head)
         return F.cross_entropy(logits.float(), ids[:, 1:][predicts])
+
+    def _can_cache_prefix(self, items: Sequence[Encoded]) -> bool:
+        custom_positions = type(self.adapter).position_ids is not VLMAdapter.position_ids
+        p = items[0].prefix_len
+        return (
+            not custom_positions
+            and p > 0
+            and all(e.prefix_len == p and not e.answer_mask[p] for e in items)
+            and all(self.adapter.image_token_id not in e.input_ids[p:] for e in items)
+        )
+
+    def _suffix_hidden_states(self, items: Sequence[Encoded], cache: dict):
+        from transformers import DynamicCache
+
+        p = items[0].prefix_len
+        keys = [(tuple(e.input_ids[:p]), tuple(id(img) for img in e.images)) for e in items]
+        missing = list({k: i for i, k in enumerate(keys) if k not in cache}.items())
+        if missing:
+            with torch.no_grad():
+                ids = torch.tensor([items[i].input_ids[:p] for _, i in missing], device=self.adapter.device)
+                _, past = self.adapter.decoder(self._embed(ids, [items[i].images for _, i in missing]), use_cache=True)
+            for j, (key, _) in enumerate(missing):
+                cache[key] = [(layer.keys[j : j + 1], layer.values[j : j + 1]) for layer in past.layers]
+        per_layer = zip(*(cache[k] for k in keys))
+        past = DynamicCache(ddp_cache_data=[(torch.cat([k for k, _ in kv]), torch.cat([v for _, v in kv])) for kv in per_layer])
+        suffix = [Encoded(e.input_ids[p:], e.answer_mask[p:], []) for e in items]
+        ids, mask, answer = self._collate(suffix)
+        full_mask = torch.cat([torch.ones(len(items), p, dtype=mask.dtype, device=mask.device), mask], dim=1)
+        hidden, _ = self.adapter.decoder(self._embed(ids, [[] for _ in items]), attention_mask=full_mask, past_key_values=past, use_cache=True)
+        return hidden, ids, answer
 
     # ---- recognition -----------------------------------------------------------------------
     def _answer_token_ids(self) -> tuple[list[int], list[int]]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -48,6 +47,8 @@ class TrainConfig:
     patience: int | None = None
     #: recognition is scored every this many epochs (and at the last)
     eval_every: int = 1
+    #: run the frozen prompt prefix (system prompt + photo) once and reuse its keys/values
+    prefix_cache: bool = True
 
 
 @dataclass
@@ -141,6 +142,21 @@ class ConceptTrainer:
         labels = [s.is_positive for s in held]
         return {**recognition_metrics(labels, scores, 0.5), "scores": scores, "labels": labels}
 
+    def _batches(self, encoded: list, epoch: int) -> list[list[int]]:
+        """Shuffled batches for an epoch; with the prefix cache, each batch shares one prefix length."""
+        cfg = self.config
+        rng = random.Random(cfg.seed * 1000 + epoch)
+        order = list(range(len(encoded)))
+        rng.shuffle(order)
+        if not cfg.prefix_cache:
+            return [order[b : b + cfg.batch_size] for b in range(0, len(order), cfg.batch_size)]
+        groups: dict[int, list[int]] = {}
+        for i in order:
+            groups.setdefault(encoded[i].prefix_len, []).append(i)
+        batches = [g[b : b + cfg.batch_size] for g in groups.values() for b in range(0, len(g), cfg.batch_size)]
+        rng.shuffle(batches)
+        return batches
+
     def fit(self, samples: list[Sample]) -> TrainResult:
         cfg = self.config
         if not any(s.is_positive for s in samples):
@@ -172,24 +188,21 @@ class ConceptTrainer:
             best_key, start_epoch, seen, seconds = tuple(state["best_key"]), state["epoch"] + 1, state["samples_seen"], state["seconds"]
             log.info("resuming <%s> at epoch %d", self.name, start_epoch)
 
-        encoded_cache: dict[int, Any] = {}
-
-        def encode(i: int, s: Sample):
-            if i not in encoded_cache:
-                encoded_cache[i] = engine.encode(s.question, image=s.image, answer=s.answer, concepts=[self.name])
-            return encoded_cache[i]
-
-        steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+        # every photo through the frozen vision tower once, every sample tokenised once
+        encoded = [
+            engine.encode(s.question, image=s.image, answer=s.answer, concepts=[self.name])
+            for s in tqdm(train, desc="encoding samples", disable=not self.progress, leave=False)
+        ]
+        prefix_cache: dict | None = {} if cfg.prefix_cache else None
+        steps_per_epoch = len(self._batches(encoded, 0))
         bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, desc=f"training <{self.name}>", disable=not self.progress, unit="step")
         stale = 0
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
-            order = list(range(len(train)))
-            random.Random(cfg.seed * 1000 + epoch).shuffle(order)
             losses = []
-            for b in range(0, len(order), cfg.batch_size):
-                batch = [encode(i, train[i]) for i in order[b : b + cfg.batch_size]]
-                loss = engine.loss(batch)
+            for batch_ids in self._batches(encoded, epoch):
+                batch = [encoded[i] for i in batch_ids]
+                loss = engine.loss(batch, prefix_cache)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
