@@ -85,8 +85,8 @@ class PocketAdapter(VLMAdapter):
         return "<|im_end|>"
 
     def fingerprint(self) -> dict[str, Any]:
-        fp = super().fingerprint()
-        fp["weights_sha256"] = self.weights_sha256()
+        fp = super().fingerprint()  # its weights_sha256 samples 16 values per tensor
+        fp["pocket_weights_sha256"] = self.weights_sha256()  # the whole projector + the LoRA file
         return fp
 
     def weights_sha256(self) -> str:

@@ -1,0 +1,120 @@
+"""The embedded ``pocket`` VLM. Needs the real LLM: the first run in a fresh cache de-quantises the
+GGUF (about 80-90 s on 2 cores), later runs load the safetensors cache in seconds."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from yollava.engine import YoLLaVA
+from yollava.models import Message
+from yollava.models.pocket import PocketAdapter, llm as pocket_llm
+from yollava.models.pocket.adapter import WEIGHTS_DIR, load_pocket, save_pocket_weights
+from yollava.paths import default_data_root
+
+
+@pytest.fixture(scope="module")
+def adapter() -> PocketAdapter:
+    return load_pocket()
+
+
+@pytest.fixture(scope="module")
+def photo() -> Image.Image:
+    path = default_data_root() / "pool" / "imagenet" / "n02099601_golden_retriever.jpg"
+    return Image.open(path).convert("RGB") if path.exists() else Image.new("RGB", (300, 200), (200, 150, 60))
+
+
+def test_registered():
+    from yollava.models import _LOADERS, _import_families
+
+    _import_families()
+    assert "pocket" in _LOADERS
+
+
+def test_loads_from_cache_without_rebuilding(adapter, monkeypatch):
+    monkeypatch.setattr(pocket_llm, "build_cache", lambda *a, **k: pytest.fail("cache was rebuilt"))
+    llm, tok = pocket_llm.load_llm(progress=False)
+    assert llm.lm_head.weight.shape == (151936, 896)
+    assert llm.lm_head.weight.data_ptr() != llm.model.embed_tokens.weight.data_ptr()  # untied
+    assert torch.equal(llm.model.embed_tokens.weight[:5], adapter.embed_tokens.weight[:5])
+
+
+def test_interrupted_build_leaves_no_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("YOLLAVA_CACHE", str(tmp_path))
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pocket_llm, "assemble_gguf", boom)
+    with pytest.raises(KeyboardInterrupt):
+        pocket_llm.build_cache(progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_gguf_checksum_is_checked(tmp_path, monkeypatch):
+    monkeypatch.setattr(pocket_llm, "GGUF_SHA256", "0" * 64)
+    with pytest.raises(RuntimeError, match="checksum"):
+        pocket_llm.assemble_gguf(tmp_path / "x.gguf", progress=False)
+    assert not (tmp_path / "x.gguf").exists()
+
+
+def test_encode_images(adapter, photo):
+    enc = adapter.encode_images([photo, photo.resize((100, 400))])
+    assert len(enc) == 2 and enc[0].features.shape == (10, 896)
+    ids = enc[0].token_ids
+    assert len(ids) == 12 and ids.count(adapter.image_token_id) == 10
+    assert adapter.tokenizer.convert_ids_to_tokens([ids[0], ids[-1]]) == ["<|vision_start|>", "<|vision_end|>"]
+
+
+def test_render(adapter):
+    text = adapter.render([Message("user", "What is this?", has_image=True)])
+    assert text.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n")
+    assert f"{adapter.image_marker}\nWhat is this?<|im_end|>" in text
+    assert text.endswith("<|im_start|>assistant\n")
+    assert not adapter.render([Message("user", "hi")], add_generation_prompt=False).endswith("assistant\n")
+    assert adapter.end_of_turn == "<|im_end|>" and adapter.eos_token_ids == [adapter.tokenizer.convert_tokens_to_ids("<|im_end|>")]
+
+
+def test_frozen(adapter):
+    assert all(not p.requires_grad for p in adapter.model.parameters())
+    assert not adapter.model.training
+
+
+def test_fingerprint_follows_projector(adapter):
+    before = adapter.fingerprint()
+    w = adapter.model.projector[0].weight
+    with torch.no_grad():
+        w[0, 0] += 1.0
+    try:
+        assert adapter.fingerprint()["pocket_weights_sha256"] != before["pocket_weights_sha256"]
+    finally:
+        with torch.no_grad():
+            w[0, 0] -= 1.0
+    assert adapter.fingerprint() == before
+
+
+def test_weights_roundtrip_and_fingerprint(adapter, tmp_path):
+    proj = {k: v * 0.5 for k, v in adapter.model.projector.state_dict().items()}
+    save_pocket_weights(tmp_path, proj, None, {"stage": 1, "grid": 3, "lora": None})
+    other = load_pocket(weights_dir=tmp_path, progress=False)
+    assert torch.allclose(other.model.projector[0].weight, proj["0.weight"].half().float())
+    assert other.fingerprint() != adapter.fingerprint()
+
+
+def test_shipped_weights_are_trained():
+    meta = json.loads((WEIGHTS_DIR / "pocket.json").read_text())
+    assert meta["stage"] == 2 and meta["lora"]["r"] > 0
+    assert (WEIGHTS_DIR / meta["file"]).stat().st_size < 16 * 2**20
+
+
+def test_text_answer(adapter):
+    engine = YoLLaVA(adapter)
+    assert "4" in engine.chat("What is 2+2?", max_new_tokens=16)
+
+
+def test_photo_answer(adapter, photo):
+    engine = YoLLaVA(adapter)
+    assert engine.chat("What is in this photo?", image=photo, max_new_tokens=12).strip()
