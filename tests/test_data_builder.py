@@ -59,8 +59,8 @@ class FakeModel:
 
 @pytest.fixture
 def world(tmp_path):
-    """3 photos of an orange subject; a 40-photo pool with orange look-alikes, an exact copy and a
-    near-copy of a subject photo, and two unreadable files."""
+    """3 photos of an orange subject; a 41-photo pool with orange look-alikes (one of them twice), an
+    exact copy and a near-copy of a subject photo, and an unreadable file."""
     photos = [make_photo(tmp_path / "bo" / f"{i}.jpg", (230, 120, 30), seed=100 + i) for i in range(3)]
     rng = np.random.default_rng(0)
     pool_dir = tmp_path / "pool"
@@ -68,6 +68,7 @@ def world(tmp_path):
         make_photo(pool_dir / "random" / f"r{i:02d}.jpg", rng.integers(0, 256, 3) * (0.5, 1, 1), seed=i)
     for i in range(8):  # look-alikes: orange-ish but not the subject
         make_photo(pool_dir / "orange" / f"o{i}.jpg", (230, 120, 30), seed=200 + i, patch=(20 * i, 60, 120))
+    shutil.copy(pool_dir / "orange" / "o7.jpg", pool_dir / "o7_again.jpg")  # same look-alike twice
     shutil.copy(photos[0], pool_dir / "copy_of_bo0.jpg")
     a = np.asarray(Image.open(photos[1]), dtype=np.int16)
     Image.fromarray(np.clip(a + 3, 0, 255).astype(np.uint8)).save(pool_dir / "near_bo1.jpg", quality=95)
@@ -85,7 +86,7 @@ def build(world, **kw):
 
 def test_counts(world):
     photos, pool, _ = world
-    assert len(pool) == 40 and [p.name for p, _ in pool.report.skipped] == ["broken.jpg"]
+    assert len(pool) == 41 and [p.name for p, _ in pool.report.skipped] == ["broken.jpg"]
     ts = build(world, n_easy_negatives=10, n_hard_negatives=7)  # m = ceil(7/3) = 3 per photo
     assert ts.name == "<bo>"
     assert ts.counts == {"positive": 3, "negative": 10, "hard_negative": 9, "conversation": 30}
@@ -113,7 +114,8 @@ def test_no_positive_among_negatives(world):
     assert "near_bo1.jpg" not in names  # cosine > 0.95 to a positive
     pos_sha = {file_sha256(p) for p in photos}
     assert not pos_sha & {file_sha256(p) for p in negatives}
-    assert len(negatives) == len(set(negatives)) == len(pool) - 2  # every other pool photo, once each
+    # every other pool photo, once each (by content too: o7_again.jpg is o7.jpg)
+    assert len(negatives) == len({file_sha256(p) for p in negatives}) == len(pool) - 3
 
 
 def test_hard_negatives_are_the_nearest(world):
@@ -124,7 +126,7 @@ def test_hard_negatives_are_the_nearest(world):
     banned = {str(pool.paths[i]) for i in range(len(pool)) if pool.paths[i].name in ("copy_of_bo0.jpg", "near_bo1.jpg")}
     best = pool.search(vec, 1, exclude=banned)[0][0]
     assert first.path == best[0] and first.score == pytest.approx(best[1])
-    assert all(h.path.parent.name == "orange" for h in ts.hard_negatives)
+    assert all(h.path.name.startswith("o7") or h.path.parent.name == "orange" for h in ts.hard_negatives)
     scores = [h.score for h in ts.hard_negatives]
     assert all(0.5 < s <= 0.95 for s in scores)
 
@@ -215,7 +217,7 @@ def test_cli_build_and_show(world, tmp_path, monkeypatch):
     pool_dir = photos[0].parent.parent / "pool"
     r = runner.invoke(commands.pool_app, ["index", str(pool_dir), "--index-dir", str(tmp_path / "i2")])
     assert r.exit_code == 0, r.output
-    assert "40 photos" in r.output and "broken.jpg" in r.output
+    assert "41 photos" in r.output and "broken.jpg" in r.output
     args = ["build", "bo", *map(str, photos), "--out", str(tmp_path / "data"), "--pool", str(pool_dir),
             "--index-dir", str(tmp_path / "i2"), "--n-easy", "5", "--n-hard", "6", "--model", "tiny", "--seed", "3"]
     r = runner.invoke(commands.data_app, args)

@@ -107,11 +107,22 @@ def _negatives(pool, pos_paths, pos_shas, pos_vecs, *, n_easy, n_hard, hard, nea
     chosen: list[HardNegative] = []
     if hard and n_hard > 0:
         m = math.ceil(n_hard / len(pos_paths))
-        taken: set[str] = set()
+        sha = {e["path"]: e["sha256"] for e in pool.entries}
+        taken: set[str] = set()  # paths and contents already chosen
         for anchor, vec in zip(pos_paths, pos_vecs):
-            for path, score in pool.search(vec, m, exclude=banned | taken)[0]:
-                chosen.append(HardNegative(path, score, anchor))
-                taken.add(str(path))
+            k, picked = m, []
+            while len(picked) < m:
+                hits = pool.search(vec, k, exclude=banned | taken)[0]
+                picked, seen = [], set()
+                for path, score in hits:  # the pool may hold one photo twice: keep it once
+                    if sha[str(path)] not in seen and len(picked) < m:
+                        seen.add(sha[str(path)])
+                        picked.append(HardNegative(path, score, anchor))
+                if len(hits) < k:  # the pool is exhausted
+                    break
+                k *= 2
+            chosen += picked
+            taken.update(x for h in picked for x in (str(h.path), sha[str(h.path)]))
         banned |= taken
     easy = pool.sample_random(n_easy, seed=seed, exclude=banned) if n_easy > 0 else []
     return chosen, easy
