@@ -1,0 +1,169 @@
+"""``yollava serve`` and ``yollava users ...`` (mounted by the main CLI; also ``python -m yollava.serve``).
+
+Mount in ``yollava/cli.py``::
+
+    from .serve.commands import serve_command, users_app
+    app.command("serve")(serve_command)
+    app.add_typer(users_app, name="users")
+
+Nothing here imports FastAPI/uvicorn until ``serve`` runs, so the CLI works without the serve extra.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+
+from .config import default_server_home
+
+HomeOpt = typer.Option(None, "--home", help="The server's state folder (database, users' concepts, jobs). Default: $YOLLAVA_HOME/server.")
+
+
+def _home(home: Path | None) -> Path:
+    return Path(home) if home else default_server_home()
+
+
+def serve_command(
+    model: str = typer.Option("pocket", "--model", "-m", help="'pocket' (embedded default), or a local folder / HF-cache id of a LLaVA or Qwen2-VL checkpoint."),
+    home: Path = HomeOpt,
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback by default; put TLS in front of anything else)."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    epochs: int = typer.Option(None, help="Training recipe for uploaded concepts: maximum epochs (default: the library's, 15)."),
+    k: int = typer.Option(None, help="Latent tokens per concept (default 16)."),
+    batch_size: int = typer.Option(None, help="Training batch size (default 8)."),
+    patience: int = typer.Option(None, help="Stop after this many epochs without a better held-back score."),
+    n_easy: int = typer.Option(None, help="Random pool photos as easy negatives (default 100; 0 for none)."),
+    n_hard: int = typer.Option(None, help="Retrieved hard negatives (default 100)."),
+    no_hard_negatives: bool = typer.Option(False, "--no-hard-negatives", help="Train without retrieved hard negatives."),
+    no_conversations: bool = typer.Option(False, "--no-conversations", help="Train without synthesised text-only conversations (much faster)."),
+    pool: list[Path] = typer.Option(None, "--pool", help="Folder(s) of generic photos for negatives (default: the shared pool)."),
+    max_photos: int = typer.Option(None, help="Photos per concept upload (default 20)."),
+    max_request_mb: int = typer.Option(None, help="Largest request body in MiB (default 64)."),
+    max_concurrent: int = typer.Option(None, help="Generations running at once, token-interleaved (default 16); more wait."),
+    no_resume: bool = typer.Option(False, "--no-resume", help="Mark jobs left unfinished by a previous run as failed instead of resuming them."),
+    keep_uploads: bool = typer.Option(False, "--keep-uploads", help="Keep uploaded photos and checkpoints after a job ends."),
+    log_level: str = typer.Option("info", help="uvicorn log level."),
+):
+    """Serve the model over HTTP: OpenAI-compatible chat, concept training, recognition, and a web page at /."""
+    try:
+        import uvicorn
+
+        from .app import create_app
+    except ImportError as e:
+        typer.echo(f"error: the server needs the serve extra ({e}); install with: pip install 'yollava[serve]'", err=True)
+        raise typer.Exit(1) from None
+    from ..engine import YoLLaVA
+    from .config import Limits, ServerConfig
+
+    config = ServerConfig(model=model, home=_home(home), host=host, port=port, resume_jobs=not no_resume, keep_uploads=keep_uploads)
+    for field, value in (("epochs", epochs), ("k", k), ("batch_size", batch_size), ("patience", patience)):
+        if value is not None:
+            setattr(config.train, field, value)
+    for field, value in (("n_easy_negatives", n_easy), ("n_hard_negatives", n_hard)):
+        if value is not None:
+            setattr(config.data, field, value)
+    if no_hard_negatives:
+        config.data.hard_negatives = False
+    if no_conversations:
+        config.data.conversations = False
+    config.pool_dirs = list(pool) if pool else None
+    limits = Limits()
+    if max_photos is not None:
+        limits.max_photos = max_photos
+    if max_request_mb is not None:
+        limits.max_request_bytes = max_request_mb * 1024 * 1024
+    if max_concurrent is not None:
+        limits.max_concurrent_generations = max_concurrent
+    config.limits = limits
+
+    logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        typer.echo(f"warning: listening on {host}: API keys travel in clear text unless a TLS proxy is in front", err=True)
+    typer.echo(f"loading {model} ...", err=True)
+    try:
+        engine = YoLLaVA.from_pretrained(model, concepts_dir=config.home / "unused-concepts")
+    except (FileNotFoundError, ValueError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    app = create_app(config, engine)
+    if not app.state.server.db.list_users():
+        typer.echo(f"no users yet: create one with `yollava users add NAME --home {config.home}`", err=True)
+    typer.echo(f"serving {config.served_model_name} on http://{host}:{port}/ (state in {config.home})", err=True)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30)
+
+
+users_app = typer.Typer(help="Manage the server's users and their API keys.", no_args_is_help=True)
+
+
+def _db(home: Path | None):
+    from .db import Database
+
+    return Database(_home(home) / "server.db")
+
+
+def _user(db, name: str):
+    user = db.get_user(name)
+    if user is None:
+        typer.echo(f"error: no user {name!r}", err=True)
+        raise typer.Exit(1)
+    return user
+
+
+@users_app.command("add")
+def users_add(name: str = typer.Argument(..., help="The user's name."), home: Path = HomeOpt):
+    """Create a user and print their API key (shown this once; only a salted hash is stored)."""
+    db = _db(home)
+    try:
+        user = db.add_user(name)
+    except ValueError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    key = db.new_key(user)
+    typer.echo(f"created user {user.name!r}; API key (shown once, keep it):", err=True)
+    typer.echo(key)
+
+
+@users_app.command("key")
+def users_key(name: str = typer.Argument(...), home: Path = HomeOpt):
+    """Issue another API key for an existing user."""
+    db = _db(home)
+    typer.echo(db.new_key(_user(db, name)))
+
+
+@users_app.command("list")
+def users_list(home: Path = HomeOpt):
+    """List users and how many active keys each has."""
+    for u in _db(home).list_users():
+        typer.echo(f"{u['id']}\t{u['name']}\t{u['keys']} key(s)")
+
+
+@users_app.command("revoke")
+def users_revoke(name: str = typer.Argument(...), home: Path = HomeOpt):
+    """Revoke all of a user's API keys (their concepts stay)."""
+    db = _db(home)
+    n = db.revoke_keys(_user(db, name))
+    typer.echo(f"revoked {n} key(s) of {name!r} (a running server forgets them within a minute)")
+
+
+@users_app.command("rm")
+def users_rm(name: str = typer.Argument(...), home: Path = HomeOpt, yes: bool = typer.Option(False, "--yes", help="Do not ask.")):
+    """Delete a user, their keys, jobs and every concept file of theirs."""
+    import shutil
+
+    from .spaces import UserSpace
+
+    db = _db(home)
+    user = _user(db, name)
+    if not yes:
+        typer.confirm(f"delete user {name!r} and all their concepts?", abort=True)
+    db.delete_user(user)
+    shutil.rmtree(UserSpace(_home(home), user.id).root, ignore_errors=True)
+    db.checkpoint()
+    typer.echo(f"deleted user {name!r}")
+
+
+app = typer.Typer(help="The yollava server.", no_args_is_help=True)
+app.command("serve")(serve_command)
+app.add_typer(users_app, name="users")

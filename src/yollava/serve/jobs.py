@@ -1,0 +1,406 @@
+"""Training jobs: persisted in SQLite, run one at a time in a worker thread, resumed after a restart.
+
+A job's photos, training set, answer cache and epoch checkpoints live in its own folder
+(``HOME/users/<id>/jobs/<job>``), removed when the job ends. Progress: the trainer is the core's
+``personalize`` (unchanged); the job's engine view counts training steps (each ``loss`` call) and
+watches the checkpoint JSON the trainer writes after every epoch (``checkpoints/NAME.ckpt.json``).
+After a restart the same training set and checkpoint folder are handed to ``personalize`` again, so
+the trainer continues from its last finished epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import queue
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from ..data.builder import build_training_set
+from ..data.templates import conversation_questions
+from ..data.training_set import TrainingSet
+from ..errors import YollavaError
+from ..personalize import DataConfig, personalize
+from ..train import TrainConfig, split_holdout
+from .config import ServerConfig, recipe_from_dict
+from .db import ACTIVE, Database, User
+from .host import JobCancelled, ModelHost
+from .spaces import UserSpace
+
+log = logging.getLogger(__name__)
+
+
+class JobFailed(Exception):
+    pass
+
+
+class LiveJob:
+    """What the worker knows about a job while it is queued or running (the DB has the rest)."""
+
+    def __init__(self, job_id: str, user_id: int, concept: str):
+        self.id, self.user_id, self.concept = job_id, user_id, concept
+        self.cancelled = threading.Event()
+        self.done = threading.Event()
+        self.lock = threading.Lock()
+        self.phase = "queued"
+        self.progress: dict[str, Any] = {}
+        self.steps_in_epoch = 0
+        self.steps_per_epoch = 1
+        self.measured = False
+        self.ckpt_json: Path | None = None
+        self.ckpt_mtime = 0
+        self._last_flush = 0.0
+
+    def snapshot(self) -> tuple[str, dict[str, Any]]:
+        with self.lock:
+            return self.phase, dict(self.progress)
+
+
+class JobManager:
+    def __init__(self, host: ModelHost, db: Database, config: ServerConfig):
+        self.host, self.db, self.config = host, db, config
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._live: dict[str, LiveJob] = {}
+        self._live_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._concept_locks: dict[tuple[int, str], threading.Lock] = defaultdict(threading.Lock)
+        self._pool = None
+        self._pool_lock = threading.Lock()
+
+    # ---- life cycle ------------------------------------------------------------------------
+    def space(self, user_id: int) -> UserSpace:
+        return UserSpace(self.config.home, user_id)
+
+    def concept_lock(self, user_id: int, name: str) -> threading.Lock:
+        return self._concept_locks[(user_id, name)]
+
+    def start(self) -> None:
+        self._recover()
+        self._thread = threading.Thread(target=self._work, name="yollava-training", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Interrupt the running job at its next step; it stays unfinished in the DB and resumes on restart."""
+        self._stopping.set()
+        with self._live_lock:
+            for live in self._live.values():
+                live.cancelled.set()
+        self._queue.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _recover(self) -> None:
+        """Jobs a previous run left queued or running: queue them again, or fail them with the reason."""
+        for job in self.db.list_jobs(status=ACTIVE):
+            space = self.space(job["user_id"])
+            photos_dir = space.job_dir(job["id"]) / "photos"
+            photos = sorted(photos_dir.iterdir()) if photos_dir.is_dir() else []
+            if not self.config.resume_jobs:
+                self._finish_failed(job, "interrupted by a server restart (the server was started without resuming jobs); upload the photos again")
+            elif len(photos) != job["n_photos"]:
+                self._finish_failed(job, f"interrupted by a server restart, and its uploaded photos are gone ({len(photos)} of {job['n_photos']} left); upload them again")
+            else:
+                was = job["status"]
+                self.db.update_job(job["id"], status="queued", phase=f"queued (resuming after a server restart; was {was})", resumed=job["resumed"] + 1)
+                self._enqueue(job["id"], job["user_id"], job["concept"])
+                log.info("resuming training job %s (<%s> of user %d)", job["id"], job["concept"], job["user_id"])
+
+    def _finish_failed(self, job: dict, reason: str) -> None:
+        self.db.update_job(job["id"], status="failed", phase="failed", error=reason, finished=time.time())
+        if not self.config.keep_uploads:
+            self.space(job["user_id"]).remove_job_dir(job["id"])
+
+    def _enqueue(self, job_id: str, user_id: int, concept: str) -> LiveJob:
+        live = LiveJob(job_id, user_id, concept)
+        with self._live_lock:
+            self._live[job_id] = live
+        self._queue.put(job_id)
+        return live
+
+    # ---- submitting and watching -----------------------------------------------------------
+    def active_job(self, user_id: int, concept: str) -> dict | None:
+        jobs = self.db.list_jobs(user_id, ACTIVE, concept)
+        return jobs[0] if jobs else None
+
+    def submit(self, user: User, concept: str, photos: list[tuple[bytes, str]], category: str, overwrite: bool) -> dict:
+        """Store the photos and queue the job. ``photos``: (bytes, suffix) already checked to be images."""
+        train, data = self.config.train, self.config.data
+        recipe = {"train": _asdict(train), "data": {**_asdict(data), "category": category}}
+        job_id = self.db.add_job(user, concept, recipe, len(photos), overwrite)
+        photos_dir = self.space(user.id).job_dir(job_id) / "photos"
+        try:
+            photos_dir.mkdir(parents=True, exist_ok=True)
+            for i, (blob, suffix) in enumerate(photos):
+                (photos_dir / f"photo-{i:02d}{suffix}").write_bytes(blob)
+        except OSError as e:
+            self.db.update_job(job_id, status="failed", phase="failed", error=f"could not store the photos ({e})", finished=time.time())
+            self.space(user.id).remove_job_dir(job_id)
+            raise
+        self._enqueue(job_id, user.id, concept)
+        return self.view(self.db.get_job(job_id))
+
+    def view(self, job: dict) -> dict[str, Any]:
+        """The public form of a job (live progress while it runs)."""
+        phase, progress = job["phase"], job["progress"]
+        with self._live_lock:
+            live = self._live.get(job["id"])
+        if live is not None and job["status"] in ACTIVE:
+            phase, progress = live.snapshot()
+        return {
+            "id": job["id"],
+            "object": "training_job",
+            "concept": job["concept"],
+            "identifier": f"<{job['concept']}>",
+            "status": job["status"],
+            "phase": phase,
+            "progress": progress,
+            "error": job["error"],
+            "result": job["result"],
+            "photos": job["n_photos"],
+            "recipe": job["recipe"],
+            "resumed": job["resumed"],
+            "created": job["created"],
+            "started": job["started"],
+            "finished": job["finished"],
+        }
+
+    def cancel(self, job_id: str, wait: float = 0.0) -> None:
+        with self._live_lock:
+            live = self._live.get(job_id)
+        if live is None:
+            return
+        live.cancelled.set()
+        if wait:
+            live.done.wait(wait)
+
+    def cancel_concept(self, user_id: int, concept: str, wait: float = 60.0) -> bool:
+        """Cancel every unfinished job of one concept and wait until they have stopped; True if all did."""
+        with self._live_lock:
+            lives = [j for j in self._live.values() if j.user_id == user_id and j.concept == concept]
+        for live in lives:
+            live.cancelled.set()
+        deadline = time.monotonic() + wait
+        return all(live.done.wait(max(0.0, deadline - time.monotonic())) for live in lives)
+
+    # ---- the worker ------------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            job_id = self._queue.get()
+            if job_id is None or self._stopping.is_set():
+                return
+            try:
+                self._execute(job_id)
+            except Exception:  # never let the worker die
+                log.exception("training job %s crashed the worker", job_id)
+            finally:
+                with self._live_lock:
+                    live = self._live.pop(job_id, None)
+                if live is not None:
+                    live.done.set()
+
+    def _execute(self, job_id: str) -> None:
+        with self._live_lock:
+            live = self._live.get(job_id)
+        job = self.db.get_job(job_id)
+        if job is None or live is None or job["status"] not in ACTIVE:
+            return
+        space = self.space(job["user_id"])
+        jdir = space.job_dir(job_id)
+        name = job["concept"]
+        if live.cancelled.is_set():
+            self._end(job, live, "cancelled", "cancelled before it started")
+            return
+        train, data = recipe_from_dict(job["recipe"])
+        photos = sorted((jdir / "photos").iterdir()) if (jdir / "photos").is_dir() else []
+        self.db.update_job(job_id, status="running", phase="preparing", started=job["started"] or time.time(), error=None)
+        self._set(live, "preparing", {})
+        engine = self.host.job_engine(space.concepts, live.cancelled)
+        try:
+            if not photos:
+                raise JobFailed("the uploaded photos are gone")
+            training_set = self._training_set(engine, live, name, jdir, photos, train, data)
+            self._watch_training(live, engine, name, jdir, training_set, train)
+            result = personalize(
+                engine, name, photos, train=train, data=data, training_set=training_set,
+                save=False, checkpoint_dir=jdir / "checkpoints", progress=False,
+            )
+            with self.concept_lock(job["user_id"], name):
+                if live.cancelled.is_set():
+                    raise JobCancelled()
+                if space.has_concept(name) and not job["overwrite"]:
+                    raise JobFailed(f"a concept <{name}> appeared while this job ran (imported?); it was left as it is")
+                self._set(live, "saving")
+                engine.save_concept(name)
+                self.host.concepts.forget(space.concepts, name)
+            summary = {
+                "best_epoch": result.best_epoch,
+                "epochs_run": len(result.history),
+                "holdout": result.holdout,
+                "seconds": round(result.seconds, 2),
+                "samples_seen": result.samples_seen,
+                "recognition_threshold": result.concept.threshold,
+            }
+            with live.lock:
+                p = live.progress
+                p.update(epoch=len(result.history), step=p.get("total_steps", p.get("step", 0)), fraction=1.0)
+                if result.history:
+                    p["loss"] = result.history[-1].get("loss")
+            self._end(job, live, "succeeded", None, summary)
+        except JobCancelled:
+            if self._stopping.is_set():
+                _, progress = live.snapshot()
+                self.db.update_job(job_id, status="queued", phase="interrupted (server stopped); resumes when the server restarts", progress=progress)
+                return
+            self._end(job, live, "cancelled", "cancelled")
+        except JobFailed as e:
+            self._end(job, live, "failed", str(e))
+        except YollavaError as e:
+            self._end(job, live, "failed", str(e))
+        except Exception as e:
+            log.exception("training job %s failed", job_id)
+            self._end(job, live, "failed", f"training failed: {e.__class__.__name__}: {e}")
+
+    def _end(self, job: dict, live: LiveJob, status: str, error: str | None, result: dict | None = None) -> None:
+        _, progress = live.snapshot()
+        phase = {"succeeded": "done"}.get(status, status)
+        self._set(live, phase)
+        self.db.update_job(job["id"], status=status, phase=phase, error=error, result=result, progress=progress, finished=time.time())
+        if not self.config.keep_uploads:
+            self.space(job["user_id"]).remove_job_dir(job["id"])
+
+    # ---- steps of a job --------------------------------------------------------------------
+    def _pool_for(self, data: DataConfig):
+        from ..data.pool import ImagePool
+        from ..paths import default_data_root
+        from ..personalize import load_pool
+
+        with self._pool_lock:
+            if self._pool is None:
+                if self.config.pool_dirs:
+                    self._pool = ImagePool.build_or_update(list(self.config.pool_dirs), self.config.home / "pool", progress=False)
+                else:
+                    if not (default_data_root() / "pool").is_dir():
+                        raise JobFailed(
+                            "this server's recipe uses negatives but has no photo pool: start it with --pool DIR "
+                            "(or --n-easy 0 --no-hard-negatives)"
+                        )
+                    self._pool = load_pool(progress=False)
+            return self._pool
+
+    def _training_set(self, engine, live: LiveJob, name: str, jdir: Path, photos: list[Path], train: TrainConfig, data: DataConfig) -> TrainingSet:
+        path = jdir / "training_set.json"
+        if path.is_file():
+            try:
+                return TrainingSet.load(path)  # a resumed job: the very same samples, so the checkpoint applies
+            except (OSError, ValueError, KeyError) as e:
+                log.warning("rebuilding the training set of %s (%s)", jdir.name, e)
+        needs_pool = data.n_easy_negatives > 0 or (data.hard_negatives and data.n_hard_negatives > 0)
+        pool = self._pool_for(data) if needs_pool else None
+        n_answers = len(photos) * len(conversation_questions(data.category)) if data.conversations else 0
+        self._set(live, "building training data", {"answers": 0, "answers_total": n_answers} if n_answers else {})
+
+        def answered() -> None:
+            with live.lock:
+                live.progress["answers"] = live.progress.get("answers", 0) + 1
+
+        engine.on_answer = answered
+        training_set = build_training_set(
+            name, photos, pool,
+            answer_fn=(lambda q, img: engine.chat(q, image=img, max_new_tokens=data.conversation_tokens)) if data.conversations else None,
+            category=data.category,
+            n_easy_negatives=data.n_easy_negatives,
+            n_hard_negatives=data.n_hard_negatives,
+            conversations=data.conversations,
+            hard_negatives=data.hard_negatives,
+            seed=train.seed,
+            cache_dir=jdir / "answers",
+            model_fingerprint=self.host.fingerprint_json,
+        )
+        engine.on_answer = None
+        training_set.save(path)
+        return training_set
+
+    def _watch_training(self, live: LiveJob, engine, name: str, jdir: Path, training_set: TrainingSet, train: TrainConfig) -> None:
+        """Estimate steps per epoch; count steps; read the epoch checkpoint when the trainer rewrites it."""
+        samples, _ = split_holdout(training_set.samples, train.holdout_fraction, train.seed)
+        try:  # the trainer repeats positives to balance the negatives
+            from ..train.trainer import _balanced
+
+            if train.balance_positives:
+                samples = _balanced(samples)
+        except ImportError:
+            pass
+        live.steps_per_epoch = max(1, math.ceil(len(samples) / max(1, train.batch_size)))
+        live.ckpt_json = jdir / "checkpoints" / f"{name}.ckpt.json"
+        completed, history = 0, []
+        if live.ckpt_json.is_file():  # resuming
+            with contextlib.suppress(OSError, ValueError):
+                state = json.loads(live.ckpt_json.read_text())
+                completed, history = int(state["epoch"]) + 1, state.get("history", [])
+                live.ckpt_mtime = live.ckpt_json.stat().st_mtime_ns
+        progress = {"epoch": completed, "epochs": train.epochs, "step": completed * live.steps_per_epoch,
+                    "total_steps": train.epochs * live.steps_per_epoch}
+        if history:
+            progress["loss"] = history[-1].get("loss")
+            progress["resumed_from_epoch"] = completed
+        progress["fraction"] = round(min(1.0, progress["step"] / progress["total_steps"]), 4)
+        self._set(live, "training", progress)
+        live.steps_in_epoch = 0
+        live.measured = False
+        engine.on_step = lambda: self._on_step(live)
+
+    def _on_step(self, live: LiveJob) -> None:
+        live.steps_in_epoch += 1
+        with live.lock:
+            p = live.progress
+            try:
+                mtime = live.ckpt_json.stat().st_mtime_ns if live.ckpt_json else 0
+            except FileNotFoundError:
+                mtime = 0
+            if mtime and mtime != live.ckpt_mtime:  # an epoch ended (the checkpoint is written after it)
+                live.ckpt_mtime = mtime
+                with contextlib.suppress(OSError, ValueError, KeyError):
+                    state = json.loads(live.ckpt_json.read_text())
+                    done = int(state["epoch"]) + 1
+                    if done > p["epoch"]:
+                        # this step belongs to the next epoch; the ones before it made a whole epoch
+                        if not live.measured:  # runs start at an epoch boundary, so this was a whole epoch
+                            live.steps_per_epoch = max(1, live.steps_in_epoch - 1)
+                            live.measured = True
+                        p["epoch"] = done
+                        hist = state.get("history") or []
+                        if hist:
+                            p["loss"] = hist[-1].get("loss")
+                            if "weighted_accuracy" in hist[-1]:
+                                p["holdout_weighted_accuracy"] = hist[-1]["weighted_accuracy"]
+                        live.steps_in_epoch = 1
+            spe = live.steps_per_epoch
+            p["total_steps"] = p["epochs"] * spe
+            p["step"] = min(p["total_steps"], p["epoch"] * spe + min(live.steps_in_epoch, spe))
+            p["fraction"] = round(p["step"] / p["total_steps"], 4) if p["total_steps"] else 0.0
+            snapshot = dict(p)
+        now = time.monotonic()
+        if now - live._last_flush > 1.0:
+            live._last_flush = now
+            self.db.update_job(live.id, progress=snapshot, phase=live.phase)
+
+    def _set(self, live: LiveJob, phase: str, progress: dict | None = None) -> None:
+        with live.lock:
+            live.phase = phase
+            if progress is not None:
+                live.progress = dict(progress)
+            snapshot = dict(live.progress)
+        self.db.update_job(live.id, phase=phase, progress=snapshot)
+
+
+def _asdict(obj) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(obj)
+
