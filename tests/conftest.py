@@ -57,4 +57,5 @@ def reddish(rng):
 
 
 def other_colour(rng):
-    return (rng.randint(0, 255), rng.randint(100, 255), rng.randint(0, 255))
+    """A second, clearly separate cluster (blues): a random tiny model can tell these apart."""
+    return (rng.randint(0, 50), rng.randint(0, 80), 190 + rng.randint(-40, 40))

@@ -154,8 +154,8 @@ class ConceptTrainer:
         for i in order:
             groups.setdefault(encoded[i].prefix_len, []).append(i)
         batches = [g[b : b + cfg.batch_size] for g in groups.values() for b in range(0, len(g), cfg.batch_size)]
-        rng.shuffle(batches)
-        return batches
+        rank = {i: r for r, i in enumerate(order)}
+        return sorted(batches, key=lambda batch: rank[batch[0]])  # one prefix length: the plain shuffled batches
 
     def fit(self, samples: list[Sample]) -> TrainResult:
         cfg = self.config
