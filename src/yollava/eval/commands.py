@@ -1,0 +1,292 @@
+"""``yollava eval ...``: the benchmarks as a Typer sub-app (the main CLI mounts ``eval_app`` as ``eval``).
+
+Every command writes ``--out`` (JSON) with ``.md`` and ``.png`` beside it, and keeps its working
+state in a run folder (``--run-dir``, default ``<out stem>.run/`` beside ``--out``): concepts trained
+for the benchmark, model-written descriptions, and one JSONL line per finished (method, subject),
+so running the same command again resumes and skips what is done.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+import typer
+
+from ..errors import YollavaError
+from ..models import DEFAULT_MODEL
+
+eval_app = typer.Typer(help="Benchmarks and baselines: recognition, question answering, caption recall, no forgetting.",
+                       no_args_is_help=True)
+
+DEFAULT_METHODS = "yollava,vanilla,text-human,text-model,head"
+
+
+@eval_app.callback()
+def _eval_group():
+    """Benchmarks and baselines: recognition, question answering, caption recall, no forgetting."""
+
+
+ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m", help="'pocket' (embedded default) or a local LLaVA / Qwen2-VL folder.")
+DataRootOpt = typer.Option(None, "--data-root", help="The shared photo data (default: $YOLLAVA_DATA or ../shared/data).")
+RunDirOpt = typer.Option(None, "--run-dir", help="Working folder (concepts, descriptions, records.jsonl); default: <out stem>.run beside --out.")
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg="red", err=True)
+    raise typer.Exit(1)
+
+
+def _engine(model: str):
+    from ..engine import YoLLaVA
+
+    try:
+        return YoLLaVA.from_pretrained(model)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+
+
+def _pool_fn(pool_dirs: list[Path] | None, index_dir: Path | None):
+    def load():
+        from ..personalize import load_pool
+
+        return load_pool(list(pool_dirs) if pool_dirs else None, index_dir, progress=True)
+
+    return load
+
+
+def _split(s: str | None) -> list[str] | None:
+    return [x.strip() for x in s.split(",") if x.strip()] if s else None
+
+
+def _configs(epochs, k, lr, batch_size, patience, seed, n_easy, n_hard, conversation_tokens):
+    from ..personalize import DataConfig
+    from ..train import TrainConfig
+
+    return (TrainConfig(k=k, lr=lr, epochs=epochs, batch_size=batch_size, patience=patience, seed=seed),
+            DataConfig(n_easy_negatives=n_easy, n_hard_negatives=n_hard, conversation_tokens=conversation_tokens))
+
+
+def _command_line() -> str:
+    """The command as typed, for the report (empty when called in-process, e.g. by tests)."""
+    if not sys.argv:
+        return ""
+    prog, args = Path(sys.argv[0]), " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if prog.name == "yollava":
+        return f"yollava {args}"
+    if prog.name == "__main__.py" and prog.parent.name == "eval":
+        return f"python -m yollava.eval {args}"
+    return ""
+
+
+def _finish(results: dict, out: Path, title: str, command: str | None) -> None:
+    from .report import write_report
+
+    results["title"] = title
+    if command:
+        results["command"] = command
+    paths = write_report(results, out, title)
+    typer.echo("wrote " + ", ".join(map(str, paths)))
+
+
+def _default_run_dir(out: Path, run_dir: Path | None) -> Path:
+    return run_dir or out.parent / f"{out.stem}.run"
+
+
+# shared training options
+EpochsOpt = typer.Option(15, "--epochs", help="Yo'LLaVA: maximum epochs (best held-back epoch kept).")
+KOpt = typer.Option(16, "--k", help="Yo'LLaVA: latent tokens per concept.")
+LrOpt = typer.Option(1e-3, "--lr")
+BatchOpt = typer.Option(8, "--batch-size")
+PatienceOpt = typer.Option(None, "--patience", help="Stop after this many epochs without a better held-back score.")
+NEasyOpt = typer.Option(100, "--n-easy", help="Easy (random) pool negatives per subject for training.")
+NHardOpt = typer.Option(100, "--n-hard", help="Retrieved hard pool negatives per subject for training.")
+ConvTokOpt = typer.Option(48, "--conversation-tokens", help="Max tokens of each synthesised conversation answer.")
+PoolOpt = typer.Option(None, "--pool", help="Folder(s) of generic photos for negatives (default: the shared pool).")
+IndexDirOpt = typer.Option(None, "--index-dir", help="Pool index folder (default: in the cache).")
+CaptionTokOpt = typer.Option(96, "--caption-tokens", help="text-model: max tokens per training-photo caption.")
+SummaryTokOpt = typer.Option(48, "--summary-tokens", help="text-model: max tokens of the summarised description.")
+
+
+@eval_app.command("recognition")
+def recognition(
+    dataset: str = typer.Option("bo", "--dataset", "-d", help="bo | myvlm | a folder DIR/<subject>/*.jpg"),
+    methods: str = typer.Option(DEFAULT_METHODS, "--methods", help="Comma-separated: yollava, vanilla, text-human, text-model, head, yollava-no-hard, yollava-no-conv."),
+    out: Path = typer.Option(..., "--out", "-o", help="results.json (results.md and results.png are written beside it)."),
+    model: str = ModelOpt,
+    run_dir: Path = RunDirOpt,
+    data_root: Path = DataRootOpt,
+    subjects: str = typer.Option(None, "--subjects", help="Comma-separated subject names (default: all)."),
+    max_subjects: int = typer.Option(None, "--max-subjects", help="Only the first N subjects (after --subjects)."),
+    train_per_subject: int = typer.Option(4, "--train-per-subject", help="myvlm/DIR: training photos per subject (seeded split)."),
+    seed: int = typer.Option(0, "--seed", help="Split, pool held-out negatives and training seed."),
+    pool_negatives: int = typer.Option(None, "--pool-negatives", help="Random pool photos held out as test negatives (default: 20 for bo, 0 otherwise)."),
+    pool_hard_negatives: int = typer.Option(None, "--pool-hard-negatives", help="Per subject, pool photos nearest its test photos held out as test negatives (default: 10 for bo, 0 otherwise)."),
+    epochs: int = EpochsOpt, k: int = KOpt, lr: float = LrOpt, batch_size: int = BatchOpt, patience: int = PatienceOpt,
+    n_easy: int = NEasyOpt, n_hard: int = NHardOpt, conversation_tokens: int = ConvTokOpt,
+    pool: list[Path] = PoolOpt, index_dir: Path = IndexDirOpt,
+    caption_tokens: int = CaptionTokOpt, summary_tokens: int = SummaryTokOpt,
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+):
+    """Is <subject> in this photo? Every method on the same photos; weighted accuracy and ROC-AUC."""
+    from .datasets import load_dataset
+    from .methods import parse_methods
+    from .recognition import run_recognition
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        names = parse_methods(methods)
+        ds = load_dataset(dataset, data_root, train_per_subject, seed)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    is_bo = dataset == "bo"
+    pool_negatives = (20 if is_bo else 0) if pool_negatives is None else pool_negatives
+    pool_hard_negatives = (10 if is_bo else 0) if pool_hard_negatives is None else pool_hard_negatives
+    train, data = _configs(epochs, k, lr, batch_size, patience, seed, n_easy, n_hard, conversation_tokens)
+    engine = _engine(model)
+    try:
+        results = run_recognition(
+            engine, ds, names, _default_run_dir(out, run_dir), subjects=_split(subjects), max_subjects=max_subjects,
+            train=train, data=data, pool_fn=_pool_fn(pool, index_dir), pool_negatives=pool_negatives,
+            pool_hard_negatives=pool_hard_negatives, seed=seed, data_root=data_root,
+            protocol_extra={"train_per_subject": train_per_subject} if not is_bo else None,
+            caption_tokens=caption_tokens, summary_tokens=summary_tokens, progress=not quiet, echo=typer.echo,
+        )
+    except (YollavaError, ValueError, KeyError, FileNotFoundError) as e:
+        _fail(str(e))
+    _finish(results, out, f"Recognition: {ds.name}", _command_line())
+
+
+@eval_app.command("qa")
+def qa(
+    kind: str = typer.Option("text", "--kind", help="text (400 text-only questions) | visual (questions on <bo>'s test photos)."),
+    methods: str = typer.Option("yollava,vanilla,text-human", "--methods", help="Comma-separated: yollava, vanilla, text-human, text-model (and the yollava ablations)."),
+    out: Path = typer.Option(..., "--out", "-o"),
+    model: str = ModelOpt,
+    run_dir: Path = RunDirOpt,
+    data_root: Path = DataRootOpt,
+    subjects: str = typer.Option(None, "--subjects"),
+    max_subjects: int = typer.Option(None, "--max-subjects"),
+    seed: int = typer.Option(0, "--seed"),
+    epochs: int = EpochsOpt, k: int = KOpt, lr: float = LrOpt, batch_size: int = BatchOpt, patience: int = PatienceOpt,
+    n_easy: int = NEasyOpt, n_hard: int = NHardOpt, conversation_tokens: int = ConvTokOpt,
+    pool: list[Path] = PoolOpt, index_dir: Path = IndexDirOpt,
+    caption_tokens: int = CaptionTokOpt, summary_tokens: int = SummaryTokOpt,
+    quiet: bool = typer.Option(False, "--quiet"),
+):
+    """Yo'LLaVA two-choice questions, scored by P("A") vs P("B") as the first answer token."""
+    from .methods import parse_methods
+    from .qa import QA_METHODS, run_qa
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        names = parse_methods(methods, QA_METHODS)
+    except ValueError as e:
+        _fail(str(e))
+    train, data = _configs(epochs, k, lr, batch_size, patience, seed, n_easy, n_hard, conversation_tokens)
+    engine = _engine(model)
+    try:
+        results = run_qa(engine, kind, names, _default_run_dir(out, run_dir), subjects=_split(subjects), max_subjects=max_subjects,
+                         train=train, data=data, pool_fn=_pool_fn(pool, index_dir), data_root=data_root,
+                         caption_tokens=caption_tokens, summary_tokens=summary_tokens, progress=not quiet, echo=typer.echo)
+    except (YollavaError, ValueError, KeyError, FileNotFoundError) as e:
+        _fail(str(e))
+    _finish(results, out, f"Question answering ({kind})", _command_line())
+
+
+@eval_app.command("caption")
+def caption(
+    dataset: str = typer.Option("myvlm", "--dataset", "-d", help="bo | myvlm | a folder DIR/<subject>/*.jpg"),
+    methods: str = typer.Option("yollava,vanilla,text-human", "--methods"),
+    out: Path = typer.Option(..., "--out", "-o"),
+    model: str = ModelOpt,
+    run_dir: Path = RunDirOpt,
+    data_root: Path = DataRootOpt,
+    subjects: str = typer.Option(None, "--subjects"),
+    max_subjects: int = typer.Option(None, "--max-subjects"),
+    max_photos: int = typer.Option(None, "--max-photos", help="At most N test photos per subject."),
+    max_new_tokens: int = typer.Option(48, "--max-new-tokens", help="Caption length."),
+    train_per_subject: int = typer.Option(4, "--train-per-subject"),
+    seed: int = typer.Option(0, "--seed"),
+    epochs: int = EpochsOpt, k: int = KOpt, lr: float = LrOpt, batch_size: int = BatchOpt, patience: int = PatienceOpt,
+    n_easy: int = NEasyOpt, n_hard: int = NHardOpt, conversation_tokens: int = ConvTokOpt,
+    pool: list[Path] = PoolOpt, index_dir: Path = IndexDirOpt,
+    caption_tokens: int = CaptionTokOpt, summary_tokens: int = SummaryTokOpt,
+    quiet: bool = typer.Option(False, "--quiet"),
+):
+    """MyVLM caption recall: share of "Describe this photo." captions of the subject's test photos that name it."""
+    from .caption import CAPTION_METHODS, run_caption
+    from .datasets import load_dataset
+    from .methods import parse_methods
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        names = parse_methods(methods, CAPTION_METHODS)
+        ds = load_dataset(dataset, data_root, train_per_subject, seed)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    train, data = _configs(epochs, k, lr, batch_size, patience, seed, n_easy, n_hard, conversation_tokens)
+    engine = _engine(model)
+    try:
+        results = run_caption(engine, ds, names, _default_run_dir(out, run_dir), subjects=_split(subjects), max_subjects=max_subjects,
+                              max_photos=max_photos, train=train, data=data, pool_fn=_pool_fn(pool, index_dir),
+                              max_new_tokens=max_new_tokens, caption_tokens=caption_tokens, summary_tokens=summary_tokens,
+                              seed=seed, progress=not quiet, echo=typer.echo)
+    except (YollavaError, ValueError, KeyError, FileNotFoundError) as e:
+        _fail(str(e))
+    _finish(results, out, f"Caption recall: {ds.name}", _command_line())
+
+
+@eval_app.command("forgetting")
+def forgetting(
+    concepts: list[str] = typer.Option(None, "--concept", "-c", help="Concept names (in the concepts folder) or .json paths to load."),
+    n_random: int = typer.Option(None, "--random", help="Randomly initialised concepts to load as well (default: 3 if no --concept)."),
+    photo: list[Path] = typer.Option(None, "--photo", help="Photos for the visual questions (default: two shared photos)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Write the result as JSON (and .md beside it)."),
+    model: str = ModelOpt,
+    concepts_dir: Path = typer.Option(None, "--concepts-dir"),
+    data_root: Path = DataRootOpt,
+    max_new_tokens: int = typer.Option(32, "--max-new-tokens"),
+):
+    """Answers to general questions, with and without a photo, are identical with concepts loaded vs none."""
+    from ..engine import YoLLaVA
+    from ..paths import default_data_root
+    from .forgetting import forgetting_check, forgetting_markdown
+
+    try:
+        engine = YoLLaVA.from_pretrained(model, concepts_dir)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    if not photo:
+        root = Path(data_root or default_data_root())
+        photo = [p for p in (root / "yollava" / "bo" / "test" / "0.jpg", root / "pool" / "imagenet") if p.exists()]
+        photo = [p if p.is_file() else sorted(p.glob("*.jpg"))[0] for p in photo]
+    n_random = (0 if concepts else 3) if n_random is None else n_random
+    try:
+        result = forgetting_check(engine, concepts or [], n_random, photo, max_new_tokens=max_new_tokens)
+    except YollavaError as e:
+        _fail(str(e))
+    typer.echo(f"{result['identical']}/{result['cases']} answers identical with {len(result['concepts_loaded'])} concepts loaded; "
+               f"max first-token logit difference {result['max_logit_diff']:.3g}: {'PASSED' if result['passed'] else 'FAILED'}")
+    if out:
+        from ..data.pool import atomic_write_json
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out, result)
+        out.with_suffix(".md").write_text(forgetting_markdown(result, _command_line()), encoding="utf-8")
+        typer.echo(f"wrote {out}, {out.with_suffix('.md')}")
+    if not result["passed"]:
+        raise typer.Exit(2)
+
+
+@eval_app.command("report")
+def report(results_json: Path = typer.Argument(..., help="A results.json written by an eval command.")):
+    """Re-draw results.md and results.png from a results.json."""
+    from .report import write_report
+
+    results = json.loads(results_json.read_text(encoding="utf-8"))
+    paths = write_report(results, results_json, results.get("title"))
+    typer.echo("wrote " + ", ".join(map(str, paths)))

@@ -1,0 +1,335 @@
+"""The method and the baselines, behind one small interface.
+
+Every language-model method is a way of *introducing* the subject before a question:
+
+- ``yollava``: the learned concept (``<bo> is <bo_1>...<bo_k>.``, added by the engine) and the
+  identifier ``<bo>`` in the question; trained once per subject and cached in the run folder.
+  ``yollava-no-hard`` / ``yollava-no-conv`` are the paper's data ablations (Table 7).
+- ``vanilla``: nothing; the subject is asked about by its plain name ("Can you see if bo is in this
+  photo?"). The model has never been told what "bo" is, so this is the paper's chance-level baseline.
+- ``text-human``: a human-written description before the question (paper Table 27, "Personalized
+  Text Prompting": ``<sks> is [DESCRIPTION]. [QUESTION]``, with the plain name for ``<sks>``).
+- ``text-model``: the same, with a description the base model wrote itself: it captions each training
+  photo, then summarises the captions in at most 20 words (Table 27 prompts); cached in the run folder.
+
+and ``head`` is not a language-model method: a logistic regression on the pooled vision features
+(the image pool's embedder, EfficientNet-Lite0 by default) of the training photos vs the negatives the
+training-set builder chose for the subject (MyVLM-style concept head). It only does recognition.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..data.pool import atomic_write_json
+from ..engine import RECOGNITION_QUERY, YoLLaVA
+from ..personalize import DataConfig
+from ..train import TrainConfig
+from .datasets import Subject
+from .scoring import yes_probabilities
+
+log = logging.getLogger(__name__)
+
+CAPTION_PROMPT = (
+    "You are an AI visual assistant, and you are seeing a single image of {name}, normally the main object or person "
+    "in the image. Describe the photo in detail."
+)
+SUMMARY_PROMPT = (
+    "You are given descriptions of the same subject named {name} in different photos (e.g., the same cat).\n"
+    "Your job is to write a brief description of the subject's appearance. Your description should be expressive "
+    "enough that you can use this caption to recognize the object in another photo.\n"
+    "You can use a maximum of 20 words. Any extra words will be ignored. Start your answer with: \"{name} is...\".\n\n"
+    "Descriptions:\n{captions}"
+)
+_BRACKETED = re.compile(r"<([A-Za-z0-9][A-Za-z0-9_-]*)>")
+
+METHODS = ("yollava", "vanilla", "text-human", "text-model", "head", "yollava-no-hard", "yollava-no-conv")
+LLM_METHODS = ("yollava", "vanilla", "text-human", "text-model", "yollava-no-hard", "yollava-no-conv")
+
+
+class Unavailable(Exception):
+    """The method cannot run for this subject (e.g. no description, no training photo); recorded, not fatal."""
+
+
+def plain_text(text: str) -> str:
+    """Text for a prompt without concepts: ``<bo>`` -> ``bo`` (the engine would read it as a concept)."""
+    return _BRACKETED.sub(r"\1", text).strip()
+
+
+@dataclass
+class EvalContext:
+    engine: YoLLaVA
+    run_dir: Path
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    #: returns the image pool the training-set builder may use (held-out test photos already removed)
+    pool_fn: Callable[[], Any] | None = None
+    caption_tokens: int = 96
+    summary_tokens: int = 48
+    batch_size: int = 8
+    progress: bool = True
+    _pool: Any = None
+    _embeddings: dict = field(default_factory=dict)
+
+    @property
+    def pool(self):
+        if self._pool is None:
+            if self.pool_fn is None:
+                raise ValueError("this method needs an image pool (negatives) but none was given")
+            self._pool = self.pool_fn()
+        return self._pool
+
+
+@dataclass
+class Prompting:
+    """How a language-model method introduces the subject."""
+
+    prefix: str  # text before the question ("" or a description)
+    concepts: list[str]  # concepts the engine introduces (yollava)
+    mention: str  # how the question names the subject ("<bo>" or "bo")
+
+    def ask(self, question: str) -> str:
+        """``question`` names the subject ``{subject}``."""
+        q = question.format(subject=self.mention)
+        return f"{self.prefix} {q}" if self.prefix else q
+
+
+class Method:
+    name: str = ""
+    llm: bool = True
+
+    def prepare(self, ctx: EvalContext, subject: Subject) -> dict:
+        """Train / describe / fit what the subject needs (cached); returns info for the record."""
+        return {}
+
+    def prompting(self, ctx: EvalContext, subject: Subject) -> Prompting:
+        raise NotImplementedError
+
+    def threshold(self, ctx: EvalContext, subject: Subject) -> float:
+        return 0.5
+
+    def recognition_scores(self, ctx: EvalContext, subject: Subject, images: list[Path]) -> list[float]:
+        p = self.prompting(ctx, subject)
+        return yes_probabilities(ctx.engine, p.ask(RECOGNITION_QUERY.replace("{identifier}", "{subject}")), images,
+                                 concepts=p.concepts, batch_size=ctx.batch_size)
+
+    def release(self, ctx: EvalContext, subject: Subject) -> None:
+        pass
+
+
+# ---- Yo'LLaVA ------------------------------------------------------------------------------------
+class YollavaMethod(Method):
+    def __init__(self, name: str = "yollava", **data_overrides):
+        self.name = name
+        self.data_overrides = data_overrides
+
+    def data_config(self, ctx: EvalContext, subject: Subject) -> DataConfig:
+        return replace(ctx.data, category=subject.category, **self.data_overrides)
+
+    def folder(self, ctx: EvalContext) -> Path:
+        return ctx.run_dir / "concepts" / self.name
+
+    def prepare(self, ctx: EvalContext, subject: Subject) -> dict:
+        from ..personalize import build_data, personalize
+
+        engine, name = ctx.engine, subject.concept
+        if not subject.train:
+            raise Unavailable("no training photo")
+        meta_path = self.folder(ctx) / f"{name}.json"
+        if meta_path.exists():  # trained in an earlier (interrupted) run
+            concept = engine.load_concept(meta_path)
+            return _training_info(concept.meta, cached=True)
+        data = self.data_config(ctx, subject)
+        needs_pool = data.n_easy_negatives > 0 or (data.hard_negatives and data.n_hard_negatives > 0)
+        t0 = time.perf_counter()
+        ts = build_data(engine, name, list(subject.train), data, ctx.pool if needs_pool else None, seed=ctx.train.seed)
+        ts.save(ctx.run_dir / "training_sets" / self.name / f"{name}.json")
+        build_seconds = time.perf_counter() - t0
+        ckpt = ctx.run_dir / "checkpoints" / self.name
+        result = personalize(engine, name, list(subject.train), train=ctx.train, data=data, training_set=ts, save=False,
+                             checkpoint_dir=ckpt, progress=ctx.progress)
+        result.concept.meta["data_build_seconds"] = round(build_seconds, 2)
+        engine.save_concept(name, self.folder(ctx))
+        for p in ckpt.glob(f"{name}.ckpt.*"):
+            p.unlink(missing_ok=True)
+        return _training_info(result.concept.meta, cached=False)
+
+    def prompting(self, ctx: EvalContext, subject: Subject) -> Prompting:
+        return Prompting("", [subject.concept], f"<{subject.concept}>")
+
+    def threshold(self, ctx: EvalContext, subject: Subject) -> float:
+        return ctx.engine.bank[subject.concept].threshold
+
+    def release(self, ctx: EvalContext, subject: Subject) -> None:
+        if subject.concept in ctx.engine.bank:
+            ctx.engine.unload_concept(subject.concept)
+
+
+def _training_info(meta: dict, cached: bool) -> dict:
+    m = meta.get("metrics", {})
+    return {
+        "cached": cached,
+        "threshold": meta.get("recognition_threshold", 0.5),
+        "best_epoch": m.get("best_epoch"),
+        "train_seconds": m.get("seconds"),
+        "data_build_seconds": meta.get("data_build_seconds"),
+        "samples_seen": m.get("samples_seen"),
+        "holdout": m.get("holdout"),
+        "counts": meta.get("counts"),
+        "recipe": meta.get("recipe"),
+    }
+
+
+# ---- prompting baselines -------------------------------------------------------------------------
+class VanillaMethod(Method):
+    name = "vanilla"
+
+    def prompting(self, ctx: EvalContext, subject: Subject) -> Prompting:
+        return Prompting("", [], subject.plain)
+
+
+class TextHumanMethod(Method):
+    name = "text-human"
+
+    def prepare(self, ctx: EvalContext, subject: Subject) -> dict:
+        if not subject.description:
+            raise Unavailable("no human-written description of this subject")
+        return {"description": plain_text(subject.description)}
+
+    def prompting(self, ctx: EvalContext, subject: Subject) -> Prompting:
+        return Prompting(plain_text(subject.description or ""), [], subject.plain)
+
+
+class TextModelMethod(Method):
+    """Paper Table 27: the base model captions each training photo, then summarises the captions."""
+
+    name = "text-model"
+
+    def __init__(self):
+        self._descriptions: dict[str, str] = {}
+
+    def path(self, ctx: EvalContext, subject: Subject) -> Path:
+        return ctx.run_dir / "descriptions" / f"{subject.concept}.json"
+
+    def describe(self, ctx: EvalContext, subject: Subject) -> dict:
+        path = self.path(ctx, subject)
+        if path.exists():
+            return json.loads(path.read_text(encoding="utf-8"))
+        if not subject.train:
+            raise Unavailable("no training photo to caption")
+        engine, name = ctx.engine, subject.plain
+        t0 = time.perf_counter()
+        captions = [plain_text(engine.chat(CAPTION_PROMPT.format(name=name), image=p, max_new_tokens=ctx.caption_tokens))
+                    for p in subject.train]
+        listing = "\n".join(f"{i + 1}. {c}" for i, c in enumerate(captions))
+        summary = plain_text(engine.chat(SUMMARY_PROMPT.format(name=name, captions=listing), max_new_tokens=ctx.summary_tokens))
+        summary = " ".join(summary.split())
+        if not summary:
+            summary = f"{name} is the subject of these photos."
+        out = {"captions": captions, "description": summary, "seconds": round(time.perf_counter() - t0, 2),
+               "photos": [p.name for p in subject.train]}
+        atomic_write_json(path, out)
+        return out
+
+    def prepare(self, ctx: EvalContext, subject: Subject) -> dict:
+        d = self.describe(ctx, subject)
+        self._descriptions[subject.name] = d["description"]
+        return {"description": d["description"], "describe_seconds": d.get("seconds")}
+
+    def prompting(self, ctx: EvalContext, subject: Subject) -> Prompting:
+        if subject.name not in self._descriptions:
+            self.prepare(ctx, subject)
+        return Prompting(self._descriptions[subject.name], [], subject.plain)
+
+
+# ---- concept head --------------------------------------------------------------------------------
+class HeadMethod(Method):
+    """Logistic regression on pooled vision features: training photos vs the builder's negatives."""
+
+    name = "head"
+    llm = False
+
+    def __init__(self):
+        self._models: dict[str, Any] = {}
+
+    def _embed(self, ctx: EvalContext, paths: list[Path]) -> np.ndarray:
+        pool = ctx.pool
+        rows = {e["path"]: i for i, e in enumerate(pool.entries)}
+        missing = [p for p in paths if str(p) not in rows and str(p) not in ctx._embeddings]
+        if missing:
+            vecs, ok, skipped = pool.embed(missing)
+            if skipped:
+                raise ValueError(f"unreadable photo(s): {skipped[:3]}")
+            for p, v in zip(ok, vecs):
+                ctx._embeddings[str(p)] = v
+        vectors = pool.vectors()
+        return np.stack([vectors[rows[str(p)]] if str(p) in rows else ctx._embeddings[str(p)] for p in paths])
+
+    def prepare(self, ctx: EvalContext, subject: Subject) -> dict:
+        from sklearn.linear_model import LogisticRegression
+
+        from ..data.builder import build_training_set
+
+        if not subject.train:
+            raise Unavailable("no training photo")
+        data = replace(ctx.data, category=subject.category)
+        ts = build_training_set(subject.concept, subject.train, ctx.pool, conversations=False,
+                                n_easy_negatives=data.n_easy_negatives, n_hard_negatives=data.n_hard_negatives,
+                                hard_negatives=data.hard_negatives, seed=ctx.train.seed)
+        negatives = [h.path for h in ts.hard_negatives] + list(ts.easy_negatives)
+        if not negatives:
+            raise Unavailable("the training-set builder chose no negatives (empty pool?)")
+        t0 = time.perf_counter()
+        x = self._embed(ctx, list(ts.positives) + negatives)
+        y = np.array([1] * len(ts.positives) + [0] * len(negatives))
+        clf = LogisticRegression(C=1.0, class_weight="balanced", max_iter=5000)
+        clf.fit(x, y)
+        self._models[subject.name] = clf
+        return {"n_positive": len(ts.positives), "n_negative": len(negatives), "n_hard": len(ts.hard_negatives),
+                "fit_seconds": round(time.perf_counter() - t0, 3), "classifier": "LogisticRegression(C=1, class_weight=balanced)"}
+
+    def recognition_scores(self, ctx: EvalContext, subject: Subject, images: list[Path]) -> list[float]:
+        clf = self._models[subject.name]
+        return clf.predict_proba(self._embed(ctx, list(images)))[:, 1].tolist()
+
+    def prompting(self, ctx: EvalContext, subject: Subject) -> Prompting:
+        raise Unavailable("the concept head only recognises; it cannot answer questions")
+
+    def release(self, ctx: EvalContext, subject: Subject) -> None:
+        self._models.pop(subject.name, None)
+
+
+def make_method(name: str) -> Method:
+    if name == "yollava":
+        return YollavaMethod()
+    if name == "yollava-no-hard":
+        return YollavaMethod(name, hard_negatives=False)
+    if name == "yollava-no-conv":
+        return YollavaMethod(name, conversations=False)
+    if name == "vanilla":
+        return VanillaMethod()
+    if name == "text-human":
+        return TextHumanMethod()
+    if name == "text-model":
+        return TextModelMethod()
+    if name == "head":
+        return HeadMethod()
+    raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+
+
+def parse_methods(spec: str | list[str], allowed: tuple[str, ...] = METHODS) -> list[str]:
+    names = [m.strip() for m in (spec.split(",") if isinstance(spec, str) else spec) if m.strip()]
+    bad = [m for m in names if m not in allowed]
+    if bad:
+        raise ValueError(f"unknown method(s) {', '.join(bad)}; choose from {', '.join(allowed)}")
+    if not names:
+        raise ValueError("no method given")
+    return list(dict.fromkeys(names))

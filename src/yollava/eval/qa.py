@@ -1,0 +1,199 @@
+"""Yo'LLaVA two-choice question answering (paper §5.2), scored by the option letter.
+
+- ``text``: ``annotations/yollava-text-only-qa.rap.json``, 400 questions, 10 per subject, no photo.
+- ``visual``: ``annotations/yollava-visual-qa.official.json``, 170 questions on test photos; only
+  ``<bo>``'s test photos exist here, so only its 8 questions can be asked (the rest are counted as
+  missing and reported).
+
+The prompt lists the options LLaVA-style and the answer is read from the first answer token:
+the probability of "A" vs "B" (each summed over its spellings "A", " A", "A."), which does not
+depend on parsing free text. A question is right when the correct letter is the more probable.
+
+Training photos for the ``yollava`` method: ``<bo>`` and ``<mam>`` have 10 official training photos;
+every other subject has exactly one here (``one_image_per_concept/<name>.jpg``); ``<shiba-black>``
+has none (the method is reported as not run for it).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ..images import list_images
+from ..paths import default_data_root
+from ..personalize import DataConfig
+from ..train import TrainConfig
+from .datasets import Subject, yollava_descriptions, _strip_identifier
+from .methods import EvalContext, Unavailable, make_method
+from .scoring import option_probabilities
+from .store import RunStore
+
+QA_FILES = {"text": "yollava-text-only-qa.rap.json", "visual": "yollava-visual-qa.official.json"}
+QA_METHODS = ("yollava", "vanilla", "text-human", "text-model", "yollava-no-hard", "yollava-no-conv")
+MCQ_PROMPT = "{question}\nA. {a}\nB. {b}\nAnswer with the option's letter from the given choices directly."
+_SKS = re.compile(r"<sks>|\bsks\b")
+PROTOCOL_VERSION = 1
+
+
+@dataclass
+class QAItem:
+    subject: str
+    qid: str
+    question: str  # names the subject "{subject}"
+    options: dict[str, str]
+    correct: str
+    image: Path | None = None
+
+    def prompt(self, mention: str) -> str:
+        q = _SKS.sub("{subject}", self.question.replace("{", "{{").replace("}", "}}"))
+        return MCQ_PROMPT.format(question=q.format(subject=mention), a=self.options["A"], b=self.options["B"])
+
+
+def _visual_photo(root: Path, key: str) -> Path | None:
+    """``./yollava-data/test/bo/3.png`` -> ``yollava/bo/test/3.jpg`` if it exists here."""
+    parts = Path(key).parts
+    if "test" not in parts:
+        return None
+    i = parts.index("test")
+    subject, stem = parts[i + 1], Path(parts[-1]).stem
+    folder = root / subject / "test"
+    for p in list_images(folder) if folder.is_dir() else []:
+        if p.stem == stem:
+            return p.resolve()
+    return None
+
+
+def load_qa(kind: str, data_root: str | Path | None = None) -> tuple[list[QAItem], dict]:
+    """The questions whose photos exist here, and counts of those that could not be asked."""
+    import json
+
+    if kind not in QA_FILES:
+        raise ValueError(f"QA kind must be one of {', '.join(QA_FILES)}, not {kind!r}")
+    root = Path(data_root or default_data_root()) / "yollava"
+    raw = json.loads((root / "annotations" / QA_FILES[kind]).read_text(encoding="utf-8"))
+    items, missing = [], 0
+    for subject, qs in raw.items():
+        for key, q in qs.items():
+            options = q.get("options") or q.get("option")
+            image = None
+            if kind == "visual":
+                image = _visual_photo(root, key)
+                if image is None:
+                    missing += 1
+                    continue
+            items.append(QAItem(subject, key, q["question"], options, q["correct_answer"], image))
+    return items, {"file": QA_FILES[kind], "questions_in_file": len(items) + missing, "asked": len(items), "missing_photos": missing}
+
+
+def qa_subjects(names: list[str], data_root: str | Path | None = None) -> list[Subject]:
+    """The Yo'LLaVA subjects with the training photos available here and their human descriptions."""
+    root = Path(data_root or default_data_root()) / "yollava"
+    desc, cats = yollava_descriptions(data_root)
+    out = []
+    for name in names:
+        train_dir = root / name / "train"
+        if train_dir.is_dir() and list_images(train_dir):
+            train = [p.resolve() for p in list_images(train_dir)]
+        else:
+            single = [p.resolve() for p in list_images(root / "one_image_per_concept") if p.stem == name]
+            train = single
+        d = desc.get(name)
+        out.append(Subject(name, train, [], description=_strip_identifier(d, f"<{name}>", name.replace("-", " ").replace("_", " ")) if d else None,
+                           category="person" if cats.get(name) == "person" else "object"))
+    return out
+
+
+def run_qa(
+    engine,
+    kind: str,
+    methods: list[str],
+    run_dir: str | Path,
+    *,
+    subjects: list[str] | None = None,
+    max_subjects: int | None = None,
+    train: TrainConfig | None = None,
+    data: DataConfig | None = None,
+    pool_fn: Callable[[], Any] | None = None,
+    data_root: Path | None = None,
+    caption_tokens: int = 96,
+    summary_tokens: int = 48,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+) -> dict:
+    train, data = train or TrainConfig(), data or DataConfig()
+    items, counts = load_qa(kind, data_root)
+    names = list(dict.fromkeys(it.subject for it in items))
+    if subjects:
+        unknown = [s for s in subjects if s not in names]
+        if unknown:
+            raise ValueError(f"no {kind} questions for {', '.join(unknown)} (have: {', '.join(names)})")
+        names = [s for s in names if s in subjects]
+    names = names[:max_subjects] if max_subjects else names
+    chosen = qa_subjects(names, data_root)
+    protocol = {"task": "qa", "kind": kind, "version": PROTOCOL_VERSION, "prompt": MCQ_PROMPT, "model": engine.fingerprint(),
+                "train": asdict(train), "data": asdict(data), "caption_tokens": caption_tokens, "summary_tokens": summary_tokens,
+                "training_photos": {s.name: [p.name for p in s.train] for s in chosen}}
+    store = RunStore(run_dir, {k: v for k, v in protocol.items() if k != "training_photos"})
+    ctx = EvalContext(engine, store.dir, train, data, pool_fn, caption_tokens=caption_tokens, summary_tokens=summary_tokens, progress=progress)
+    done = store.done()
+    for mname in methods:
+        method = make_method(mname)
+        for subject in chosen:
+            if (mname, subject.name) in done:
+                echo(f"{mname} / {subject.name}: done earlier, skipped")
+                continue
+            mine = [it for it in items if it.subject == subject.name]
+            record: dict[str, Any] = {"task": "qa", "method": mname, "subject": subject.name}
+            t0 = time.perf_counter()
+            try:
+                info = method.prepare(ctx, subject)
+                p = method.prompting(ctx, subject)
+                t1 = time.perf_counter()
+                prompts = [f"{p.prefix} {it.prompt(p.mention)}" if p.prefix else it.prompt(p.mention) for it in mine]
+                probs = option_probabilities(engine, prompts, [it.image for it in mine], ("A", "B"), concepts=p.concepts)
+                answers = ["A" if pa >= pb else "B" for pa, pb in probs]
+                record |= {"info": info, "prepare_seconds": round(t1 - t0, 2), "score_seconds": round(time.perf_counter() - t1, 2),
+                           "questions": [it.qid for it in mine], "answers": answers, "correct": [it.correct for it in mine],
+                           "p_correct": [round(pr[0] if it.correct == "A" else pr[1], 6) for pr, it in zip(probs, mine)],
+                           "n_training_photos": len(subject.train)}
+                record["accuracy"] = sum(a == it.correct for a, it in zip(answers, mine)) / len(mine) if mine else None
+            except Unavailable as e:
+                record["unavailable"] = str(e)
+            finally:
+                method.release(ctx, subject)
+            store.append(record)
+            echo(f"{mname} / {subject.name}: " + (f"unavailable ({record['unavailable']})" if "unavailable" in record
+                                                   else f"accuracy {record['accuracy']:.2f} on {len(mine)} questions"))
+    results = aggregate_qa(store.records(), methods, [s.name for s in chosen])
+    results |= {"kind": kind, "protocol": {k: v for k, v in protocol.items()}, "counts": counts, "run_dir": str(store.dir),
+                "notes": f"{counts['asked']} of {counts['questions_in_file']} questions in {counts['file']} asked "
+                         f"({counts['missing_photos']} need photos that are not here); training photos for yollava: <bo>, <mam> 10 "
+                         "official ones, every other subject the single photo in one_image_per_concept, <shiba-black> none."}
+    return results
+
+
+def aggregate_qa(records: list[dict], methods: list[str], subjects: list[str]) -> dict:
+    latest = {(r["method"], r["subject"]): r for r in records if r.get("task") == "qa"}
+    per_subject: dict[str, dict] = {m: {} for m in methods}
+    overall = {}
+    for m in methods:
+        n = right = 0
+        pc: list[float] = []
+        k = 0
+        for s in subjects:
+            r = latest.get((m, s))
+            if r is None:
+                continue
+            if "unavailable" in r:
+                per_subject[m][s] = {"unavailable": r["unavailable"]}
+                continue
+            per_subject[m][s] = {"accuracy": r["accuracy"], "n": len(r["answers"]), "n_training_photos": r.get("n_training_photos")}
+            n += len(r["answers"])
+            right += sum(a == c for a, c in zip(r["answers"], r["correct"]))
+            pc += r["p_correct"]
+            k += 1
+        overall[m] = {"subjects": k, "n": n, "accuracy": right / n if n else None, "mean_p_correct": sum(pc) / len(pc) if pc else None}
+    return {"task": "qa", "methods": methods, "subjects": subjects, "overall": overall, "per_subject": per_subject}

@@ -1,0 +1,72 @@
+"""First-token probabilities for arbitrary prompts: P(yes) for recognition, P(option) for two-choice QA.
+
+These mirror :meth:`YoLLaVA.yes_probabilities` (same tokenisation, same yes/no token sets, same
+normalisation ``P(yes) / (P(yes) + P(no))``) but take any prompt, with or without concepts and with
+or without a photo, so the baselines (vanilla model, text-description prompts) are scored exactly
+like the learned concept. Only engine internals are used; the engine itself is not changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ..engine import ImageLike, YoLLaVA
+
+
+def _last_token_probs(engine: YoLLaVA, items) -> torch.Tensor:
+    hidden, _, _ = engine.hidden_states(items)
+    last = torch.tensor([len(e.input_ids) - 1 for e in items], device=hidden.device)
+    logits = engine.bank.logits(hidden[torch.arange(len(items)), last], engine.adapter.lm_head).float()
+    return logits.softmax(-1)
+
+
+@torch.no_grad()
+def yes_probabilities(
+    engine: YoLLaVA,
+    prompt: str,
+    images: Sequence[ImageLike | None],
+    concepts: Sequence[str] = (),
+    batch_size: int = 8,
+) -> list[float]:
+    """``P(yes) / (P(yes) + P(no))`` of the first answer token of ``prompt`` asked about each photo."""
+    out: list[float] = []
+    for i in range(0, len(images), batch_size):
+        items = [engine.encode(prompt, image=img, concepts=concepts) for img in images[i : i + batch_size]]
+        probs = _last_token_probs(engine, items)
+        p_yes, p_no = probs[:, engine._yes_ids].sum(-1), probs[:, engine._no_ids].sum(-1)
+        out += (p_yes / (p_yes + p_no).clamp_min(1e-12)).tolist()
+    return out
+
+
+def option_token_ids(engine: YoLLaVA, letters: Sequence[str]) -> list[list[int]]:
+    """For each option letter, the first token ids of its plausible spellings ("A", " A", "A.")."""
+    tok = engine.adapter.tokenizer
+    out = []
+    for letter in letters:
+        ids = {tok(v, add_special_tokens=False)["input_ids"][0] for v in (letter, f" {letter}", f"{letter}.")}
+        out.append(sorted(ids))
+    # a spelling whose first token is shared between letters would say nothing: drop shared ids
+    shared = set.intersection(*(set(x) for x in out)) if len(out) > 1 else set()
+    return [[i for i in ids if i not in shared] or ids for ids in out]
+
+
+@torch.no_grad()
+def option_probabilities(
+    engine: YoLLaVA,
+    prompts: Sequence[str],
+    images: Sequence[ImageLike | None],
+    letters: Sequence[str] = ("A", "B"),
+    concepts: Sequence[str] = (),
+    batch_size: int = 8,
+) -> list[list[float]]:
+    """For each (prompt, photo) the normalised probabilities of the option letters as first answer token."""
+    ids = option_token_ids(engine, letters)
+    out: list[list[float]] = []
+    for i in range(0, len(prompts), batch_size):
+        items = [engine.encode(p, image=img, concepts=concepts) for p, img in zip(prompts[i : i + batch_size], images[i : i + batch_size])]
+        probs = _last_token_probs(engine, items)
+        mass = torch.stack([probs[:, x].sum(-1) for x in ids], dim=-1)
+        out += (mass / mass.sum(-1, keepdim=True).clamp_min(1e-12)).tolist()
+    return out

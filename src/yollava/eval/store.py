@@ -1,0 +1,84 @@
+"""A run folder: the protocol it was made with (``config.json``) and one JSONL line per finished
+(method, subject), so an interrupted run resumes where it stopped and never mixes protocols."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ..data.pool import atomic_write_json
+
+CONFIG_FILE = "config.json"
+RECORDS_FILE = "records.jsonl"
+
+
+class ProtocolMismatch(ValueError):
+    pass
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [f"{prefix.rstrip('.')}: {a!r} (run folder) vs {b!r} (now)"]
+
+
+class RunStore:
+    def __init__(self, run_dir: str | Path, protocol: dict):
+        self.dir = Path(run_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.protocol = json.loads(json.dumps(protocol, default=str))
+        cfg = self.dir / CONFIG_FILE
+        if cfg.exists():
+            old = json.loads(cfg.read_text(encoding="utf-8"))
+            diffs = _diff(old, self.protocol)
+            if diffs:
+                raise ProtocolMismatch(
+                    f"run folder {self.dir} was made with other settings ({'; '.join(diffs[:5])}"
+                    + (f"; and {len(diffs) - 5} more" if len(diffs) > 5 else "") + "): use another --run-dir, or delete it"
+                )
+        else:
+            atomic_write_json(cfg, self.protocol)
+        self.path = self.dir / RECORDS_FILE
+
+    def records(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        out = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                out.append(json.loads(line))
+            except ValueError:  # a line cut by a crash: that pair is simply redone
+                continue
+        return out
+
+    def done(self) -> set[tuple[str, str]]:
+        return {(r["method"], r["subject"]) for r in self.records()}
+
+    def append(self, record: dict) -> None:
+        line = json.dumps(record, default=str, ensure_ascii=False)
+        if self.path.exists() and self.path.stat().st_size:
+            with open(self.path, "rb") as f:  # a line cut by a crash must not swallow this one
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    line = "\n" + line
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        path = self.dir / name
+        atomic_write_json(path, obj)
+        return path
+
+    def read_json(self, name: str) -> Any:
+        path = self.dir / name
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None

@@ -1,0 +1,342 @@
+"""The evaluation harness on tiny random models and synthetic photos: metrics, the seeded split, the DIR
+loader, every method's scores, resume, the report files, QA/caption runners, and the no-forgetting check."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from yollava.data.pool import ImagePool
+from yollava.engine import RECOGNITION_QUERY, YoLLaVA
+from yollava.eval import commands
+from yollava.eval.datasets import hold_out_pool_negatives, load_folder, seeded_split
+from yollava.eval.forgetting import forgetting_check
+from yollava.eval.methods import METHODS, plain_text
+from yollava.eval.recognition import aggregate, run_recognition
+from yollava.eval.report import write_report
+from yollava.eval.scoring import option_probabilities, yes_probabilities
+from yollava.eval.store import ProtocolMismatch
+from yollava.personalize import DataConfig
+from yollava.train import TrainConfig
+
+from .conftest import make_photos
+
+COLOURS = {"red_mug": (220, 30, 30), "green-toy": (30, 200, 40), "blue_cat": (30, 40, 210)}
+
+
+class ColourEmbedder:
+    """Cheap stand-in for EfficientNet: the centred mean colour of the photo and of its quadrants."""
+
+    fingerprint = "test-eval-colour-v1"
+
+    def embed(self, images):
+        out = []
+        for img in images:
+            a = np.asarray(img.convert("RGB").resize((16, 16)), dtype=np.float32) / 255.0 - 0.5
+            parts = [a.mean((0, 1))] + [a[i:i + 8, j:j + 8].mean((0, 1)) for i in (0, 8) for j in (0, 8)]
+            v = np.concatenate(parts)
+            out.append(v / (np.linalg.norm(v) + 1e-8))
+        return np.stack(out)
+
+
+def tinted(rgb, spread=25):
+    return lambda rng: tuple(max(0, min(255, c + rng.randint(-spread, spread))) for c in rgb)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A DIR dataset (3 subjects x 5 photos, one with a description and hard negatives) and a 30-photo pool."""
+    root = tmp_path_factory.mktemp("eval-world")
+    ds = root / "subjects"
+    for i, (name, rgb) in enumerate(COLOURS.items()):
+        make_photos(ds / name, 5, tinted(rgb), seed=10 + i, size=32)
+    (ds / "red_mug" / "description.txt").write_text("<red_mug> is a shiny red mug with a white handle.")
+    make_photos(ds / "hard_negatives" / "red_mug", 2, tinted((180, 60, 60)), seed=40, size=32)
+    make_photos(ds / "annotations", 1, tinted((0, 0, 0)), seed=41, size=32)  # skipped: not a subject
+    rng = np.random.default_rng(0)
+    pool_dir = root / "pool"
+    make_photos(pool_dir / "random", 24, lambda r: tuple(int(x) for x in rng.integers(0, 256, 3)), seed=50, size=32)
+    make_photos(pool_dir / "reddish", 6, tinted((200, 50, 50)), seed=51, size=32)
+    pool = ImagePool.build_or_update([pool_dir], root / "index", ColourEmbedder(), progress=False)
+    return {"root": root, "ds": ds, "pool": pool, "pool_dir": pool_dir}
+
+
+@pytest.fixture(autouse=True)
+def _private_dirs(tmp_path, monkeypatch):
+    """Synthesised answers and the like go to a temporary cache, not the user's."""
+    monkeypatch.setenv("YOLLAVA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("YOLLAVA_HOME", str(tmp_path / "home"))
+
+
+def small_recipe():
+    return (TrainConfig(k=2, epochs=1, batch_size=8, lr=1e-2),
+            DataConfig(n_easy_negatives=4, n_hard_negatives=4, conversation_tokens=3))
+
+
+# ---- metrics ------------------------------------------------------------------------------------
+def _record(method, subject, labels, scores, threshold=0.5):
+    from yollava.train import recognition_metrics
+
+    return {"task": "recognition", "method": method, "subject": subject, "threshold": threshold, "prepare_seconds": 1.0,
+            "score_seconds": 2.0, "labels": labels, "scores": scores, "info": {},
+            "metrics": recognition_metrics(labels, scores, threshold), "metrics_at_0.5": recognition_metrics(labels, scores, 0.5)}
+
+
+def test_metrics_pool_subjects_like_the_paper():
+    # subject a: 2 positives (1 right), 4 negatives (all right), perfect ranking except one tie
+    a = _record("m", "a", [True, True, False, False, False, False], [0.9, 0.4, 0.1, 0.2, 0.3, 0.4])
+    # subject b: 1 positive (right), 2 negatives (1 right)
+    b = _record("m", "b", [True, False, False], [0.8, 0.7, 0.1])
+    res = aggregate([a, b], ["m"], ["a", "b"])
+    o = res["overall"]["m"]
+    assert o["n_positive"] == 3 and o["n_negative"] == 6
+    assert math.isclose(o["positive_accuracy"], 2 / 3) and math.isclose(o["negative_accuracy"], 5 / 6)
+    assert math.isclose(o["weighted_accuracy"], 0.5 * (2 / 3 + 5 / 6))
+    auc_a = (4 + 0.5 * 0 + 3 + 0.5) / 8  # 0.9 beats all; 0.4 beats 0.1, 0.2, 0.3 and ties 0.4
+    assert math.isclose(res["per_subject"]["m"]["a"]["auc"], auc_a)
+    assert math.isclose(o["auc"], (auc_a + 1.0) / 2)
+    a_m = res["per_subject"]["m"]["a"]
+    assert math.isclose(a_m["weighted_accuracy"], 0.5 * 0.5 + 0.5 * 1.0)
+    # an unavailable pair is listed, not counted
+    res = aggregate([a, {"task": "recognition", "method": "m", "subject": "c", "unavailable": "no description"}], ["m"], ["a", "c"])
+    assert res["overall"]["m"]["subjects"] == 1 and "unavailable" in res["per_subject"]["m"]["c"]
+
+
+# ---- datasets -----------------------------------------------------------------------------------
+def test_split_is_seeded_disjoint_and_independent_of_other_subjects(world, tmp_path):
+    photos = [Path(f"/x/{i}.jpg") for i in range(9)]
+    tr, te = seeded_split(photos, 4, seed=0, key="s")
+    assert len(tr) == 4 and len(te) == 5 and not set(tr) & set(te) and set(tr) | set(te) == set(photos)
+    assert seeded_split(list(reversed(photos)), 4, seed=0, key="s") == (tr, te)
+    assert any(seeded_split(photos, 4, seed=s, key="s")[0] != tr for s in range(1, 6))
+    assert seeded_split(photos[:2], 4, 0, "s")[1]  # always at least one test photo
+
+    ds = load_folder(world["ds"], train_per_subject=2, seed=0)
+    assert [s.name for s in ds.subjects] == ["blue_cat", "green-toy", "red_mug"]
+    for s in ds.subjects:
+        assert len(s.train) == 2 and len(s.test) == 3 and not set(s.train) & set(s.test)
+    assert load_folder(world["ds"], 2, seed=0).split() == ds.split()
+    # the same subject alone in another folder gets the same split (the seed is per subject)
+    import shutil
+
+    shutil.copytree(world["ds"] / "red_mug", tmp_path / "only" / "red_mug")
+    shutil.copytree(world["ds"] / "blue_cat", tmp_path / "only" / "blue_cat")
+    alone = load_folder(tmp_path / "only", 2, seed=0)
+    assert [p.name for p in alone.subject("red_mug").train] == [p.name for p in ds.subject("red_mug").train]
+
+
+def test_dir_loader_test_sets_descriptions_and_names(world, tmp_path):
+    ds = load_folder(world["ds"], train_per_subject=2, seed=0)
+    red = ds.subject("red_mug")
+    assert red.description == "red mug is a shiny red mug with a white handle."  # plain name, no <identifier>
+    assert len(red.negatives) == 2 and red.concept == "red_mug" and red.plain == "red mug"
+    assert ds.subject("green-toy").description is None
+    paths, labels = ds.test_set(red)
+    assert sum(labels) == 3 and labels[:3] == [True] * 3
+    negatives = [p for p, y in zip(paths, labels) if not y]
+    assert set(red.negatives) <= set(negatives)
+    assert set(ds.subject("blue_cat").test) <= set(negatives) and not set(ds.subject("blue_cat").train) & set(negatives)
+    assert not set(red.train) & set(paths) and len(paths) == len(set(paths))
+    # folder problems are clear errors
+    make_photos(tmp_path / "one" / "a", 3, tinted((1, 2, 3)))
+    with pytest.raises(ValueError, match="at least 2"):
+        load_folder(tmp_path / "one")
+    with pytest.raises(FileNotFoundError):
+        load_folder(tmp_path / "missing")
+
+
+def test_pool_negatives_are_held_out_of_the_training_pool(world):
+    ds = load_folder(world["ds"], 2, seed=0)
+    pool = world["pool"]
+    # (the colour embedder finds every reddish photo a near-duplicate of a red one: disable that filter here)
+    train_pool = hold_out_pool_negatives(pool, ds, ds.subjects, n_random=5, n_hard=3, seed=0, near_duplicate=1.01)
+    held = {str(p) for v in ds.pool_negatives.values() for p in v}
+    assert len(train_pool) == len(pool) - len(held) and len(held) >= 5 + 3
+    assert not held & {e["path"] for e in train_pool.entries}
+    shared, red_hard = ds.pool_negatives["red_mug"][:5], ds.pool_negatives["red_mug"][5:]
+    assert shared == ds.pool_negatives["blue_cat"][:5] and len(red_hard) == 3
+    vecs, _, _ = pool.embed(ds.subject("red_mug").test)
+    score = (pool.vectors() @ vecs.T).max(axis=1)
+    ranked = [pool.entries[i]["path"] for i in np.argsort(-score) if pool.entries[i]["path"] not in map(str, shared)]
+    assert [str(p) for p in red_hard] == ranked[:3]  # the pool photos nearest its test photos
+    assert sum("reddish" in str(p) for p in red_hard) >= 2
+    from yollava.data.builder import build_training_set
+
+    ts = build_training_set("red_mug", ds.subject("red_mug").train, train_pool, conversations=False, n_easy_negatives=50, n_hard_negatives=10)
+    assert not {str(p) for p in ts.easy_negatives} & held and not {str(h.path) for h in ts.hard_negatives} & held
+
+
+# ---- scoring ------------------------------------------------------------------------------------
+def test_prompt_scoring_matches_the_engine(llava_engine: YoLLaVA, world):
+    photos = load_folder(world["ds"], 2, 0).subjects[0].test
+    llava_engine.new_concept("bo", k=2)
+    ours = yes_probabilities(llava_engine, RECOGNITION_QUERY.format(identifier="<bo>"), photos, concepts=["bo"], batch_size=2)
+    assert np.allclose(ours, llava_engine.yes_probabilities("bo", photos), atol=1e-6)
+    plain = yes_probabilities(llava_engine, "Is there a mug? Answer with a single word or phrase.", [None, photos[0]])
+    assert all(0.0 <= p <= 1.0 for p in plain)
+    probs = option_probabilities(llava_engine, ["Dog or cat?\nA. Dog\nB. Cat", "Red?\nA. Yes\nB. No"], [None, photos[0]])
+    assert all(len(p) == 2 and math.isclose(sum(p), 1.0, rel_tol=1e-5) for p in probs)
+    assert plain_text("<bo> is a dog; <sks>?") == "bo is a dog; sks?"
+
+
+# ---- recognition runs ---------------------------------------------------------------------------
+def test_every_method_scores_in_unit_interval_and_resume_skips_done_pairs(llava_engine: YoLLaVA, world, tmp_path):
+    ds = load_folder(world["ds"], train_per_subject=2, seed=0)
+    train, data = small_recipe()
+    run_dir = tmp_path / "run"
+    log: list[str] = []
+    kw = dict(subjects=["red_mug"], train=train, data=data, pool_fn=lambda: world["pool"], pool_negatives=3, pool_hard_negatives=2,
+              caption_tokens=4, summary_tokens=4, progress=False, echo=log.append)
+    res = run_recognition(llava_engine, ds, list(METHODS), run_dir, **kw)
+    records = [json.loads(line) for line in (run_dir / "records.jsonl").read_text().splitlines()]
+    assert {r["method"] for r in records} == set(METHODS) and all(r["subject"] == "red_mug" for r in records)
+    for r in records:
+        assert "unavailable" not in r, r
+        assert len(r["scores"]) == len(r["labels"]) == 3 + 6 + 2 + 5  # positives, other subjects' test, hard, pool
+        assert all(0.0 <= s <= 1.0 for s in r["scores"]), r["method"]
+        assert 0.0 <= r["metrics"]["weighted_accuracy"] <= 1.0
+    assert set(res["overall"]) == set(METHODS) and all(res["overall"][m]["subjects"] == 1 for m in METHODS)
+    for m in ("yollava", "yollava-no-hard", "yollava-no-conv"):
+        assert (run_dir / "concepts" / m / "red_mug.json").exists()
+    ts = json.loads((run_dir / "training_sets" / "yollava-no-hard" / "red_mug.json").read_text())
+    assert ts["counts"]["hard_negative"] == 0 and ts["counts"]["conversation"] > 0
+    assert json.loads((run_dir / "training_sets" / "yollava-no-conv" / "red_mug.json").read_text())["counts"]["conversation"] == 0
+    assert json.loads((run_dir / "training_sets" / "yollava" / "red_mug.json").read_text())["counts"]["conversation"] > 0
+    desc = json.loads((run_dir / "descriptions" / "red_mug.json").read_text())
+    assert len(desc["captions"]) == 2 and "description" in desc
+    assert res["per_subject"]["text-human"]["red_mug"]["description"].startswith("red mug is")
+
+    # resume: finished pairs are skipped (no training, no scoring), a new subject is added
+    import yollava.eval.methods as methods_mod
+
+    def boom(*a, **k):
+        raise AssertionError("a finished pair was redone")
+
+    log.clear()
+    orig = methods_mod.YollavaMethod.prepare
+    methods_mod.YollavaMethod.prepare = boom
+    try:
+        again = run_recognition(llava_engine, ds, list(METHODS), run_dir, **kw)
+    finally:
+        methods_mod.YollavaMethod.prepare = orig
+    assert sum("done earlier, skipped" in line for line in log) == len(METHODS)
+    assert again["overall"] == res["overall"]
+    kw2 = dict(kw, subjects=["red_mug", "green-toy"])
+    both = run_recognition(llava_engine, ds, ["vanilla", "text-human"], run_dir, **kw2)
+    assert both["overall"]["vanilla"]["subjects"] == 2
+    assert both["per_subject"]["text-human"]["green-toy"] == {"unavailable": "no human-written description of this subject"}
+
+    # a different protocol in the same folder is refused
+    with pytest.raises(ProtocolMismatch, match="seed"):
+        run_recognition(llava_engine, load_folder(world["ds"], 2, seed=1), ["vanilla"], run_dir, **dict(kw, seed=1))
+
+    # the report files
+    paths = write_report(both, tmp_path / "out" / "results.json", "test")
+    assert [p.name for p in paths] == ["results.json", "results.md", "results.png"] and all(p.stat().st_size > 0 for p in paths)
+    md = paths[1].read_text()
+    assert "| vanilla | 2 |" in md and "green-toy" in md and "Not run" in md
+    assert Image.open(paths[2]).size[0] > 100
+
+
+def test_cli_recognition_report_and_resume(tiny_model_dirs, world, tmp_path, monkeypatch):
+    monkeypatch.setattr("yollava.data.pool.default_embedder", ColourEmbedder)
+    runner = CliRunner()
+    out = tmp_path / "res" / "results.json"
+    args = ["recognition", "--dataset", str(world["ds"]), "--methods", "vanilla,head", "--out", str(out),
+            "--model", str(tiny_model_dirs["llava"]), "--train-per-subject", "2", "--max-subjects", "2",
+            "--pool", str(world["pool_dir"]), "--index-dir", str(tmp_path / "idx"), "--n-easy", "5", "--n-hard", "5", "--quiet"]
+    r = runner.invoke(commands.eval_app, args, catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    res = json.loads(out.read_text())
+    assert res["methods"] == ["vanilla", "head"] and res["subjects"] == ["blue_cat", "green-toy"]
+    assert out.with_suffix(".md").exists() and out.with_suffix(".png").exists()
+    assert (tmp_path / "res" / "results.run" / "records.jsonl").exists()
+    r = runner.invoke(commands.eval_app, args, catch_exceptions=False)
+    assert r.exit_code == 0 and r.output.count("done earlier, skipped") == 4
+    r = runner.invoke(commands.eval_app, ["recognition", "--methods", "magic", "--out", str(out)])
+    assert r.exit_code == 1 and "unknown method" in r.output
+    r = runner.invoke(commands.eval_app, ["report", str(out)])
+    assert r.exit_code == 0 and "results.png" in r.output
+
+
+# ---- QA, captions ---------------------------------------------------------------------------------
+def _fake_yollava_data(root: Path) -> Path:
+    """A minimal copy of the Yo'LLaVA layout: two subjects, text and visual QA files, descriptions."""
+    y = root / "yollava"
+    make_photos(y / "bo" / "train", 2, tinted((200, 120, 40)), seed=1)
+    make_photos(y / "bo" / "test", 2, tinted((200, 120, 40)), seed=2)
+    make_photos(y / "one_image_per_concept", 1, tinted((20, 20, 200)), seed=3)
+    (y / "one_image_per_concept" / "0.jpg").rename(y / "one_image_per_concept" / "cat-cup.jpg")
+    ann = y / "annotations"
+    ann.mkdir(parents=True)
+    text_qa = {s: {str(i): {"question": f"Is sks a dog ({i})?", "option": {"A": "Yes", "B": "No"}, "correct_answer": "AB"[i % 2]}
+                   for i in range(3)} for s in ("bo", "cat-cup", "shiba-black")}
+    (ann / "yollava-text-only-qa.rap.json").write_text(json.dumps(text_qa))
+    visual = {"bo": {"./yollava-data/test/bo/1.png": {"question": "What colour is <sks>?", "options": {"A": "Brown", "B": "Grey"}, "correct_answer": "A"},
+                     "./yollava-data/test/bo/7.png": {"question": "Where is <sks>?", "options": {"A": "Sofa", "B": "Park"}, "correct_answer": "B"}}}
+    (ann / "yollava-visual-qa.official.json").write_text(json.dumps(visual))
+    info = {"concept_dict": {"<bo>": {"name": "bo", "info": "<bo> is an orange Shiba Inu.", "category": "dog"},
+                             "<cat-cup>": {"name": "cat-cup", "info": "<cat-cup> is a blue cup.", "category": "cup"}}}
+    (ann / "concept_info.rap_database.json").write_text(json.dumps(info))
+    return root
+
+
+def test_qa_text_and_visual(llava_engine: YoLLaVA, world, tmp_path):
+    from yollava.eval.qa import load_qa, run_qa
+
+    root = _fake_yollava_data(tmp_path / "data")
+    items, counts = load_qa("visual", root)
+    assert counts == {"file": "yollava-visual-qa.official.json", "questions_in_file": 2, "asked": 1, "missing_photos": 1}
+    assert items[0].image.name == "1.jpg" and items[0].prompt("<bo>").startswith("What colour is <bo>?\nA. Brown\nB. Grey")
+    train, data = small_recipe()
+    data = DataConfig(n_easy_negatives=3, n_hard_negatives=0, hard_negatives=False, conversation_tokens=2)
+    res = run_qa(llava_engine, "text", ["yollava", "vanilla", "text-human"], tmp_path / "qa", train=train, data=data,
+                 pool_fn=lambda: world["pool"], data_root=root, progress=False, echo=lambda s: None)
+    assert res["subjects"] == ["bo", "cat-cup", "shiba-black"]
+    assert res["per_subject"]["yollava"]["shiba-black"] == {"unavailable": "no training photo"}
+    assert res["per_subject"]["yollava"]["cat-cup"]["n_training_photos"] == 1
+    assert res["overall"]["vanilla"]["n"] == 9 and 0.0 <= res["overall"]["vanilla"]["accuracy"] <= 1.0
+    assert res["per_subject"]["text-human"]["shiba-black"]["unavailable"].startswith("no human")
+    records = [json.loads(x) for x in (tmp_path / "qa" / "records.jsonl").read_text().splitlines()]
+    assert all(0.0 <= p <= 1.0 for r in records if "p_correct" in r for p in r["p_correct"])
+    res = run_qa(llava_engine, "visual", ["vanilla"], tmp_path / "qav", data_root=root, progress=False, echo=lambda s: None)
+    assert res["overall"]["vanilla"]["n"] == 1
+    paths = write_report(res, tmp_path / "qav.json")
+    assert "| vanilla | 1 | 1 |" in paths[1].read_text()
+
+
+def test_caption_recall(llava_engine: YoLLaVA, world, tmp_path):
+    from yollava.eval.caption import names_subject, run_caption
+
+    assert names_subject("A photo of <red_mug> on a table", "<red_mug>") and not names_subject("a red_mug", "<red_mug>")
+    assert names_subject("A Red Mug on a table", "red mug") and names_subject("the red_mug", "red mug")
+    ds = load_folder(world["ds"], 2, 0)
+    train, _ = small_recipe()
+    data = DataConfig(n_easy_negatives=3, n_hard_negatives=0, hard_negatives=False, conversations=False)
+    res = run_caption(llava_engine, ds, ["yollava", "vanilla"], tmp_path / "cap", subjects=["red_mug"], max_photos=2, train=train,
+                      data=data, pool_fn=lambda: world["pool"], max_new_tokens=4, progress=False, echo=lambda s: None)
+    assert res["overall"]["yollava"]["n"] == 2 and 0.0 <= res["overall"]["yollava"]["recall"] <= 1.0
+    assert res["overall"]["vanilla"]["n"] == 2
+    paths = write_report(res, tmp_path / "cap.json")
+    assert paths[2].exists()
+
+
+# ---- no forgetting --------------------------------------------------------------------------------
+def test_no_forgetting_with_several_concepts_loaded(llava_engine: YoLLaVA, world, tmp_path):
+    photos = load_folder(world["ds"], 2, 0).subjects[0].test[:1]
+    llava_engine.new_concept("kept", k=2)  # a concept loaded beforehand is put back afterwards
+    result = forgetting_check(llava_engine, n_random=3, images=photos, questions=["What is a dog?", "Name a colour."],
+                              photo_questions=["Describe this photo."], max_new_tokens=6, k=4)
+    assert result["passed"], result
+    assert result["cases"] == 3 and result["max_logit_diff"] == 0.0 and len(result["concepts_loaded"]) == 3
+    assert llava_engine.bank.names() == ["kept"]
+    # the check does notice a change: a question naming a loaded concept is not "general"
+    from yollava.eval.forgetting import forgetting_markdown
+
+    assert "PASSED" in forgetting_markdown(result)
