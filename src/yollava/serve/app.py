@@ -173,7 +173,7 @@ def concept_view(meta: dict[str, Any], path: Path | None = None) -> dict[str, An
 
 async def _form(request: Request, max_files: int, max_fields: int = 16):
     ctype = request.headers.get("content-type", "")
-    if not ctype.startswith("multipart/form-data"):
+    if not ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
         raise APIError(415, "send this request as multipart/form-data")
     try:
         return await request.form(max_files=max_files, max_fields=max_fields, max_part_size=64 * 1024)

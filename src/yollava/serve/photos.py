@@ -45,7 +45,7 @@ def open_photo(data: bytes, max_pixels: int, label: str = "image", param: str | 
 
     The header is read first, so a 20k x 20k image is refused without allocating its pixels."""
     if not data:
-        raise APIError(422, f"{label}: empty file", param=param, code="invalid_image")
+        raise APIError(422, f"{label}: not a readable image (empty file)", param=param, code="invalid_image")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
