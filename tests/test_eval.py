@@ -67,6 +67,17 @@ def world(tmp_path_factory):
     return {"root": root, "ds": ds, "pool": pool, "pool_dir": pool_dir}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models are dominated by thread synchronisation; on a shared 2-core machine one thread is ~4x faster."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _private_dirs(tmp_path, monkeypatch):
     """Synthesised answers and the like go to a temporary cache, not the user's."""
@@ -186,7 +197,10 @@ def test_prompt_scoring_matches_the_engine(llava_engine: YoLLaVA, world):
 
 
 # ---- recognition runs ---------------------------------------------------------------------------
-def test_every_method_scores_in_unit_interval_and_resume_skips_done_pairs(llava_engine: YoLLaVA, world, tmp_path):
+def test_every_method_scores_in_unit_interval_and_resume_skips_done_pairs(llava_engine: YoLLaVA, world, tmp_path, monkeypatch):
+    import yollava.data.builder as builder
+
+    monkeypatch.setattr(builder, "conversation_questions", lambda category: ["What colour is this subject?"])  # speed
     ds = load_folder(world["ds"], train_per_subject=2, seed=0)
     train, data = small_recipe()
     run_dir = tmp_path / "run"
@@ -295,7 +309,7 @@ def test_qa_text_and_visual(llava_engine: YoLLaVA, world, tmp_path):
     assert counts == {"file": "yollava-visual-qa.official.json", "questions_in_file": 2, "asked": 1, "missing_photos": 1}
     assert items[0].image.name == "1.jpg" and items[0].prompt("<bo>").startswith("What colour is <bo>?\nA. Brown\nB. Grey")
     train, data = small_recipe()
-    data = DataConfig(n_easy_negatives=3, n_hard_negatives=0, hard_negatives=False, conversation_tokens=2)
+    data = DataConfig(n_easy_negatives=3, n_hard_negatives=0, hard_negatives=False, conversations=False)
     res = run_qa(llava_engine, "text", ["yollava", "vanilla", "text-human"], tmp_path / "qa", train=train, data=data,
                  pool_fn=lambda: world["pool"], data_root=root, progress=False, echo=lambda s: None)
     assert res["subjects"] == ["bo", "cat-cup", "shiba-black"]
