@@ -129,3 +129,44 @@ def test_personalize_end_to_end_saves_a_loadable_concept(llava_engine: YoLLaVA, 
     llava_engine.load_concept("bo")
     r = llava_engine.recognize("bo", photos[0])
     assert r.answer in ("Yes", "No") and 0.0 <= r.p_yes <= 1.0
+
+
+def test_naive_reference_computes_the_same_loss_and_update(llava_engine: YoLLaVA, tmp_path):
+    """The benchmark's yardstick learns the same thing: same loss, same first AdamW step on the concept rows."""
+    from yollava.train.naive import NaiveTrainer
+
+    photo = make_photos(tmp_path / "p", 1, reddish)[0]
+    sample = Sample(QUESTION, "Yes, <bo> is here.", photo, "positive")
+    naive = NaiveTrainer(llava_engine, "bo", k=2, lr=1e-2)
+    concept = llava_engine.bank["bo"]
+    fast_loss = llava_engine.loss([llava_engine.encode(sample.question, image=photo, answer=sample.answer)])
+    torch.testing.assert_close(naive.step_loss(sample), fast_loss, rtol=1e-5, atol=1e-5)
+
+    concept.requires_grad_(True)
+    opt = torch.optim.AdamW([concept.input_rows, concept.output_row], lr=1e-2, weight_decay=0.0)
+    llava_engine.loss([llava_engine.encode(sample.question, image=photo, answer=sample.answer)]).backward()
+    opt.step()
+    fast_rows = concept.input_rows.detach().clone()
+    base = llava_engine.adapter.embed_tokens.weight.clone()
+    naive.train([sample])
+    assert torch.equal(llava_engine.adapter.embed_tokens.weight, base)
+    assert torch.equal(naive.w_in[: naive.vocab], base)  # untouched rows restored
+    torch.testing.assert_close(naive.w_in[naive.vocab :].detach(), fast_rows, rtol=1e-4, atol=1e-5)
+
+
+def test_several_concepts_train_together_in_shared_batches(llava_engine: YoLLaVA, tmp_path):
+    red = make_photos(tmp_path / "red", 6, reddish, seed=1)
+    blue = make_photos(tmp_path / "blue", 6, other_colour, seed=2)
+    data = {
+        "bo": [Sample("Is <bo> in this photo?", "Yes", p, "positive") for p in red] + [Sample("Is <bo> in this photo?", "No", p, "negative") for p in blue],
+        "anna": [Sample("Is <anna> in this photo?", "Yes", p, "positive") for p in blue] + [Sample("Is <anna> in this photo?", "No", p, "negative") for p in red],
+    }
+    trainer = ConceptTrainer(llava_engine, "pair", TrainConfig(k=2, epochs=2, lr=1e-2, batch_size=8), checkpoint_dir=tmp_path / "ck", progress=False)
+    results = trainer.fit_many(data)
+    encoded = [llava_engine.encode(s.question, image=s.image, answer=s.answer) for n in data for s in data[n]]
+    assert any(min(b) < 12 <= max(b) for b in trainer._batches(encoded, 0))  # batches mix both concepts' samples
+    assert set(results) == {"bo", "anna"}
+    for name, r in results.items():
+        assert llava_engine.bank[name] is r.concept and not r.concept.input_rows.requires_grad
+        assert r.holdout["n_positive"] >= 1 and r.concept.meta["counts"]["positive"] == 6
+    assert (tmp_path / "ck" / "pair.ckpt.json").exists()

@@ -1,9 +1,11 @@
-"""Learn one concept: AdamW on its k+1 input rows and its output row, nothing else.
+"""Learn concepts: AdamW on each concept's k+1 input rows and its output row, nothing else.
 
 Recipe (paper §3, DESIGN.md): next-token loss on answer tokens, AdamW lr 1e-3, up to N epochs,
 keep the epoch with the best recognition on a held-back slice of photos that are never trained
-on, and set the yes/no threshold from that slice. An epoch checkpoint (safetensors + JSON) lets
-an interrupted run resume where it stopped.
+on, and set the yes/no threshold from that slice. Several concepts can train together: their
+samples share batches, each sample using its own concept's rows (their parameters are disjoint, so
+each concept learns what it would learn alone, up to batch composition). An epoch checkpoint
+(safetensors + JSON) lets an interrupted run resume where it stopped.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ class TrainConfig:
     holdout_fraction: float = 0.2
     #: repeat positive recognition samples so they weigh as much as the negatives
     balance_positives: bool = True
-    #: stop after this many epochs without a better held-back score (None: run all epochs)
+    #: stop after this many evaluations without a better held-back score (None: run all epochs)
     patience: int | None = None
     #: recognition is scored every this many epochs (and at the last)
     eval_every: int = 1
@@ -86,7 +88,26 @@ def _balanced(samples: list[Sample]) -> list[Sample]:
     return [s for s in samples if not s.is_positive] + pos * repeats
 
 
+@dataclass
+class _ConceptRun:
+    """What the trainer tracks for one concept."""
+
+    concept: Concept
+    held: list[Sample]
+    best: dict[str, torch.Tensor]
+    best_key: tuple[float, float] = (-1.0, -1.0)
+    best_epoch: int = -1
+    best_eval: dict[str, Any] = field(default_factory=dict)
+    stale: int = 0
+
+    def keep(self, epoch: int) -> None:
+        self.best_epoch = epoch
+        self.best = {"input_rows": self.concept.input_rows.detach().clone(), "output_row": self.concept.output_row.detach().clone()}
+
+
 class ConceptTrainer:
+    """Train one concept (``name``) or several (``fit_many``) on a frozen engine."""
+
     def __init__(self, engine: YoLLaVA, name: str, config: TrainConfig | None = None, checkpoint_dir: str | Path | None = None, progress: bool = True):
         self.engine = engine
         self.name = name
@@ -99,20 +120,29 @@ class ConceptTrainer:
         assert self.checkpoint_dir is not None
         return self.checkpoint_dir / f"{self.name}.ckpt.safetensors", self.checkpoint_dir / f"{self.name}.ckpt.json"
 
-    def _run_id(self, samples: list[Sample]) -> str:
-        blob = json.dumps([asdict(self.config), [(s.question, s.answer, str(s.image), s.kind) for s in samples]], default=str)
+    def _run_id(self, data: dict[str, list[Sample]]) -> str:
+        rows = {n: [(s.question, s.answer, str(s.image), s.kind) for s in samples] for n, samples in data.items()}
+        blob = json.dumps([asdict(self.config), rows], default=str, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
-    def _save_checkpoint(self, concept: Concept, best: dict[str, torch.Tensor], opt: torch.optim.Optimizer, state: dict) -> None:
+    def _save_checkpoint(self, runs: dict[str, _ConceptRun], opt: torch.optim.Optimizer, state: dict) -> None:
         if self.checkpoint_dir is None:
             return
-        tensors = {"input_rows": concept.input_rows.detach(), "output_row": concept.output_row.detach()}
-        tensors |= {f"best.{k}": v for k, v in best.items()}
-        for i, p in enumerate((concept.input_rows, concept.output_row)):
-            for key, value in opt.state.get(p, {}).items():
-                if torch.is_tensor(value):
-                    tensors[f"adam.{i}.{key}"] = value.detach().reshape(-1) if value.dim() == 0 else value.detach()
+        tensors: dict[str, torch.Tensor] = {}
+        for name, run in runs.items():
+            c = run.concept
+            tensors |= {f"{name}.input_rows": c.input_rows.detach(), f"{name}.output_row": c.output_row.detach()}
+            tensors |= {f"{name}.best.{k}": v for k, v in run.best.items()}
+            for part, p in (("input_rows", c.input_rows), ("output_row", c.output_row)):
+                for key, value in opt.state.get(p, {}).items():
+                    if torch.is_tensor(value) and value.dim() > 0:
+                        tensors[f"{name}.adam.{part}.{key}"] = value.detach()
         tensors = {k: v.contiguous().cpu() for k, v in tensors.items()}
+        state["concepts"] = {
+            n: {"best_key": list(r.best_key), "best_epoch": r.best_epoch, "best_eval": r.best_eval, "stale": r.stale,
+                "steps": {part: _step_of(opt, getattr(r.concept, part)) for part in ("input_rows", "output_row")}}
+            for n, r in runs.items()
+        }
         st_path, json_path = self._ckpt_paths()
         atomic_write(st_path, lambda p: save_file(tensors, str(p)))
         atomic_write_json(json_path, state)
@@ -129,16 +159,31 @@ class ConceptTrainer:
             return None
         return state, load_file(str(st_path))
 
+    def _restore(self, runs: dict[str, _ConceptRun], opt: torch.optim.Optimizer, state: dict, tensors: dict) -> None:
+        for name, run in runs.items():
+            c, saved = run.concept, state["concepts"][name]
+            with torch.no_grad():
+                c.input_rows.copy_(tensors[f"{name}.input_rows"])
+                c.output_row.copy_(tensors[f"{name}.output_row"])
+            run.best = {k: tensors[f"{name}.best.{k}"].clone() for k in ("input_rows", "output_row")}
+            run.best_key, run.best_epoch = tuple(saved["best_key"]), saved["best_epoch"]
+            run.best_eval, run.stale = saved["best_eval"], saved["stale"]
+            for part in ("input_rows", "output_row"):
+                if f"{name}.adam.{part}.exp_avg" in tensors:
+                    opt.state[getattr(c, part)] = {
+                        "step": torch.tensor(saved["steps"][part]),
+                        "exp_avg": tensors[f"{name}.adam.{part}.exp_avg"].clone(),
+                        "exp_avg_sq": tensors[f"{name}.adam.{part}.exp_avg_sq"].clone(),
+                    }
+
     def clear_checkpoint(self) -> None:
         if self.checkpoint_dir is not None:
             for p in self._ckpt_paths():
                 p.unlink(missing_ok=True)
 
     # ---- training --------------------------------------------------------------------------
-    def _evaluate(self, held: list[Sample]) -> dict[str, Any]:
-        if not held:
-            return {}
-        scores = self.engine.yes_probabilities(self.name, [s.image for s in held], batch_size=self.config.batch_size)
+    def _evaluate(self, name: str, held: list[Sample]) -> dict[str, Any]:
+        scores = self.engine.yes_probabilities(name, [s.image for s in held], batch_size=self.config.batch_size)
         labels = [s.is_positive for s in held]
         return {**recognition_metrics(labels, scores, 0.5), "scores": scores, "labels": labels}
 
@@ -158,109 +203,112 @@ class ConceptTrainer:
         return sorted(batches, key=lambda batch: rank[batch[0]])  # one prefix length: the plain shuffled batches
 
     def fit(self, samples: list[Sample]) -> TrainResult:
-        cfg = self.config
-        if not any(s.is_positive for s in samples):
-            raise NotEnoughPhotosError(f"training data for <{self.name}> has no positive photo")
-        train, held = split_holdout(samples, cfg.holdout_fraction, cfg.seed)
-        train = _balanced(train) if cfg.balance_positives else train
-        engine = self.engine
-        if self.name in engine.bank:
-            engine.unload_concept(self.name)
-        concept = engine.new_concept(self.name, cfg.k, seed=cfg.seed)
-        params = [concept.input_rows, concept.output_row]
-        for p in params:
-            p.requires_grad_(True)
+        return self.fit_many({self.name: samples})[self.name]
+
+    def fit_many(self, data: dict[str, list[Sample]]) -> dict[str, TrainResult]:
+        cfg, engine = self.config, self.engine
+        runs: dict[str, _ConceptRun] = {}
+        train: list[tuple[str, Sample]] = []
+        for name, samples in data.items():
+            if not any(s.is_positive for s in samples):
+                raise NotEnoughPhotosError(f"training data for <{name}> has no positive photo")
+            tr, held = split_holdout(samples, cfg.holdout_fraction, cfg.seed)
+            train += [(name, s) for s in (_balanced(tr) if cfg.balance_positives else tr)]
+            if name in engine.bank:
+                engine.unload_concept(name)
+            concept = engine.new_concept(name, cfg.k, seed=cfg.seed)
+            concept.requires_grad_(True)
+            runs[name] = _ConceptRun(concept, held, {})
+            runs[name].keep(-1)
+        params = [p for r in runs.values() for p in (r.concept.input_rows, r.concept.output_row)]
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-        run_id = self._run_id(samples)
+        run_id = self._run_id(data)
         history: list[dict[str, Any]] = []
-        best = {"input_rows": concept.input_rows.detach().clone(), "output_row": concept.output_row.detach().clone()}
-        best_key, best_epoch, best_eval, start_epoch, seen, seconds = (-1.0, -1.0), -1, {}, 0, 0, 0.0
+        start_epoch, seen, seconds = 0, 0, 0.0
         resumed = self._load_checkpoint(run_id)
         if resumed is not None:
             state, tensors = resumed
-            with torch.no_grad():
-                concept.input_rows.copy_(tensors["input_rows"])
-                concept.output_row.copy_(tensors["output_row"])
-            best = {k: tensors[f"best.{k}"].clone() for k in ("input_rows", "output_row")}
-            opt.load_state_dict(_optimizer_state(opt, params, tensors, state["optimizer_steps"]))
-            history, best_epoch, best_eval = state["history"], state["best_epoch"], state["best_eval"]
-            best_key, start_epoch, seen, seconds = tuple(state["best_key"]), state["epoch"] + 1, state["samples_seen"], state["seconds"]
-            log.info("resuming <%s> at epoch %d", self.name, start_epoch)
+            self._restore(runs, opt, state, tensors)
+            history, start_epoch, seen, seconds = state["history"], state["epoch"] + 1, state["samples_seen"], state["seconds"]
+            log.info("resuming %s at epoch %d", ", ".join(f"<{n}>" for n in runs), start_epoch)
 
         # every photo through the frozen vision tower once, every sample tokenised once
         encoded = [
-            engine.encode(s.question, image=s.image, answer=s.answer, concepts=[self.name])
-            for s in tqdm(train, desc="encoding samples", disable=not self.progress, leave=False)
+            engine.encode(s.question, image=s.image, answer=s.answer, concepts=[name])
+            for name, s in tqdm(train, desc="encoding samples", disable=not self.progress, leave=False)
         ]
         prefix_cache: dict | None = {} if cfg.prefix_cache else None
         steps_per_epoch = len(self._batches(encoded, 0))
-        bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, desc=f"training <{self.name}>", disable=not self.progress, unit="step")
-        stale = 0
+        label = ", ".join(f"<{n}>" for n in runs)
+        bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, desc=f"training {label}", disable=not self.progress, unit="step")
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
             losses = []
             for batch_ids in self._batches(encoded, epoch):
-                batch = [encoded[i] for i in batch_ids]
-                loss = engine.loss(batch, prefix_cache)
+                loss = engine.loss([encoded[i] for i in batch_ids], prefix_cache)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 losses.append(loss.item())
-                seen += len(batch)
+                seen += len(batch_ids)
                 bar.update(1)
                 bar.set_postfix(epoch=epoch, loss=f"{losses[-1]:.3f}")
             record: dict[str, Any] = {"epoch": epoch, "loss": sum(losses) / len(losses)}
-            last = epoch == cfg.epochs - 1
-            if held and (epoch % cfg.eval_every == 0 or last):
-                ev = self._evaluate(held)
-                record |= {k: ev[k] for k in ("weighted_accuracy", "auc", "positive_accuracy", "negative_accuracy")}
-                key = (ev["weighted_accuracy"], ev["auc"] if ev["auc"] is not None else 0.0)
-                if key > best_key:
-                    best_key, best_epoch, best_eval, stale = key, epoch, ev, 0
-                    best = {"input_rows": concept.input_rows.detach().clone(), "output_row": concept.output_row.detach().clone()}
-                else:
-                    stale += 1
-            elif not held:
-                best_epoch = epoch
-                best = {"input_rows": concept.input_rows.detach().clone(), "output_row": concept.output_row.detach().clone()}
+            if epoch % cfg.eval_every == 0 or epoch == cfg.epochs - 1:
+                record |= self._score_epoch(runs, epoch)
             seconds += time.perf_counter() - t0
             record["seconds"] = round(seconds, 2)
             history.append(record)
-            bar.write(_describe(self.name, record))
-            self._save_checkpoint(
-                concept, best, opt,
-                {"run_id": run_id, "epoch": epoch, "history": history, "best_epoch": best_epoch, "best_eval": best_eval,
-                 "best_key": list(best_key), "samples_seen": seen, "seconds": seconds,
-                 "optimizer_steps": {str(i): _step_of(opt, p) for i, p in enumerate(params)}},
-            )
-            if cfg.patience is not None and stale >= cfg.patience:
-                bar.write(f"<{self.name}>: no better held-back score for {stale} evaluations, stopping early")
+            bar.write(_describe(label, record))
+            self._save_checkpoint(runs, opt, {"run_id": run_id, "epoch": epoch, "history": history, "samples_seen": seen, "seconds": seconds})
+            if cfg.patience is not None and all(r.held and r.stale >= cfg.patience for r in runs.values()):
+                bar.write(f"{label}: no better held-back score for {cfg.patience} evaluations, stopping early")
                 break
         bar.close()
+        return {name: self._finish(name, run, data[name], history, seen, seconds) for name, run in runs.items()}
 
+    def _score_epoch(self, runs: dict[str, _ConceptRun], epoch: int) -> dict[str, Any]:
+        """Score each concept on its held-back photos; remember its best epoch so far."""
+        out: dict[str, Any] = {}
+        for name, run in runs.items():
+            if not run.held:
+                run.keep(epoch)  # nothing to choose with: the latest epoch is the best we know
+                continue
+            ev = self._evaluate(name, run.held)
+            metrics = {k: ev[k] for k in ("weighted_accuracy", "auc", "positive_accuracy", "negative_accuracy")}
+            out |= metrics if len(runs) == 1 else {f"{name}.{k}": v for k, v in metrics.items()}
+            key = (ev["weighted_accuracy"], ev["auc"] if ev["auc"] is not None else 0.0)
+            if key > run.best_key:
+                run.best_key, run.best_eval, run.stale = key, ev, 0
+                run.keep(epoch)
+            else:
+                run.stale += 1
+        return out
+
+    def _finish(self, name: str, run: _ConceptRun, samples: list[Sample], history, seen: int, seconds: float) -> TrainResult:
+        concept, cfg = run.concept, self.config
         with torch.no_grad():
-            concept.input_rows.copy_(best["input_rows"])
-            concept.output_row.copy_(best["output_row"])
-        for p in params:
-            p.requires_grad_(False)
-            p.grad = None
-        holdout = {k: v for k, v in best_eval.items() if k not in ("scores", "labels")}
+            concept.input_rows.copy_(run.best["input_rows"])
+            concept.output_row.copy_(run.best["output_row"])
+        concept.requires_grad_(False)
+        concept.zero_grad(set_to_none=True)
+        holdout = {k: v for k, v in run.best_eval.items() if k not in ("scores", "labels")}
         threshold = 0.5
-        if best_eval.get("scores"):
-            threshold = best_threshold(best_eval["labels"], best_eval["scores"])
+        if run.best_eval.get("scores"):
+            threshold = best_threshold(run.best_eval["labels"], run.best_eval["scores"])
             holdout["calibrated_threshold"] = threshold
         concept.meta.update(
             recognition_threshold=threshold,
             recipe=asdict(cfg),
-            metrics={"best_epoch": best_epoch, "holdout": holdout, "history": history, "samples_seen": seen, "seconds": round(seconds, 2)},
+            metrics={"best_epoch": run.best_epoch, "holdout": holdout, "history": history, "samples_seen": seen, "seconds": round(seconds, 2)},
             counts={kind: sum(s.kind == kind for s in samples) for kind in ("positive", "negative", "hard_negative", "conversation")},
         )
-        return TrainResult(concept, best_epoch, history, holdout, seconds, seen)
+        return TrainResult(concept, run.best_epoch, history, holdout, seconds, seen)
 
 
-def _describe(name: str, r: dict[str, Any]) -> str:
-    parts = [f"<{name}> epoch {r['epoch']}: loss {r['loss']:.4f}"]
+def _describe(label: str, r: dict[str, Any]) -> str:
+    parts = [f"{label} epoch {r['epoch']}: loss {r['loss']:.4f}"]
     if "weighted_accuracy" in r:
         auc = "n/a" if r["auc"] is None else f"{r['auc']:.3f}"
         parts.append(f"held-back weighted acc {r['weighted_accuracy']:.3f}, AUC {auc}")
@@ -270,15 +318,3 @@ def _describe(name: str, r: dict[str, Any]) -> str:
 def _step_of(opt: torch.optim.Optimizer, p: torch.nn.Parameter) -> float:
     step = opt.state.get(p, {}).get("step", 0)
     return float(step.item() if torch.is_tensor(step) else step)
-
-
-def _optimizer_state(opt, params, tensors, steps) -> dict:
-    sd = opt.state_dict()
-    for i, _ in enumerate(params):
-        if f"adam.{i}.exp_avg" in tensors:
-            sd["state"][i] = {
-                "step": torch.tensor(steps[str(i)]),
-                "exp_avg": tensors[f"adam.{i}.exp_avg"],
-                "exp_avg_sq": tensors[f"adam.{i}.exp_avg_sq"],
-            }
-    return sd
