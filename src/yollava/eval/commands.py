@@ -40,6 +40,13 @@ def _fail(message: str) -> None:
     raise typer.Exit(1)
 
 
+def _threads(n: int | None) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
 def _engine(model: str):
     from ..engine import YoLLaVA
 
@@ -109,6 +116,7 @@ PoolOpt = typer.Option(None, "--pool", help="Folder(s) of generic photos for neg
 IndexDirOpt = typer.Option(None, "--index-dir", help="Pool index folder (default: in the cache).")
 CaptionTokOpt = typer.Option(96, "--caption-tokens", help="text-model: max tokens per training-photo caption.")
 SummaryTokOpt = typer.Option(48, "--summary-tokens", help="text-model: max tokens of the summarised description.")
+ThreadsOpt = typer.Option(None, "--threads", help="torch CPU threads (on a busy shared machine 1 can be several times faster than the default).")
 
 
 @eval_app.command("recognition")
@@ -130,6 +138,7 @@ def recognition(
     pool: list[Path] = PoolOpt, index_dir: Path = IndexDirOpt,
     caption_tokens: int = CaptionTokOpt, summary_tokens: int = SummaryTokOpt,
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    threads: int = ThreadsOpt,
 ):
     """Is <subject> in this photo? Every method on the same photos; weighted accuracy and ROC-AUC."""
     from .datasets import load_dataset
@@ -146,6 +155,7 @@ def recognition(
     pool_negatives = (20 if is_bo else 0) if pool_negatives is None else pool_negatives
     pool_hard_negatives = (10 if is_bo else 0) if pool_hard_negatives is None else pool_hard_negatives
     train, data = _configs(epochs, k, lr, batch_size, patience, seed, n_easy, n_hard, conversation_tokens)
+    _threads(threads)
     engine = _engine(model)
     try:
         results = run_recognition(
@@ -176,6 +186,7 @@ def qa(
     pool: list[Path] = PoolOpt, index_dir: Path = IndexDirOpt,
     caption_tokens: int = CaptionTokOpt, summary_tokens: int = SummaryTokOpt,
     quiet: bool = typer.Option(False, "--quiet"),
+    threads: int = ThreadsOpt,
 ):
     """Yo'LLaVA two-choice questions, scored by P("A") vs P("B") as the first answer token."""
     from .methods import parse_methods
@@ -187,6 +198,7 @@ def qa(
     except ValueError as e:
         _fail(str(e))
     train, data = _configs(epochs, k, lr, batch_size, patience, seed, n_easy, n_hard, conversation_tokens)
+    _threads(threads)
     engine = _engine(model)
     try:
         results = run_qa(engine, kind, names, _default_run_dir(out, run_dir), subjects=_split(subjects), max_subjects=max_subjects,
@@ -216,6 +228,7 @@ def caption(
     pool: list[Path] = PoolOpt, index_dir: Path = IndexDirOpt,
     caption_tokens: int = CaptionTokOpt, summary_tokens: int = SummaryTokOpt,
     quiet: bool = typer.Option(False, "--quiet"),
+    threads: int = ThreadsOpt,
 ):
     """MyVLM caption recall: share of "Describe this photo." captions of the subject's test photos that name it."""
     from .caption import CAPTION_METHODS, run_caption
@@ -229,6 +242,7 @@ def caption(
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
     train, data = _configs(epochs, k, lr, batch_size, patience, seed, n_easy, n_hard, conversation_tokens)
+    _threads(threads)
     engine = _engine(model)
     try:
         results = run_caption(engine, ds, names, _default_run_dir(out, run_dir), subjects=_split(subjects), max_subjects=max_subjects,
@@ -250,12 +264,14 @@ def forgetting(
     concepts_dir: Path = typer.Option(None, "--concepts-dir"),
     data_root: Path = DataRootOpt,
     max_new_tokens: int = typer.Option(32, "--max-new-tokens"),
+    threads: int = ThreadsOpt,
 ):
     """Answers to general questions, with and without a photo, are identical with concepts loaded vs none."""
     from ..engine import YoLLaVA
     from ..paths import default_data_root
     from .forgetting import forgetting_check, forgetting_markdown
 
+    _threads(threads)
     try:
         engine = YoLLaVA.from_pretrained(model, concepts_dir)
     except (FileNotFoundError, ValueError) as e:

@@ -223,7 +223,7 @@ def load_bo(data_root: str | Path | None = None) -> RecognitionDataset:
                  category="person" if cats.get("bo") == "person" else "object")
     return RecognitionDataset("bo", [bo], shared_negatives=others,
                               notes=f"<bo>: {len(train)} training photos (bo/train), {len(test)} positives (bo/test); negatives: "
-                                    f"{len(others)} other subjects' photos (one_image_per_concept) + photos held out of the image pool")
+                                    f"{len(others)} other subjects' photos (one_image_per_concept)")
 
 
 def load_dataset(spec: str, data_root: str | Path | None = None, train_per_subject: int = 4, seed: int = 0) -> RecognitionDataset:

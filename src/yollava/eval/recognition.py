@@ -131,6 +131,11 @@ def run_recognition(
     results["protocol"] = {k: v for k, v in protocol.items() if k != "split"}
     results["split"] = {s.name: protocol["split"][s.name] for s in chosen}
     results["notes"] = dataset.notes
+    if pool_negatives or pool_hard_negatives:
+        results["notes"] += (f"; plus test negatives held out of the image pool (and removed from the pool every training set is built "
+                             f"from): {pool_negatives} random photos (seed {seed}) shared by all subjects"
+                             + (f" and, per subject, the {pool_hard_negatives} pool photos nearest its test photos (EfficientNet-Lite cosine)"
+                                if pool_hard_negatives else ""))
     results["run_dir"] = str(store.dir)
     return results
 
