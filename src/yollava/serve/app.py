@@ -431,19 +431,29 @@ def create_app(config: ServerConfig | None = None, engine: YoLLaVA | None = None
         if len(files) > limits.max_photos:
             raise APIError(413, f"at most {limits.max_photos} photos per concept ({len(files)} sent)", param="photos")
         space = server.space(user)
-        if space.has_concept(name) and not overwrite:
-            raise APIError(409, f"you already have a concept <{name}> (delete it first, or send overwrite=true)", param="name", code="concept_exists")
-        if server.jobs.active_job(user.id, name):
-            raise APIError(409, f"<{name}> is already being trained", param="name", code="job_exists")
-        if len(server.db.list_jobs(user.id, ACTIVE)) >= limits.max_jobs_per_user:
-            raise APIError(429, f"you have {limits.max_jobs_per_user} training jobs queued or running; wait for one to finish", code="too_many_jobs")
+
+        def check() -> None:
+            if space.has_concept(name) and not overwrite:
+                raise APIError(409, f"you already have a concept <{name}> (delete it first, or send overwrite=true)", param="name", code="concept_exists")
+            if server.jobs.active_job(user.id, name):
+                raise APIError(409, f"<{name}> is already being trained", param="name", code="job_exists")
+            if len(server.db.list_jobs(user.id, ACTIVE)) >= limits.max_jobs_per_user:
+                raise APIError(429, f"you have {limits.max_jobs_per_user} training jobs queued or running; wait for one to finish", code="too_many_jobs")
+
+        check()  # before reading the photos: a conflict is cheap to report
         photos = []
         for i, f in enumerate(files):
             label = f"photo {i + 1} ({f.filename or 'unnamed'})"
             blob = await _read_upload(f, limits.max_photo_bytes, label)
             _, fmt = await anyio.to_thread.run_sync(lambda b=blob, lab=label: open_photo(b, limits.max_pixels, label=lab, param="photos"))
             photos.append((blob, FORMATS[fmt]))
-        job = await anyio.to_thread.run_sync(server.jobs.submit, user, name, photos, category, overwrite)
+
+        def submit() -> dict:
+            with server.jobs.concept_lock(user.id, name):  # checked again: two uploads may race
+                check()
+                return server.jobs.submit(user, name, photos, category, overwrite)
+
+        job = await anyio.to_thread.run_sync(submit)
         return JSONResponse(job, status_code=202, headers={"Location": f"/v1/jobs/{job['id']}"})
 
     @app.get("/v1/concepts")

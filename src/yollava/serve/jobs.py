@@ -101,7 +101,11 @@ class JobManager:
             space = self.space(job["user_id"])
             photos_dir = space.job_dir(job["id"]) / "photos"
             photos = sorted(photos_dir.iterdir()) if photos_dir.is_dir() else []
-            if not self.config.resume_jobs:
+            trained_for = job["recipe"].get("model")
+            if trained_for is not None and trained_for != self.host.fingerprint:
+                self._finish_failed(job, f"interrupted by a server restart, and the server now serves another model "
+                                         f"({self.host.fingerprint.get('model_id')!r}, not {trained_for.get('model_id')!r}); upload the photos again")
+            elif not self.config.resume_jobs:
                 self._finish_failed(job, "interrupted by a server restart (the server was started without resuming jobs); upload the photos again")
             elif len(photos) != job["n_photos"]:
                 self._finish_failed(job, f"interrupted by a server restart, and its uploaded photos are gone ({len(photos)} of {job['n_photos']} left); upload them again")
@@ -131,7 +135,7 @@ class JobManager:
     def submit(self, user: User, concept: str, photos: list[tuple[bytes, str]], category: str, overwrite: bool) -> dict:
         """Store the photos and queue the job. ``photos``: (bytes, suffix) already checked to be images."""
         train, data = self.config.train, self.config.data
-        recipe = {"train": _asdict(train), "data": {**_asdict(data), "category": category}}
+        recipe = {"train": _asdict(train), "data": {**_asdict(data), "category": category}, "model": self.host.fingerprint}
         job_id = self.db.add_job(user, concept, recipe, len(photos), overwrite)
         photos_dir = self.space(user.id).job_dir(job_id) / "photos"
         try:
@@ -163,7 +167,7 @@ class JobManager:
             "error": job["error"],
             "result": job["result"],
             "photos": job["n_photos"],
-            "recipe": job["recipe"],
+            "recipe": {k: v for k, v in job["recipe"].items() if k != "model"},
             "resumed": job["resumed"],
             "created": job["created"],
             "started": job["started"],
