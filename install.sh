@@ -8,5 +8,5 @@ command -v "$PY" >/dev/null || PY=python3
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[serve,test]"
+.venv/bin/python -m pip install -q -e ".[serve,ray,test]"
 echo "installed: $(.venv/bin/yollava --version 2>/dev/null || echo yollava) in $(pwd)/.venv"

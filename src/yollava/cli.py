@@ -11,13 +11,18 @@ from rich.table import Table
 
 from .data.commands import data_app, pool_app
 from .errors import YollavaError
+from .eval.commands import eval_app
 from .models import DEFAULT_MODEL
+from .serve.commands import serve_command, users_app
 
 app = typer.Typer(help="Teach a vision-language model your own subjects from a few photos.", no_args_is_help=True)
 concepts_app = typer.Typer(help="Manage saved concepts.", no_args_is_help=True)
 app.add_typer(concepts_app, name="concepts")
 app.add_typer(pool_app, name="pool")
 app.add_typer(data_app, name="data")
+app.add_typer(eval_app, name="eval")
+app.add_typer(users_app, name="users")
+app.command("serve")(serve_command)
 console = Console()
 
 ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m", help="'pocket' (embedded default), or a local folder / HF-cache id of a LLaVA or Qwen2-VL checkpoint.")
@@ -78,6 +83,45 @@ def personalize(
     h = result.holdout
     console.print(f"saved <{name}> to {engine.concepts_dir} (best epoch {result.best_epoch}, {result.seconds:.0f}s"
                   + (f", held-back weighted acc {h['weighted_accuracy']:.2f}" if h.get("weighted_accuracy") is not None else "") + ")")
+
+
+@app.command("personalize-many")
+def personalize_many(
+    folder: Path = typer.Argument(..., help="A folder of subject folders: FOLDER/<name>/*.jpg, one concept each."),
+    model: str = ModelOpt,
+    concepts_dir: Path = ConceptsDirOpt,
+    category: str = typer.Option("object", help="person | object: picks the conversation questions."),
+    epochs: int = typer.Option(15),
+    k: int = typer.Option(16),
+    batch_size: int = typer.Option(8),
+    patience: int = typer.Option(None),
+    n_easy: int = typer.Option(100),
+    n_hard: int = typer.Option(100),
+    no_hard_negatives: bool = typer.Option(False, "--no-hard-negatives"),
+    no_conversations: bool = typer.Option(False, "--no-conversations"),
+    ray: str = typer.Option(None, "--ray", help="Ray cluster address ('auto', 'ray://host:10001', or 'local' for a local instance)."),
+    groups: int = typer.Option(None, help="With --ray: how many worker groups (default: one per CPU, at most one per subject)."),
+    overwrite: bool = typer.Option(False),
+    seed: int = typer.Option(0),
+):
+    """Learn one concept per subfolder; all train together in shared batches, or spread over Ray workers."""
+    from .many import personalize_many as run
+    from .personalize import DataConfig
+    from .train import TrainConfig
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        saved = run(
+            model, folder, concepts_dir,
+            train=TrainConfig(k=k, epochs=epochs, batch_size=batch_size, patience=patience, seed=seed),
+            data=DataConfig(category=category, n_easy_negatives=n_easy, n_hard_negatives=n_hard,
+                            hard_negatives=not no_hard_negatives, conversations=not no_conversations),
+            overwrite=overwrite, ray_address=ray, groups=groups,
+        )
+    except (YollavaError, FileNotFoundError) as e:
+        _fail(str(e))
+    for name, path in saved.items():
+        console.print(f"saved <{name}> -> {path}")
 
 
 @app.command()

@@ -1,0 +1,113 @@
+"""Personalise a folder of subjects at once: ``DIR/<name>/*.jpg`` -> one concept per subfolder.
+
+Locally, all concepts train together in shared batches (one model in memory, one prefix cache).
+With ``ray_address``, the subjects are split into groups and each group trains on a Ray worker
+that loads the model itself; the driver saves what comes back, so concept files are written in one
+place, atomically, with the base model's fingerprint reported by the workers.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from .concepts import Concept, save_concept, validate_name
+from .data.builder import expand_photos
+from .engine import YoLLaVA
+from .errors import InvalidConceptNameError, NotEnoughPhotosError
+from .images import file_sha256
+from .personalize import DataConfig, build_data, check_photos
+from .train import ConceptTrainer, TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+def discover_subjects(folder: str | Path) -> dict[str, list[Path]]:
+    """Subfolders holding photos, by name; a subfolder whose name is not a safe concept name is an error."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise NotEnoughPhotosError(f"{folder} is not a folder of subject folders")
+    subjects = {}
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        photos = expand_photos([sub])
+        if photos:
+            subjects[validate_name(sub.name)] = photos
+    if not subjects:
+        raise NotEnoughPhotosError(f"no subject folders with photos in {folder} (expected {folder}/<name>/*.jpg)")
+    return subjects
+
+
+def train_subjects(engine: YoLLaVA, subjects: dict[str, list[Path]], train: TrainConfig, data: DataConfig, pool=None, progress: bool = True) -> dict[str, Concept]:
+    """Build each subject's training set, then train all of them together. Nothing is saved."""
+    for name, photos in subjects.items():
+        check_photos(photos)
+    sets = {name: build_data(engine, name, photos, data, pool, seed=train.seed) for name, photos in subjects.items()}
+    trainer = ConceptTrainer(engine, "+".join(sorted(subjects))[:60], train, progress=progress)
+    results = trainer.fit_many({name: ts.samples for name, ts in sets.items()})
+    for name, result in results.items():
+        result.concept.meta.update(
+            source_photos=[{"file": p.name, "sha256": file_sha256(p)} for p in subjects[name]],
+            data={k: v for k, v in sets[name].config.items() if k not in ("model_fingerprint", "positive_sha256")},
+        )
+    return {name: r.concept for name, r in results.items()}
+
+
+def _train_group_remote(model: str, concepts_dir: str, subjects: dict[str, list[str]], train: dict, data: dict) -> dict[str, Any]:
+    """Runs on a Ray worker: returns plain tensors + metadata, and the base model's fingerprint."""
+    engine = YoLLaVA.from_pretrained(model, concepts_dir)
+    concepts = train_subjects(engine, {n: [Path(p) for p in ps] for n, ps in subjects.items()}, TrainConfig(**train), DataConfig(**data), progress=False)
+    return {
+        "fingerprint": engine.fingerprint(),
+        "concepts": {n: {"input_rows": c.input_rows.detach().cpu(), "output_row": c.output_row.detach().cpu(), "meta": c.meta} for n, c in concepts.items()},
+    }
+
+
+def personalize_many(
+    model: str,
+    folder: str | Path,
+    concepts_dir: str | Path | None = None,
+    *,
+    train: TrainConfig | None = None,
+    data: DataConfig | None = None,
+    overwrite: bool = False,
+    ray_address: str | None = None,
+    groups: int | None = None,
+    engine: YoLLaVA | None = None,
+    progress: bool = True,
+) -> dict[str, Path]:
+    """Learn one concept per subfolder of ``folder`` and save them; returns name -> metadata path."""
+    train, data = train or TrainConfig(), data or DataConfig()
+    subjects = discover_subjects(folder)
+    if engine is None and ray_address is None:
+        engine = YoLLaVA.from_pretrained(model, concepts_dir)
+    out_dir = Path(concepts_dir) if concepts_dir else (engine.concepts_dir if engine else None)
+    if out_dir is None:
+        from .paths import default_concepts_dir
+
+        out_dir = default_concepts_dir()
+    clashes = [n for n in subjects if (out_dir / f"{n}.json").exists()]
+    if clashes and not overwrite:
+        raise InvalidConceptNameError(f"concepts already exist in {out_dir}: {', '.join(clashes)} (remove them or pass overwrite)")
+
+    if ray_address is None:
+        concepts = train_subjects(engine, subjects, train, data, progress=progress)
+        return {n: save_concept(c, out_dir, engine.fingerprint()) for n, c in concepts.items()}
+
+    import ray
+
+    ray.init(address=None if ray_address == "local" else ray_address, ignore_reinit_error=True, log_to_driver=False)
+    n_groups = groups or max(1, min(len(subjects), int(ray.cluster_resources().get("CPU", 1))))
+    names = sorted(subjects)
+    batches = [names[i::n_groups] for i in range(n_groups) if names[i::n_groups]]
+    remote = ray.remote(num_cpus=1)(_train_group_remote)
+    futures = [
+        remote.remote(model, str(out_dir), {n: [str(p) for p in subjects[n]] for n in batch}, asdict(train), asdict(data))
+        for batch in batches
+    ]
+    saved: dict[str, Path] = {}
+    for result in ray.get(futures):
+        for name, c in result["concepts"].items():
+            saved[name] = save_concept(Concept(name, c["input_rows"], c["output_row"], c["meta"]), out_dir, result["fingerprint"])
+    return saved
