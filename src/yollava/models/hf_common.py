@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from .base import Message
+from .base import Message, VLMAdapter
 
 
 @dataclass
@@ -83,3 +84,26 @@ def decoder_forward(language_model, inputs_embeds, attention_mask, position_ids,
         use_cache=use_cache,
     )
     return out.last_hidden_state, out.past_key_values
+
+
+class HFAdapter(VLMAdapter):
+    """What every ``*ForConditionalGeneration`` with ``.model.language_model`` and ``.lm_head`` shares."""
+
+    def __init__(self, model, processor, model_id: str):
+        super().__init__(model, processor.tokenizer, model_id)
+        self.processor = processor
+
+    @property
+    def embed_tokens(self) -> nn.Embedding:
+        return self.model.get_input_embeddings()
+
+    @property
+    def lm_head(self) -> nn.Linear:
+        return self.model.lm_head
+
+    @property
+    def image_token_id(self) -> int:
+        return self.model.config.image_token_id
+
+    def decoder(self, inputs_embeds, attention_mask=None, position_ids=None, past_key_values=None, use_cache=False):
+        return decoder_forward(self.model.model.language_model, inputs_embeds, attention_mask, position_ids, past_key_values, use_cache)

@@ -4,32 +4,18 @@ from __future__ import annotations
 
 import torch
 from PIL import Image
-from torch import nn
 
 from . import register
-from .base import EncodedImage, Message, VLMAdapter
-from .hf_common import decoder_forward, load_hf, render_with_template
+from .base import EncodedImage, Message
+from .hf_common import HFAdapter, load_hf, render_with_template
 
 
-class LlavaAdapter(VLMAdapter):
+class LlavaAdapter(HFAdapter):
     family = "llava"
 
     def __init__(self, model, processor, model_id: str):
-        super().__init__(model, processor.tokenizer, model_id)
-        self.processor = processor
+        super().__init__(model, processor, model_id)
         self.image_marker = getattr(processor, "image_token", None) or "<image>"
-
-    @property
-    def embed_tokens(self) -> nn.Embedding:
-        return self.model.get_input_embeddings()
-
-    @property
-    def lm_head(self) -> nn.Linear:
-        return self.model.lm_head
-
-    @property
-    def image_token_id(self) -> int:
-        return self.model.config.image_token_id
 
     @property
     def end_of_turn(self) -> str:
@@ -45,9 +31,6 @@ class LlavaAdapter(VLMAdapter):
             vision_feature_select_strategy=cfg.vision_feature_select_strategy,
         ).pooler_output
         return [EncodedImage(f, [self.image_token_id] * f.shape[0]) for f in out]
-
-    def decoder(self, inputs_embeds, attention_mask=None, position_ids=None, past_key_values=None, use_cache=False):
-        return decoder_forward(self.model.model.language_model, inputs_embeds, attention_mask, position_ids, past_key_values, use_cache)
 
     def render(self, messages: list[Message], add_generation_prompt: bool = True) -> str:
         text = render_with_template(self.processor, messages, add_generation_prompt, self._llava15_format)

@@ -4,34 +4,20 @@ from __future__ import annotations
 
 import torch
 from PIL import Image
-from torch import nn
 
 from . import register
-from .base import EncodedImage, Message, VLMAdapter
-from .hf_common import decoder_forward, load_hf, render_with_template
+from .base import EncodedImage, Message
+from .hf_common import HFAdapter, load_hf, render_with_template
 
 
-class Qwen2VLAdapter(VLMAdapter):
+class Qwen2VLAdapter(HFAdapter):
     family = "qwen2_vl"
     image_marker = "<|vision_start|><|image_pad|><|vision_end|>"
 
     def __init__(self, model, processor, model_id: str):
-        super().__init__(model, processor.tokenizer, model_id)
-        self.processor = processor
+        super().__init__(model, processor, model_id)
         tok = self.tokenizer
         self._start, self._end = tok.convert_tokens_to_ids("<|vision_start|>"), tok.convert_tokens_to_ids("<|vision_end|>")
-
-    @property
-    def embed_tokens(self) -> nn.Embedding:
-        return self.model.get_input_embeddings()
-
-    @property
-    def lm_head(self) -> nn.Linear:
-        return self.model.lm_head
-
-    @property
-    def image_token_id(self) -> int:
-        return self.model.config.image_token_id
 
     @property
     def end_of_turn(self) -> str:
@@ -59,9 +45,6 @@ class Qwen2VLAdapter(VLMAdapter):
             attention_mask=attention_mask,
         )
         return positions
-
-    def decoder(self, inputs_embeds, attention_mask=None, position_ids=None, past_key_values=None, use_cache=False):
-        return decoder_forward(self.model.model.language_model, inputs_embeds, attention_mask, position_ids, past_key_values, use_cache)
 
     def render(self, messages: list[Message], add_generation_prompt: bool = True) -> str:
         return render_with_template(self.processor, messages, add_generation_prompt, self._chatml)
