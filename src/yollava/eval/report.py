@@ -45,7 +45,7 @@ def _header(results: dict, title: str | None) -> list[str]:
     model = p.get("model", {})
     if model:
         lines.append(f"- model: `{model.get('model_id', model.get('family', '?'))}` ({model.get('family', '?')})")
-    if p.get("train"):
+    if p.get("train") and any(m.startswith("yollava") for m in results.get("methods", [])):
         t, d = p["train"], p.get("data", {})
         lines.append(f"- Yo'LLaVA recipe: k={t.get('k')}, epochs={t.get('epochs')}, lr={t.get('lr')}, batch {t.get('batch_size')}, "
                      f"easy negatives {d.get('n_easy_negatives')}, hard negatives {d.get('n_hard_negatives') if d.get('hard_negatives') else 0}, "
