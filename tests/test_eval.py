@@ -154,6 +154,9 @@ def test_dir_loader_test_sets_descriptions_and_names(world, tmp_path):
     assert set(red.negatives) <= set(negatives)
     assert set(ds.subject("blue_cat").test) <= set(negatives) and not set(ds.subject("blue_cat").train) & set(negatives)
     assert not set(red.train) & set(paths) and len(paths) == len(set(paths))
+    few, few_labels = ds.test_set(red, max_negatives=4, seed=0)
+    assert few[:3] == paths[:3] and sum(few_labels) == 3 and len(few) == 7 and set(few) <= set(paths)
+    assert ds.test_set(red, max_negatives=4, seed=0) == (few, few_labels) and ds.test_set(red, max_negatives=100) == (paths, labels)
     # folder problems are clear errors
     make_photos(tmp_path / "one" / "a", 3, tinted((1, 2, 3)))
     with pytest.raises(ValueError, match="at least 2"):

@@ -132,6 +132,7 @@ def recognition(
     train_per_subject: int = typer.Option(4, "--train-per-subject", help="myvlm/DIR: training photos per subject (seeded split)."),
     seed: int = typer.Option(0, "--seed", help="Split, pool held-out negatives and training seed."),
     pool_negatives: int = typer.Option(None, "--pool-negatives", help="Random pool photos held out as test negatives (default: 20 for bo, 0 otherwise)."),
+    max_negatives: int = typer.Option(None, "--max-negatives", help="At most N test negatives per subject (seeded sample, same for every method)."),
     pool_hard_negatives: int = typer.Option(None, "--pool-hard-negatives", help="Per subject, pool photos nearest its test photos held out as test negatives (default: 10 for bo, 0 otherwise)."),
     epochs: int = EpochsOpt, k: int = KOpt, lr: float = LrOpt, batch_size: int = BatchOpt, patience: int = PatienceOpt,
     n_easy: int = NEasyOpt, n_hard: int = NHardOpt, conversation_tokens: int = ConvTokOpt,
@@ -161,7 +162,7 @@ def recognition(
         results = run_recognition(
             engine, ds, names, _default_run_dir(out, run_dir), subjects=_split(subjects), max_subjects=max_subjects,
             train=train, data=data, pool_fn=_pool_fn(pool, index_dir), pool_negatives=pool_negatives,
-            pool_hard_negatives=pool_hard_negatives, seed=seed, data_root=data_root,
+            pool_hard_negatives=pool_hard_negatives, max_negatives=max_negatives, seed=seed, data_root=data_root,
             protocol_extra={"train_per_subject": train_per_subject} if not is_bo else None,
             caption_tokens=caption_tokens, summary_tokens=summary_tokens, progress=not quiet, echo=typer.echo,
         )

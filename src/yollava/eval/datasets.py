@@ -82,8 +82,9 @@ class RecognitionDataset:
                 return s
         raise KeyError(f"no subject {name!r} in dataset {self.name} (has: {', '.join(s.name for s in self.subjects)})")
 
-    def test_set(self, subject: Subject) -> tuple[list[Path], list[bool]]:
-        """Positives (its test photos) then negatives (other subjects' test photos, shared, its own), no repeats."""
+    def test_set(self, subject: Subject, max_negatives: int | None = None, seed: int = 0) -> tuple[list[Path], list[bool]]:
+        """Positives (its test photos) then negatives (other subjects' test photos, shared, its own), no repeats.
+        ``max_negatives``: a seeded sample of that many negatives (per subject), to make slow models affordable."""
         seen: set[Path] = set()
         paths, labels = [], []
 
@@ -102,6 +103,11 @@ class RecognitionDataset:
         add([p for p in self.shared_negatives if p not in own], False)
         add(subject.negatives, False)
         add(self.pool_negatives.get(subject.name, []), False)
+        n_pos = sum(labels)
+        if max_negatives is not None and len(paths) - n_pos > max_negatives:
+            keep = sorted(random.Random(f"{seed}:{subject.name}:negatives").sample(range(n_pos, len(paths)), max_negatives))
+            paths = paths[:n_pos] + [paths[i] for i in keep]
+            labels = labels[:n_pos] + [False] * len(keep)
         return paths, labels
 
     def split(self) -> dict:

@@ -52,6 +52,7 @@ def run_recognition(
     pool_fn: Callable[[], Any] | None = None,
     pool_negatives: int = 0,
     pool_hard_negatives: int = 0,
+    max_negatives: int | None = None,
     seed: int = 0,
     data_root: Path | None = None,
     protocol_extra: dict | None = None,
@@ -67,7 +68,7 @@ def run_recognition(
         "task": "recognition", "version": PROTOCOL_VERSION, "dataset": dataset.name, "seed": seed,
         "split": dataset.split(), "query": RECOGNITION_QUERY, "model": engine.fingerprint(),
         "train": asdict(train), "data": asdict(data), "pool_negatives": pool_negatives,
-        "pool_hard_negatives": pool_hard_negatives, "caption_tokens": caption_tokens, "summary_tokens": summary_tokens,
+        "pool_hard_negatives": pool_hard_negatives, "max_negatives": max_negatives, "caption_tokens": caption_tokens, "summary_tokens": summary_tokens,
         **(protocol_extra or {}),
     }
     store = RunStore(run_dir, protocol)
@@ -106,7 +107,7 @@ def run_recognition(
             if (mname, subject.name) in done:
                 echo(f"{mname} / {subject.name}: done earlier, skipped")
                 continue
-            paths, labels = dataset.test_set(subject)
+            paths, labels = dataset.test_set(subject, max_negatives, seed)
             record: dict[str, Any] = {"task": "recognition", "method": mname, "subject": subject.name}
             t0 = time.perf_counter()
             try:
@@ -131,6 +132,8 @@ def run_recognition(
     results["protocol"] = {k: v for k, v in protocol.items() if k != "split"}
     results["split"] = {s.name: protocol["split"][s.name] for s in chosen}
     results["notes"] = dataset.notes
+    if max_negatives:
+        results["notes"] += f"; at most {max_negatives} negatives per subject (a seeded sample, the same for every method)"
     if pool_negatives or pool_hard_negatives:
         results["notes"] += (f"; plus test negatives held out of the image pool (and removed from the pool every training set is built "
                              f"from): {pool_negatives} random photos (seed {seed}) shared by all subjects"
