@@ -125,10 +125,20 @@ def test_hard_negatives_are_the_nearest(world):
     vec, _, _ = pool.embed([photos[0]])
     banned = {str(pool.paths[i]) for i in range(len(pool)) if pool.paths[i].name in ("copy_of_bo0.jpg", "near_bo1.jpg")}
     best = pool.search(vec, 1, exclude=banned)[0][0]
-    assert first.path == best[0] and first.score == pytest.approx(best[1])
+    assert file_sha256(first.path) == file_sha256(best[0]) and first.score == pytest.approx(best[1])
     assert all(h.path.name.startswith("o7") or h.path.parent.name == "orange" for h in ts.hard_negatives)
     scores = [h.score for h in ts.hard_negatives]
     assert all(0.5 < s <= 0.95 for s in scores)
+
+
+def test_photos_take_turns_for_shared_neighbours(world):
+    photos, pool, _ = world
+    ts = build(world, n_easy_negatives=0, n_hard_negatives=6, conversations=False)  # m = 2
+    assert [h.anchor for h in ts.hard_negatives] == [p for _ in range(2) for p in ts.positives]
+    for anchor in ts.positives:  # each photo's list is ordered by its own similarity
+        scores = [h.score for h in ts.hard_negatives_for(anchor)]
+        assert scores == sorted(scores, reverse=True)
+    assert len({file_sha256(h.path) for h in ts.hard_negatives}) == 6
 
 
 def test_deterministic_for_a_seed(world):

@@ -3,8 +3,9 @@
 - positives: each user photo with a positive recognition Q/A (Table 16);
 - easy negatives: random pool photos with a negative recognition Q/A (Table 17);
 - hard negatives: for each positive, the m = ceil(n_hard / n_photos) most similar pool photos
-  (embedding cosine), never a positive, a byte-identical copy of one (sha256) or a near-duplicate
-  (cosine > ``near_duplicate``), never a photo twice;
+  (embedding cosine; photos take turns, so a photo shared by two neighbourhoods goes to the first
+  and the other gets its next nearest), never a positive, a byte-identical copy of one (sha256) or
+  a near-duplicate (cosine > ``near_duplicate``), never a photo twice;
 - text-only conversations: the base model answers the 10 attribute questions (Table 18 for people,
   Table 19 otherwise) about each positive photo; "Riley"/"this subject" becomes the identifier
   and the photo is dropped from the sample.
@@ -97,6 +98,17 @@ def _checked_positives(photos: list[Path], pool: ImagePool | None, need_vectors:
     return [ok[i] for i in keep], shas, None if vectors is None else vectors[keep], skipped
 
 
+def _nearest(pool: ImagePool, vec, exclude: set[str], start: int):
+    """Pool photos by decreasing similarity to ``vec`` (searching deeper when the first ``start`` run out)."""
+    k, done = max(start, 1), 0
+    while True:
+        hits = pool.search(vec, k, exclude=exclude)[0]
+        yield from hits[done:]
+        if len(hits) < k:
+            return
+        done, k = len(hits), k * 2
+
+
 def _negatives(pool, pos_paths, pos_shas, pos_vecs, *, n_easy, n_hard, hard, near_duplicate, seed):
     """Choose (hard, easy) negatives: hard ones first, then easy ones among what is left."""
     banned: set[str] = {str(p) for p in pos_paths} | set(pos_shas)
@@ -108,21 +120,15 @@ def _negatives(pool, pos_paths, pos_shas, pos_vecs, *, n_easy, n_hard, hard, nea
     if hard and n_hard > 0:
         m = math.ceil(n_hard / len(pos_paths))
         sha = {e["path"]: e["sha256"] for e in pool.entries}
+        streams = [_nearest(pool, vec, frozenset(banned), start=m * len(pos_paths)) for vec in pos_vecs]
         taken: set[str] = set()  # paths and contents already chosen
-        for anchor, vec in zip(pos_paths, pos_vecs):
-            k, picked = m, []
-            while len(picked) < m:
-                hits = pool.search(vec, k, exclude=banned | taken)[0]
-                picked, seen = [], set()
-                for path, score in hits:  # the pool may hold one photo twice: keep it once
-                    if sha[str(path)] not in seen and len(picked) < m:
-                        seen.add(sha[str(path)])
-                        picked.append(HardNegative(path, score, anchor))
-                if len(hits) < k:  # the pool is exhausted
-                    break
-                k *= 2
-            chosen += picked
-            taken.update(x for h in picked for x in (str(h.path), sha[str(h.path)]))
+        for _ in range(m):  # round robin: each photo takes its nearest photo not yet taken
+            for anchor, stream in zip(pos_paths, streams):
+                for path, score in stream:
+                    if str(path) not in taken and sha[str(path)] not in taken:
+                        chosen.append(HardNegative(path, score, anchor))
+                        taken.update((str(path), sha[str(path)]))
+                        break
         banned |= taken
     easy = pool.sample_random(n_easy, seed=seed, exclude=banned) if n_easy > 0 else []
     return chosen, easy
