@@ -173,7 +173,8 @@ def class_similarity(feats: dict, train_only: bool) -> tuple[list[str], torch.Te
 def article(name: str) -> str:
     if name in ("Garfield", "Snoopy"):
         return name
-    return ("an " if name[0].lower() in "aeiou" else "a ") + name
+    vowel = name[0].lower() in "aeiou" and not name.lower().startswith(("uni", "eu", "one", "use"))
+    return ("an " if vowel else "a ") + name
 
 
 def cap(text: str) -> str:
@@ -322,10 +323,19 @@ def overlapping(a: str, b: str) -> bool:
     return a in b or b in a
 
 
-def hard_negatives(names: list[str], sim: torch.Tensor, k: int) -> dict[str, list[str]]:
-    """For each class, the k most similar other classes (by feature centroid), skipping overlapping names."""
+def hard_negatives(names: list[str], sim: torch.Tensor, k: int, sources: dict[str, set]) -> dict[str, list[str]]:
+    """For each class, the k most similar other classes (by feature centroid) from the same dataset,
+    so that two labels for one thing ("airplane" in Caltech, "airliner" in ImageNet) never collide."""
     out = {}
     for i, n in enumerate(names):
         order = sim[i].argsort(descending=True).tolist()
-        out[n] = [names[j] for j in order if j != i and not overlapping(n, names[j])][:k]
+        out[n] = [names[j] for j in order if j != i and not overlapping(n, names[j]) and sources[n] & sources[names[j]]][:k]
+    return out
+
+
+def class_sources(photos) -> dict[str, set]:
+    out = {}
+    for p in photos:
+        if p.name:
+            out.setdefault(p.name, set()).add(p.source)
     return out

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 from common import (ANIMAL_ONLY_NEGATIVES, CATEGORIES, COLOURS, ROOT, RUNS, WEIGHTS_DIR, Batcher, Sample, article, cap,
-                    class_similarity, hard_negatives, load_features, main_colour)
+                    class_similarity, class_sources, hard_negatives, load_features, main_colour)
 
 from yollava.models.pocket.adapter import load_pocket
 
@@ -92,7 +92,7 @@ def build_eval(feats, n: int, seed: int):
     rng = random.Random(seed)
     photos = feats["photos"]
     names, sim = class_similarity(feats, train_only=False)
-    hard = hard_negatives(names, sim, 1)
+    hard = hard_negatives(names, sim, 1, class_sources(photos))
     groups = {}
     for split in ("heldout_seen", "heldout_unseen"):
         by_class = defaultdict(list)
@@ -151,6 +151,17 @@ def evaluate(adapter, feats, names, hard, groups, cats, colour_ids, seed: int) -
     return {k: float(v) for k, v in m.items()}
 
 
+def check_cached_features(adapter, feats, ids):
+    """The cached pooled features must give what the adapter computes from the photo itself."""
+    from yollava.images import load_image
+
+    enc = adapter.encode_images([load_image(feats["photos"][i].path) for i in ids])
+    with torch.no_grad():
+        cached = adapter.model.projector(feats["pooled"][ids].float())
+    diff = max((e.features - c).abs().max().item() for e, c in zip(enc, cached))
+    assert diff < 1e-3, f"cached features differ from encode_images by {diff}"
+
+
 CHANCE = {"naming_seen_top1": 0.02, "naming_seen_top5": 0.10, "naming_unseen_top1": 0.02, "naming_unseen_top5": 0.10,
           "generic_yesno_acc": 0.5, "generic_yesno_auc": 0.5, "colour_top1": 1 / 11}
 for t in ("seen", "unseen"):
@@ -178,6 +189,7 @@ def main():
         t0 = time.time()
         folder = {"package": WEIGHTS_DIR, "random": RUNS / "none"}.get(w, Path(w))
         adapter = load_pocket(weights_dir=folder, progress=False)
+        check_cached_features(adapter, feats, groups["heldout_seen"][:2])
         results[w] = evaluate(adapter, feats, names, hard, groups, cats, colour_ids, args.seed)
         info = folder / "pocket.json"
         meta[w] = json.loads(info.read_text()) if info.is_file() else {"stage": 0}
