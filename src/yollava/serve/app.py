@@ -99,7 +99,11 @@ class Server:
 
     def __init__(self, config: ServerConfig, engine: YoLLaVA | None = None):
         self.config = config
-        config.home.mkdir(parents=True, exist_ok=True)
+        if not config.home.exists():
+            config.home.mkdir(parents=True)
+            config.home.chmod(0o700)  # users' concepts and the key hashes: nobody else's business
+        for leftover in config.home.glob("users/*/imports"):  # half-done imports of a run that crashed
+            shutil.rmtree(leftover, ignore_errors=True)
         self.db = Database(config.home / "server.db")
         if engine is None:
             engine = YoLLaVA.from_pretrained(config.model, concepts_dir=config.home / "unused-concepts")

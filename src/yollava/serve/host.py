@@ -126,11 +126,14 @@ class JobCancelled(Exception):
 
 
 class JobEngine(YoLLaVA):
-    """The engine a training job sees: its own bank, every forward pass under the shared model lock,
-    a cancellation check before each, and a callback that counts training steps."""
+    """The engine a training job sees: its own bank, exclusive use of the model for every pass (a
+    training step keeps the model lock from its forward through the trainer's ``backward()`` and
+    optimizer step, and lets waiting chat tokens in before the next step), a cancellation check
+    before each, and callbacks that count training steps and synthesised answers."""
 
     _fingerprint: dict[str, Any]
     _lock: FairLock
+    _held: bool = False
     cancelled: threading.Event
     on_step: Callable[[], None] | None = None
     on_answer: Callable[[], None] | None = None
@@ -142,25 +145,40 @@ class JobEngine(YoLLaVA):
         if self.cancelled.is_set():
             raise JobCancelled()
 
+    def release(self) -> None:
+        """Give back the lock a training step kept (call when the job ends, however it ends)."""
+        if self._held:
+            self._held = False
+            self._lock.release()
+
     def encode(self, *args, **kwargs):
+        self.release()
         self._check()
         with self._lock:
             return super().encode(*args, **kwargs)
 
     def loss(self, *args, **kwargs):
+        self.release()  # the previous step is over: waiting chat tokens go first
         self._check()
-        with self._lock:
+        self._lock.acquire()
+        self._held = True  # kept through backward() and the optimizer step, until the next call
+        try:
             out = super().loss(*args, **kwargs)
+        except BaseException:
+            self.release()
+            raise
         if self.on_step:
             self.on_step()
         return out
 
     def yes_probabilities(self, *args, **kwargs):
+        self.release()
         self._check()
         with self._lock:
             return super().yes_probabilities(*args, **kwargs)
 
     def stream_chat(self, *args, **kwargs) -> Iterator[str]:
+        self.release()
         self._check()
         yield from locked_steps(super().stream_chat(*args, **kwargs), self._lock, self._check)
 

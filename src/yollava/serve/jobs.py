@@ -230,10 +230,13 @@ class JobManager:
                 raise JobFailed("the uploaded photos are gone")
             training_set = self._training_set(engine, live, name, jdir, photos, train, data)
             self._watch_training(live, engine, name, jdir, training_set, train)
-            result = personalize(
-                engine, name, photos, train=train, data=data, training_set=training_set,
-                save=False, checkpoint_dir=jdir / "checkpoints", progress=False,
-            )
+            try:
+                result = personalize(
+                    engine, name, photos, train=train, data=data, training_set=training_set,
+                    save=False, checkpoint_dir=jdir / "checkpoints", progress=False,
+                )
+            finally:
+                engine.release()  # the last step's hold on the model
             with self.concept_lock(job["user_id"], name):
                 if live.cancelled.is_set():
                     raise JobCancelled()
@@ -269,6 +272,8 @@ class JobManager:
         except Exception as e:
             log.exception("training job %s failed", job_id)
             self._end(job, live, "failed", f"training failed: {e.__class__.__name__}: {e}")
+        finally:
+            engine.release()
 
     def _end(self, job: dict, live: LiveJob, status: str, error: str | None, result: dict | None = None) -> None:
         _, progress = live.snapshot()
