@@ -18,12 +18,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .concepts import Concept, ConceptBank, load_concept, save_concept
+from .data.templates import RECOGNITION_QUERY
 from .errors import UnknownConceptError
 from .images import load_image
 from .models import DEFAULT_MODEL, EncodedImage, Message, VLMAdapter, load_model
 from .paths import default_concepts_dir
 
-RECOGNITION_QUERY = "Can you see if {identifier} is in this photo? Answer with a single word or phrase."
 _TOKEN_LIKE = re.compile(r"<[A-Za-z0-9][A-Za-z0-9_-]*>")
 
 ImageLike = str | Path | Image.Image

@@ -12,7 +12,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from ..errors import InvalidConceptNameError
+from ..concepts.concept import validate_name
 
 TEMPLATE_DIR = Path(__file__).with_name("templates")
 PLACEHOLDER = "<sks>"
@@ -20,7 +20,6 @@ PLACEHOLDER = "<sks>"
 #: the recognition query of the paper's evaluation (and of the engine's ``recognize``)
 RECOGNITION_QUERY = "Can you see if {identifier} is in this photo? Answer with a single word or phrase."
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
 _SUBJECT = re.compile(r"\bRiley\b|\b[Tt]h(?:is|e) subject\b")
 
 
@@ -33,11 +32,7 @@ def _load(name: str) -> dict:
 def identifier_for(name: str) -> str:
     """``"bo"`` or ``"<bo>"`` -> ``"<bo>"``; refuses names that cannot be a single token."""
     bare = name[1:-1] if name.startswith("<") and name.endswith(">") else name
-    if not _NAME.match(bare):
-        raise InvalidConceptNameError(
-            f"concept name {name!r}: use 1-64 letters, digits, '_' or '-', starting with a letter or digit"
-        )
-    return f"<{bare}>"
+    return f"<{validate_name(bare)}>"
 
 
 def _fill(text: str, identifier: str) -> str:
