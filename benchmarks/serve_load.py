@@ -20,7 +20,6 @@ import os
 import platform
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -94,7 +93,7 @@ class Bench:
         a = self.args
         cmd = [sys.executable, "-m", "yollava.serve", "serve", "--model", model, "--home", str(self.home), "--port", str(self.port),
                "--epochs", str(a.epochs), "--k", str(a.k), "--no-conversations", "--n-easy", "0", "--no-hard-negatives",
-               "--max-concurrent", str(max(a.clients, 1)), "--log-level", "warning"]
+               "--max-concurrent", str(max(a.clients, 1)), "--log-level", "warning"] + (["--threads", str(a.threads)] if a.threads else [])
         self.log = open(self.tmp / "server.log", "wb")
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -203,6 +202,7 @@ def main():
     ap.add_argument("--photos", type=int, default=4, help="photos per training job")
     ap.add_argument("--epochs", type=int, default=2, help="training recipe of the server (no conversations, no negatives)")
     ap.add_argument("--k", type=int, default=4)
+    ap.add_argument("--threads", type=int, help="the server's torch threads (default: torch's choice)")
     ap.add_argument("--no-training", action="store_true", help="no training job during the load phase")
     ap.add_argument("--request-timeout", type=float, default=600)
     ap.add_argument("--startup-timeout", type=float, default=600)
@@ -264,7 +264,7 @@ def main():
         "",
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, {os.cpu_count()} CPUs, "
         f"load average {load_avg_start[0]:.1f} at start / {load_avg_end[0]:.1f} at end (the machine is shared); "
-        f"server start {startup:.1f}s; recipe epochs={args.epochs}, k={args.k}, {args.photos} photos, no conversations/negatives."
+        f"server start {startup:.1f}s; torch threads {args.threads or 'default'}; recipe epochs={args.epochs}, k={args.k}, {args.photos} photos, no conversations/negatives."
         + (" Model: randomly initialised tiny LLaVA (2 layers, hidden 64) - measures the server, not a model." if args.model == "tiny" else ""),
         "",
         "| phase | requests | ok | failures | wall s | req/s | tokens/s | p50 s | p95 s | max s | TTFT p50 s | TTFT p95 s |",

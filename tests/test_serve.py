@@ -22,7 +22,13 @@ from yollava.concepts.io import save_concept  # noqa: E402
 from yollava.engine import YoLLaVA  # noqa: E402
 from yollava.models import load_model  # noqa: E402
 from yollava.serve import Limits, ServerConfig, create_app  # noqa: E402
-from yollava.serve.testing import data_url, jpeg_bytes, tiny_recipe  # noqa: E402
+from yollava.serve.testing import data_url, jpeg_bytes, one_torch_thread, tiny_recipe  # noqa: E402
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    with one_torch_thread():
+        yield
+
 
 REDS = [(200 + 10 * i, 10 * i, 20) for i in range(3)]
 
@@ -417,7 +423,7 @@ def test_cancel_and_delete_while_training(serve_engine, tmp_path):
 def test_restart_resumes_interrupted_job(serve_engine, tmp_path):
     """A server stopped mid-training resumes the job from its last epoch checkpoint when it starts again."""
     home = tmp_path / "home"
-    app = make_server(serve_engine, home, epochs=60)
+    app = make_server(serve_engine, home, epochs=200)
     h = add_user(app, "alice")
     with TestClient(app) as c:
         job = upload(c, h).json()
@@ -433,9 +439,9 @@ def test_restart_resumes_interrupted_job(serve_engine, tmp_path):
         done = wait_job(c, h, job["id"])
         assert done["status"] == "succeeded", done
         assert done["resumed"] == 1 and done["progress"]["resumed_from_epoch"] >= ckpt["epoch"] + 1
-        assert done["progress"]["epoch"] == 60
+        assert done["progress"]["epoch"] == 200
         meta = c.get("/v1/concepts/bo", headers=h).json()
-        assert meta["recipe"]["epochs"] == 60
+        assert meta["recipe"]["epochs"] == 200
     assert not (home / "users" / "1" / "jobs").exists() or not list((home / "users" / "1" / "jobs").iterdir())
 
 

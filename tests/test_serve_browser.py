@@ -23,7 +23,7 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 from yollava.engine import YoLLaVA  # noqa: E402
 from yollava.models import load_model  # noqa: E402
 from yollava.serve import ServerConfig, create_app  # noqa: E402
-from yollava.serve.testing import ServerThread, jpeg_bytes, tiny_recipe  # noqa: E402
+from yollava.serve.testing import ServerThread, jpeg_bytes, one_torch_thread, tiny_recipe  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver") or ("/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else None)
@@ -33,6 +33,12 @@ pytestmark = pytest.mark.skipif(
     reason=f"headless browser test needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver); "
            f"missing: {', '.join(n for n, p in (('chromium', CHROMIUM), ('chromedriver', DRIVER)) if p is None)}",
 )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture

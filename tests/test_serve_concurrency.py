@@ -15,7 +15,13 @@ from yollava.concepts.io import save_concept  # noqa: E402
 from yollava.engine import YoLLaVA  # noqa: E402
 from yollava.models import load_model  # noqa: E402
 from yollava.serve import Limits, ServerConfig, create_app  # noqa: E402
-from yollava.serve.testing import ServerThread, jpeg_bytes, tiny_recipe  # noqa: E402
+from yollava.serve.testing import ServerThread, jpeg_bytes, one_torch_thread, tiny_recipe  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    with one_torch_thread():
+        yield
 
 
 def _server(engine, home, **limits):

@@ -12,7 +12,13 @@ from yollava.concepts.io import save_concept  # noqa: E402
 from yollava.engine import YoLLaVA  # noqa: E402
 from yollava.models import load_model  # noqa: E402
 from yollava.serve import ServerConfig, create_app  # noqa: E402
-from yollava.serve.testing import ServerThread, data_url, jpeg_bytes, tiny_recipe  # noqa: E402
+from yollava.serve.testing import ServerThread, data_url, jpeg_bytes, one_torch_thread, tiny_recipe  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    with one_torch_thread():
+        yield
 
 
 def test_openai_client(tiny_model_dirs, tmp_path):

@@ -44,6 +44,7 @@ def serve_command(
     max_concurrent: int = typer.Option(None, help="Generations running at once, token-interleaved (default 16); more wait."),
     no_resume: bool = typer.Option(False, "--no-resume", help="Mark jobs left unfinished by a previous run as failed instead of resuming them."),
     keep_uploads: bool = typer.Option(False, "--keep-uploads", help="Keep uploaded photos and checkpoints after a job ends."),
+    threads: int = typer.Option(None, help="CPU threads for the model (torch.set_num_threads); 1 is often fastest on a busy shared machine."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ):
     """Serve the model over HTTP: OpenAI-compatible chat, concept training, recognition, and a web page at /."""
@@ -81,6 +82,10 @@ def serve_command(
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"warning: listening on {host}: API keys travel in clear text unless a TLS proxy is in front", err=True)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     typer.echo(f"loading {model} ...", err=True)
     try:
         engine = YoLLaVA.from_pretrained(model, concepts_dir=config.home / "unused-concepts")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import socket
 import threading
@@ -61,3 +62,17 @@ class ServerThread:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(60)
+
+
+@contextlib.contextmanager
+def one_torch_thread():
+    """Tiny models run fastest on one intra-op thread; on a busy shared machine two threads can be
+    10x slower (OpenMP waits for a descheduled partner). Restores the previous setting."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
