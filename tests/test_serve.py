@@ -471,3 +471,30 @@ def test_restart_fails_unresumable_jobs_with_a_reason(serve_engine, tmp_path):
     with TestClient(app3) as c:
         j = c.get(f"/v1/jobs/{gone2}", headers=h).json()
         assert j["status"] == "failed" and "photos are gone" in j["error"]
+
+
+def test_users_commands(serve_engine, tmp_path):
+    from typer.testing import CliRunner
+
+    from yollava.serve.commands import app as cli
+    from yollava.serve.db import Database
+
+    home = tmp_path / "home"
+    run = lambda *a: CliRunner().invoke(cli, [*a, "--home", str(home)])  # noqa: E731
+    r = run("users", "add", "alice")
+    assert r.exit_code == 0
+    key = r.stdout.strip()
+    assert key.startswith("yk-") and len(key.splitlines()) == 1  # stdout holds only the key
+    assert run("users", "add", "alice").exit_code == 1
+    key2 = run("users", "key", "alice").stdout.strip()
+    assert key2.startswith("yk-") and key2 != key
+    assert "alice\t2 key(s)" in run("users", "list").stdout
+    db = Database(home / "server.db")
+    assert db.authenticate(key).name == "alice" and db.authenticate(key2).name == "alice"
+    assert db.authenticate(key[:-1] + ("A" if key[-1] != "A" else "B")) is None
+    assert run("users", "revoke", "alice").exit_code == 0
+    assert Database(home / "server.db").authenticate(key) is None
+    (home / "users" / "1" / "concepts").mkdir(parents=True)
+    assert run("users", "rm", "alice", "--yes").exit_code == 0
+    assert not (home / "users" / "1").exists() and run("users", "list").stdout.strip() == ""
+    assert run("users", "key", "nobody").exit_code == 1

@@ -74,7 +74,9 @@ def _hash_secret(secret: str, salt: bytes) -> bytes:
 class Database:
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.parent.exists():
+            self.path.parent.mkdir(parents=True)
+            self.path.parent.chmod(0o700)  # the server home: users' concepts and key hashes
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
         self._conn.row_factory = sqlite3.Row
