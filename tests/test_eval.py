@@ -343,6 +343,26 @@ def test_caption_recall(llava_engine: YoLLaVA, world, tmp_path):
     paths = write_report(res, tmp_path / "cap.json")
     assert paths[2].exists()
 
+    # another run folder reuses the concept trained with the same photos and settings, and only then
+    import importlib
+
+    personalize_mod = importlib.import_module("yollava.personalize")  # (the package re-exports a function of that name)
+
+    def no_training(*a, **k):
+        raise AssertionError("trained again")
+
+    kw = dict(subjects=["red_mug"], max_photos=1, data=data, pool_fn=lambda: world["pool"], max_new_tokens=2, progress=False,
+              echo=lambda s: None, reuse_from=[tmp_path / "cap"])
+    real = personalize_mod.personalize
+    personalize_mod.personalize = no_training
+    try:
+        again = run_caption(llava_engine, ds, ["yollava"], tmp_path / "cap2", train=train, **kw)
+        assert again["overall"]["yollava"]["n"] == 1 and (tmp_path / "cap2" / "concepts" / "yollava" / "red_mug.safetensors").exists()
+        with pytest.raises(AssertionError, match="trained again"):
+            run_caption(llava_engine, ds, ["yollava"], tmp_path / "cap3", train=TrainConfig(k=2, epochs=2, lr=1e-2), **kw)
+    finally:
+        personalize_mod.personalize = real
+
 
 # ---- no forgetting --------------------------------------------------------------------------------
 def test_no_forgetting_with_several_concepts_loaded(llava_engine: YoLLaVA, world, tmp_path):

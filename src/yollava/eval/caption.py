@@ -49,6 +49,7 @@ def run_caption(
     seed: int = 0,
     progress: bool = True,
     echo: Callable[[str], None] = print,
+    reuse_from: list[Path] | None = None,
 ) -> dict:
     train, data = train or TrainConfig(), data or DataConfig()
     chosen = dataset.select(subjects, max_subjects)
@@ -56,7 +57,7 @@ def run_caption(
                 "query": CAPTION_QUERY, "max_new_tokens": max_new_tokens, "max_photos": max_photos, "model": engine.fingerprint(),
                 "train": asdict(train), "data": asdict(data), "caption_tokens": caption_tokens, "summary_tokens": summary_tokens}
     store = RunStore(run_dir, protocol)
-    ctx = EvalContext(engine, store.dir, train, data, pool_fn, caption_tokens=caption_tokens, summary_tokens=summary_tokens, progress=progress)
+    ctx = EvalContext(engine, store.dir, train, data, pool_fn, caption_tokens=caption_tokens, summary_tokens=summary_tokens, progress=progress, reuse_from=list(reuse_from or []))
     done = store.done()
     for mname in methods:
         method = make_method(mname)

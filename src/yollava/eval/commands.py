@@ -116,6 +116,7 @@ PoolOpt = typer.Option(None, "--pool", help="Folder(s) of generic photos for neg
 IndexDirOpt = typer.Option(None, "--index-dir", help="Pool index folder (default: in the cache).")
 CaptionTokOpt = typer.Option(96, "--caption-tokens", help="text-model: max tokens per training-photo caption.")
 SummaryTokOpt = typer.Option(48, "--summary-tokens", help="text-model: max tokens of the summarised description.")
+ReuseOpt = typer.Option(None, "--reuse", help="Other run folder(s) whose concepts / model-written descriptions to reuse when made from the same photos with the same settings.")
 ThreadsOpt = typer.Option(None, "--threads", help="torch CPU threads (on a busy shared machine 1 can be several times faster than the default).")
 
 
@@ -140,6 +141,7 @@ def recognition(
     caption_tokens: int = CaptionTokOpt, summary_tokens: int = SummaryTokOpt,
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
     threads: int = ThreadsOpt,
+    reuse: list[Path] = ReuseOpt,
 ):
     """Is <subject> in this photo? Every method on the same photos; weighted accuracy and ROC-AUC."""
     from .datasets import load_dataset
@@ -164,7 +166,7 @@ def recognition(
             train=train, data=data, pool_fn=_pool_fn(pool, index_dir), pool_negatives=pool_negatives,
             pool_hard_negatives=pool_hard_negatives, max_negatives=max_negatives, seed=seed, data_root=data_root,
             protocol_extra={"train_per_subject": train_per_subject} if not is_bo else None,
-            caption_tokens=caption_tokens, summary_tokens=summary_tokens, progress=not quiet, echo=typer.echo,
+            caption_tokens=caption_tokens, summary_tokens=summary_tokens, progress=not quiet, echo=typer.echo, reuse_from=reuse,
         )
     except (YollavaError, ValueError, KeyError, FileNotFoundError) as e:
         _fail(str(e))
@@ -188,6 +190,7 @@ def qa(
     caption_tokens: int = CaptionTokOpt, summary_tokens: int = SummaryTokOpt,
     quiet: bool = typer.Option(False, "--quiet"),
     threads: int = ThreadsOpt,
+    reuse: list[Path] = ReuseOpt,
 ):
     """Yo'LLaVA two-choice questions, scored by P("A") vs P("B") as the first answer token."""
     from .methods import parse_methods
@@ -204,7 +207,7 @@ def qa(
     try:
         results = run_qa(engine, kind, names, _default_run_dir(out, run_dir), subjects=_split(subjects), max_subjects=max_subjects,
                          train=train, data=data, pool_fn=_pool_fn(pool, index_dir), data_root=data_root,
-                         caption_tokens=caption_tokens, summary_tokens=summary_tokens, progress=not quiet, echo=typer.echo)
+                         caption_tokens=caption_tokens, summary_tokens=summary_tokens, progress=not quiet, echo=typer.echo, reuse_from=reuse)
     except (YollavaError, ValueError, KeyError, FileNotFoundError) as e:
         _fail(str(e))
     _finish(results, out, f"Question answering ({kind})", _command_line())
@@ -230,6 +233,7 @@ def caption(
     caption_tokens: int = CaptionTokOpt, summary_tokens: int = SummaryTokOpt,
     quiet: bool = typer.Option(False, "--quiet"),
     threads: int = ThreadsOpt,
+    reuse: list[Path] = ReuseOpt,
 ):
     """MyVLM caption recall: share of "Describe this photo." captions of the subject's test photos that name it."""
     from .caption import CAPTION_METHODS, run_caption
@@ -249,7 +253,7 @@ def caption(
         results = run_caption(engine, ds, names, _default_run_dir(out, run_dir), subjects=_split(subjects), max_subjects=max_subjects,
                               max_photos=max_photos, train=train, data=data, pool_fn=_pool_fn(pool, index_dir),
                               max_new_tokens=max_new_tokens, caption_tokens=caption_tokens, summary_tokens=summary_tokens,
-                              seed=seed, progress=not quiet, echo=typer.echo)
+                              seed=seed, progress=not quiet, echo=typer.echo, reuse_from=reuse)
     except (YollavaError, ValueError, KeyError, FileNotFoundError) as e:
         _fail(str(e))
     _finish(results, out, f"Caption recall: {ds.name}", _command_line())

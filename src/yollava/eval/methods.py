@@ -23,7 +23,7 @@ import json
 import logging
 import re
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -76,6 +76,8 @@ class EvalContext:
     summary_tokens: int = 48
     batch_size: int = 8
     progress: bool = True
+    #: other run folders whose concepts/descriptions may be reused when they were made the same way
+    reuse_from: list[Path] = field(default_factory=list)
     _pool: Any = None
     _embeddings: dict = field(default_factory=dict)
 
@@ -144,10 +146,12 @@ class YollavaMethod(Method):
         if not subject.train:
             raise Unavailable("no training photo")
         meta_path = self.folder(ctx) / f"{name}.json"
-        if meta_path.exists():  # trained in an earlier (interrupted) run
+        data = self.data_config(ctx, subject)
+        if not meta_path.exists():
+            self._reuse(ctx, subject, data)
+        if meta_path.exists():  # trained in an earlier (interrupted) run, or reused from another run folder
             concept = engine.load_concept(meta_path)
             return _training_info(concept.meta, cached=True)
-        data = self.data_config(ctx, subject)
         needs_pool = data.n_easy_negatives > 0 or (data.hard_negatives and data.n_hard_negatives > 0)
         t0 = time.perf_counter()
         ts = build_data(engine, name, list(subject.train), data, ctx.pool if needs_pool else None, seed=ctx.train.seed)
@@ -157,10 +161,37 @@ class YollavaMethod(Method):
         result = personalize(engine, name, list(subject.train), train=ctx.train, data=data, training_set=ts, save=False,
                              checkpoint_dir=ckpt, progress=ctx.progress)
         result.concept.meta["data_build_seconds"] = round(build_seconds, 2)
+        result.concept.meta["eval_data_config"] = asdict(data)
         engine.save_concept(name, self.folder(ctx))
         for p in ckpt.glob(f"{name}.ckpt.*"):
             p.unlink(missing_ok=True)
         return _training_info(result.concept.meta, cached=False)
+
+    def _reuse(self, ctx: EvalContext, subject: Subject, data: DataConfig) -> None:
+        """Copy this subject's concept from another run folder if it was trained from the same photos
+        with the same recipe and data settings (and for the same base model: checked on loading)."""
+        import shutil
+
+        from ..images import file_sha256
+
+        name = subject.concept
+        for run in ctx.reuse_from:
+            src = Path(run) / "concepts" / self.name / f"{name}.json"
+            if not src.exists():
+                continue
+            meta = json.loads(src.read_text(encoding="utf-8"))
+            same = (meta.get("recipe") == json.loads(json.dumps(asdict(ctx.train)))
+                    and meta.get("eval_data_config") == json.loads(json.dumps(asdict(data)))
+                    and sorted(p["sha256"] for p in meta.get("source_photos", [])) == sorted(file_sha256(p) for p in subject.train))
+            if not same:
+                log.warning("not reusing %s: trained with other photos or settings", src)
+                continue
+            dst = self.folder(ctx)
+            dst.mkdir(parents=True, exist_ok=True)
+            for suffix in (".safetensors", ".json"):  # the JSON last: its presence means "done"
+                shutil.copy2(src.with_suffix(suffix), dst / f"{name}{suffix}")
+            log.info("reusing <%s> from %s", name, src)
+            return
 
     def prompting(self, ctx: EvalContext, subject: Subject) -> Prompting:
         return Prompting("", [subject.concept], f"<{subject.concept}>")
@@ -223,6 +254,14 @@ class TextModelMethod(Method):
         path = self.path(ctx, subject)
         if path.exists():
             return json.loads(path.read_text(encoding="utf-8"))
+        for run in ctx.reuse_from:  # made from the same photos with the same lengths in another run folder
+            src = Path(run) / "descriptions" / path.name
+            if src.exists():
+                d = json.loads(src.read_text(encoding="utf-8"))
+                if (d.get("photos") == [p.name for p in subject.train] and d.get("caption_tokens") == ctx.caption_tokens
+                        and d.get("summary_tokens") == ctx.summary_tokens and d.get("model") == _model_id(ctx)):
+                    atomic_write_json(path, d)
+                    return d
         if not subject.train:
             raise Unavailable("no training photo to caption")
         engine, name = ctx.engine, subject.plain
@@ -235,7 +274,8 @@ class TextModelMethod(Method):
         if not summary:
             summary = f"{name} is the subject of these photos."
         out = {"captions": captions, "description": summary, "seconds": round(time.perf_counter() - t0, 2),
-               "photos": [p.name for p in subject.train]}
+               "photos": [p.name for p in subject.train], "caption_tokens": ctx.caption_tokens,
+               "summary_tokens": ctx.summary_tokens, "model": _model_id(ctx)}
         atomic_write_json(path, out)
         return out
 
@@ -248,6 +288,12 @@ class TextModelMethod(Method):
         if subject.name not in self._descriptions:
             self.prepare(ctx, subject)
         return Prompting(self._descriptions[subject.name], [], subject.plain)
+
+
+def _model_id(ctx: EvalContext) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(ctx.engine.fingerprint(), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 # ---- concept head --------------------------------------------------------------------------------

@@ -122,6 +122,7 @@ def run_qa(
     summary_tokens: int = 48,
     progress: bool = True,
     echo: Callable[[str], None] = print,
+    reuse_from: list[Path] | None = None,
 ) -> dict:
     train, data = train or TrainConfig(), data or DataConfig()
     items, counts = load_qa(kind, data_root)
@@ -137,7 +138,7 @@ def run_qa(
                 "train": asdict(train), "data": asdict(data), "caption_tokens": caption_tokens, "summary_tokens": summary_tokens,
                 "training_photos": {s.name: [p.name for p in s.train] for s in chosen}}
     store = RunStore(run_dir, {k: v for k, v in protocol.items() if k != "training_photos"})
-    ctx = EvalContext(engine, store.dir, train, data, pool_fn, caption_tokens=caption_tokens, summary_tokens=summary_tokens, progress=progress)
+    ctx = EvalContext(engine, store.dir, train, data, pool_fn, caption_tokens=caption_tokens, summary_tokens=summary_tokens, progress=progress, reuse_from=list(reuse_from or []))
     done = store.done()
     for mname in methods:
         method = make_method(mname)

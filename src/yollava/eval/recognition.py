@@ -60,6 +60,7 @@ def run_recognition(
     summary_tokens: int = 48,
     progress: bool = True,
     echo: Callable[[str], None] = print,
+    reuse_from: list[Path] | None = None,
 ) -> dict:
     """Run (or resume) the benchmark; returns the aggregated results (see :func:`aggregate`)."""
     train, data = train or TrainConfig(), data or DataConfig()
@@ -99,7 +100,7 @@ def run_recognition(
         return training_pool["pool"]
 
     ctx = EvalContext(engine, store.dir, train, data, get_pool, caption_tokens=caption_tokens,
-                      summary_tokens=summary_tokens, progress=progress)
+                      summary_tokens=summary_tokens, progress=progress, reuse_from=list(reuse_from or []))
     done = store.done()
     for mname in methods:
         method = make_method(mname)
