@@ -280,6 +280,12 @@ def test_cli_recognition_report_and_resume(tiny_model_dirs, world, tmp_path, mon
     assert r.exit_code == 1 and "unknown method" in r.output
     r = runner.invoke(commands.eval_app, ["report", str(out)])
     assert r.exit_code == 0 and "results.png" in r.output
+    photo = load_folder(world["ds"], 2, 0).subjects[0].test[0]
+    fout = tmp_path / "forgetting" / "forgetting.json"
+    r = runner.invoke(commands.eval_app, ["forgetting", "--model", str(tiny_model_dirs["llava"]), "--random", "2", "--photo", str(photo),
+                                          "--max-new-tokens", "3", "--out", str(fout), "--concepts-dir", str(tmp_path / "c")])
+    assert r.exit_code == 0 and "PASSED" in r.output, r.output
+    assert json.loads(fout.read_text())["passed"] and "PASSED" in fout.with_suffix(".md").read_text()
 
 
 # ---- QA, captions ---------------------------------------------------------------------------------
