@@ -245,3 +245,14 @@ def test_cli_build_and_show(world, tmp_path, monkeypatch):
     assert TrainingSet.load(tmp_path / "d2" / "bo" / "training_set.json").counts["negative"] == 2
     r = runner.invoke(commands.data_app, ["show", "nobody", "--data-dir", str(tmp_path / "data")])
     assert r.exit_code == 1 and "no training set" in r.output
+
+
+def test_conversation_photos_limits_the_photos_asked_about(tmp_path):
+    photos = [tmp_path / f"p{i}.jpg" for i in range(3)]
+    for i, p in enumerate(photos):
+        Image.new("RGB", (16, 16), (40 * i, 10, 10)).save(p)
+    asked = []
+    ts = build_training_set("bo", photos, None, answer_fn=lambda q, img: asked.append(img) or "It is red.",
+                            n_easy_negatives=0, hard_negatives=False, conversation_photos=2, cache_dir=tmp_path / "c")
+    assert {a.name for a in asked} == {"p0.jpg", "p1.jpg"}
+    assert ts.counts["conversation"] == 20 and ts.config["conversation_photos"] == 2

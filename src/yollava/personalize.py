@@ -26,6 +26,8 @@ class DataConfig:
     n_hard_negatives: int = 100
     hard_negatives: bool = True
     conversations: bool = True
+    #: photos the base model is asked the attribute questions about (None: all; the official <bo> data used 4)
+    conversation_photos: int | None = None
     conversation_tokens: int = 48
 
 
@@ -63,6 +65,7 @@ def build_data(engine: YoLLaVA, name: str, photos: list[Path], data: DataConfig,
         n_hard_negatives=data.n_hard_negatives,
         conversations=data.conversations,
         hard_negatives=data.hard_negatives,
+        conversation_photos=data.conversation_photos,
         seed=seed,
         model_fingerprint=json.dumps(engine.fingerprint(), sort_keys=True),
     )

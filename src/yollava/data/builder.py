@@ -150,12 +150,14 @@ def build_training_set(
     model_fingerprint: str = "",
     near_duplicate: float = 0.95,
     positives_per_photo: int = 1,
+    conversation_photos: int | None = None,
 ) -> TrainingSet:
     """Build the training set for concept ``name`` from the user's ``photos`` (files or folders).
 
     ``answer_fn(question, image_path) -> str`` is the base model answering a question about a photo
     (needed when ``conversations``); its answers are cached under ``cache_dir`` (default
     ``$YOLLAVA_CACHE/answers``) keyed by photo sha256, question and ``model_fingerprint``.
+    ``conversation_photos`` limits the photos asked about (the official ``<bo>`` data uses 4); default all.
     ``positives_per_photo`` distinct positive templates per photo (the paper pairs each photo with one;
     its official data has 13-20 per photo). Deterministic for a given ``seed`` and pool.
     """
@@ -194,7 +196,7 @@ def build_training_set(
         cache = AnswerCache(cache_dir)
         questions = conversation_questions(category)
         try:
-            for p, sha in zip(pos_paths, pos_shas):
+            for p, sha in list(zip(pos_paths, pos_shas))[:conversation_photos]:
                 for q in questions:
                     answer = cache.get_or_ask(sha, q, model_fingerprint, lambda: answer_fn(q, p)).strip()
                     if not answer:
@@ -209,7 +211,7 @@ def build_training_set(
         "category": category, "n_easy_negatives": n_easy_negatives, "n_hard_negatives": n_hard_negatives,
         "hard_per_positive": math.ceil(n_hard_negatives / len(pos_paths)) if hard_negatives else 0,
         "conversations": conversations, "hard_negatives": hard_negatives, "seed": seed,
-        "near_duplicate": near_duplicate, "positives_per_photo": positives_per_photo,
+        "near_duplicate": near_duplicate, "positives_per_photo": positives_per_photo, "conversation_photos": conversation_photos,
         "model_fingerprint": model_fingerprint, "positive_sha256": pos_shas,
         "pool": None if pool is None else {"index_dir": str(pool.index_dir), "size": len(pool), "embedder": pool.embedder_id},
     }
