@@ -188,18 +188,19 @@ def demo(
     model: str = ModelOpt,
     concepts_dir: Path = ConceptsDirOpt,
     data_root: Path = typer.Option(None, help="The shared photo data (default: $YOLLAVA_DATA or ../shared/data)."),
-    epochs: int = typer.Option(15, help="Maximum epochs."),
-    no_conversations: bool = typer.Option(False, "--no-conversations", help="Skip the synthesised text-only conversations."),
+    paper_recipe: bool = typer.Option(False, "--paper-recipe", help="The paper's full recipe (15 epochs, 100+100 negatives, conversations about every photo): about an hour or more on 2 CPU cores."),
+    epochs: int = typer.Option(None, help="Override the maximum epochs."),
 ):
     """The main job: personalise <bo> from its 10 photos, recognise it in new photos, talk about it."""
-    from .demo import run_demo
-    from .personalize import DataConfig
-    from .train import TrainConfig
+    from .demo import paper_recipe as paper, quick_recipe, run_demo
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    train, data = paper() if paper_recipe else quick_recipe()
+    if epochs is not None:
+        train.epochs = epochs
     engine = _engine(model, concepts_dir)
     try:
-        run_demo(engine, data_root, TrainConfig(epochs=epochs), DataConfig(conversations=not no_conversations), console)
+        run_demo(engine, data_root, train, data, console)
     except YollavaError as e:
         _fail(str(e))
 
