@@ -498,3 +498,35 @@ def test_users_commands(serve_engine, tmp_path):
     assert run("users", "rm", "alice", "--yes").exit_code == 0
     assert not (home / "users" / "1").exists() and run("users", "list").stdout.strip() == ""
     assert run("users", "key", "nobody").exit_code == 1
+
+
+def test_full_recipe_job(serve_engine, tmp_path):
+    """Conversations synthesised by the base model and negatives from a (tiny) photo pool: the answer
+    cache lives in the job's folder and goes with it; the pool index is the server's, not the user's."""
+    from yollava.personalize import DataConfig
+    from yollava.train import TrainConfig
+
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    for i in range(6):
+        (pool / f"p{i}.jpg").write_bytes(jpeg_bytes((20 * i, 200, 40 * i)))
+    home = tmp_path / "home"
+    data = DataConfig(conversations=True, conversation_tokens=3, n_easy_negatives=2, n_hard_negatives=2)
+    config = ServerConfig(model="tiny", home=home, train=TrainConfig(epochs=1, k=2), data=data, pool_dirs=[pool])
+    app = create_app(config, serve_engine)
+    h = add_user(app, "alice")
+    with TestClient(app) as c:
+        job = upload(c, h).json()
+        deadline = time.monotonic() + 300
+        while (j := c.get(f"/v1/jobs/{job['id']}", headers=h).json())["status"] in ("queued", "running"):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert j["status"] == "succeeded", j
+        meta = json.loads((home / "users" / "1" / "concepts" / "bo.json").read_text())
+        counts = meta["counts"]
+        assert counts["conversation"] > 0 and counts["negative"] + counts["hard_negative"] > 0, counts
+        assert not (home / "users" / "1" / "jobs").exists() or not list((home / "users" / "1" / "jobs").iterdir())
+        assert c.delete("/v1/concepts/bo", headers=h).status_code == 200
+    left = {p.relative_to(home).parts[0] for p in home.rglob("*") if p.is_file()}
+    assert left <= {"server.db", "server.db-wal", "server.db-shm", "pool"}, left
+    assert not list((home / "users").rglob("*.*"))

@@ -11,6 +11,8 @@ the trainer continues from its last finished epoch.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import inspect
 import json
 import logging
 import math
@@ -311,7 +313,8 @@ class JobManager:
                 log.warning("rebuilding the training set of %s (%s)", jdir.name, e)
         needs_pool = data.n_easy_negatives > 0 or (data.hard_negatives and data.n_hard_negatives > 0)
         pool = self._pool_for(data) if needs_pool else None
-        n_answers = len(photos) * len(conversation_questions(data.category)) if data.conversations else 0
+        n_conv = min(len(photos), getattr(data, "conversation_photos", None) or len(photos))
+        n_answers = n_conv * len(conversation_questions(data.category)) if data.conversations else 0
         self._set(live, "building training data", {"answers": 0, "answers_total": n_answers} if n_answers else {})
 
         def answered() -> None:
@@ -319,17 +322,16 @@ class JobManager:
                 live.progress["answers"] = live.progress.get("answers", 0) + 1
 
         engine.on_answer = answered
+        # as personalize's build_data does (every DataConfig field the builder takes), plus a per-job answer cache
+        accepted = inspect.signature(build_training_set).parameters
+        options = {k: v for k, v in dataclasses.asdict(data).items() if k in accepted}
         training_set = build_training_set(
             name, photos, pool,
             answer_fn=(lambda q, img: engine.chat(q, image=img, max_new_tokens=data.conversation_tokens)) if data.conversations else None,
-            category=data.category,
-            n_easy_negatives=data.n_easy_negatives,
-            n_hard_negatives=data.n_hard_negatives,
-            conversations=data.conversations,
-            hard_negatives=data.hard_negatives,
             seed=train.seed,
             cache_dir=jdir / "answers",
             model_fingerprint=self.host.fingerprint_json,
+            **options,
         )
         engine.on_answer = None
         training_set.save(path)
@@ -409,7 +411,5 @@ class JobManager:
 
 
 def _asdict(obj) -> dict:
-    import dataclasses
-
     return dataclasses.asdict(obj)
 
