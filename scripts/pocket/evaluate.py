@@ -175,8 +175,9 @@ def main():
     ap.add_argument("--n", type=int, default=50, help="photos per group (one per class)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="also write the markdown table here")
+    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     feats = load_features()
     names, hard, groups, cats, colour_ids = build_eval(feats, args.n, args.seed)
     photos = feats["photos"]
