@@ -319,12 +319,13 @@ def test_qa_text_and_visual(llava_engine: YoLLaVA, world, tmp_path):
     assert items[0].image.name == "1.jpg" and items[0].prompt("<bo>").startswith("What colour is <bo>?\nA. Brown\nB. Grey")
     train, data = small_recipe()
     data = DataConfig(n_easy_negatives=3, n_hard_negatives=0, hard_negatives=False, conversations=False)
-    res = run_qa(llava_engine, "text", ["yollava", "vanilla", "text-human"], tmp_path / "qa", train=train, data=data,
+    res = run_qa(llava_engine, "text", ["yollava", "vanilla", "vanilla-sks", "text-human"], tmp_path / "qa", train=train, data=data,
                  pool_fn=lambda: world["pool"], data_root=root, progress=False, echo=lambda s: None)
     assert res["subjects"] == ["bo", "cat-cup", "shiba-black"]
     assert res["per_subject"]["yollava"]["shiba-black"] == {"unavailable": "no training photo"}
     assert res["per_subject"]["yollava"]["cat-cup"]["n_training_photos"] == 1
     assert res["overall"]["vanilla"]["n"] == 9 and 0.0 <= res["overall"]["vanilla"]["accuracy"] <= 1.0
+    assert res["overall"]["vanilla-sks"]["n"] == 9
     assert res["per_subject"]["text-human"]["shiba-black"]["unavailable"].startswith("no human")
     records = [json.loads(x) for x in (tmp_path / "qa" / "records.jsonl").read_text().splitlines()]
     assert all(0.0 <= p <= 1.0 for r in records if "p_correct" in r for p in r["p_correct"])

@@ -123,7 +123,7 @@ ThreadsOpt = typer.Option(None, "--threads", help="torch CPU threads (on a busy 
 @eval_app.command("recognition")
 def recognition(
     dataset: str = typer.Option("bo", "--dataset", "-d", help="bo | myvlm | a folder DIR/<subject>/*.jpg"),
-    methods: str = typer.Option(DEFAULT_METHODS, "--methods", help="Comma-separated: yollava, vanilla, text-human, text-model, head, yollava-no-hard, yollava-no-conv."),
+    methods: str = typer.Option(DEFAULT_METHODS, "--methods", help="Comma-separated: yollava, vanilla, vanilla-sks, text-human, text-model, head, yollava-no-hard, yollava-no-conv."),
     out: Path = typer.Option(..., "--out", "-o", help="results.json (results.md and results.png are written beside it)."),
     model: str = ModelOpt,
     run_dir: Path = RunDirOpt,
@@ -176,7 +176,7 @@ def recognition(
 @eval_app.command("qa")
 def qa(
     kind: str = typer.Option("text", "--kind", help="text (400 text-only questions) | visual (questions on <bo>'s test photos)."),
-    methods: str = typer.Option("yollava,vanilla,text-human", "--methods", help="Comma-separated: yollava, vanilla, text-human, text-model (and the yollava ablations)."),
+    methods: str = typer.Option("yollava,vanilla,text-human", "--methods", help="Comma-separated: yollava, vanilla, vanilla-sks, text-human, text-model (and the yollava ablations)."),
     out: Path = typer.Option(..., "--out", "-o"),
     model: str = ModelOpt,
     run_dir: Path = RunDirOpt,

@@ -7,6 +7,8 @@ Every language-model method is a way of *introducing* the subject before a quest
   ``yollava-no-hard`` / ``yollava-no-conv`` are the paper's data ablations (Table 7).
 - ``vanilla``: nothing; the subject is asked about by its plain name ("Can you see if bo is in this
   photo?"). The model has never been told what "bo" is, so this is the paper's chance-level baseline.
+  ``vanilla-sks`` asks about "sks" instead: several subject names here describe the subject
+  ("shiba-gray", "yellow-duck", "red_piggy_bank"), and a plain-name prompt leaks that.
 - ``text-human``: a human-written description before the question (paper Table 27, "Personalized
   Text Prompting": ``<sks> is [DESCRIPTION]. [QUESTION]``, with the plain name for ``<sks>``).
 - ``text-model``: the same, with a description the base model wrote itself: it captions each training
@@ -51,8 +53,8 @@ SUMMARY_PROMPT = (
 )
 _BRACKETED = re.compile(r"<([A-Za-z0-9][A-Za-z0-9_-]*)>")
 
-METHODS = ("yollava", "vanilla", "text-human", "text-model", "head", "yollava-no-hard", "yollava-no-conv")
-LLM_METHODS = ("yollava", "vanilla", "text-human", "text-model", "yollava-no-hard", "yollava-no-conv")
+METHODS = ("yollava", "vanilla", "vanilla-sks", "text-human", "text-model", "head", "yollava-no-hard", "yollava-no-conv")
+LLM_METHODS = ("yollava", "vanilla", "vanilla-sks", "text-human", "text-model", "yollava-no-hard", "yollava-no-conv")
 
 
 class Unavailable(Exception):
@@ -221,10 +223,16 @@ def _training_info(meta: dict, cached: bool) -> dict:
 
 # ---- prompting baselines -------------------------------------------------------------------------
 class VanillaMethod(Method):
-    name = "vanilla"
+    """No information about the subject. ``vanilla`` names it by its plain name ("bo", "shiba gray");
+    ``vanilla-sks`` by the meaningless placeholder "sks", as the paper's identifiers are: many subject
+    names here say what the subject is ("yellow-duck", "red_piggy_bank"), which a plain-name prompt leaks."""
+
+    def __init__(self, name: str = "vanilla", placeholder: str | None = None):
+        self.name = name
+        self.placeholder = placeholder
 
     def prompting(self, ctx: EvalContext, subject: Subject) -> Prompting:
-        return Prompting("", [], subject.plain)
+        return Prompting("", [], self.placeholder or subject.plain)
 
 
 class TextHumanMethod(Method):
@@ -362,6 +370,8 @@ def make_method(name: str) -> Method:
         return YollavaMethod(name, conversations=False)
     if name == "vanilla":
         return VanillaMethod()
+    if name == "vanilla-sks":
+        return VanillaMethod(name, placeholder="sks")
     if name == "text-human":
         return TextHumanMethod()
     if name == "text-model":

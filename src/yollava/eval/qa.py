@@ -32,7 +32,7 @@ from .scoring import option_probabilities
 from .store import RunStore
 
 QA_FILES = {"text": "yollava-text-only-qa.rap.json", "visual": "yollava-visual-qa.official.json"}
-QA_METHODS = ("yollava", "vanilla", "text-human", "text-model", "yollava-no-hard", "yollava-no-conv")
+QA_METHODS = ("yollava", "vanilla", "vanilla-sks", "text-human", "text-model", "yollava-no-hard", "yollava-no-conv")
 MCQ_PROMPT = "{question}\nA. {a}\nB. {b}\nAnswer with the option's letter from the given choices directly."
 _SKS = re.compile(r"<sks>|\bsks\b")
 PROTOCOL_VERSION = 1
