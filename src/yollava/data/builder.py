@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..errors import InvalidImageError, NotEnoughPhotosError
 from ..images import file_sha256, list_images, load_image
@@ -196,14 +197,18 @@ def build_training_set(
         cache = AnswerCache(cache_dir)
         questions = conversation_questions(category)
         try:
-            for p, sha in list(zip(pos_paths, pos_shas))[:conversation_photos]:
+            asked = list(zip(pos_paths, pos_shas))[:conversation_photos]
+            bar = tqdm(total=len(asked) * len(questions), desc=f"conversations about {identifier}", unit="answer", leave=False)
+            for p, sha in asked:
                 for q in questions:
                     answer = cache.get_or_ask(sha, q, model_fingerprint, lambda: answer_fn(q, p)).strip()
+                    bar.update(1)
                     if not answer:
                         log.warning("empty answer to %r about %s; sample left out", q, p)
                         continue
                     samples.append(Sample(replace_subject(q, identifier), replace_subject(answer, identifier), None, "conversation"))
                 cache.save()
+            bar.close()
         finally:
             cache.save()
 
