@@ -384,3 +384,22 @@ def test_no_forgetting_with_several_concepts_loaded(llava_engine: YoLLaVA, world
     from yollava.eval.forgetting import forgetting_markdown
 
     assert "PASSED" in forgetting_markdown(result)
+
+
+def test_text_model_description_asks_again_after_a_refusal(llava_engine: YoLLaVA, world, tmp_path, monkeypatch):
+    from yollava.eval.methods import CAPTION_PROMPT, EvalContext, TextModelMethod
+
+    asked = []
+
+    def chat(prompt, image=None, concepts=(), **kw):
+        asked.append(prompt)
+        if prompt.startswith("You are an AI visual assistant"):
+            return "I'm sorry, but I can't assist with that."
+        return "red mug is a shiny red <red_mug> mug." if image is None else "A red mug on a table."
+
+    monkeypatch.setattr(llava_engine, "chat", chat)
+    subject = load_folder(world["ds"], 2, 0).subject("red_mug")
+    d = TextModelMethod().describe(EvalContext(llava_engine, tmp_path), subject)
+    assert d["captions"] == ["A red mug on a table."] * 2 and d["caption_fallbacks"] == 2
+    assert d["description"] == "red mug is a shiny red red_mug mug."  # no concept-like tokens left
+    assert asked[0] == CAPTION_PROMPT.format(name="red mug") and "1. A red mug on a table." in asked[-1]

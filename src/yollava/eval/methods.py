@@ -13,6 +13,8 @@ Every language-model method is a way of *introducing* the subject before a quest
   Text Prompting": ``<sks> is [DESCRIPTION]. [QUESTION]``, with the plain name for ``<sks>``).
 - ``text-model``: the same, with a description the base model wrote itself: it captions each training
   photo, then summarises the captions in at most 20 words (Table 27 prompts); cached in the run folder.
+  A caption that is a refusal ("I'm sorry, ...": small models balk at the role-play prompt) is asked
+  again plainly ("This photo shows bo. Describe bo in detail."); the count is recorded.
 
 and ``head`` is not a language-model method: a logistic regression on the pooled vision features
 (the image pool's embedder, EfficientNet-Lite0 by default) of the training photos vs the negatives the
@@ -51,6 +53,8 @@ SUMMARY_PROMPT = (
     "You can use a maximum of 20 words. Any extra words will be ignored. Start your answer with: \"{name} is...\".\n\n"
     "Descriptions:\n{captions}"
 )
+FALLBACK_CAPTION_PROMPT = "This photo shows {name}. Describe {name} in detail."
+_REFUSAL = re.compile(r"^\s*(I'm sorry|I am sorry|I can't|I cannot|Sorry)", re.I)
 _BRACKETED = re.compile(r"<([A-Za-z0-9][A-Za-z0-9_-]*)>")
 
 METHODS = ("yollava", "vanilla", "vanilla-sks", "text-human", "text-model", "head", "yollava-no-hard", "yollava-no-conv")
@@ -274,15 +278,20 @@ class TextModelMethod(Method):
             raise Unavailable("no training photo to caption")
         engine, name = ctx.engine, subject.plain
         t0 = time.perf_counter()
-        captions = [plain_text(engine.chat(CAPTION_PROMPT.format(name=name), image=p, max_new_tokens=ctx.caption_tokens))
-                    for p in subject.train]
+        captions, fallbacks = [], 0
+        for p in subject.train:
+            c = plain_text(engine.chat(CAPTION_PROMPT.format(name=name), image=p, max_new_tokens=ctx.caption_tokens))
+            if _REFUSAL.match(c):  # small models may refuse the role-play prompt: ask plainly instead
+                c = plain_text(engine.chat(FALLBACK_CAPTION_PROMPT.format(name=name), image=p, max_new_tokens=ctx.caption_tokens))
+                fallbacks += 1
+            captions.append(c)
         listing = "\n".join(f"{i + 1}. {c}" for i, c in enumerate(captions))
         summary = plain_text(engine.chat(SUMMARY_PROMPT.format(name=name, captions=listing), max_new_tokens=ctx.summary_tokens))
         summary = " ".join(summary.split())
         if not summary:
             summary = f"{name} is the subject of these photos."
         out = {"captions": captions, "description": summary, "seconds": round(time.perf_counter() - t0, 2),
-               "photos": [p.name for p in subject.train], "caption_tokens": ctx.caption_tokens,
+               "photos": [p.name for p in subject.train], "caption_fallbacks": fallbacks, "caption_tokens": ctx.caption_tokens,
                "summary_tokens": ctx.summary_tokens, "model": _model_id(ctx)}
         atomic_write_json(path, out)
         return out
