@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..base import EncodedImage, Message, VLMAdapter
+from ..hf_common import decoder_forward
 from .llm import load_llm
 from .model import PocketConfig, PocketVLM
 
@@ -60,14 +61,7 @@ class PocketAdapter(VLMAdapter):
         return [EncodedImage(features=f, token_ids=self.image_token_ids) for f in feats]
 
     def decoder(self, inputs_embeds, attention_mask=None, position_ids=None, past_key_values=None, use_cache=False):
-        out = self.model.llm.model(
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            past_key_values=past_key_values,
-            use_cache=use_cache,
-        )
-        return out.last_hidden_state, out.past_key_values
+        return decoder_forward(self.model.llm.model, inputs_embeds, attention_mask, position_ids, past_key_values, use_cache)
 
     def render(self, messages: list[Message], add_generation_prompt: bool = True) -> str:
         if not messages or messages[0].role != "system":
