@@ -188,7 +188,11 @@ def main():
     results, meta = {}, {}
     for w in args.weights:
         t0 = time.time()
-        folder = {"package": WEIGHTS_DIR, "random": RUNS / "none"}.get(w, Path(w))
+        folder = {"package": WEIGHTS_DIR, "random": RUNS / "none"}.get(w) or Path(w)
+        if not folder.is_absolute() and not folder.exists():
+            folder = ROOT / folder  # paths relative to the repository root work from anywhere
+        if w != "random" and not (folder / "pocket.json").is_file():
+            raise SystemExit(f"no pocket weights in {folder}")
         adapter = load_pocket(weights_dir=folder, progress=False)
         check_cached_features(adapter, feats, groups["heldout_seen"][:2])
         results[w] = evaluate(adapter, feats, names, hard, groups, cats, colour_ids, args.seed)
