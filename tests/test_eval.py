@@ -333,6 +333,19 @@ def test_qa_text_and_visual(llava_engine: YoLLaVA, world, tmp_path):
     assert res["overall"]["vanilla"]["n"] == 1
     paths = write_report(res, tmp_path / "qav.json")
     assert "| vanilla | 1 | 1 |" in paths[1].read_text()
+    assert items[0].prompt("bo", swapped=True).endswith("A. Grey\nB. Brown\nAnswer with the option's letter from the given choices directly.")
+    assert items[0].correct_letter(True) == "B"
+
+
+def test_qa_scores_are_not_fooled_by_a_skewed_answer_key():
+    from yollava.eval.qa import aggregate_qa
+
+    # a model that always says "A", on a key where 9 of 10 answers are "A"
+    r = {"task": "qa", "method": "m", "subject": "s", "answers": ["A"] * 10, "correct": ["A"] * 9 + ["B"],
+         "answers_swapped": ["A"] * 10, "correct_swapped": ["B"] * 9 + ["A"], "p_correct": [0.6] * 10, "p_correct_swapped": [0.4] * 10}
+    o = aggregate_qa([r], ["m"], ["s"])["overall"]["m"]
+    assert o["accuracy_as_given"] == 0.9 and o["accuracy_swapped"] == 0.1 and o["accuracy"] == 0.5
+    assert o["accuracy_both_orders"] == 0.0 and o["answered_A"] == 1.0 and math.isclose(o["mean_p_correct"], 0.5)
 
 
 def test_caption_recall(llava_engine: YoLLaVA, world, tmp_path):

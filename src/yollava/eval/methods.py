@@ -106,8 +106,11 @@ class Prompting:
 
     def ask(self, question: str) -> str:
         """``question`` names the subject ``{subject}``."""
-        q = question.format(subject=self.mention)
-        return f"{self.prefix} {q}" if self.prefix else q
+        return self.ask_raw(question.format(subject=self.mention))
+
+    def ask_raw(self, question: str) -> str:
+        """``question`` already names the subject."""
+        return f"{self.prefix} {question}" if self.prefix else question
 
 
 class Method:

@@ -5,6 +5,11 @@
   ``<bo>``'s test photos exist here, so only its 8 questions can be asked (the rest are counted as
   missing and reported).
 
+Every question is asked twice, options as given and swapped (A<->B): the answer keys are skewed
+(text-only: 390 of 400 correct answers are "A"; visual: 99 A / 71 B), so a model that always says "A"
+would score 0.975 as given. ``accuracy`` is the mean over both orders (always-"A" -> 0.5);
+``accuracy_as_given`` is the paper's protocol; ``accuracy_both_orders`` needs both right.
+
 The prompt lists the options LLaVA-style and the answer is read from the first answer token:
 the probability of "A" vs "B" (each summed over its spellings "A", " A", "A."), which does not
 depend on parsing free text. A question is right when the correct letter is the more probable.
@@ -35,7 +40,7 @@ QA_FILES = {"text": "yollava-text-only-qa.rap.json", "visual": "yollava-visual-q
 QA_METHODS = ("yollava", "vanilla", "vanilla-sks", "text-human", "text-model", "yollava-no-hard", "yollava-no-conv")
 MCQ_PROMPT = "{question}\nA. {a}\nB. {b}\nAnswer with the option's letter from the given choices directly."
 _SKS = re.compile(r"<sks>|\bsks\b")
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: every question asked with its options as given and swapped
 
 
 @dataclass
@@ -47,9 +52,14 @@ class QAItem:
     correct: str
     image: Path | None = None
 
-    def prompt(self, mention: str) -> str:
+    def prompt(self, mention: str, swapped: bool = False) -> str:
+        """The question with its options listed as given, or (``swapped``) with A and B exchanged."""
         q = _SKS.sub("{subject}", self.question.replace("{", "{{").replace("}", "}}"))
-        return MCQ_PROMPT.format(question=q.format(subject=mention), a=self.options["A"], b=self.options["B"])
+        a, b = (self.options["B"], self.options["A"]) if swapped else (self.options["A"], self.options["B"])
+        return MCQ_PROMPT.format(question=q.format(subject=mention), a=a, b=b)
+
+    def correct_letter(self, swapped: bool = False) -> str:
+        return {"A": "B", "B": "A"}[self.correct] if swapped else self.correct
 
 
 def _visual_photo(root: Path, key: str) -> Path | None:
@@ -153,21 +163,24 @@ def run_qa(
                 info = method.prepare(ctx, subject)
                 p = method.prompting(ctx, subject)
                 t1 = time.perf_counter()
-                prompts = [f"{p.prefix} {it.prompt(p.mention)}" if p.prefix else it.prompt(p.mention) for it in mine]
-                probs = option_probabilities(engine, prompts, [it.image for it in mine], ("A", "B"), concepts=p.concepts)
-                answers = ["A" if pa >= pb else "B" for pa, pb in probs]
-                record |= {"info": info, "prepare_seconds": round(t1 - t0, 2), "score_seconds": round(time.perf_counter() - t1, 2),
-                           "questions": [it.qid for it in mine], "answers": answers, "correct": [it.correct for it in mine],
-                           "p_correct": [round(pr[0] if it.correct == "A" else pr[1], 6) for pr, it in zip(probs, mine)],
-                           "n_training_photos": len(subject.train)}
-                record["accuracy"] = sum(a == it.correct for a, it in zip(answers, mine)) / len(mine) if mine else None
+                record |= {"info": info, "questions": [it.qid for it in mine], "n_training_photos": len(subject.train)}
+                for swapped, key in ((False, ""), (True, "_swapped")):
+                    prompts = [p.ask_raw(it.prompt(p.mention, swapped)) for it in mine]
+                    probs = option_probabilities(engine, prompts, [it.image for it in mine], ("A", "B"), concepts=p.concepts)
+                    correct = [it.correct_letter(swapped) for it in mine]
+                    record[f"answers{key}"] = ["A" if pa >= pb else "B" for pa, pb in probs]
+                    record[f"correct{key}"] = correct
+                    record[f"p_correct{key}"] = [round(pr[0] if c == "A" else pr[1], 6) for pr, c in zip(probs, correct)]
+                record |= {"prepare_seconds": round(t1 - t0, 2), "score_seconds": round(time.perf_counter() - t1, 2)}
+                record |= _qa_scores(record)
             except Unavailable as e:
                 record["unavailable"] = str(e)
             finally:
                 method.release(ctx, subject)
             store.append(record)
             echo(f"{mname} / {subject.name}: " + (f"unavailable ({record['unavailable']})" if "unavailable" in record
-                                                   else f"accuracy {record['accuracy']:.2f} on {len(mine)} questions"))
+                                                   else f"accuracy {record['accuracy']:.2f} (as given {record['accuracy_as_given']:.2f}, "
+                                                        f"both orders {record['accuracy_both_orders']:.2f}) on {len(mine)} questions"))
     results = aggregate_qa(store.records(), methods, [s.name for s in chosen])
     results |= {"kind": kind, "protocol": {k: v for k, v in protocol.items()}, "counts": counts, "run_dir": str(store.dir),
                 "notes": f"{counts['asked']} of {counts['questions_in_file']} questions in {counts['file']} asked "
@@ -176,12 +189,24 @@ def run_qa(
     return results
 
 
+def _qa_scores(r: dict) -> dict:
+    """As given (the paper's number), options swapped, their mean (an always-"A" model gets 0.5 however
+    the answer key is skewed: the text-only key here is 390 A / 10 B), and right in both orders."""
+    n = len(r["answers"])
+    if not n:
+        return {"accuracy_as_given": None, "accuracy_swapped": None, "accuracy": None, "accuracy_both_orders": None}
+    given = [a == c for a, c in zip(r["answers"], r["correct"])]
+    swapped = [a == c for a, c in zip(r["answers_swapped"], r["correct_swapped"])]
+    return {"accuracy_as_given": sum(given) / n, "accuracy_swapped": sum(swapped) / n,
+            "accuracy": (sum(given) + sum(swapped)) / (2 * n), "accuracy_both_orders": sum(g and w for g, w in zip(given, swapped)) / n}
+
+
 def aggregate_qa(records: list[dict], methods: list[str], subjects: list[str]) -> dict:
     latest = {(r["method"], r["subject"]): r for r in records if r.get("task") == "qa"}
     per_subject: dict[str, dict] = {m: {} for m in methods}
     overall = {}
     for m in methods:
-        n = right = 0
+        rows: list[dict] = []
         pc: list[float] = []
         k = 0
         for s in subjects:
@@ -191,10 +216,13 @@ def aggregate_qa(records: list[dict], methods: list[str], subjects: list[str]) -
             if "unavailable" in r:
                 per_subject[m][s] = {"unavailable": r["unavailable"]}
                 continue
-            per_subject[m][s] = {"accuracy": r["accuracy"], "n": len(r["answers"]), "n_training_photos": r.get("n_training_photos")}
-            n += len(r["answers"])
-            right += sum(a == c for a, c in zip(r["answers"], r["correct"]))
-            pc += r["p_correct"]
+            per_subject[m][s] = {**_qa_scores(r), "n": len(r["answers"]), "n_training_photos": r.get("n_training_photos")}
+            rows.append(r)
+            pc += r["p_correct"] + r["p_correct_swapped"]
             k += 1
-        overall[m] = {"subjects": k, "n": n, "accuracy": right / n if n else None, "mean_p_correct": sum(pc) / len(pc) if pc else None}
+        merged = {key: [x for r in rows for x in r[key]] for key in ("answers", "correct", "answers_swapped", "correct_swapped")}
+        overall[m] = {"subjects": k, "n": len(merged["answers"]), **_qa_scores(merged),
+                      "answered_A": (sum(a == "A" for a in merged["answers"] + merged["answers_swapped"]) / (2 * len(merged["answers"]))
+                                     if merged["answers"] else None),
+                      "mean_p_correct": sum(pc) / len(pc) if pc else None}
     return {"task": "qa", "methods": methods, "subjects": subjects, "overall": overall, "per_subject": per_subject}
