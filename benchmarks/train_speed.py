@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import resource
@@ -174,7 +175,8 @@ def main() -> None:
         "",
         f"model `{args.model}` on {device} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads); "
         f"concept <bo>, recipe = {len(recipe)} samples/epoch x {args.epochs} epochs = {recipe_samples} samples; "
-        f"each row timed on the same {len(timed)} samples; photos encoded once in {encode_seconds:.1f}s.",
+        f"each row timed on the same {len(timed)} samples; photos encoded once in {encode_seconds:.1f}s; "
+        f"load average during the run {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other jobs slow every row alike).",
         "",
         "| path | samples/s | x naive | s/sample | whole recipe (s, est.) | peak RSS (MB) |",
         "|---|---|---|---|---|---|",
