@@ -291,7 +291,8 @@ def train(adapter, batcher: Batcher, pooled: torch.Tensor, samples: list[Sample]
     while len(plan) < epochs * len(samples) / batch_size:
         plan += batches(samples, batch_size, rng)
     plan = plan[: max(1, round(epochs * len(samples) / batch_size))]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)  # params: tensors or groups with their own lr
+    params = [p for g in opt.param_groups for p in g["params"]]
     warm = min(30, len(plan) // 10 + 1)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / len(plan)))))

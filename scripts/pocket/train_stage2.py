@@ -119,6 +119,8 @@ def main():
     ap.add_argument("--samples", type=int, default=1000)
     ap.add_argument("--epochs", type=float, default=1.0)
     ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--projector-lr", type=float, default=None,
+                    help="projector learning rate (default: --lr, as for the shipped weights; lower keeps a stage 0 alignment)")
     ap.add_argument("--rank", type=int, default=8)
     ap.add_argument("--alpha", type=int, default=16)
     ap.add_argument("--batch-size", type=int, default=8)
@@ -144,13 +146,12 @@ def main():
     stage1_meta = json.loads((Path(args.init) / "pocket.json").read_text())
     llm = adapter.model.llm
     get_peft_model(llm, LoraConfig(r=args.rank, lora_alpha=args.alpha, lora_dropout=0.0, target_modules=LORA_TARGETS))
-    params = list(adapter.model.projector.parameters())
-    for p in params:
+    proj = list(adapter.model.projector.parameters())
+    lora = [p for n, p in llm.named_parameters() if "lora_" in n]
+    for p in proj + lora:
         p.requires_grad_(True)
-    params += [p for n, p in llm.named_parameters() if "lora_" in n]
-    for p in params:
-        p.requires_grad_(True)
-    log(f"trainable parameters: {sum(p.numel() for p in params):,}")
+    params = [{"params": lora, "lr": args.lr}, {"params": proj, "lr": args.projector_lr or args.lr}]
+    log(f"trainable parameters: {sum(p.numel() for p in proj + lora):,}")
     batcher = Batcher(adapter)
     t0 = time.time()
 
@@ -159,10 +160,10 @@ def main():
                 "lora": {"r": args.rank, "alpha": args.alpha, "targets": LORA_TARGETS},
                 "training": {**stage1_meta.get("training", {}),
                              "stage2": {"samples": len(samples), "mix": dict(kinds), "steps": step,
-                                        "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+                                        "batch_size": args.batch_size, "lr": args.lr, "projector_lr": args.projector_lr, "seed": args.seed,
                                         "minutes": round((time.time() - t0) / 60, 1),
-                                        "loss_first50": float(np.mean(history[:50])),
-                                        "loss_last50": float(np.mean(history[-50:]))}}}
+                                        "loss_first10": float(np.mean(history[:10])),
+                                        "loss_last10": float(np.mean(history[-10:]))}}}
         save_pocket_weights(out, adapter.model.projector.state_dict(), lora_state(llm), meta)
         (out / "loss.json").write_text(json.dumps(history))
 
