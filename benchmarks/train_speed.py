@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import random
@@ -189,6 +190,9 @@ def main() -> None:
         m = recognition_metrics([True] * len(test) + [False] * len(others), scores, result.concept.threshold)
         full = {"wall_s": wall, "best_epoch": result.best_epoch, "epochs_run": len(result.history), "samples_seen": result.samples_seen, **m}
 
+    def _ratio(rate: float, base: float) -> str:  # "-" when the naive row was not timed (--only-fast)
+        return f"{rate / base:.1f}x" if math.isfinite(base) and base > 0 else "-"
+
     lines = [
         f"# Training speed: naive vs fast (`{' '.join(sys.argv[1:]) or 'defaults'}`)",
         "",
@@ -201,7 +205,7 @@ def main() -> None:
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['path']} | {r['samples_per_s']:.2f} | {r['samples_per_s'] / naive_rate:.1f}x | {r['s_per_sample']:.2f} | {r['recipe_s']:.0f} | {r['peak_rss_mb']:.0f} |")
+        lines.append(f"| {r['path']} | {r['samples_per_s']:.2f} | {_ratio(r['samples_per_s'], naive_rate)} | {r['s_per_sample']:.2f} | {r['recipe_s']:.0f} | {r['peak_rss_mb']:.0f} |")
     lines += ["", f"Profile of the fast row, per sample: forward {PROFILE['forward']:.2f}s, backward {PROFILE['backward']:.2f}s, "
               f"optimizer {PROFILE['optimizer'] * 1000:.1f}ms; {PROFILE['tokens_after_prefix']:.0f} tokens run through the LLM "
               f"(of {PROFILE['tokens_total']:.0f}; the rest is the cached prefix)."]
@@ -213,7 +217,7 @@ def main() -> None:
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
-    args.out.with_suffix(".json").write_text(json.dumps({"rows": rows, "full": full}, indent=2, default=str))
+    args.out.with_suffix(".json").write_text(json.dumps({"rows": rows, "full": full, "profile": PROFILE}, indent=2, default=str))
 
 
 if __name__ == "__main__":
