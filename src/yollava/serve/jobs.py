@@ -278,12 +278,13 @@ class JobManager:
             engine.release()
 
     def _end(self, job: dict, live: LiveJob, status: str, error: str | None, result: dict | None = None) -> None:
+        # Clean up before publishing the end: a client that sees "succeeded" must not find the job's files.
+        if not self.config.keep_uploads:
+            self.space(job["user_id"]).remove_job_dir(job["id"])
         _, progress = live.snapshot()
         phase = {"succeeded": "done"}.get(status, status)
         self._set(live, phase)
         self.db.update_job(job["id"], status=status, phase=phase, error=error, result=result, progress=progress, finished=time.time())
-        if not self.config.keep_uploads:
-            self.space(job["user_id"]).remove_job_dir(job["id"])
 
     # ---- steps of a job --------------------------------------------------------------------
     def _pool_for(self, data: DataConfig):
