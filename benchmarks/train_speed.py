@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import random
@@ -177,7 +176,7 @@ def main() -> None:
         one_off = 0.0 if label.startswith("naive") else encode_seconds
         rows.append({"path": label, "s_per_sample": sec, "samples_per_s": 1 / sec, "recipe_s": one_off + sec * recipe_samples, "peak_rss_mb": peak_rss_mb()})
         print(f"{label:24s} {1 / sec:7.2f} samples/s", flush=True)
-    naive_rate = rows[0]["samples_per_s"] if rows[0]["path"] == "naive" else float("nan")
+    naive_rate = rows[0]["samples_per_s"] if rows[0]["path"] == "naive" else None  # None with --only-fast
 
     full = None
     if args.full:
@@ -190,8 +189,8 @@ def main() -> None:
         m = recognition_metrics([True] * len(test) + [False] * len(others), scores, result.concept.threshold)
         full = {"wall_s": wall, "best_epoch": result.best_epoch, "epochs_run": len(result.history), "samples_seen": result.samples_seen, **m}
 
-    def _ratio(rate: float, base: float) -> str:  # "-" when the naive row was not timed (--only-fast)
-        return f"{rate / base:.1f}x" if math.isfinite(base) and base > 0 else "-"
+    def _ratio(rate: float, base: float | None) -> str:
+        return f"{rate / base:.1f}x" if base else "-"
 
     lines = [
         f"# Training speed: naive vs fast (`{' '.join(sys.argv[1:]) or 'defaults'}`)",
