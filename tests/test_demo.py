@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from yollava.demo import quick_recipe, run_demo
+from yollava.demo import run_demo
+from yollava.recipes import get_recipe
 
 from .conftest import make_photos, other_colour, reddish
 
@@ -18,11 +19,9 @@ def test_demo_runs_end_to_end(llava_engine, tmp_path, monkeypatch):
         (root / "yollava" / "one_image_per_concept").mkdir(parents=True, exist_ok=True)
         p.rename(root / "yollava" / "one_image_per_concept" / f"subject{i}.jpg")
     make_photos(root / "pool" / "misc", 12, other_colour, seed=4)
-    train, data = quick_recipe()
-    train.epochs, train.k = 1, 2
-    data.n_easy_negatives, data.n_hard_negatives, data.conversation_tokens = 4, 4, 4
+    recipe = get_recipe("fast").override(k=2, n_easy_negatives=4, n_hard_negatives=4, conversation_tokens=4, calibration_negatives=4)
     console = Console(record=True, width=120)
-    out = run_demo(llava_engine, root, train, data, console)
+    out = run_demo(llava_engine, root, recipe, console)
     text = console.export_text()
     assert "Can you see if <bo> is in this photo?" in text and "text-only" in text
     assert out["metrics"]["n_positive"] == 3 and out["metrics"]["n_negative"] == 3

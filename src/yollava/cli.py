@@ -13,6 +13,7 @@ from .data.commands import data_app, pool_app
 from .errors import YollavaError
 from .eval.commands import eval_app
 from .models import DEFAULT_MODEL
+from .recipes import recipes_help
 from .serve.commands import serve_command, users_app
 
 app = typer.Typer(help="Teach a vision-language model your own subjects from a few photos.", no_args_is_help=True)
@@ -43,46 +44,63 @@ def _engine(model: str, concepts_dir: Path | None):
         _fail(str(e))
 
 
+RecipeOpt = typer.Option("fast", "--recipe", "-r", help="Training recipe: " + recipes_help() + ". The options below change single settings of it.")
+CategoryOpt = typer.Option("object", help="person | object (pets are objects): picks the conversation questions.")
+EpochsOpt = typer.Option(None, help="Epochs (default: the recipe's; 'paper' keeps the best held-back epoch, 'fast' the last).")
+KOpt = typer.Option(None, help="Latent tokens per concept (default 16).")
+LrOpt = typer.Option(None, help="AdamW learning rate (default 1e-3).")
+BatchOpt = typer.Option(None, help="Batch size (default 8).")
+PatienceOpt = typer.Option(None, help="Stop after this many epochs without a better held-back score.")
+NEasyOpt = typer.Option(None, help="Random pool photos as easy negatives (fast 60, paper 100).")
+NHardOpt = typer.Option(None, help="Retrieved hard negatives in total (fast 40, paper 100).")
+NoHardOpt = typer.Option(False, "--no-hard-negatives", help="Ablation: no retrieved hard negatives.")
+NoConvOpt = typer.Option(False, "--no-conversations", help="Ablation: no text-only conversations.")
+NoShortOpt = typer.Option(False, "--no-short-answers", help="Ablation: no one-word Yes/No recognition answers (the paper's data).")
+NoSentenceOpt = typer.Option(False, "--no-sentence-answers", help="Ablation: no sentence recognition answers (Tables 16-17).")
+SeedOpt = typer.Option(None, help="Seed (default 0).")
+
+
 @app.command()
 def personalize(
     name: str = typer.Argument(..., help="Concept name; the model will know the subject as <NAME>."),
     photos: list[Path] = typer.Argument(..., help="3-10 photos of the subject (files or folders)."),
     model: str = ModelOpt,
     concepts_dir: Path = ConceptsDirOpt,
-    category: str = typer.Option("object", help="person | object (pets are objects): picks the conversation questions."),
-    epochs: int = typer.Option(15, help="Maximum epochs (the best held-back epoch is kept)."),
-    k: int = typer.Option(16, help="Latent tokens per concept."),
-    lr: float = typer.Option(1e-3),
-    batch_size: int = typer.Option(8),
-    patience: int = typer.Option(None, help="Stop after this many epochs without a better held-back score."),
-    n_easy: int = typer.Option(100, help="Random pool photos as easy negatives."),
-    n_hard: int = typer.Option(100, help="Retrieved hard negatives in total."),
-    no_hard_negatives: bool = typer.Option(False, "--no-hard-negatives", help="Ablation: no retrieved hard negatives."),
-    no_conversations: bool = typer.Option(False, "--no-conversations", help="Ablation: no text-only conversations."),
+    recipe: str = RecipeOpt,
+    category: str = CategoryOpt,
+    epochs: int = EpochsOpt, k: int = KOpt, lr: float = LrOpt, batch_size: int = BatchOpt, patience: int = PatienceOpt,
+    n_easy: int = NEasyOpt, n_hard: int = NHardOpt,
+    no_hard_negatives: bool = NoHardOpt, no_conversations: bool = NoConvOpt, no_short_answers: bool = NoShortOpt,
+    no_sentence_answers: bool = NoSentenceOpt,
     pool: list[Path] = typer.Option(None, "--pool", help="Folder(s) of generic photos for negatives (default: the shared pool)."),
     overwrite: bool = typer.Option(False, help="Replace an existing concept of that name."),
-    seed: int = typer.Option(0),
+    seed: int = SeedOpt,
 ):
     """Learn NAME from PHOTOS and save it as NAME.safetensors + NAME.json."""
-    from .personalize import DataConfig, load_pool, personalize as run
-    from .train import TrainConfig
+    from .personalize import load_pool, personalize as run
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    chosen = _recipe(recipe, category=category, epochs=epochs, k=k, lr=lr, batch_size=batch_size, patience=patience, seed=seed,
+                     n_easy=n_easy, n_hard=n_hard, no_hard_negatives=no_hard_negatives, no_conversations=no_conversations,
+                     no_short_answers=no_short_answers, no_sentence_answers=no_sentence_answers)
     engine = _engine(model, concepts_dir)
     try:
-        result = run(
-            engine, name, photos,
-            train=TrainConfig(k=k, lr=lr, epochs=epochs, batch_size=batch_size, patience=patience, seed=seed),
-            data=DataConfig(category=category, n_easy_negatives=n_easy, n_hard_negatives=n_hard,
-                            hard_negatives=not no_hard_negatives, conversations=not no_conversations),
-            pool=load_pool(pool) if pool else None,
-            overwrite=overwrite,
-        )
+        result = run(engine, name, photos, recipe=chosen, pool=load_pool(pool) if pool else None, overwrite=overwrite)
     except YollavaError as e:
         _fail(str(e))
     h = result.holdout
-    console.print(f"saved <{name}> to {engine.concepts_dir} (best epoch {result.best_epoch}, {result.seconds:.0f}s"
-                  + (f", held-back weighted acc {h['weighted_accuracy']:.2f}" if h.get("weighted_accuracy") is not None else "") + ")")
+    console.print(f"saved <{name}> to {engine.concepts_dir} (recipe {chosen.name}, {result.seconds:.0f}s of training, "
+                  f"threshold {result.concept.threshold:.2f}"
+                  + (f", calibration weighted acc {h['weighted_accuracy']:.2f}" if h.get("weighted_accuracy") is not None else "") + ")")
+
+
+def _recipe(name: str, **options):
+    from .recipes import recipe_from_options
+
+    try:
+        return recipe_from_options(name, **options)
+    except ValueError as e:
+        _fail(str(e))
 
 
 @app.command("personalize-many")
@@ -90,34 +108,26 @@ def personalize_many(
     folder: Path = typer.Argument(..., help="A folder of subject folders: FOLDER/<name>/*.jpg, one concept each."),
     model: str = ModelOpt,
     concepts_dir: Path = ConceptsDirOpt,
-    category: str = typer.Option("object", help="person | object: picks the conversation questions."),
-    epochs: int = typer.Option(15),
-    k: int = typer.Option(16),
-    batch_size: int = typer.Option(8),
-    patience: int = typer.Option(None),
-    n_easy: int = typer.Option(100),
-    n_hard: int = typer.Option(100),
-    no_hard_negatives: bool = typer.Option(False, "--no-hard-negatives"),
-    no_conversations: bool = typer.Option(False, "--no-conversations"),
+    recipe: str = RecipeOpt,
+    category: str = CategoryOpt,
+    epochs: int = EpochsOpt, k: int = KOpt, lr: float = LrOpt, batch_size: int = BatchOpt, patience: int = PatienceOpt,
+    n_easy: int = NEasyOpt, n_hard: int = NHardOpt,
+    no_hard_negatives: bool = NoHardOpt, no_conversations: bool = NoConvOpt, no_short_answers: bool = NoShortOpt,
+    no_sentence_answers: bool = NoSentenceOpt,
     ray: str = typer.Option(None, "--ray", help="Ray cluster address ('auto', 'ray://host:10001', or 'local' for a local instance)."),
     groups: int = typer.Option(None, help="With --ray: how many worker groups (default: one per CPU, at most one per subject)."),
     overwrite: bool = typer.Option(False),
-    seed: int = typer.Option(0),
+    seed: int = SeedOpt,
 ):
     """Learn one concept per subfolder; all train together in shared batches, or spread over Ray workers."""
     from .many import personalize_many as run
-    from .personalize import DataConfig
-    from .train import TrainConfig
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    chosen = _recipe(recipe, category=category, epochs=epochs, k=k, lr=lr, batch_size=batch_size, patience=patience, seed=seed,
+                     n_easy=n_easy, n_hard=n_hard, no_hard_negatives=no_hard_negatives, no_conversations=no_conversations,
+                     no_short_answers=no_short_answers, no_sentence_answers=no_sentence_answers)
     try:
-        saved = run(
-            model, folder, concepts_dir,
-            train=TrainConfig(k=k, epochs=epochs, batch_size=batch_size, patience=patience, seed=seed),
-            data=DataConfig(category=category, n_easy_negatives=n_easy, n_hard_negatives=n_hard,
-                            hard_negatives=not no_hard_negatives, conversations=not no_conversations),
-            overwrite=overwrite, ray_address=ray, groups=groups,
-        )
+        saved = run(model, folder, concepts_dir, recipe=chosen, overwrite=overwrite, ray_address=ray, groups=groups)
     except (YollavaError, FileNotFoundError) as e:
         _fail(str(e))
     for name, path in saved.items():
@@ -188,19 +198,17 @@ def demo(
     model: str = ModelOpt,
     concepts_dir: Path = ConceptsDirOpt,
     data_root: Path = typer.Option(None, help="The shared photo data (default: $YOLLAVA_DATA or ../shared/data)."),
-    paper_recipe: bool = typer.Option(False, "--paper-recipe", help="The paper's full recipe (15 epochs, 100+100 negatives, conversations about every photo): about an hour or more on 2 CPU cores."),
-    epochs: int = typer.Option(None, help="Override the maximum epochs."),
+    recipe: str = RecipeOpt,
+    epochs: int = EpochsOpt,
 ):
     """The main job: personalise <bo> from its 10 photos, recognise it in new photos, talk about it."""
-    from .demo import paper_recipe as paper, quick_recipe, run_demo
+    from .demo import run_demo
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    train, data = paper() if paper_recipe else quick_recipe()
-    if epochs is not None:
-        train.epochs = epochs
+    chosen = _recipe(recipe, epochs=epochs)
     engine = _engine(model, concepts_dir)
     try:
-        run_demo(engine, data_root, train, data, console)
+        run_demo(engine, data_root, chosen, console)
     except YollavaError as e:
         _fail(str(e))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -10,33 +11,28 @@ from rich.table import Table
 from .data.builder import expand_photos
 from .engine import YoLLaVA
 from .paths import default_data_root
-from .personalize import DataConfig, load_pool, personalize
-from .train import TrainConfig, recognition_metrics
+from .personalize import load_pool, personalize
+from .recipes import Recipe, resolve_recipe
+from .train import recognition_metrics
 
 
-def quick_recipe() -> tuple[TrainConfig, DataConfig]:
-    """The demo's default: the paper's data recipe, scaled down to run in minutes on 2 CPU cores
-    (60 easy + 40 hard negatives, conversations about 4 photos as in the official <bo> data, at most
-    6 epochs with early stopping on the held-back photos)."""
-    return TrainConfig(epochs=6, patience=2), DataConfig(n_easy_negatives=60, n_hard_negatives=40, conversation_photos=4)
-
-
-def paper_recipe() -> tuple[TrainConfig, DataConfig]:
-    return TrainConfig(epochs=15), DataConfig()
-
-
-def run_demo(engine: YoLLaVA, data_root: Path | None = None, train: TrainConfig | None = None, data: DataConfig | None = None, console: Console | None = None) -> dict:
+def run_demo(engine: YoLLaVA, data_root: Path | None = None, recipe: Recipe | str | None = None, console: Console | None = None) -> dict:
+    """``recipe``: a :class:`Recipe` or its name (default ``"fast"``)."""
     console = console or Console()
+    recipe = resolve_recipe(recipe)
     data_root = Path(data_root or default_data_root())
     root = data_root / "yollava"
     train_photos = expand_photos([root / "bo" / "train"])
     test_photos = expand_photos([root / "bo" / "test"])
     others = [p for p in expand_photos([root / "one_image_per_concept"]) if p.stem != "bo"][: len(test_photos)]
     console.rule("[bold]1. personalise <bo> from its photos")
-    console.print(f"{len(train_photos)} photos of <bo> from {root / 'bo' / 'train'}; negatives from the image pool")
-    pool = load_pool([data_root / "pool"]) if (data or DataConfig()).n_easy_negatives or (data or DataConfig()).hard_negatives else None
-    result = personalize(engine, "bo", train_photos, train=train, data=data, pool=pool, overwrite=True)
-    console.print(f"saved <bo> in {engine.concepts_dir} ({result.seconds:.0f}s of training, best epoch {result.best_epoch})")
+    console.print(f"{len(train_photos)} photos of <bo> from {root / 'bo' / 'train'}; negatives from the image pool; recipe {recipe.name!r}")
+    t0 = time.perf_counter()
+    pool = load_pool([data_root / "pool"]) if recipe.data.needs_pool else None
+    result = personalize(engine, "bo", train_photos, recipe=recipe, pool=pool, overwrite=True)
+    total = time.perf_counter() - t0
+    console.print(f"saved <bo> in {engine.concepts_dir}: {total:.0f}s end to end, {result.seconds:.0f}s of it training "
+                  f"(epoch kept: {result.best_epoch}, threshold {engine.bank['bo'].threshold:.2f})")
 
     console.rule("[bold]2. Can you see if <bo> is in this photo?")
     photos = test_photos + others
@@ -55,4 +51,4 @@ def run_demo(engine: YoLLaVA, data_root: Path | None = None, train: TrainConfig 
     question = "What kind of animal is <bo>? Describe <bo>."
     answer = engine.chat(question, max_new_tokens=60)
     console.print(f"[bold]Q:[/bold] {question}\n[bold]A:[/bold] {answer}")
-    return {"metrics": m, "answer": answer, "seconds": result.seconds}
+    return {"metrics": m, "answer": answer, "seconds": result.seconds, "personalize_seconds": total}

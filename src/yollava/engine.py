@@ -26,7 +26,7 @@ from .paths import default_concepts_dir
 
 _TOKEN_LIKE = re.compile(r"<[A-Za-z0-9][A-Za-z0-9_-]*>")
 
-ImageLike = str | Path | Image.Image
+ImageLike = str | Path | Image.Image | EncodedImage
 
 
 @dataclass
@@ -102,7 +102,10 @@ class YoLLaVA:
 
     # ---- photos ----------------------------------------------------------------------------
     def encode_image(self, image: ImageLike) -> EncodedImage:
-        """Visual tokens for a photo; cached per file (path, size, mtime) since the encoder is frozen."""
+        """Visual tokens for a photo; cached per file (path, size, mtime) since the encoder is frozen.
+        An already encoded photo is returned as it is."""
+        if isinstance(image, EncodedImage):
+            return image
         if isinstance(image, Image.Image):
             return self.adapter.encode_images([image.convert("RGB")])[0]
         path = Path(image)

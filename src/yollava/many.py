@@ -39,8 +39,12 @@ def discover_subjects(folder: str | Path) -> dict[str, list[Path]]:
     return subjects
 
 
-def train_subjects(engine: YoLLaVA, subjects: dict[str, list[Path]], train: TrainConfig, data: DataConfig, pool=None, progress: bool = True) -> dict[str, Concept]:
+def train_subjects(engine: YoLLaVA, subjects: dict[str, list[Path]], train: TrainConfig, data: DataConfig, pool=None, progress: bool = True,
+                   recipe_name: str | None = None) -> dict[str, Concept]:
     """Build each subject's training set, then train all of them together. Nothing is saved."""
+    from .recipes import resolve_recipe
+
+    recipe = resolve_recipe(recipe_name, train, data)
     for name, photos in subjects.items():
         check_photos(photos)
     sets = {name: build_data(engine, name, photos, data, pool, seed=train.seed) for name, photos in subjects.items()}
@@ -48,16 +52,18 @@ def train_subjects(engine: YoLLaVA, subjects: dict[str, list[Path]], train: Trai
     results = trainer.fit_many({name: ts.samples for name, ts in sets.items()})
     for name, result in results.items():
         result.concept.meta.update(
+            recipe=recipe.to_dict(),
             source_photos=[{"file": p.name, "sha256": file_sha256(p)} for p in subjects[name]],
             data={k: v for k, v in sets[name].config.items() if k not in ("model_fingerprint", "positive_sha256")},
         )
     return {name: r.concept for name, r in results.items()}
 
 
-def _train_group_remote(model: str, concepts_dir: str, subjects: dict[str, list[str]], train: dict, data: dict) -> dict[str, Any]:
+def _train_group_remote(model: str, concepts_dir: str, subjects: dict[str, list[str]], train: dict, data: dict, recipe_name: str) -> dict[str, Any]:
     """Runs on a Ray worker: returns plain tensors + metadata, and the base model's fingerprint."""
     engine = YoLLaVA.from_pretrained(model, concepts_dir)
-    concepts = train_subjects(engine, {n: [Path(p) for p in ps] for n, ps in subjects.items()}, TrainConfig(**train), DataConfig(**data), progress=False)
+    concepts = train_subjects(engine, {n: [Path(p) for p in ps] for n, ps in subjects.items()}, TrainConfig(**train), DataConfig(**data), progress=False,
+                              recipe_name=recipe_name)
     return {
         "fingerprint": engine.fingerprint(),
         "concepts": {n: {"input_rows": c.input_rows.detach().cpu(), "output_row": c.output_row.detach().cpu(), "meta": c.meta} for n, c in concepts.items()},
@@ -69,6 +75,7 @@ def personalize_many(
     folder: str | Path,
     concepts_dir: str | Path | None = None,
     *,
+    recipe=None,
     train: TrainConfig | None = None,
     data: DataConfig | None = None,
     overwrite: bool = False,
@@ -77,8 +84,12 @@ def personalize_many(
     engine: YoLLaVA | None = None,
     progress: bool = True,
 ) -> dict[str, Path]:
-    """Learn one concept per subfolder of ``folder`` and save them; returns name -> metadata path."""
-    train, data = train or TrainConfig(), data or DataConfig()
+    """Learn one concept per subfolder of ``folder`` and save them; returns name -> metadata path.
+    ``recipe``: a :class:`yollava.recipes.Recipe` or its name (default ``"fast"``); ``train``/``data`` replace its settings."""
+    from .recipes import resolve_recipe
+
+    recipe = resolve_recipe(recipe, train, data)
+    train, data = recipe.train, recipe.data
     subjects = discover_subjects(folder)
     if engine is None and ray_address is None:
         engine = YoLLaVA.from_pretrained(model, concepts_dir)
@@ -92,7 +103,7 @@ def personalize_many(
         raise InvalidConceptNameError(f"concepts already exist in {out_dir}: {', '.join(clashes)} (remove them or pass overwrite)")
 
     if ray_address is None:
-        concepts = train_subjects(engine, subjects, train, data, progress=progress)
+        concepts = train_subjects(engine, subjects, train, data, progress=progress, recipe_name=recipe.name)
         return {n: save_concept(c, out_dir, engine.fingerprint()) for n, c in concepts.items()}
 
     import ray
@@ -103,7 +114,7 @@ def personalize_many(
     batches = [names[i::n_groups] for i in range(n_groups) if names[i::n_groups]]
     remote = ray.remote(num_cpus=1)(_train_group_remote)
     futures = [
-        remote.remote(model, str(out_dir), {n: [str(p) for p in subjects[n]] for n in batch}, asdict(train), asdict(data))
+        remote.remote(model, str(out_dir), {n: [str(p) for p in subjects[n]] for n in batch}, asdict(train), asdict(data), recipe.name)
         for batch in batches
     ]
     saved: dict[str, Path] = {}

@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class DataConfig:
+    """How a concept's training set is built (defaults: the paper's; see ``yollava.recipes``)."""
+
     category: str = "object"  # "person" or "object" (pets count as objects, as in the paper)
     n_easy_negatives: int = 100
     n_hard_negatives: int = 100
@@ -29,6 +31,30 @@ class DataConfig:
     #: photos the base model is asked the attribute questions about (None: all; the official <bo> data used 4)
     conversation_photos: int | None = None
     conversation_tokens: int = 48
+    #: the paper's sentence answers (Tables 16-17) on every positive and on this many negatives (None: all)
+    sentence_answers: bool = True
+    sentence_negatives: int | None = None
+    #: a "Yes"/"No" answer to the product's recognition query (or a paraphrase) for every recognition photo
+    short_answers: bool = False
+    #: augmented views of each positive for its short answers (None: enough to match the negatives' count)
+    positive_views: int | None = 0
+    #: set aside to set the yes/no threshold (never trained on): unused pool photos, unseen views per positive
+    calibration_negatives: int = 0
+    calibration_views: int = 0
+
+    def __post_init__(self):
+        if self.category not in ("person", "object"):
+            raise ValueError(f"category must be 'person' or 'object', not {self.category!r}")
+        for field_name in ("n_easy_negatives", "n_hard_negatives", "conversation_tokens", "calibration_negatives", "calibration_views"):
+            if getattr(self, field_name) < 0:
+                raise ValueError(f"{field_name} must be >= 0, not {getattr(self, field_name)}")
+        if not (self.sentence_answers or self.short_answers):
+            raise ValueError("a recipe needs sentence_answers or short_answers (or both): there would be no recognition sample")
+
+    @property
+    def needs_pool(self) -> bool:
+        return self.n_easy_negatives > 0 or (self.hard_negatives and self.n_hard_negatives > 0) or self.calibration_negatives > 0
+
 
 
 def load_pool(pool_dirs: list[Path] | None = None, index_dir: Path | None = None, progress: bool = True):
@@ -54,7 +80,7 @@ def build_data(engine: YoLLaVA, name: str, photos: list[Path], data: DataConfig,
     def answer(question: str, image: Path) -> str:
         return engine.chat(question, image=image, max_new_tokens=data.conversation_tokens)
 
-    needs_pool = data.n_easy_negatives > 0 or (data.hard_negatives and data.n_hard_negatives > 0)
+    needs_pool = data.needs_pool
     return build_training_set(
         name,
         photos,
@@ -66,6 +92,12 @@ def build_data(engine: YoLLaVA, name: str, photos: list[Path], data: DataConfig,
         conversations=data.conversations,
         hard_negatives=data.hard_negatives,
         conversation_photos=data.conversation_photos,
+        sentence_answers=data.sentence_answers,
+        sentence_negatives=data.sentence_negatives,
+        short_answers=data.short_answers,
+        positive_views=data.positive_views,
+        calibration_negatives=data.calibration_negatives,
+        calibration_views=data.calibration_views,
         seed=seed,
         model_fingerprint=json.dumps(engine.fingerprint(), sort_keys=True),
     )
@@ -76,6 +108,7 @@ def personalize(
     name: str,
     photos: list[str | Path],
     *,
+    recipe=None,
     train: TrainConfig | None = None,
     data: DataConfig | None = None,
     pool=None,
@@ -85,14 +118,19 @@ def personalize(
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    """Learn concept ``name`` from ``photos`` and (by default) save it in ``engine.concepts_dir``."""
+    """Learn concept ``name`` from ``photos`` and (by default) save it in ``engine.concepts_dir``.
+
+    ``recipe``: a :class:`yollava.recipes.Recipe` or its name (default ``"fast"``); ``train`` / ``data``
+    replace its settings (the concept JSON then names the recipe ``"<name>-modified"``)."""
+    from .recipes import resolve_recipe
     validate_name(name)
     if name in engine.bank.reserved_tokens or f"<{name}>" in engine.bank.reserved_tokens:
         raise InvalidConceptNameError(f"concept name {name!r} clashes with an existing token of the model")
     target = engine.concepts_dir / f"{name}.json"
     if save and target.exists() and not overwrite:
         raise InvalidConceptNameError(f"a concept <{name}> already exists in {engine.concepts_dir} (remove it or pass overwrite)")
-    train, data = train or TrainConfig(), data or DataConfig()
+    recipe = resolve_recipe(recipe, train, data)
+    train, data = recipe.train, recipe.data
     paths = check_photos(photos)
     if training_set is None:
         training_set = build_data(engine, name, paths, data, pool, seed=train.seed)
@@ -100,6 +138,7 @@ def personalize(
     trainer = ConceptTrainer(engine, name, train, checkpoint_dir=checkpoint_dir or engine.concepts_dir / ".checkpoints", progress=progress)
     result = trainer.fit(training_set.samples)
     result.concept.meta.update(
+        recipe=recipe.to_dict(),
         source_photos=[{"file": p.name, "sha256": file_sha256(p)} for p in paths],
         data={k: v for k, v in training_set.config.items() if k not in ("model_fingerprint", "positive_sha256")},
     )

@@ -9,6 +9,13 @@
 - text-only conversations: the base model answers the 10 attribute questions (Table 18 for people,
   Table 19 otherwise) about each positive photo; "Riley"/"this subject" becomes the identifier
   and the photo is dropped from the sample.
+
+Beyond the paper (recipe v2, ``short_answers``): every recognition photo is also asked a short
+recognition question (the product's own query or a paraphrase) answered exactly "Yes"/"No", the
+decision ``recognize`` reads; positives also come as ``positive_views`` augmented views instead of
+repeated pixels. ``calibration_negatives`` unused pool photos (half the next-nearest, half random) and
+``calibration_views`` unseen views of the positives are set aside, never trained on, to set the
+concept's yes/no threshold without spending any of the user's photos.
 """
 
 from __future__ import annotations
@@ -28,7 +35,8 @@ from ..images import file_sha256, list_images, load_image
 from ..train.samples import Sample
 from ..paths import cache_home
 from .pool import ImagePool, atomic_write_json
-from .templates import conversation_questions, identifier_for, negative_templates, positive_templates, replace_subject
+from .augment import CALIBRATION_VIEW_BASE
+from .templates import conversation_questions, identifier_for, negative_templates, positive_templates, replace_subject, short_query
 from .training_set import HardNegative, TrainingSet
 
 log = logging.getLogger(__name__)
@@ -110,8 +118,9 @@ def _nearest(pool: ImagePool, vec, exclude: set[str], start: int):
         done, k = len(hits), k * 2
 
 
-def _negatives(pool, pos_paths, pos_shas, pos_vecs, *, n_easy, n_hard, hard, near_duplicate, seed):
-    """Choose (hard, easy) negatives: hard ones first, then easy ones among what is left."""
+def _negatives(pool, pos_paths, pos_shas, pos_vecs, *, n_easy, n_hard, hard, near_duplicate, seed, n_calibration=0):
+    """Choose (hard, easy, calibration) negatives: hard ones first, then easy ones among what is left,
+    then calibration photos: the next-nearest to the positives and random ones, half each."""
     banned: set[str] = {str(p) for p in pos_paths} | set(pos_shas)
     if len(pool):
         sims = pool.vectors() @ pos_vecs.T  # (n_pool, n_pos) cosine
@@ -132,7 +141,17 @@ def _negatives(pool, pos_paths, pos_shas, pos_vecs, *, n_easy, n_hard, hard, nea
                         break
         banned |= taken
     easy = pool.sample_random(n_easy, seed=seed, exclude=banned) if n_easy > 0 else []
-    return chosen, easy
+    calibration: list[Path] = []
+    if n_calibration > 0:
+        banned |= {str(p) for p in easy}
+        n_near = n_calibration // 2
+        for path, _ in _nearest(pool, pos_vecs.mean(axis=0, keepdims=True), frozenset(banned), start=n_near):
+            if len(calibration) >= n_near:
+                break
+            calibration.append(Path(path))
+        banned |= {str(p) for p in calibration}
+        calibration += pool.sample_random(n_calibration - len(calibration), seed=seed + 1, exclude=banned)
+    return chosen, easy, calibration
 
 
 def build_training_set(
@@ -152,6 +171,13 @@ def build_training_set(
     near_duplicate: float = 0.95,
     positives_per_photo: int = 1,
     conversation_photos: int | None = None,
+    sentence_answers: bool = True,
+    short_answers: bool = False,
+    sentence_negatives: int | None = None,
+    positive_views: int | None = 0,
+    calibration_negatives: int = 0,
+    calibration_views: int = 0,
+    product_query_share: float = 0.5,
 ) -> TrainingSet:
     """Build the training set for concept ``name`` from the user's ``photos`` (files or folders).
 
@@ -161,9 +187,15 @@ def build_training_set(
     ``conversation_photos`` limits the photos asked about (the official ``<bo>`` data uses 4); default all.
     ``positives_per_photo`` distinct positive templates per photo (the paper pairs each photo with one;
     its official data has 13-20 per photo). Deterministic for a given ``seed`` and pool.
+    ``sentence_answers``: the paper's sentence templates (Tables 16-17) on each positive photo and on
+    ``sentence_negatives`` of the negatives (None: all). ``short_answers``: a "Yes"/"No" sample for every
+    recognition photo and each of its ``positive_views`` augmented views (see the module docstring;
+    None: as many views as make the positives' short answers as many as the negatives).
     """
     identifier = identifier_for(name)
-    want_negatives = n_easy_negatives > 0 or (hard_negatives and n_hard_negatives > 0)
+    if not (sentence_answers or short_answers):
+        raise ValueError("recognition samples need sentence_answers or short_answers (or both)")
+    want_negatives = n_easy_negatives > 0 or (hard_negatives and n_hard_negatives > 0) or calibration_negatives > 0
     if want_negatives and pool is None:
         raise ValueError("negatives need an image pool (pass pool=ImagePool..., or n_easy_negatives=0, hard_negatives=False)")
     if conversations and answer_fn is None:
@@ -176,22 +208,42 @@ def build_training_set(
             + "; give at least 1 (the paper uses 3-10)"
         )
 
-    hard, easy = [], []
+    hard, easy, calibration = [], [], []
     if want_negatives:
-        hard, easy = _negatives(
+        hard, easy, calibration = _negatives(
             pool, pos_paths, pos_shas, pos_vecs, n_easy=n_easy_negatives, n_hard=n_hard_negatives,
-            hard=hard_negatives, near_duplicate=near_duplicate, seed=seed,
+            hard=hard_negatives, near_duplicate=near_duplicate, seed=seed, n_calibration=calibration_negatives,
         )
 
     rng = random.Random(seed)
     pos_t, neg_t = positive_templates(identifier), negative_templates(identifier)
+
+    def short(image: Path, kind: str, view: int = 0, calibration: bool = False, query_share: float = product_query_share) -> Sample:
+        answer = "Yes" if kind == "positive" else "No"
+        return Sample(short_query(identifier, rng, query_share), answer, image, kind, view, calibration)
+
+    if positive_views is None:
+        positive_views = max(0, math.ceil((len(hard) + len(easy)) / len(pos_paths)) - 1)
     samples: list[Sample] = []
     for p in pos_paths:
-        picks = rng.sample(range(len(pos_t)), min(positives_per_photo, len(pos_t)))
-        picks += [rng.randrange(len(pos_t)) for _ in range(positives_per_photo - len(picks))]
-        samples += [Sample(*pos_t[i], image=p, kind="positive") for i in picks]
-    samples += [Sample(*rng.choice(neg_t), image=h.path, kind="hard_negative") for h in hard]
-    samples += [Sample(*rng.choice(neg_t), image=p, kind="negative") for p in easy]
+        if sentence_answers:
+            picks = rng.sample(range(len(pos_t)), min(positives_per_photo, len(pos_t)))
+            picks += [rng.randrange(len(pos_t)) for _ in range(positives_per_photo - len(picks))]
+            samples += [Sample(*pos_t[i], image=p, kind="positive") for i in picks]
+        if short_answers:
+            samples += [short(p, "positive", view) for view in range(positive_views + 1)]
+    negatives = [(h.path, "hard_negative") for h in hard] + [(p, "negative") for p in easy]
+    with_sentence = set(range(len(negatives)))
+    if sentence_negatives is not None and sentence_negatives < len(negatives):
+        with_sentence = set(rng.sample(range(len(negatives)), sentence_negatives))
+    for i, (p, kind) in enumerate(negatives):
+        if sentence_answers and i in with_sentence:
+            samples.append(Sample(*rng.choice(neg_t), image=p, kind=kind))
+        if short_answers:
+            samples.append(short(p, kind))
+    # held aside to set the threshold: always asked the product's own query, as recognize() does
+    samples += [short(p, "positive", CALIBRATION_VIEW_BASE + v, True, 1.0) for v in range(calibration_views) for p in pos_paths]
+    samples += [short(p, "negative", 0, True, 1.0) for p in calibration]
 
     if conversations:
         cache = AnswerCache(cache_dir)
@@ -217,6 +269,9 @@ def build_training_set(
         "hard_per_positive": math.ceil(n_hard_negatives / len(pos_paths)) if hard_negatives else 0,
         "conversations": conversations, "hard_negatives": hard_negatives, "seed": seed,
         "near_duplicate": near_duplicate, "positives_per_photo": positives_per_photo, "conversation_photos": conversation_photos,
+        "sentence_answers": sentence_answers, "short_answers": short_answers, "sentence_negatives": sentence_negatives,
+        "positive_views": positive_views if short_answers else 0, "calibration_negatives": calibration_negatives, "calibration_views": calibration_views,
+        "product_query_share": product_query_share,
         "model_fingerprint": model_fingerprint, "positive_sha256": pos_shas,
         "pool": None if pool is None else {"index_dir": str(pool.index_dir), "size": len(pool), "embedder": pool.embedder_id},
     }

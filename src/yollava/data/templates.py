@@ -20,6 +20,15 @@ PLACEHOLDER = "<sks>"
 #: the recognition query of the paper's evaluation (and of the engine's ``recognize``)
 RECOGNITION_QUERY = "Can you see if {identifier} is in this photo? Answer with a single word or phrase."
 
+#: short recognition questions answered with exactly "Yes" or "No": the product's query first (it is what
+#: ``recognize`` reads), then paraphrases so the concept does not hinge on one wording
+SHORT_QUERIES = (
+    RECOGNITION_QUERY,
+    "Is {identifier} in this photo? Answer yes or no.",
+    "Does this photo show {identifier}? Answer with a single word.",
+    "Is {identifier} visible in this image? Answer with a single word or phrase.",
+)
+
 _SUBJECT = re.compile(r"\bRiley\b|\b[Tt]h(?:is|e) subject\b")
 
 
@@ -47,6 +56,13 @@ def positive_templates(identifier: str = PLACEHOLDER) -> list[tuple[str, str]]:
 def negative_templates(identifier: str = PLACEHOLDER) -> list[tuple[str, str]]:
     """Table 17: 30 (question, answer) pairs for photos without the subject."""
     return [(_fill(t["question"], identifier), _fill(t["answer"], identifier)) for t in _load("recognition_negative")["templates"]]
+
+
+def short_query(identifier: str, rng, product_share: float = 0.5) -> str:
+    """The product's recognition query with probability ``product_share``, else a paraphrase."""
+    if rng.random() < product_share:
+        return RECOGNITION_QUERY.format(identifier=identifier)
+    return rng.choice(SHORT_QUERIES[1:]).format(identifier=identifier)
 
 
 def conversation_questions(category: str = "object") -> list[str]:

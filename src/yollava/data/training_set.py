@@ -55,6 +55,7 @@ class TrainingSet:
             "skipped": [{"path": str(p), "reason": r} for p, r in self.skipped],
             "samples": [
                 {"question": s.question, "answer": s.answer, "image": None if s.image is None else str(s.image), "kind": s.kind}
+                | ({"view": s.view} if s.view else {}) | ({"calibration": True} if s.calibration else {})
                 for s in self.samples
             ],
         }
@@ -67,7 +68,8 @@ class TrainingSet:
             raise ValueError(f"training set version {d['version']} is newer than this yollava ({VERSION})")
         return cls(
             name=d["name"],
-            samples=[Sample(s["question"], s["answer"], None if s["image"] is None else Path(s["image"]), s["kind"]) for s in d["samples"]],
+            samples=[Sample(s["question"], s["answer"], None if s["image"] is None else Path(s["image"]), s["kind"],
+                            int(s.get("view", 0)), bool(s.get("calibration", False))) for s in d["samples"]],
             positives=[Path(p) for p in d["positives"]],
             easy_negatives=[Path(p) for p in d["easy_negatives"]],
             hard_negatives=[HardNegative(Path(h["path"]), float(h["score"]), Path(h["anchor"])) for h in d["hard_negatives"]],

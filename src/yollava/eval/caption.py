@@ -42,6 +42,7 @@ def run_caption(
     max_photos: int | None = None,
     train: TrainConfig | None = None,
     data: DataConfig | None = None,
+    recipe: str = "fast",
     pool_fn: Callable[[], Any] | None = None,
     max_new_tokens: int = 48,
     caption_tokens: int = 96,
@@ -55,9 +56,9 @@ def run_caption(
     chosen = dataset.select(subjects, max_subjects)
     protocol = {"task": "caption", "version": PROTOCOL_VERSION, "dataset": dataset.name, "seed": seed, "split": dataset.split(),
                 "query": CAPTION_QUERY, "max_new_tokens": max_new_tokens, "max_photos": max_photos, "model": engine.fingerprint(),
-                "train": asdict(train), "data": asdict(data), "caption_tokens": caption_tokens, "summary_tokens": summary_tokens}
+                "recipe": recipe, "train": asdict(train), "data": asdict(data), "caption_tokens": caption_tokens, "summary_tokens": summary_tokens}
     store = RunStore(run_dir, protocol)
-    ctx = EvalContext(engine, store.dir, train, data, pool_fn, caption_tokens=caption_tokens, summary_tokens=summary_tokens, progress=progress, reuse_from=list(reuse_from or []))
+    ctx = EvalContext(engine, store.dir, train, data, recipe_name=recipe, pool_fn=pool_fn, caption_tokens=caption_tokens, summary_tokens=summary_tokens, progress=progress, reuse_from=list(reuse_from or []))
     done = store.done()
     for mname in methods:
         method = make_method(mname)

@@ -69,12 +69,16 @@ def _split(s: str | None) -> list[str] | None:
     return [x.strip() for x in s.split(",") if x.strip()] if s else None
 
 
-def _configs(epochs, k, lr, batch_size, patience, seed, n_easy, n_hard, conversation_tokens):
-    from ..personalize import DataConfig
-    from ..train import TrainConfig
+def _configs(recipe, epochs, k, lr, batch_size, patience, seed, n_easy, n_hard, conversation_tokens):
+    """The named recipe with this command's overrides (its ``train`` and ``data``, and its name)."""
+    from ..recipes import recipe_from_options
 
-    return (TrainConfig(k=k, lr=lr, epochs=epochs, batch_size=batch_size, patience=patience, seed=seed),
-            DataConfig(n_easy_negatives=n_easy, n_hard_negatives=n_hard, conversation_tokens=conversation_tokens))
+    try:
+        chosen = recipe_from_options(recipe, epochs=epochs, k=k, lr=lr, batch_size=batch_size, patience=patience, seed=seed,
+                                     n_easy=n_easy, n_hard=n_hard, conversation_tokens=conversation_tokens)
+    except ValueError as e:
+        _fail(str(e))
+    return chosen.train, chosen.data, chosen.name
 
 
 def _command_line() -> str:
@@ -103,15 +107,16 @@ def _default_run_dir(out: Path, run_dir: Path | None) -> Path:
     return run_dir or out.parent / f"{out.stem}.run"
 
 
-# shared training options
-EpochsOpt = typer.Option(15, "--epochs", help="Yo'LLaVA: maximum epochs (best held-back epoch kept).")
-KOpt = typer.Option(16, "--k", help="Yo'LLaVA: latent tokens per concept.")
-LrOpt = typer.Option(1e-3, "--lr")
-BatchOpt = typer.Option(8, "--batch-size")
+# shared training options (None: the recipe's setting)
+RecipeOpt = typer.Option("fast", "--recipe", "-r", help="Yo'LLaVA training recipe: fast (default) | paper; the options below change single settings.")
+EpochsOpt = typer.Option(None, "--epochs", help="Yo'LLaVA: epochs (fast 1, paper 15 with the best held-back epoch kept).")
+KOpt = typer.Option(None, "--k", help="Yo'LLaVA: latent tokens per concept (16).")
+LrOpt = typer.Option(None, "--lr", help="AdamW learning rate (1e-3).")
+BatchOpt = typer.Option(None, "--batch-size", help="Batch size (8).")
 PatienceOpt = typer.Option(None, "--patience", help="Stop after this many epochs without a better held-back score.")
-NEasyOpt = typer.Option(100, "--n-easy", help="Easy (random) pool negatives per subject for training.")
-NHardOpt = typer.Option(100, "--n-hard", help="Retrieved hard pool negatives per subject for training.")
-ConvTokOpt = typer.Option(48, "--conversation-tokens", help="Max tokens of each synthesised conversation answer.")
+NEasyOpt = typer.Option(None, "--n-easy", help="Easy (random) pool negatives per subject for training (fast 60, paper 100).")
+NHardOpt = typer.Option(None, "--n-hard", help="Retrieved hard pool negatives per subject for training (fast 40, paper 100).")
+ConvTokOpt = typer.Option(None, "--conversation-tokens", help="Max tokens of each synthesised conversation answer (fast 32, paper 48).")
 PoolOpt = typer.Option(None, "--pool", help="Folder(s) of generic photos for negatives (default: the shared pool).")
 IndexDirOpt = typer.Option(None, "--index-dir", help="Pool index folder (default: in the cache).")
 CaptionTokOpt = typer.Option(96, "--caption-tokens", help="text-model: max tokens per training-photo caption.")
@@ -135,7 +140,7 @@ def recognition(
     pool_negatives: int = typer.Option(None, "--pool-negatives", help="Random pool photos held out as test negatives (default: 20 for bo, 0 otherwise)."),
     max_negatives: int = typer.Option(None, "--max-negatives", help="At most N test negatives per subject (seeded sample, same for every method)."),
     pool_hard_negatives: int = typer.Option(None, "--pool-hard-negatives", help="Per subject, pool photos nearest its test photos held out as test negatives (default: 10 for bo, 0 otherwise)."),
-    epochs: int = EpochsOpt, k: int = KOpt, lr: float = LrOpt, batch_size: int = BatchOpt, patience: int = PatienceOpt,
+    recipe: str = RecipeOpt, epochs: int = EpochsOpt, k: int = KOpt, lr: float = LrOpt, batch_size: int = BatchOpt, patience: int = PatienceOpt,
     n_easy: int = NEasyOpt, n_hard: int = NHardOpt, conversation_tokens: int = ConvTokOpt,
     pool: list[Path] = PoolOpt, index_dir: Path = IndexDirOpt,
     caption_tokens: int = CaptionTokOpt, summary_tokens: int = SummaryTokOpt,
@@ -157,13 +162,13 @@ def recognition(
     is_bo = dataset == "bo"
     pool_negatives = (20 if is_bo else 0) if pool_negatives is None else pool_negatives
     pool_hard_negatives = (10 if is_bo else 0) if pool_hard_negatives is None else pool_hard_negatives
-    train, data = _configs(epochs, k, lr, batch_size, patience, seed, n_easy, n_hard, conversation_tokens)
+    train, data, recipe_name = _configs(recipe, epochs, k, lr, batch_size, patience, seed, n_easy, n_hard, conversation_tokens)
     _threads(threads)
     engine = _engine(model)
     try:
         results = run_recognition(
             engine, ds, names, _default_run_dir(out, run_dir), subjects=_split(subjects), max_subjects=max_subjects,
-            train=train, data=data, pool_fn=_pool_fn(pool, index_dir), pool_negatives=pool_negatives,
+            train=train, data=data, recipe=recipe_name, pool_fn=_pool_fn(pool, index_dir), pool_negatives=pool_negatives,
             pool_hard_negatives=pool_hard_negatives, max_negatives=max_negatives, seed=seed, data_root=data_root,
             protocol_extra={"train_per_subject": train_per_subject} if not is_bo else None,
             caption_tokens=caption_tokens, summary_tokens=summary_tokens, progress=not quiet, echo=typer.echo, reuse_from=reuse,
@@ -184,7 +189,7 @@ def qa(
     subjects: str = typer.Option(None, "--subjects"),
     max_subjects: int = typer.Option(None, "--max-subjects"),
     seed: int = typer.Option(0, "--seed"),
-    epochs: int = EpochsOpt, k: int = KOpt, lr: float = LrOpt, batch_size: int = BatchOpt, patience: int = PatienceOpt,
+    recipe: str = RecipeOpt, epochs: int = EpochsOpt, k: int = KOpt, lr: float = LrOpt, batch_size: int = BatchOpt, patience: int = PatienceOpt,
     n_easy: int = NEasyOpt, n_hard: int = NHardOpt, conversation_tokens: int = ConvTokOpt,
     pool: list[Path] = PoolOpt, index_dir: Path = IndexDirOpt,
     caption_tokens: int = CaptionTokOpt, summary_tokens: int = SummaryTokOpt,
@@ -201,12 +206,12 @@ def qa(
         names = parse_methods(methods, QA_METHODS)
     except ValueError as e:
         _fail(str(e))
-    train, data = _configs(epochs, k, lr, batch_size, patience, seed, n_easy, n_hard, conversation_tokens)
+    train, data, recipe_name = _configs(recipe, epochs, k, lr, batch_size, patience, seed, n_easy, n_hard, conversation_tokens)
     _threads(threads)
     engine = _engine(model)
     try:
         results = run_qa(engine, kind, names, _default_run_dir(out, run_dir), subjects=_split(subjects), max_subjects=max_subjects,
-                         train=train, data=data, pool_fn=_pool_fn(pool, index_dir), data_root=data_root,
+                         train=train, data=data, recipe=recipe_name, pool_fn=_pool_fn(pool, index_dir), data_root=data_root,
                          caption_tokens=caption_tokens, summary_tokens=summary_tokens, progress=not quiet, echo=typer.echo, reuse_from=reuse)
     except (YollavaError, ValueError, KeyError, FileNotFoundError) as e:
         _fail(str(e))
@@ -227,7 +232,7 @@ def caption(
     max_new_tokens: int = typer.Option(48, "--max-new-tokens", help="Caption length."),
     train_per_subject: int = typer.Option(4, "--train-per-subject"),
     seed: int = typer.Option(0, "--seed"),
-    epochs: int = EpochsOpt, k: int = KOpt, lr: float = LrOpt, batch_size: int = BatchOpt, patience: int = PatienceOpt,
+    recipe: str = RecipeOpt, epochs: int = EpochsOpt, k: int = KOpt, lr: float = LrOpt, batch_size: int = BatchOpt, patience: int = PatienceOpt,
     n_easy: int = NEasyOpt, n_hard: int = NHardOpt, conversation_tokens: int = ConvTokOpt,
     pool: list[Path] = PoolOpt, index_dir: Path = IndexDirOpt,
     caption_tokens: int = CaptionTokOpt, summary_tokens: int = SummaryTokOpt,
@@ -246,12 +251,12 @@ def caption(
         ds = load_dataset(dataset, data_root, train_per_subject, seed)
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
-    train, data = _configs(epochs, k, lr, batch_size, patience, seed, n_easy, n_hard, conversation_tokens)
+    train, data, recipe_name = _configs(recipe, epochs, k, lr, batch_size, patience, seed, n_easy, n_hard, conversation_tokens)
     _threads(threads)
     engine = _engine(model)
     try:
         results = run_caption(engine, ds, names, _default_run_dir(out, run_dir), subjects=_split(subjects), max_subjects=max_subjects,
-                              max_photos=max_photos, train=train, data=data, pool_fn=_pool_fn(pool, index_dir),
+                              max_photos=max_photos, train=train, data=data, recipe=recipe_name, pool_fn=_pool_fn(pool, index_dir),
                               max_new_tokens=max_new_tokens, caption_tokens=caption_tokens, summary_tokens=summary_tokens,
                               seed=seed, progress=not quiet, echo=typer.echo, reuse_from=reuse)
     except (YollavaError, ValueError, KeyError, FileNotFoundError) as e:

@@ -76,6 +76,8 @@ class EvalContext:
     run_dir: Path
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    #: the named recipe ``train``/``data`` come from (recorded in each concept's JSON)
+    recipe_name: str = "fast"
     #: returns the image pool the training-set builder may use (held-out test photos already removed)
     pool_fn: Callable[[], Any] | None = None
     caption_tokens: int = 96
@@ -161,13 +163,13 @@ class YollavaMethod(Method):
         if meta_path.exists():  # trained in an earlier (interrupted) run, or reused from another run folder
             concept = engine.load_concept(meta_path)
             return _training_info(concept.meta, cached=True)
-        needs_pool = data.n_easy_negatives > 0 or (data.hard_negatives and data.n_hard_negatives > 0)
+        needs_pool = data.needs_pool
         t0 = time.perf_counter()
         ts = build_data(engine, name, list(subject.train), data, ctx.pool if needs_pool else None, seed=ctx.train.seed)
         ts.save(ctx.run_dir / "training_sets" / self.name / f"{name}.json")
         build_seconds = time.perf_counter() - t0
         ckpt = ctx.run_dir / "checkpoints" / self.name
-        result = personalize(engine, name, list(subject.train), train=ctx.train, data=data, training_set=ts, save=False,
+        result = personalize(engine, name, list(subject.train), recipe=ctx.recipe_name, train=ctx.train, data=data, training_set=ts, save=False,
                              checkpoint_dir=ckpt, progress=ctx.progress)
         result.concept.meta["data_build_seconds"] = round(build_seconds, 2)
         result.concept.meta["eval_data_config"] = asdict(data)
@@ -189,7 +191,8 @@ class YollavaMethod(Method):
             if not src.exists():
                 continue
             meta = json.loads(src.read_text(encoding="utf-8"))
-            same = (meta.get("recipe") == json.loads(json.dumps(asdict(ctx.train)))
+            recipe = meta.get("recipe", {})
+            same = (recipe.get("train", recipe) == json.loads(json.dumps(asdict(ctx.train)))
                     and meta.get("eval_data_config") == json.loads(json.dumps(asdict(data)))
                     and sorted(p["sha256"] for p in meta.get("source_photos", [])) == sorted(file_sha256(p) for p in subject.train))
             if not same:

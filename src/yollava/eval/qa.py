@@ -14,6 +14,12 @@ The prompt lists the options LLaVA-style and the answer is read from the first a
 the probability of "A" vs "B" (each summed over its spellings "A", " A", "A."), which does not
 depend on parsing free text. A question is right when the correct letter is the more probable.
 
+Beside the letters, every question is also scored by **option likelihood**, the way
+lm-evaluation-harness scores multiple choice: the question alone is asked and each option's text is
+scored as the reply (``accuracy_likelihood``: the option with the higher mean log-probability per
+token; ``accuracy_likelihood_sum``: higher total). No letter is involved, so a model that always
+says "A" gains nothing: this measures what the model knows about the subject.
+
 Training photos for the ``yollava`` method: ``<bo>`` and ``<mam>`` have 10 official training photos;
 every other subject has exactly one here (``one_image_per_concept/<name>.jpg``); ``<shiba-black>``
 has none (the method is reported as not run for it).
@@ -33,7 +39,7 @@ from ..personalize import DataConfig
 from ..train import TrainConfig
 from .datasets import Subject, yollava_descriptions, _strip_identifier
 from .methods import EvalContext, Unavailable, make_method
-from .scoring import option_probabilities
+from .scoring import answer_loglikelihoods, option_probabilities
 from .store import RunStore
 
 QA_FILES = {"text": "yollava-text-only-qa.rap.json", "visual": "yollava-visual-qa.official.json"}
@@ -126,6 +132,7 @@ def run_qa(
     max_subjects: int | None = None,
     train: TrainConfig | None = None,
     data: DataConfig | None = None,
+    recipe: str = "fast",
     pool_fn: Callable[[], Any] | None = None,
     data_root: Path | None = None,
     caption_tokens: int = 96,
@@ -145,10 +152,10 @@ def run_qa(
     names = names[:max_subjects] if max_subjects else names
     chosen = qa_subjects(names, data_root)
     protocol = {"task": "qa", "kind": kind, "version": PROTOCOL_VERSION, "prompt": MCQ_PROMPT, "model": engine.fingerprint(),
-                "train": asdict(train), "data": asdict(data), "caption_tokens": caption_tokens, "summary_tokens": summary_tokens,
+                "recipe": recipe, "train": asdict(train), "data": asdict(data), "caption_tokens": caption_tokens, "summary_tokens": summary_tokens,
                 "training_photos": {s.name: [p.name for p in s.train] for s in chosen}}
     store = RunStore(run_dir, {k: v for k, v in protocol.items() if k != "training_photos"})
-    ctx = EvalContext(engine, store.dir, train, data, pool_fn, caption_tokens=caption_tokens, summary_tokens=summary_tokens, progress=progress, reuse_from=list(reuse_from or []))
+    ctx = EvalContext(engine, store.dir, train, data, recipe_name=recipe, pool_fn=pool_fn, caption_tokens=caption_tokens, summary_tokens=summary_tokens, progress=progress, reuse_from=list(reuse_from or []))
     done = store.done()
     for mname in methods:
         method = make_method(mname)
@@ -171,6 +178,7 @@ def run_qa(
                     record[f"answers{key}"] = ["A" if pa >= pb else "B" for pa, pb in probs]
                     record[f"correct{key}"] = correct
                     record[f"p_correct{key}"] = [round(pr[0] if c == "A" else pr[1], 6) for pr, c in zip(probs, correct)]
+                record |= _likelihood_answers(engine, p, mine)
                 record |= {"prepare_seconds": round(t1 - t0, 2), "score_seconds": round(time.perf_counter() - t1, 2)}
                 record |= _qa_scores(record)
             except Unavailable as e:
@@ -189,6 +197,25 @@ def run_qa(
     return results
 
 
+def _likelihood_answers(engine, p, items: list[QAItem]) -> dict:
+    """Each option's text scored as the reply to the bare question (no letters listed)."""
+    prompts, answers, images = [], [], []
+    for it in items:
+        q = p.ask_raw(_SKS.sub("{subject}", it.question.replace("{", "{{").replace("}", "}}")).format(subject=p.mention))
+        for letter in ("A", "B"):
+            prompts.append(q)
+            answers.append(str(it.options[letter]))
+            images.append(it.image)
+    scored = answer_loglikelihoods(engine, prompts, answers, images, concepts=p.concepts)
+    by_mean, by_sum = [], []
+    for i in range(len(items)):
+        (sa, na), (sb, nb) = scored[2 * i], scored[2 * i + 1]
+        by_mean.append("A" if sa / max(na, 1) >= sb / max(nb, 1) else "B")
+        by_sum.append("A" if sa >= sb else "B")
+    return {"answers_likelihood": by_mean, "answers_likelihood_sum": by_sum,
+            "loglik": [[round(s, 4), n] for s, n in scored]}
+
+
 def _qa_scores(r: dict) -> dict:
     """As given (the paper's number), options swapped, their mean (an always-"A" model gets 0.5 however
     the answer key is skewed: the text-only key here is 390 A / 10 B), and right in both orders."""
@@ -197,8 +224,12 @@ def _qa_scores(r: dict) -> dict:
         return {"accuracy_as_given": None, "accuracy_swapped": None, "accuracy": None, "accuracy_both_orders": None}
     given = [a == c for a, c in zip(r["answers"], r["correct"])]
     swapped = [a == c for a, c in zip(r["answers_swapped"], r["correct_swapped"])]
-    return {"accuracy_as_given": sum(given) / n, "accuracy_swapped": sum(swapped) / n,
-            "accuracy": (sum(given) + sum(swapped)) / (2 * n), "accuracy_both_orders": sum(g and w for g, w in zip(given, swapped)) / n}
+    out = {"accuracy_as_given": sum(given) / n, "accuracy_swapped": sum(swapped) / n,
+           "accuracy": (sum(given) + sum(swapped)) / (2 * n), "accuracy_both_orders": sum(g and w for g, w in zip(given, swapped)) / n}
+    for key in ("likelihood", "likelihood_sum"):  # records made before likelihood scoring have neither
+        if r.get(f"answers_{key}") is not None:
+            out[f"accuracy_{key}"] = sum(a == c for a, c in zip(r[f"answers_{key}"], r["correct"])) / n
+    return out
 
 
 def aggregate_qa(records: list[dict], methods: list[str], subjects: list[str]) -> dict:
@@ -220,7 +251,9 @@ def aggregate_qa(records: list[dict], methods: list[str], subjects: list[str]) -
             rows.append(r)
             pc += r["p_correct"] + r["p_correct_swapped"]
             k += 1
-        merged = {key: [x for r in rows for x in r[key]] for key in ("answers", "correct", "answers_swapped", "correct_swapped")}
+        keys = ["answers", "correct", "answers_swapped", "correct_swapped"]
+        keys += [k for k in ("answers_likelihood", "answers_likelihood_sum") if rows and all(k in r for r in rows)]
+        merged = {key: [x for r in rows for x in r[key]] for key in keys}
         overall[m] = {"subjects": k, "n": len(merged["answers"]), **_qa_scores(merged),
                       "answered_A": (sum(a == "A" for a in merged["answers"] + merged["answers_swapped"]) / (2 * len(merged["answers"]))
                                      if merged["answers"] else None),

@@ -49,6 +49,7 @@ def run_recognition(
     max_subjects: int | None = None,
     train: TrainConfig | None = None,
     data: DataConfig | None = None,
+    recipe: str = "fast",
     pool_fn: Callable[[], Any] | None = None,
     pool_negatives: int = 0,
     pool_hard_negatives: int = 0,
@@ -68,7 +69,7 @@ def run_recognition(
     protocol = {
         "task": "recognition", "version": PROTOCOL_VERSION, "dataset": dataset.name, "seed": seed,
         "split": dataset.split(), "query": RECOGNITION_QUERY, "model": engine.fingerprint(),
-        "train": asdict(train), "data": asdict(data), "pool_negatives": pool_negatives,
+        "recipe": recipe, "train": asdict(train), "data": asdict(data), "pool_negatives": pool_negatives,
         "pool_hard_negatives": pool_hard_negatives, "max_negatives": max_negatives, "caption_tokens": caption_tokens, "summary_tokens": summary_tokens,
         **(protocol_extra or {}),
     }
@@ -99,7 +100,7 @@ def run_recognition(
             training_pool["pool"] = subset_pool(pool, excluded) if excluded else pool
         return training_pool["pool"]
 
-    ctx = EvalContext(engine, store.dir, train, data, get_pool, caption_tokens=caption_tokens,
+    ctx = EvalContext(engine, store.dir, train, data, recipe_name=recipe, pool_fn=get_pool, caption_tokens=caption_tokens,
                       summary_tokens=summary_tokens, progress=progress, reuse_from=list(reuse_from or []))
     done = store.done()
     for mname in methods:

@@ -98,23 +98,28 @@ def recognition_markdown(results: dict, title: str | None = None) -> str:
 
 def qa_markdown(results: dict, title: str | None = None) -> str:
     lines = _header(results, title or f"Question answering ({results.get('kind', '')})")
-    lines += ["| method | subjects | questions | accuracy (both orders, mean) | as given | swapped | right in both | answers \"A\" | mean P(correct) |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += ["| method | subjects | questions | option likelihood (per token) | likelihood (sum) | letter: both orders, mean | as given | swapped | right in both | answers \"A\" | mean P(correct) |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for m in results["methods"]:
         o = results["overall"].get(m, {})
-        lines.append(f"| {m} | {o.get('subjects', 0)} | {o.get('n', 0)} | **{_f(o.get('accuracy'))}** | {_f(o.get('accuracy_as_given'))} | "
+        lines.append(f"| {m} | {o.get('subjects', 0)} | {o.get('n', 0)} | **{_f(o.get('accuracy_likelihood'))}** | {_f(o.get('accuracy_likelihood_sum'))} | "
+                     f"**{_f(o.get('accuracy'))}** | {_f(o.get('accuracy_as_given'))} | "
                      f"{_f(o.get('accuracy_swapped'))} | {_f(o.get('accuracy_both_orders'))} | {_f(o.get('answered_A'))} | {_f(o.get('mean_p_correct'))} |")
-    lines += ["", "Each question is asked twice, options as given and with A and B swapped; \"accuracy\" is the mean over both orders "
-              "(a model that always answers \"A\" gets 0.5). \"As given\" is the paper's protocol, but the answer keys are skewed "
-              "(text-only: 390 of 400 correct answers are A; visual: 99 A / 71 B), so always-\"A\" would score 0.975 on text as given."]
+    lines += ["", "Option likelihood (as lm-evaluation-harness scores multiple choice): the question is asked alone and each option's "
+              "text is scored as the reply; the option with the higher mean log-probability per token (or total) is the answer. "
+              "No letter is involved. Letter scoring: each question is asked twice, options as given and with A and B swapped; "
+              "\"both orders, mean\" is the mean over both (a model that always answers \"A\" gets 0.5). \"As given\" is the paper's "
+              "protocol, but the answer keys are skewed (text-only: 390 of 400 correct answers are A; visual: 99 A / 71 B), so "
+              "always-\"A\" would score 0.975 on text as given."]
     if len(results["subjects"]) > 1:
-        lines += ["", "## Per subject (accuracy, both orders; as given in brackets)", "", "| subject | " + " | ".join(results["methods"]) + " |",
+        lines += ["", "## Per subject (option likelihood / letter, both orders; letter as given in brackets)", "", "| subject | " + " | ".join(results["methods"]) + " |",
                   "|---|" + "---:|" * len(results["methods"])]
         for s in results["subjects"]:
             cells = []
             for m in results["methods"]:
                 r = results["per_subject"].get(m, {}).get(s)
-                cells.append("–" if r is None else "n/a" if "unavailable" in r else f"{_f(r['accuracy'], 2)} ({_f(r['accuracy_as_given'], 2)})")
+                cells.append("–" if r is None else "n/a" if "unavailable" in r
+                             else f"{_f(r.get('accuracy_likelihood'), 2)} / {_f(r['accuracy'], 2)} ({_f(r['accuracy_as_given'], 2)})")
             lines.append(f"| {s} | " + " | ".join(cells) + " |")
     unavailable = [(m, s, r["unavailable"]) for m in results["methods"] for s, r in results["per_subject"].get(m, {}).items() if "unavailable" in r]
     if unavailable:
@@ -155,7 +160,8 @@ def bar_chart(results: dict, path: str | Path, title: str | None = None) -> Path
         series = {"weighted accuracy": [overall.get(m, {}).get("weighted_accuracy") for m in methods],
                   "ROC-AUC": [overall.get(m, {}).get("auc") for m in methods]}
     elif task == "qa":
-        series = {"accuracy": [overall.get(m, {}).get("accuracy") for m in methods]}
+        series = {"option likelihood": [overall.get(m, {}).get("accuracy_likelihood") for m in methods],
+                  "letter (both orders)": [overall.get(m, {}).get("accuracy") for m in methods]}
     else:
         series = {"recall": [overall.get(m, {}).get("recall") for m in methods]}
     fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(methods) + 2), 3.8))

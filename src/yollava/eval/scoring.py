@@ -70,3 +70,33 @@ def option_probabilities(
         mass = torch.stack([probs[:, x].sum(-1) for x in ids], dim=-1)
         out += (mass / mass.sum(-1, keepdim=True).clamp_min(1e-12)).tolist()
     return out
+
+
+@torch.no_grad()
+def answer_loglikelihoods(
+    engine: YoLLaVA,
+    prompts: Sequence[str],
+    answers: Sequence[str],
+    images: Sequence[ImageLike | None],
+    concepts: Sequence[str] = (),
+    batch_size: int = 8,
+) -> list[tuple[float, int]]:
+    """For each (prompt, answer, photo): the summed log-probability of the answer's tokens as the
+    model's reply, and their count (the end-of-turn token is not scored). This is how
+    lm-evaluation-harness scores multiple choice: each option's text is a continuation, so no option
+    letter, and no bias towards a letter, is involved."""
+    out: list[tuple[float, int]] = []
+    for i in range(0, len(prompts), batch_size):
+        chunk = range(i, min(i + batch_size, len(prompts)))
+        items = [engine.encode(prompts[j], image=images[j], answer=answers[j], concepts=concepts) for j in chunk]
+        hidden, ids, answer = engine.hidden_states(items)
+        for row, enc in enumerate(items):
+            positions = [t for t, a in enumerate(enc.answer_mask) if a][:-1]  # drop the end-of-turn token
+            if not positions:
+                out.append((float("-inf"), 0))
+                continue
+            pos = torch.tensor(positions, device=hidden.device)
+            logits = engine.bank.logits(hidden[row, pos - 1], engine.adapter.lm_head).float()
+            logp = logits.log_softmax(-1).gather(-1, ids[row, pos].unsqueeze(-1)).sum().item()
+            out.append((logp, len(positions)))
+    return out

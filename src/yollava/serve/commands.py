@@ -30,7 +30,8 @@ def serve_command(
     home: Path = HomeOpt,
     host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback by default; put TLS in front of anything else)."),
     port: int = typer.Option(8000, help="Port to listen on."),
-    epochs: int = typer.Option(None, help="Training recipe for uploaded concepts: maximum epochs (default: the library's, 15)."),
+    recipe: str = typer.Option("fast", "--recipe", "-r", help="Training recipe for uploaded concepts: fast (default, minutes) | paper (hours on a CPU); the options below change single settings."),
+    epochs: int = typer.Option(None, help="Epochs (default: the recipe's)."),
     k: int = typer.Option(None, help="Latent tokens per concept (default 16)."),
     batch_size: int = typer.Option(None, help="Training batch size (default 8)."),
     patience: int = typer.Option(None, help="Stop after this many epochs without a better held-back score."),
@@ -58,7 +59,15 @@ def serve_command(
     from ..engine import YoLLaVA
     from .config import Limits, ServerConfig
 
-    config = ServerConfig(model=model, home=_home(home), host=host, port=port, resume_jobs=not no_resume, keep_uploads=keep_uploads)
+    from ..recipes import get_recipe
+
+    try:
+        chosen = get_recipe(recipe)
+    except ValueError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    config = ServerConfig(model=model, home=_home(home), host=host, port=port, resume_jobs=not no_resume, keep_uploads=keep_uploads,
+                          recipe_name=chosen.name, train=chosen.train, data=chosen.data)
     for field, value in (("epochs", epochs), ("k", k), ("batch_size", batch_size), ("patience", patience)):
         if value is not None:
             setattr(config.train, field, value)

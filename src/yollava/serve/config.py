@@ -9,6 +9,7 @@ from typing import Any
 
 from ..paths import data_home
 from ..personalize import DataConfig
+from ..recipes import Recipe, get_recipe
 from ..train import TrainConfig
 
 
@@ -51,9 +52,10 @@ class ServerConfig:
     home: Path = field(default_factory=default_server_home)
     host: str = "127.0.0.1"
     port: int = 8000
-    #: the recipe every uploaded concept is trained with (the library defaults unless set)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+    #: the recipe every uploaded concept is trained with: a named recipe (``yollava.recipes``), its settings
+    recipe_name: str = "fast"
+    train: TrainConfig = field(default_factory=lambda: get_recipe("fast").train)
+    data: DataConfig = field(default_factory=lambda: get_recipe("fast").data)
     #: folders of generic photos for negatives (None: the shared pool, as the CLI does)
     pool_dirs: list[Path] | None = None
     limits: Limits = field(default_factory=Limits)
@@ -74,13 +76,11 @@ class ServerConfig:
         return self.model if self.model == "pocket" else Path(self.model).name or self.model
 
     def recipe(self) -> dict[str, Any]:
-        return {"train": dataclasses.asdict(self.train), "data": dataclasses.asdict(self.data)}
+        return {"name": self.recipe_name, "train": dataclasses.asdict(self.train), "data": dataclasses.asdict(self.data)}
 
 
-def recipe_from_dict(d: dict[str, Any]) -> tuple[TrainConfig, DataConfig]:
-    """Rebuild a stored recipe, ignoring fields this version does not know (forward compatible)."""
-    t_fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    d_fields = {f.name for f in dataclasses.fields(DataConfig)}
-    train = TrainConfig(**{k: v for k, v in d.get("train", {}).items() if k in t_fields})
-    data = DataConfig(**{k: v for k, v in d.get("data", {}).items() if k in d_fields})
-    return train, data
+def recipe_from_dict(d: dict[str, Any]) -> tuple[TrainConfig, DataConfig, str]:
+    """Rebuild a stored recipe, ignoring fields this version does not know (forward compatible); a job
+    stored before recipes had names was trained with the library's defaults then, the paper's."""
+    recipe = Recipe.from_dict({"name": "paper", **d})
+    return recipe.train, recipe.data, recipe.name

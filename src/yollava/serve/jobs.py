@@ -137,7 +137,8 @@ class JobManager:
     def submit(self, user: User, concept: str, photos: list[tuple[bytes, str]], category: str, overwrite: bool) -> dict:
         """Store the photos and queue the job. ``photos``: (bytes, suffix) already checked to be images."""
         train, data = self.config.train, self.config.data
-        recipe = {"train": _asdict(train), "data": {**_asdict(data), "category": category}, "model": self.host.fingerprint}
+        recipe = {"name": self.config.recipe_name, "train": _asdict(train), "data": {**_asdict(data), "category": category},
+                  "model": self.host.fingerprint}
         job_id = self.db.add_job(user, concept, recipe, len(photos), overwrite)
         photos_dir = self.space(user.id).job_dir(job_id) / "photos"
         try:
@@ -222,7 +223,7 @@ class JobManager:
         if live.cancelled.is_set():
             self._end(job, live, "cancelled", "cancelled before it started")
             return
-        train, data = recipe_from_dict(job["recipe"])
+        train, data, recipe_name = recipe_from_dict(job["recipe"])
         photos = sorted((jdir / "photos").iterdir()) if (jdir / "photos").is_dir() else []
         self.db.update_job(job_id, status="running", phase="preparing", started=job["started"] or time.time(), error=None)
         self._set(live, "preparing", {})
@@ -234,7 +235,7 @@ class JobManager:
             self._watch_training(live, engine, name, jdir, training_set, train)
             try:
                 result = personalize(
-                    engine, name, photos, train=train, data=data, training_set=training_set,
+                    engine, name, photos, recipe=recipe_name, train=train, data=data, training_set=training_set,
                     save=False, checkpoint_dir=jdir / "checkpoints", progress=False,
                 )
             finally:
@@ -312,7 +313,7 @@ class JobManager:
                 return TrainingSet.load(path)  # a resumed job: the very same samples, so the checkpoint applies
             except (OSError, ValueError, KeyError) as e:
                 log.warning("rebuilding the training set of %s (%s)", jdir.name, e)
-        needs_pool = data.n_easy_negatives > 0 or (data.hard_negatives and data.n_hard_negatives > 0)
+        needs_pool = data.needs_pool
         pool = self._pool_for(data) if needs_pool else None
         n_conv = min(len(photos), getattr(data, "conversation_photos", None) or len(photos))
         n_answers = n_conv * len(conversation_questions(data.category)) if data.conversations else 0

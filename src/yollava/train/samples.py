@@ -12,16 +12,22 @@ KINDS = ("positive", "negative", "hard_negative", "conversation")
 class Sample:
     """``question``/``answer`` name the subject by its identifier (``<bo>``); the concept's
     ``<bo> is <bo_1>...<bo_k>.`` prefix and the photo marker are added by the engine, not here.
-    ``image`` is ``None`` for text-only conversations (the photo is dropped on purpose)."""
+    ``image`` is ``None`` for text-only conversations (the photo is dropped on purpose).
+    ``view`` > 0 means an augmented view of ``image`` (:func:`yollava.data.augment.augmented_view`);
+    ``calibration`` samples are never trained on: they pick the epoch and set the yes/no threshold."""
 
     question: str
     answer: str
     image: Path | None = None
     kind: str = "conversation"
+    view: int = 0
+    calibration: bool = False
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"sample kind must be one of {KINDS}, not {self.kind!r}")
+        if self.view and self.image is None:
+            raise ValueError("an augmented view needs a photo")
 
     @property
     def is_recognition(self) -> bool:

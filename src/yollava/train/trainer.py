@@ -25,8 +25,10 @@ from tqdm.auto import tqdm
 
 from ..concepts import Concept
 from ..concepts.io import atomic_write, atomic_write_json
+from ..data.augment import augmented_view
 from ..engine import YoLLaVA
 from ..errors import NotEnoughPhotosError
+from ..images import load_image
 from .metrics import best_threshold, recognition_metrics
 from .samples import Sample
 
@@ -51,6 +53,8 @@ class TrainConfig:
     eval_every: int = 1
     #: run the frozen prompt prefix (system prompt + photo) once and reuse its keys/values
     prefix_cache: bool = True
+    #: keep the epoch that scores best on the held-back / calibration samples (False: the last epoch)
+    select_best_epoch: bool = True
 
 
 @dataclass
@@ -64,9 +68,15 @@ class TrainResult:
 
 
 def split_holdout(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
-    """Hold back a stratified slice of recognition photos (at least one positive and one negative
-    when there are at least two of each). Conversations drawn from a held-back photo stay in training:
-    they are text-only, so they cannot leak its pixels."""
+    """The samples to score epochs and set the threshold with, apart from the training samples.
+
+    When the training set carries calibration samples (unused pool photos and unseen views of the
+    positives), those are held and every photo of the user trains. Otherwise a stratified slice of
+    recognition photos is held back (at least one positive and one negative when there are at least
+    two of each). Conversations drawn from a held-back photo stay in training: they are text-only, so
+    they cannot leak its pixels."""
+    if any(s.calibration for s in samples):
+        return [s for s in samples if not s.calibration], [s for s in samples if s.calibration]
     rng = random.Random(seed)
     train, held = [], []
     for positive in (True, False):
@@ -114,6 +124,7 @@ class ConceptTrainer:
         self.config = config or TrainConfig()
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.progress = progress
+        self._images: dict[tuple[str, int], Any] = {}
 
     # ---- checkpointing ---------------------------------------------------------------------
     def _ckpt_paths(self) -> tuple[Path, Path]:
@@ -121,7 +132,7 @@ class ConceptTrainer:
         return self.checkpoint_dir / f"{self.name}.ckpt.safetensors", self.checkpoint_dir / f"{self.name}.ckpt.json"
 
     def _run_id(self, data: dict[str, list[Sample]]) -> str:
-        rows = {n: [(s.question, s.answer, str(s.image), s.kind) for s in samples] for n, samples in data.items()}
+        rows = {n: [(s.question, s.answer, str(s.image), s.kind, s.view, s.calibration) for s in samples] for n, samples in data.items()}
         blob = json.dumps([asdict(self.config), rows], default=str, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -182,8 +193,18 @@ class ConceptTrainer:
                 p.unlink(missing_ok=True)
 
     # ---- training --------------------------------------------------------------------------
+    def _image(self, sample: Sample):
+        """The sample's photo through the frozen vision tower, once per (photo, view)."""
+        if sample.image is None:
+            return None
+        key = (str(sample.image), sample.view)
+        if key not in self._images:
+            photo = augmented_view(load_image(sample.image), sample.view, self.config.seed) if sample.view else sample.image
+            self._images[key] = self.engine.encode_image(photo)
+        return self._images[key]
+
     def _evaluate(self, name: str, held: list[Sample]) -> dict[str, Any]:
-        scores = self.engine.yes_probabilities(name, [s.image for s in held], batch_size=self.config.batch_size)
+        scores = self.engine.yes_probabilities(name, [self._image(s) for s in held], batch_size=self.config.batch_size)
         labels = [s.is_positive for s in held]
         return {**recognition_metrics(labels, scores, 0.5), "scores": scores, "labels": labels}
 
@@ -235,7 +256,7 @@ class ConceptTrainer:
 
         # every photo through the frozen vision tower once, every sample tokenised once
         encoded = [
-            engine.encode(s.question, image=s.image, answer=s.answer, concepts=[name])
+            engine.encode(s.question, image=self._image(s), answer=s.answer, concepts=[name])
             for name, s in tqdm(train, desc="encoding samples", disable=not self.progress, leave=False)
         ]
         prefix_cache: dict | None = {} if cfg.prefix_cache else None
@@ -279,7 +300,7 @@ class ConceptTrainer:
             metrics = {k: ev[k] for k in ("weighted_accuracy", "auc", "positive_accuracy", "negative_accuracy")}
             out |= metrics if len(runs) == 1 else {f"{name}.{k}": v for k, v in metrics.items()}
             key = (ev["weighted_accuracy"], ev["auc"] if ev["auc"] is not None else 0.0)
-            if key > run.best_key:
+            if key > run.best_key or not self.config.select_best_epoch:
                 run.best_key, run.best_eval, run.stale = key, ev, 0
                 run.keep(epoch)
             else:
@@ -294,6 +315,8 @@ class ConceptTrainer:
         concept.requires_grad_(False)
         concept.zero_grad(set_to_none=True)
         holdout = {k: v for k, v in run.best_eval.items() if k not in ("scores", "labels")}
+        if run.best_eval.get("scores"):  # kept so a threshold rule can be re-derived later
+            holdout |= {"scores": [round(x, 5) for x in run.best_eval["scores"]], "labels": list(run.best_eval["labels"])}
         threshold = 0.5
         if run.best_eval.get("scores"):
             threshold = best_threshold(run.best_eval["labels"], run.best_eval["scores"])

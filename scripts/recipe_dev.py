@@ -1,0 +1,83 @@
+"""Choose the recipe on DEV subjects that no reported benchmark uses (never on the test photos we report).
+
+Dev subjects: the cat <mam> (its 10 official training photos; the Yo'LLaVA data has no test photos for
+it) and three Caltech-101 classes that look like single subjects (snoopy, garfield, dalmatian; 12
+photos each). Seeded split, 4 training photos each, the rest test; negatives: the other dev subjects'
+test photos + 30 random and 10 nearest pool photos held out per subject. The dev classes' folders are
+removed from the pool the training-set builder sees, so they are never negatives of themselves.
+
+    python scripts/recipe_dev.py --variant fast --out benchmarks/results/recipe_dev/fast.json --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+DEV_CALTECH = ("snoopy", "garfield", "dalmatian")
+
+
+def dev_folder(data_root: Path, root: Path, n_caltech: int = 12) -> Path:
+    """Symlinks only: the data stays in ../shared."""
+    for name, photos in [("mam", sorted((data_root / "yollava" / "mam" / "train").glob("*.jpg")))] + [
+            (c, sorted((data_root / "pool" / "caltech101" / c).glob("*.jpg"))[:n_caltech]) for c in DEV_CALTECH]:
+        d = root / name
+        d.mkdir(parents=True, exist_ok=True)
+        for p in photos:
+            link = d / p.name
+            if not link.exists():
+                link.symlink_to(p.resolve())
+    return root
+
+
+VARIANTS = {
+    "fast": {},
+    "fast-2ep": {"epochs": 2},
+    "fast-no-views": {"positive_views": 0},
+    "fast-no-sentence": {"sentence_answers": False},
+    "fast-k8": {"k": 8},
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--variant", default="fast", choices=sorted(VARIANTS))
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--methods", default="yollava,head")
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from yollava.engine import YoLLaVA
+    from yollava.eval.datasets import load_folder, subset_pool
+    from yollava.eval.recognition import run_recognition
+    from yollava.eval.report import write_report
+    from yollava.paths import cache_home, default_data_root
+    from yollava.personalize import load_pool
+    from yollava.recipes import get_recipe
+
+    data_root = Path(os.environ.get("YOLLAVA_DATA", default_data_root()))
+    root = dev_folder(data_root, cache_home() / "recipe_dev" / "subjects")
+    dataset = load_folder(root, train_per_subject=4, seed=0, name="recipe-dev")
+    recipe = get_recipe("fast").override(**VARIANTS[args.variant])
+
+    def pool_fn():
+        pool = load_pool(progress=True)
+        banned = {e["path"] for e in pool.entries if any(f"/caltech101/{c}/" in e["path"] for c in DEV_CALTECH)}
+        return subset_pool(pool, banned)
+
+    engine = YoLLaVA.from_pretrained("pocket")
+    results = run_recognition(engine, dataset, args.methods.split(","), args.out.parent / f"{args.out.stem}.run",
+                              train=recipe.train, data=recipe.data, pool_fn=pool_fn, pool_negatives=30,
+                              pool_hard_negatives=10, protocol_extra={"recipe": recipe.to_dict(), "variant": args.variant})
+    results["title"] = f"recipe dev: {args.variant}"
+    write_report(results, args.out, results["title"])
+    print(json.dumps(results.get("overall", {}), indent=1, default=str)[:3000])
+
+
+if __name__ == "__main__":
+    main()

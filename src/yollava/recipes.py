@@ -1,0 +1,118 @@
+"""Named training recipes: how a concept's training set is built and how it is trained.
+
+- ``fast`` (default): recipe v2. Every recognition photo is also asked the product's own
+  recognition query (or a short paraphrase) answered exactly "Yes"/"No", the decision ``recognize``
+  reads; positives come as augmented views instead of repeated pixels; a fixed schedule (no epoch
+  picked from 1-2 held-back photos); the yes/no threshold is set on unseen views of the positives
+  against unused pool photos, so every one of the user's photos trains. The paper's sentence
+  answers stay on the positives and some negatives, and text-only conversations on 2 photos, so
+  chat keeps natural answers and the concept's output row is trained.
+- ``paper``: Yo'LLaVA as published (sentence templates only, 100 + 100 negatives, conversations about
+  every photo, 15 epochs, AdamW 1e-3, best epoch on a held-back slice).
+
+``Recipe.to_dict`` is what goes into the concept JSON (name + every setting).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from .personalize import DataConfig
+from .train import TrainConfig
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    summary: str
+    #: what it costs on `pocket` (measured; see README "Evaluation")
+    cost: str
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "train": asdict(self.train), "data": asdict(self.data)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Recipe:
+        """Rebuild a stored recipe; settings this version does not know are ignored."""
+        base = RECIPES.get(d.get("name", ""), RECIPES["paper"])
+        known_t = {f.name for f in fields(TrainConfig)}
+        known_d = {f.name for f in fields(DataConfig)}
+        train = replace(base.train, **{k: v for k, v in d.get("train", {}).items() if k in known_t})
+        data = replace(base.data, **{k: v for k, v in d.get("data", {}).items() if k in known_d})
+        return replace(base, name=d.get("name", base.name), train=train, data=data)
+
+    def override(self, **settings: Any) -> Recipe:
+        """The same recipe with some settings changed (``None`` values are ignored); each name must be a
+        field of ``TrainConfig`` or ``DataConfig``."""
+        settings = {k: v for k, v in settings.items() if v is not None}
+        known_t = {f.name for f in fields(TrainConfig)}
+        known_d = {f.name for f in fields(DataConfig)}
+        unknown = set(settings) - known_t - known_d
+        if unknown:
+            raise ValueError(f"unknown recipe setting(s): {', '.join(sorted(unknown))}")
+        return replace(self, train=replace(self.train, **{k: v for k, v in settings.items() if k in known_t}),
+                       data=replace(self.data, **{k: v for k, v in settings.items() if k in known_d}))
+
+
+RECIPES: dict[str, Recipe] = {
+    "fast": Recipe(
+        "fast",
+        "recipe v2: short Yes/No answers on every recognition photo, augmented positives, threshold set on unused pool photos",
+        "about 5 min per concept on 2 CPU cores with pocket",
+        TrainConfig(epochs=1, lr=1e-3, batch_size=8, holdout_fraction=0.0, select_best_epoch=False),
+        DataConfig(n_easy_negatives=60, n_hard_negatives=40, short_answers=True, sentence_negatives=20, positive_views=None,
+                   calibration_negatives=40, calibration_views=2, conversation_photos=2, conversation_tokens=32),
+    ),
+    "paper": Recipe(
+        "paper",
+        "Yo'LLaVA as published: sentence answers, 100 + 100 negatives, conversations on every photo, 15 epochs",
+        "about 5 h per concept on 2 CPU cores with pocket",
+        TrainConfig(epochs=15, lr=1e-3, batch_size=8),
+        DataConfig(),
+    ),
+}
+DEFAULT_RECIPE = "fast"
+
+
+def get_recipe(name: str = DEFAULT_RECIPE) -> Recipe:
+    """A copy of the named recipe (its configs can be changed without touching the registry)."""
+    try:
+        return copy.deepcopy(RECIPES[name])
+    except KeyError:
+        raise ValueError(f"unknown recipe {name!r}; choose from {', '.join(RECIPES)}") from None
+
+
+def recipes_help() -> str:
+    return "; ".join(f"'{r.name}': {r.summary} ({r.cost})" for r in RECIPES.values())
+
+
+def resolve_recipe(recipe: Recipe | str | None = None, train: TrainConfig | None = None, data: DataConfig | None = None) -> Recipe:
+    """The recipe a run uses: ``recipe`` (a Recipe, a name, or None for the default) with ``train`` /
+    ``data`` replacing its settings; renamed ``"<name>-modified"`` when they differ from it."""
+    base = recipe if isinstance(recipe, Recipe) else get_recipe((recipe or DEFAULT_RECIPE).removesuffix("-modified"))
+    train, data = train or base.train, data or base.data
+    if train == base.train and replace(data, category=base.data.category) == base.data:  # the category is the subject's
+        return replace(base, data=data)
+    return replace(base, name=f"{base.name.removesuffix('-modified')}-modified", train=train, data=data)
+
+
+def recipe_from_options(
+    recipe: str = DEFAULT_RECIPE, *, category: str | None = None, epochs: int | None = None, k: int | None = None,
+    lr: float | None = None, batch_size: int | None = None, patience: int | None = None, seed: int | None = None,
+    n_easy: int | None = None, n_hard: int | None = None, conversation_tokens: int | None = None,
+    no_hard_negatives: bool = False, no_conversations: bool = False, no_short_answers: bool = False,
+    no_sentence_answers: bool = False,
+) -> Recipe:
+    """A named recipe with the command-line overrides every command shares (None / False: unchanged)."""
+    base = get_recipe(recipe)
+    changed = base.override(
+        category=category, epochs=epochs, k=k, lr=lr, batch_size=batch_size, patience=patience, seed=seed,
+        n_easy_negatives=n_easy, n_hard_negatives=n_hard, conversation_tokens=conversation_tokens,
+        hard_negatives=False if no_hard_negatives else None, conversations=False if no_conversations else None,
+        short_answers=False if no_short_answers else None, sentence_answers=False if no_sentence_answers else None,
+    )
+    return resolve_recipe(base, changed.train, changed.data)
