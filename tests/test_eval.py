@@ -326,6 +326,7 @@ def test_qa_text_and_visual(llava_engine: YoLLaVA, world, tmp_path):
     assert res["per_subject"]["yollava"]["cat-cup"]["n_training_photos"] == 1
     assert res["overall"]["vanilla"]["n"] == 9 and 0.0 <= res["overall"]["vanilla"]["accuracy"] <= 1.0
     assert res["overall"]["vanilla-sks"]["n"] == 9
+    assert 0.0 <= res["overall"]["vanilla"]["accuracy_likelihood"] <= 1.0  # option-likelihood scoring beside the letters
     assert res["per_subject"]["text-human"]["shiba-black"]["unavailable"].startswith("no human")
     records = [json.loads(x) for x in (tmp_path / "qa" / "records.jsonl").read_text().splitlines()]
     assert all(0.0 <= p <= 1.0 for r in records if "p_correct" in r for p in r["p_correct"])
@@ -416,3 +417,34 @@ def test_text_model_description_asks_again_after_a_refusal(llava_engine: YoLLaVA
     assert d["captions"] == ["A red mug on a table."] * 2 and d["caption_fallbacks"] == 2
     assert d["description"] == "red mug is a shiny red red_mug mug."  # no concept-like tokens left
     assert asked[0] == CAPTION_PROMPT.format(name="red mug") and "1. A red mug on a table." in asked[-1]
+
+
+def test_option_likelihood_is_the_log_probability_of_the_option_text(llava_engine: YoLLaVA):
+    import torch.nn.functional as F
+
+    from yollava.eval.scoring import answer_loglikelihoods
+
+    prompts, answers = ["What colour is the sky?", "What colour is the sky?"], ["Blue.", "A deep green colour."]
+    scored = answer_loglikelihoods(llava_engine, prompts, answers, [None, None])
+    for (logp, n), prompt, answer in zip(scored, prompts, answers):
+        enc = llava_engine.encode(prompt, answer=answer)
+        hidden, ids, mask = llava_engine.hidden_states([enc])
+        logits = llava_engine.bank.logits(hidden[0, :-1], llava_engine.adapter.lm_head).float()
+        token_logp = -F.cross_entropy(logits, ids[0, 1:], reduction="none")
+        scored_positions = [t - 1 for t, a in enumerate(enc.answer_mask) if a][:-1]  # not the end-of-turn token
+        assert n == len(scored_positions) and n > 0
+        assert abs(logp - token_logp[scored_positions].sum().item()) < 1e-3
+
+
+def test_likelihood_scoring_is_reported_beside_letter_scoring():
+    from yollava.eval.qa import aggregate_qa
+    from yollava.eval.report import qa_markdown
+
+    # always "A" by letter, but the option text it finds likelier is the right one 8 times in 10
+    r = {"task": "qa", "method": "m", "subject": "s", "answers": ["A"] * 10, "correct": ["A"] * 9 + ["B"],
+         "answers_swapped": ["A"] * 10, "correct_swapped": ["B"] * 9 + ["A"], "p_correct": [0.6] * 10, "p_correct_swapped": [0.4] * 10,
+         "answers_likelihood": ["A"] * 7 + ["B"] * 3, "answers_likelihood_sum": ["A"] * 10}
+    res = aggregate_qa([r], ["m"], ["s"])
+    o = res["overall"]["m"]
+    assert o["accuracy"] == 0.5 and o["accuracy_likelihood"] == 0.8 and o["accuracy_likelihood_sum"] == 0.9
+    assert "| m | 1 | 10 | **0.800** | 0.900 | **0.500** |" in qa_markdown({**res, "kind": "text"})

@@ -38,7 +38,7 @@ class Recipe:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Recipe:
         """Rebuild a stored recipe; settings this version does not know are ignored."""
-        base = RECIPES.get(d.get("name", ""), RECIPES["paper"])
+        base = RECIPES.get(str(d.get("name", "")).removesuffix("-modified"), RECIPES["paper"])
         known_t = {f.name for f in fields(TrainConfig)}
         known_d = {f.name for f in fields(DataConfig)}
         train = replace(base.train, **{k: v for k, v in d.get("train", {}).items() if k in known_t})
@@ -54,8 +54,8 @@ class Recipe:
         unknown = set(settings) - known_t - known_d
         if unknown:
             raise ValueError(f"unknown recipe setting(s): {', '.join(sorted(unknown))}")
-        return replace(self, train=replace(self.train, **{k: v for k, v in settings.items() if k in known_t}),
-                       data=replace(self.data, **{k: v for k, v in settings.items() if k in known_d}))
+        return _named(replace(self, train=replace(self.train, **{k: v for k, v in settings.items() if k in known_t}),
+                              data=replace(self.data, **{k: v for k, v in settings.items() if k in known_d})))
 
 
 RECIPES: dict[str, Recipe] = {
@@ -90,14 +90,22 @@ def recipes_help() -> str:
     return "; ".join(f"'{r.name}': {r.summary} ({r.cost})" for r in RECIPES.values())
 
 
+def _named(recipe: Recipe) -> Recipe:
+    """``recipe`` named after the registered recipe it came from: ``"fast"`` when its settings are fast's
+    (the subject's category aside), else ``"fast-modified"``."""
+    base_name = recipe.name.removesuffix("-modified")
+    registered = RECIPES.get(base_name)
+    if registered is None:
+        return recipe
+    same = recipe.train == registered.train and replace(recipe.data, category=registered.data.category) == registered.data
+    return replace(recipe, name=base_name if same else f"{base_name}-modified")
+
+
 def resolve_recipe(recipe: Recipe | str | None = None, train: TrainConfig | None = None, data: DataConfig | None = None) -> Recipe:
     """The recipe a run uses: ``recipe`` (a Recipe, a name, or None for the default) with ``train`` /
     ``data`` replacing its settings; renamed ``"<name>-modified"`` when they differ from it."""
     base = recipe if isinstance(recipe, Recipe) else get_recipe((recipe or DEFAULT_RECIPE).removesuffix("-modified"))
-    train, data = train or base.train, data or base.data
-    if train == base.train and replace(data, category=base.data.category) == base.data:  # the category is the subject's
-        return replace(base, data=data)
-    return replace(base, name=f"{base.name.removesuffix('-modified')}-modified", train=train, data=data)
+    return _named(replace(base, train=train or base.train, data=data or base.data))
 
 
 def recipe_from_options(

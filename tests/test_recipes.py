@@ -1,0 +1,144 @@
+"""Named recipes: the paper's settings, the fast recipe's training set, and the round trip through the concept JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from yollava.concepts import read_meta
+from yollava.data.pool import ImagePool
+from yollava.data.templates import RECOGNITION_QUERY, SHORT_QUERIES
+from yollava.engine import YoLLaVA
+from yollava.personalize import build_data, personalize
+from yollava.recipes import RECIPES, Recipe, get_recipe, recipe_from_options, resolve_recipe
+from yollava.train import recognition_metrics
+
+from .conftest import make_photos, other_colour, reddish
+
+
+class ColourEmbedder:
+    """Cheap stand-in for EfficientNet: the centred mean colour of the photo and of its quadrants."""
+
+    fingerprint = "test-recipe-colour-v1"
+
+    def embed(self, images):
+        out = []
+        for img in images:
+            a = np.asarray(img.convert("RGB").resize((16, 16)), dtype=np.float32) / 255.0 - 0.5
+            parts = [a.mean((0, 1))] + [a[i:i + 8, j:j + 8].mean((0, 1)) for i in (0, 8) for j in (0, 8)]
+            v = np.concatenate(parts)
+            out.append(v / (np.linalg.norm(v) + 1e-8))
+        return np.stack(out)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_private_dirs(tmp_path, monkeypatch):
+    monkeypatch.setenv("YOLLAVA_CACHE", str(tmp_path / "cache"))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def pool(tmp_path):
+    folder = tmp_path / "pool"
+    make_photos(folder / "blue", 40, other_colour, seed=5)
+    greenish = lambda rng: (rng.randint(0, 60), 160 + rng.randint(-40, 40), rng.randint(0, 60))  # noqa: E731
+    make_photos(folder / "green", 30, greenish, seed=6)
+    return ImagePool.build_or_update([folder], tmp_path / "index", ColourEmbedder(), progress=False)
+
+
+def tiny(recipe: str) -> Recipe:
+    """The named recipe at a size a tiny model trains in seconds (counts only; the rest as named)."""
+    return get_recipe(recipe).override(k=2, n_easy_negatives=12, n_hard_negatives=8, conversation_tokens=3,
+                                       **({"calibration_negatives": 10} if recipe == "fast" else {}))
+
+
+def test_paper_recipe_is_the_papers_settings_field_by_field():
+    paper = get_recipe("paper")
+    assert dataclasses.asdict(paper.train) == {
+        "k": 16, "lr": 1e-3, "epochs": 15, "batch_size": 8, "weight_decay": 0.0, "seed": 0, "holdout_fraction": 0.2,
+        "balance_positives": True, "patience": None, "eval_every": 1, "prefix_cache": True, "select_best_epoch": True}
+    assert dataclasses.asdict(paper.data) == {
+        "category": "object", "n_easy_negatives": 100, "n_hard_negatives": 100, "hard_negatives": True, "conversations": True,
+        "conversation_photos": None, "conversation_tokens": 48, "sentence_answers": True, "sentence_negatives": None,
+        "short_answers": False, "positive_views": 0, "calibration_negatives": 0, "calibration_views": 0}
+
+
+def test_fast_is_the_default_and_overrides_rename_it():
+    assert resolve_recipe().name == "fast" and get_recipe() == RECIPES["fast"] and get_recipe() is not RECIPES["fast"]
+    assert recipe_from_options("fast").name == "fast"
+    assert recipe_from_options("fast", category="person").name == "fast"  # the subject's category is not a recipe change
+    changed = recipe_from_options("fast", epochs=3, no_conversations=True)
+    assert changed.name == "fast-modified" and changed.train.epochs == 3 and not changed.data.conversations
+    with pytest.raises(ValueError, match="unknown recipe 'quick'"):
+        get_recipe("quick")
+    with pytest.raises(ValueError, match="unknown recipe setting"):
+        get_recipe("fast").override(epoch=3)
+    with pytest.raises(ValueError, match="sentence_answers or short_answers"):
+        recipe_from_options("fast", no_short_answers=True, no_sentence_answers=True)
+
+
+def test_fast_training_set_asks_the_products_query_with_one_word_answers(llava_engine: YoLLaVA, pool, tmp_path):
+    photos = make_photos(tmp_path / "bo", 4, reddish, seed=1)
+    recipe = tiny("fast")
+    ts = build_data(llava_engine, "bo", photos, recipe.data, pool)
+    short = [s for s in ts.samples if s.answer in ("Yes", "No")]
+    recognition = {(str(s.image), s.view) for s in ts.samples if s.is_recognition and not s.calibration}
+    # every recognition photo (and every view of a positive) has a short-answer sample
+    assert recognition == {(str(s.image), s.view) for s in short if not s.calibration}
+    assert all(s.question in {q.format(identifier="<bo>") for q in SHORT_QUERIES} for s in short)
+    assert sum(s.question == RECOGNITION_QUERY.format(identifier="<bo>") for s in short) >= len(short) // 4
+    assert all((s.answer == "Yes") == s.is_positive for s in short)
+    # positives: augmented views up to the negatives' count instead of repeated pixels
+    n_neg = sum(s.kind in ("negative", "hard_negative") and s.answer == "No" and not s.calibration for s in ts.samples)
+    n_pos_short = sum(s.is_positive and s.answer == "Yes" and not s.calibration for s in ts.samples)
+    assert n_neg == 20 and n_pos_short == 20 and max(s.view for s in short if not s.calibration) == 4
+    # sentence answers stay on every positive photo and on 'sentence_negatives' negatives
+    sentences = [s for s in ts.samples if s.is_recognition and s.answer not in ("Yes", "No")]
+    assert sum(s.is_positive for s in sentences) == 4 and sum(not s.is_positive for s in sentences) == recipe.data.sentence_negatives
+    # calibration: unused pool photos and unseen views of the positives, never among the training photos
+    calib = [s for s in ts.samples if s.calibration]
+    assert sum(not s.is_positive for s in calib) == 10 and sum(s.is_positive for s in calib) == 4 * recipe.data.calibration_views
+    trained_photos = {str(s.image) for s in ts.samples if s.image is not None and not s.calibration}
+    assert not {str(s.image) for s in calib if not s.is_positive} & trained_photos
+    assert all(s.view >= 1000 for s in calib if s.is_positive)
+    assert sum(s.kind == "conversation" for s in ts.samples) == 2 * 10  # conversations about 2 photos
+
+
+def test_fast_recipe_separates_a_synthetic_concept_at_its_own_threshold(llava_engine: YoLLaVA, pool, tmp_path):
+    photos = make_photos(tmp_path / "bo", 4, reddish, seed=1)
+    before = {k: v.clone() for k, v in llava_engine.adapter.model.state_dict().items()}
+    result = personalize(llava_engine, "bo", photos, recipe=get_recipe("fast").override(
+        k=4, n_easy_negatives=12, n_hard_negatives=8, calibration_negatives=10, lr=1e-2, epochs=10,
+        # a random tiny model cannot learn the sentence answers' or conversations' words; the Yes/No decision it can
+        conversations=False, sentence_answers=False), pool=pool)
+    assert all(torch.equal(before[k], v) for k, v in llava_engine.adapter.model.state_dict().items())
+    concept = result.concept
+    # a fixed schedule: the last epoch is kept, whatever the calibration samples say
+    assert concept.meta["recipe"]["name"] == "fast-modified" and result.best_epoch == 9
+    test_pos = make_photos(tmp_path / "test_pos", 10, reddish, seed=11)
+    test_neg = make_photos(tmp_path / "test_neg", 10, other_colour, seed=12)
+    scores = llava_engine.yes_probabilities("bo", test_pos + test_neg)
+    m = recognition_metrics([True] * 10 + [False] * 10, scores, concept.threshold)
+    assert m["weighted_accuracy"] >= 0.85, (m, concept.threshold)
+    # the threshold was set on the calibration samples, not left at 0.5 by default
+    holdout = concept.meta["metrics"]["holdout"]
+    assert "calibrated_threshold" in holdout and len(holdout["scores"]) == 10 + 4 * 2
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_each_named_recipe_round_trips_through_the_concept_json(llava_engine: YoLLaVA, pool, tmp_path, name):
+    photos = make_photos(tmp_path / "bo", 3, reddish, seed=1)
+    recipe = tiny(name).override(epochs=1)
+    personalize(llava_engine, "bo", photos, recipe=recipe, pool=pool)
+    meta = read_meta(llava_engine.concepts_dir, "bo")
+    stored = json.loads(json.dumps(meta["recipe"]))
+    assert stored["name"] == f"{name}-modified"
+    assert Recipe.from_dict(stored).to_dict() == resolve_recipe(recipe).to_dict()
+    assert Recipe.from_dict(stored).train == recipe.train and Recipe.from_dict(stored).data == recipe.data
