@@ -41,13 +41,67 @@ VARIANTS = {
 }
 
 
+def _logit(p: float) -> float:
+    import math
+
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p))
+
+
+def threshold_rules(scores: list[float], labels: list[bool]) -> dict[str, float]:
+    """Candidate yes/no thresholds from a concept's calibration scores (never from test photos)."""
+    import math
+
+    from yollava.train import best_threshold
+
+    pos = sorted(s for s, y in zip(scores, labels) if y)
+    neg = sorted(s for s, y in zip(scores, labels) if not y)
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    return {
+        "0.5": 0.5,
+        "best-calibration": best_threshold(labels, scores),
+        "logit-midpoint": sig((_logit(pos[0]) + _logit(neg[-1])) / 2) if pos and neg else 0.5,
+        "logit-mean-midpoint": sig((sum(map(_logit, pos)) / len(pos) + sum(map(_logit, neg)) / len(neg)) / 2) if pos and neg else 0.5,
+    }
+
+
+def analyse(run_dirs: list[Path]) -> str:
+    """Test weighted accuracy and AUC per variant under each threshold rule, from the run folders."""
+    from yollava.train import recognition_metrics
+
+    lines = ["| variant | subject | AUC | " + " | ".join(threshold_rules([0.9, 0.1], [True, False])) + " |",
+             "|---|---|---:|" + "---:|" * 4]
+    for run in run_dirs:
+        totals: dict[str, list[float]] = {}
+        for line in (run / "records.jsonl").read_text().splitlines():
+            r = json.loads(line)
+            if r.get("method") != "yollava" or "scores" not in r:
+                continue
+            meta = json.loads((run / "concepts" / "yollava" / f"{r['subject']}.json").read_text())
+            holdout = meta["metrics"]["holdout"]
+            rules = threshold_rules(holdout["scores"], holdout["labels"])
+            accs = {k: recognition_metrics(r["labels"], r["scores"], t)["weighted_accuracy"] for k, t in rules.items()}
+            for k, v in accs.items():
+                totals.setdefault(k, []).append(v)
+            totals.setdefault("auc", []).append(r["metrics"]["auc"])
+            lines.append(f"| {run.name} | {r['subject']} | {r['metrics']['auc']:.3f} | " + " | ".join(f"{v:.3f}" for v in accs.values()) + " |")
+        if totals:
+            mean = {k: sum(v) / len(v) for k, v in totals.items()}
+            lines.append(f"| {run.name} | **mean** | {mean.pop('auc'):.3f} | " + " | ".join(f"{v:.3f}" for v in mean.values()) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--analyse", type=Path, nargs="*", help="Run folders to compare (prints a table and exits).")
     ap.add_argument("--variant", default="fast", choices=sorted(VARIANTS))
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--out", type=Path)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--methods", default="yollava,head")
     args = ap.parse_args()
+    if args.analyse:
+        print(analyse(args.analyse))
+        return
 
     import torch
 

@@ -222,14 +222,14 @@ def test_cli_build_and_show(world, tmp_path, monkeypatch):
     monkeypatch.setattr("yollava.data.pool.default_embedder", ColourEmbedder)
     monkeypatch.setenv("YOLLAVA_CACHE", str(tmp_path / "cache"))
     model = FakeModel()
-    monkeypatch.setattr(commands, "_model_answer_fn", lambda name: (model, f"fake:{name}"))
+    monkeypatch.setattr(commands, "_model_answer_fn", lambda name, max_new_tokens: (model, f"fake:{name}"))
     runner = CliRunner()
     pool_dir = photos[0].parent.parent / "pool"
     r = runner.invoke(commands.pool_app, ["index", str(pool_dir), "--index-dir", str(tmp_path / "i2")])
     assert r.exit_code == 0, r.output
     assert "41 photos" in r.output and "broken.jpg" in r.output
     args = ["build", "bo", *map(str, photos), "--out", str(tmp_path / "data"), "--pool", str(pool_dir),
-            "--index-dir", str(tmp_path / "i2"), "--n-easy", "5", "--n-hard", "6", "--model", "tiny", "--seed", "3"]
+            "--index-dir", str(tmp_path / "i2"), "--n-easy", "5", "--n-hard", "6", "--model", "tiny", "--seed", "3", "--recipe", "paper"]
     r = runner.invoke(commands.data_app, args)
     assert r.exit_code == 0, r.output
     saved = TrainingSet.load(tmp_path / "data" / "bo" / "training_set.json")
@@ -242,7 +242,10 @@ def test_cli_build_and_show(world, tmp_path, monkeypatch):
                                           str(pool_dir), "--index-dir", str(tmp_path / "i2"), "--no-conversations",
                                           "--no-hard-negatives", "--n-easy", "2"])
     assert r.exit_code == 0, r.output
-    assert TrainingSet.load(tmp_path / "d2" / "bo" / "training_set.json").counts["negative"] == 2
+    fast = TrainingSet.load(tmp_path / "d2" / "bo" / "training_set.json")  # the default recipe: fast
+    assert fast.config["short_answers"] and fast.config["calibration_negatives"] == 40
+    easy = [s for s in fast.samples if s.kind == "negative" and not s.calibration]
+    assert len({s.image for s in easy}) == 2 and {s.answer for s in easy} >= {"No"}
     r = runner.invoke(commands.data_app, ["show", "nobody", "--data-dir", str(tmp_path / "data")])
     assert r.exit_code == 1 and "no training set" in r.output
 

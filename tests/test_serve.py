@@ -441,7 +441,7 @@ def test_restart_resumes_interrupted_job(serve_engine, tmp_path):
         assert done["resumed"] == 1 and done["progress"]["resumed_from_epoch"] >= ckpt["epoch"] + 1
         assert done["progress"]["epoch"] == 200
         meta = c.get("/v1/concepts/bo", headers=h).json()
-        assert meta["recipe"]["epochs"] == 200
+        assert meta["recipe"]["train"]["epochs"] == 200 and meta["recipe"]["name"] == "fast-modified"
     assert not (home / "users" / "1" / "jobs").exists() or not list((home / "users" / "1" / "jobs").iterdir())
 
 

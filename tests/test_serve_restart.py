@@ -70,7 +70,7 @@ def test_killed_server_resumes_training(tiny_model_dirs, tmp_path):
         assert j["resumed"] == 1 and j["progress"]["resumed_from_epoch"] >= 2
         assert j["progress"]["epoch"] == EPOCHS
         concept = httpx.get(f"{url}/v1/concepts/bo", headers=h, timeout=30).json()
-        assert concept["status"] == "ready" and concept["recipe"]["epochs"] == EPOCHS
+        assert concept["status"] == "ready" and concept["recipe"]["train"]["epochs"] == EPOCHS
         r = httpx.post(f"{url}/v1/chat/completions", headers=h, timeout=60,
                        json={"messages": [{"role": "user", "content": "What is <bo>?"}], "max_tokens": 3})
         assert r.status_code == 200, r.text

@@ -51,6 +51,17 @@ class DataConfig:
         if not (self.sentence_answers or self.short_answers):
             raise ValueError("a recipe needs sentence_answers or short_answers (or both): there would be no recognition sample")
 
+    def builder_options(self) -> dict:
+        """This config as keyword arguments of :func:`yollava.data.builder.build_training_set` (the one
+        place that maps the two; ``conversation_tokens`` belongs to the answering model, not the builder)."""
+        return {
+            "category": self.category, "n_easy_negatives": self.n_easy_negatives, "n_hard_negatives": self.n_hard_negatives,
+            "hard_negatives": self.hard_negatives, "conversations": self.conversations, "conversation_photos": self.conversation_photos,
+            "sentence_answers": self.sentence_answers, "sentence_negatives": self.sentence_negatives, "short_answers": self.short_answers,
+            "positive_views": self.positive_views, "calibration_negatives": self.calibration_negatives,
+            "calibration_views": self.calibration_views,
+        }
+
     @property
     def needs_pool(self) -> bool:
         return self.n_easy_negatives > 0 or (self.hard_negatives and self.n_hard_negatives > 0) or self.calibration_negatives > 0
@@ -86,20 +97,9 @@ def build_data(engine: YoLLaVA, name: str, photos: list[Path], data: DataConfig,
         photos,
         pool if pool is not None or not needs_pool else load_pool(),
         answer_fn=answer if data.conversations else None,
-        category=data.category,
-        n_easy_negatives=data.n_easy_negatives,
-        n_hard_negatives=data.n_hard_negatives,
-        conversations=data.conversations,
-        hard_negatives=data.hard_negatives,
-        conversation_photos=data.conversation_photos,
-        sentence_answers=data.sentence_answers,
-        sentence_negatives=data.sentence_negatives,
-        short_answers=data.short_answers,
-        positive_views=data.positive_views,
-        calibration_negatives=data.calibration_negatives,
-        calibration_views=data.calibration_views,
         seed=seed,
         model_fingerprint=json.dumps(engine.fingerprint(), sort_keys=True),
+        **data.builder_options(),
     )
 
 

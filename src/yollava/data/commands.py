@@ -68,7 +68,7 @@ def pool_index(
     _index(dirs, index_dir)
 
 
-def _model_answer_fn(model: str):
+def _model_answer_fn(model: str, max_new_tokens: int):
     """The base model as ``answer_fn``; the engine is imported only when conversations are built."""
     try:
         from ..engine import YoLLaVA
@@ -78,7 +78,7 @@ def _model_answer_fn(model: str):
     fingerprint = json.dumps(engine.fingerprint(), sort_keys=True, default=str)
 
     def answer(question: str, image: Path) -> str:
-        return engine.chat(question, image=image, max_new_tokens=48)
+        return engine.chat(question, image=image, max_new_tokens=max_new_tokens)
 
     return answer, fingerprint
 
@@ -88,28 +88,32 @@ def data_build(
     name: str = typer.Argument(..., help="Concept name, e.g. bo (identifier <bo>)."),
     photos: list[Path] = typer.Argument(..., help="Photos of the subject, or folders of them."),
     out: Path = typer.Option(None, "--out", help="Data folder (default: $YOLLAVA_CACHE/data); writes OUT/NAME/training_set.json."),
-    category: str = typer.Option("object", "--category", help="person | object | pet (picks the conversation questions)."),
-    n_easy: int = typer.Option(100, "--n-easy", help="Random pool photos as easy negatives."),
-    n_hard: int = typer.Option(100, "--n-hard", help="Hard negatives in total (ceil(n_hard/photos) per photo)."),
+    recipe: str = typer.Option("fast", "--recipe", "-r", help="Whose training set: fast (default) | paper; the options below change single settings."),
+    category: str = typer.Option("object", "--category", help="person | object (pets are objects): picks the conversation questions."),
+    n_easy: int = typer.Option(None, "--n-easy", help="Random pool photos as easy negatives (fast 60, paper 100)."),
+    n_hard: int = typer.Option(None, "--n-hard", help="Hard negatives in total, ceil(n_hard/photos) per photo (fast 40, paper 100)."),
     no_hard_negatives: bool = typer.Option(False, "--no-hard-negatives", help="Ablation: no retrieved hard negatives."),
     no_conversations: bool = typer.Option(False, "--no-conversations", help="Ablation: no text-only conversations."),
+    conversation_tokens: int = typer.Option(None, "--conversation-tokens", help="Max tokens of each synthesised answer (fast 32, paper 48)."),
     pool: list[Path] = typer.Option(None, "--pool", help="Pool photo folder(s) (default: the shared data's pool/)."),
     index_dir: Path = typer.Option(None, "--index-dir", help="Pool index folder (default: $YOLLAVA_CACHE/pool)."),
     model: str = typer.Option("", "--model", help="Base model that answers the conversation questions."),
     seed: int = typer.Option(0, "--seed"),
 ):
-    """Build the training set for NAME from PHOTOS (recognition Q/A, negatives, conversations)."""
+    """Build the training set for NAME from PHOTOS (recognition Q/A, negatives, conversations), as a recipe would."""
+    from ..recipes import recipe_from_options
     from .builder import build_training_set
 
-    want_negatives = n_easy > 0 or (not no_hard_negatives and n_hard > 0)
-    image_pool = _index(pool or default_pool_dirs(), index_dir) if want_negatives else None
-    answer_fn, fingerprint = (None, "") if no_conversations else _model_answer_fn(model)
     try:
-        ts = build_training_set(
-            name, photos, image_pool, answer_fn=answer_fn, category=category, n_easy_negatives=n_easy,
-            n_hard_negatives=n_hard, conversations=not no_conversations, hard_negatives=not no_hard_negatives,
-            seed=seed, model_fingerprint=fingerprint,
-        )
+        data = recipe_from_options(recipe, category=category, n_easy=n_easy, n_hard=n_hard, conversation_tokens=conversation_tokens,
+                                   no_hard_negatives=no_hard_negatives, no_conversations=no_conversations).data
+    except ValueError as e:
+        _fail(str(e))
+    image_pool = _index(pool or default_pool_dirs(), index_dir) if data.needs_pool else None
+    answer_fn, fingerprint = (None, "") if not data.conversations else _model_answer_fn(model, data.conversation_tokens)
+    try:
+        ts = build_training_set(name, photos, image_pool, answer_fn=answer_fn, seed=seed, model_fingerprint=fingerprint,
+                                **data.builder_options())
     except (YollavaError, ValueError) as e:
         _fail(str(e))
     folder = (out or default_data_dir()) / ts.name.strip("<>")

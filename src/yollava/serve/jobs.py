@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import inspect
 import json
 import logging
 import math
@@ -324,9 +323,8 @@ class JobManager:
                 live.progress["answers"] = live.progress.get("answers", 0) + 1
 
         engine.on_answer = answered
-        # as personalize's build_data does (every DataConfig field the builder takes), plus a per-job answer cache
-        accepted = inspect.signature(build_training_set).parameters
-        options = {k: v for k, v in dataclasses.asdict(data).items() if k in accepted}
+        # as personalize's build_data does, plus a per-job answer cache
+        options = data.builder_options()
         training_set = build_training_set(
             name, photos, pool,
             answer_fn=(lambda q, img: engine.chat(q, image=img, max_new_tokens=data.conversation_tokens)) if data.conversations else None,
