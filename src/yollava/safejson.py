@@ -71,7 +71,7 @@ def loads(data: bytes | str, max_depth: int = DEFAULT_MAX_DEPTH, what: str = "th
         try:
             text = bytes(data).decode("utf-8")
         except UnicodeDecodeError as e:
-            raise UnsafeJSONError(f"{what} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+            raise UnsafeJSONError(f"{what} is not valid JSON (not UTF-8 text: {e.reason} at byte {e.start})") from None
     else:
         text = data
     depth = nesting_depth(text)

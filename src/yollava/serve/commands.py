@@ -42,6 +42,15 @@ def serve_command(
     max_photos: int = typer.Option(None, help="Photos per concept upload (default 20)."),
     max_request_mb: int = typer.Option(None, help="Largest request body in MiB (default 64)."),
     max_concurrent: int = typer.Option(None, help="Generations running at once, token-interleaved (default 16); more wait."),
+    max_concepts: int = typer.Option(None, help="Quota: concepts per user, ready or training (default 100)."),
+    max_storage_mb: int = typer.Option(None, help="Quota: MiB a user's folder may hold, concepts and queued photos (default 1024)."),
+    max_k: int = typer.Option(None, help="Most latent tokens an imported concept may have (default 64; --k must not exceed it)."),
+    max_meta_kb: int = typer.Option(None, help="Largest metadata JSON of an imported concept, KiB (default 256, at most 1024)."),
+    max_import_mb: int = typer.Option(None, help="Largest concept zip, and its tensor file inflated, MiB (default 16)."),
+    max_megapixels: float = typer.Option(None, help="Largest photo accepted, megapixels, read from its header (default 24)."),
+    max_photo_side: int = typer.Option(None, help="Decoded photos are shrunk to this many pixels on the longer side (default 1536)."),
+    max_decoding: int = typer.Option(None, help="Photos decoded at once across all requests (default 2)."),
+    max_prompt_tokens: int = typer.Option(None, help="Longest prompt in tokens, concepts and photos included (default 4096)."),
     no_resume: bool = typer.Option(False, "--no-resume", help="Mark jobs left unfinished by a previous run as failed instead of resuming them."),
     keep_uploads: bool = typer.Option(False, "--keep-uploads", help="Keep uploaded photos and checkpoints after a job ends."),
     threads: int = typer.Option(None, help="CPU threads for the model (torch.set_num_threads); 1 is often fastest on a busy shared machine."),
@@ -77,6 +86,28 @@ def serve_command(
         limits.max_request_bytes = max_request_mb * 1024 * 1024
     if max_concurrent is not None:
         limits.max_concurrent_generations = max_concurrent
+    for flag, field, value, scale in (
+        ("max-concepts", "max_concepts_per_user", max_concepts, 1),
+        ("max-storage-mb", "max_storage_bytes_per_user", max_storage_mb, 1024 * 1024),
+        ("max-k", "max_k", max_k, 1),
+        ("max-meta-kb", "max_meta_bytes", max_meta_kb, 1024),
+        ("max-import-mb", "max_import_bytes", max_import_mb, 1024 * 1024),
+        ("max-megapixels", "max_pixels", max_megapixels, 1_000_000),
+        ("max-photo-side", "max_photo_side", max_photo_side, 1),
+        ("max-decoding", "max_decoding", max_decoding, 1),
+        ("max-prompt-tokens", "max_prompt_tokens", max_prompt_tokens, 1),
+    ):
+        if value is not None:
+            if value <= 0:
+                typer.echo(f"error: --{flag} must be positive", err=True)
+                raise typer.Exit(1)
+            setattr(limits, field, int(value * scale))
+    if limits.max_meta_bytes > 1024 * 1024:
+        typer.echo("error: --max-meta-kb may be at most 1024 (the library refuses larger metadata files)", err=True)
+        raise typer.Exit(1)
+    if config.train.k > limits.max_k:
+        typer.echo(f"error: --k {config.train.k} is above --max-k {limits.max_k}", err=True)
+        raise typer.Exit(1)
     config.limits = limits
 
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -149,7 +180,7 @@ def users_revoke(name: str = typer.Argument(...), home: Path = HomeOpt):
     """Revoke all of a user's API keys (their concepts stay)."""
     db = _db(home)
     n = db.revoke_keys(_user(db, name))
-    typer.echo(f"revoked {n} key(s) of {name!r} (a running server forgets them within a minute)")
+    typer.echo(f"revoked {n} key(s) of {name!r} (a running server refuses them from the next request)")
 
 
 @users_app.command("rm")
