@@ -611,3 +611,24 @@ def test_error_messages_name_no_server_path(serve_engine, tiny_model_dirs, tmp_p
     forbidden = [str(home), str(tmp_path), str(tiny_model_dirs["llava"]), str(Path.home()), "users/1"]
     for message in messages:
         assert not [f for f in forbidden if f in message], message
+
+
+def test_limits_are_set_from_serve_flags(tmp_path):
+    from typer.testing import CliRunner
+
+    from yollava.serve.commands import app as cli
+    from yollava.serve.config import limits_from_flags
+
+    limits = limits_from_flags(max_concepts=5, max_storage_mb=2, max_k=8, max_meta_kb=16, max_megapixels=12.5,
+                               max_photo_side=1024, max_decoding=1, max_prompt_tokens=999, max_import_mb=3, max_photos=None)
+    assert (limits.max_concepts_per_user, limits.max_storage_bytes_per_user, limits.max_k, limits.max_meta_bytes) == (5, 2 << 20, 8, 16384)
+    assert (limits.max_pixels, limits.max_photo_side, limits.max_decoding, limits.max_prompt_tokens) == (12_500_000, 1024, 1, 999)
+    assert limits.max_import_bytes == 3 << 20 and limits.max_photos == 20
+    for bad in ({"max_concepts": 0}, {"max_meta_kb": 4096}):
+        with pytest.raises(ValueError):
+            limits_from_flags(**bad)
+    run = lambda *a: CliRunner().invoke(cli, ["serve", *a, "--home", str(tmp_path / "home")])  # noqa: E731
+    r = run("--help")
+    assert r.exit_code == 0 and all(f in r.output for f in ("--max-concepts", "--max-storage-mb", "--max-k", "--max-prompt-tokens"))
+    assert "above --max-k 64" in run("--k", "100").output
+    assert "must be positive" in run("--max-concepts", "0").output

@@ -242,7 +242,9 @@ def create_app(config: ServerConfig | None = None, engine: YoLLaVA | None = None
     @app.get("/v1/me")
     async def me(user: User = Depends(current_user)):
         return {"object": "user", "name": user.name, "model": server.model_name, "limits": {
-            "max_photos": limits.max_photos, "max_photo_bytes": limits.max_photo_bytes, "max_tokens": limits.max_tokens_limit}}
+            "max_photos": limits.max_photos, "max_photo_bytes": limits.max_photo_bytes, "max_pixels": limits.max_pixels,
+            "max_tokens": limits.max_tokens_limit, "max_prompt_tokens": limits.max_prompt_tokens, "max_k": limits.max_k,
+            "max_concepts": limits.max_concepts_per_user, "max_storage_bytes": limits.max_storage_bytes_per_user}}
 
     # ---- chat ------------------------------------------------------------------------------
     def _concepts_for(user: User, names: list[str], param: str) -> list[str]:

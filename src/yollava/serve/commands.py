@@ -65,7 +65,7 @@ def serve_command(
         typer.echo(f"error: the server needs the serve extra ({e}); install with: pip install 'yollava[serve]'", err=True)
         raise typer.Exit(1) from None
     from ..engine import YoLLaVA
-    from .config import Limits, ServerConfig
+    from .config import ServerConfig, limits_from_flags
 
     config = ServerConfig(model=model, home=_home(home), host=host, port=port, resume_jobs=not no_resume, keep_uploads=keep_uploads)
     for field, value in (("epochs", epochs), ("k", k), ("batch_size", batch_size), ("patience", patience)):
@@ -79,32 +79,15 @@ def serve_command(
     if no_conversations:
         config.data.conversations = False
     config.pool_dirs = list(pool) if pool else None
-    limits = Limits()
-    if max_photos is not None:
-        limits.max_photos = max_photos
-    if max_request_mb is not None:
-        limits.max_request_bytes = max_request_mb * 1024 * 1024
-    if max_concurrent is not None:
-        limits.max_concurrent_generations = max_concurrent
-    for flag, field, value, scale in (
-        ("max-concepts", "max_concepts_per_user", max_concepts, 1),
-        ("max-storage-mb", "max_storage_bytes_per_user", max_storage_mb, 1024 * 1024),
-        ("max-k", "max_k", max_k, 1),
-        ("max-meta-kb", "max_meta_bytes", max_meta_kb, 1024),
-        ("max-import-mb", "max_import_bytes", max_import_mb, 1024 * 1024),
-        ("max-megapixels", "max_pixels", max_megapixels, 1_000_000),
-        ("max-photo-side", "max_photo_side", max_photo_side, 1),
-        ("max-decoding", "max_decoding", max_decoding, 1),
-        ("max-prompt-tokens", "max_prompt_tokens", max_prompt_tokens, 1),
-    ):
-        if value is not None:
-            if value <= 0:
-                typer.echo(f"error: --{flag} must be positive", err=True)
-                raise typer.Exit(1)
-            setattr(limits, field, int(value * scale))
-    if limits.max_meta_bytes > 1024 * 1024:
-        typer.echo("error: --max-meta-kb may be at most 1024 (the library refuses larger metadata files)", err=True)
-        raise typer.Exit(1)
+    try:
+        limits = limits_from_flags(
+            max_photos=max_photos, max_request_mb=max_request_mb, max_concurrent=max_concurrent, max_concepts=max_concepts,
+            max_storage_mb=max_storage_mb, max_k=max_k, max_meta_kb=max_meta_kb, max_import_mb=max_import_mb,
+            max_megapixels=max_megapixels, max_photo_side=max_photo_side, max_decoding=max_decoding, max_prompt_tokens=max_prompt_tokens,
+        )
+    except ValueError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
     if config.train.k > limits.max_k:
         typer.echo(f"error: --k {config.train.k} is above --max-k {limits.max_k}", err=True)
         raise typer.Exit(1)

@@ -67,6 +67,39 @@ class Limits:
     max_jobs_per_user: int = 4
 
 
+_MIB = 1024 * 1024
+#: ``yollava serve`` options that set limits: option -> (Limits field, the option's unit)
+LIMIT_FLAGS = {
+    "max_photos": ("max_photos", 1),
+    "max_request_mb": ("max_request_bytes", _MIB),
+    "max_concurrent": ("max_concurrent_generations", 1),
+    "max_concepts": ("max_concepts_per_user", 1),
+    "max_storage_mb": ("max_storage_bytes_per_user", _MIB),
+    "max_k": ("max_k", 1),
+    "max_meta_kb": ("max_meta_bytes", 1024),
+    "max_import_mb": ("max_import_bytes", _MIB),
+    "max_megapixels": ("max_pixels", 1_000_000),
+    "max_photo_side": ("max_photo_side", 1),
+    "max_decoding": ("max_decoding", 1),
+    "max_prompt_tokens": ("max_prompt_tokens", 1),
+}
+
+
+def limits_from_flags(**flags: float | None) -> Limits:
+    """Limits with the given ``yollava serve`` options applied (None: the default); ValueError if one is bad."""
+    limits = Limits()
+    for flag, value in flags.items():
+        if value is None:
+            continue
+        field_name, unit = LIMIT_FLAGS[flag]
+        if value <= 0:
+            raise ValueError(f"--{flag.replace('_', '-')} must be positive")
+        setattr(limits, field_name, int(value * unit))
+    if limits.max_meta_bytes > _MIB:
+        raise ValueError("--max-meta-kb may be at most 1024 (the library refuses larger metadata files)")
+    return limits
+
+
 @dataclass
 class ServerConfig:
     model: str = "pocket"
