@@ -579,8 +579,13 @@ def test_prompt_longer_than_the_context_is_refused(serve_engine, tmp_path):
     app = make_server(serve_engine, home)  # the tiny model's context is 512 tokens
     h = add_user(app, "alice")
     put_concept(serve_engine, home / "users" / "1" / "concepts", "bo", k=600)
+    put_concept(serve_engine, home / "users" / "1" / "concepts", "anna", k=480)
     with TestClient(app) as c:
         assert_error(chat(c, h, "What is <bo>?"), 422, "context of 512 tokens")
+        r = chat(c, h, "What is <anna>?", max_tokens=1000)  # fits, but the answer must stop at the context's end
+        assert r.status_code == 200, r.text
+        usage = r.json()["usage"]
+        assert usage["total_tokens"] <= 512
         assert c.get("/healthz").status_code == 200
 
 

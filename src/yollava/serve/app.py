@@ -294,7 +294,7 @@ def create_app(config: ServerConfig | None = None, engine: YoLLaVA | None = None
         max_new = req.max_completion_tokens or req.max_tokens or limits.default_max_tokens
         if max_new > limits.max_tokens_limit:
             raise APIError(422, f"max_tokens may be at most {limits.max_tokens_limit}", param="max_tokens")
-        engine = server.host.request_engine(server.space(user).concepts, names, limits.max_prompt_tokens, max_new)
+        engine = server.host.request_engine(server.space(user).concepts, names, limits.max_prompt_tokens)
         engine.conversation = conversation
         gen = engine.stream_chat(
             "", concepts=names, max_new_tokens=max_new, temperature=req.temperature or 0.0,
@@ -302,13 +302,15 @@ def create_app(config: ServerConfig | None = None, engine: YoLLaVA | None = None
         )
         return engine, gen, max_new
 
-    def _step(gen):
+    def _step(gen, engine):
+        if engine.context_full:  # the model's context is full: the answer ends here
+            return _END
         with server.host.lock:
             return next(gen, _END)
 
-    async def step(gen):
+    async def step(gen, engine):
         try:
-            return await anyio.to_thread.run_sync(_step, gen, limiter=server.step_limiter)
+            return await anyio.to_thread.run_sync(_step, gen, engine, limiter=server.step_limiter)
         except YollavaError as e:
             raise from_yollava(e, param="messages") from None
         except ValueError as e:
@@ -337,7 +339,7 @@ def create_app(config: ServerConfig | None = None, engine: YoLLaVA | None = None
             except YollavaError as e:
                 raise from_yollava(e, param="messages") from None
             text = TextStream(stops)
-            first = await step(gen)  # prompt + first token now: prompt errors become 4xx, not a broken stream
+            first = await step(gen, engine)  # prompt + first token now: prompt errors become 4xx, not a broken stream
         except BaseException:
             await release()
             raise
@@ -347,14 +349,14 @@ def create_app(config: ServerConfig | None = None, engine: YoLLaVA | None = None
                     "total_tokens": engine.prompt_tokens + engine.completion_tokens}
 
         def finish_reason() -> str:
-            return "length" if not text.stopped and engine.completion_tokens >= max_new else "stop"
+            return "length" if not text.stopped and (engine.completion_tokens >= max_new or engine.context_full) else "stop"
 
         if not req.stream:
             try:
                 pieces, piece = [], first
                 while piece is not _END and not text.stopped:
                     pieces.append(text.feed(piece))
-                    piece = await step(gen)
+                    piece = await step(gen, engine)
                 pieces.append(text.finish())
             finally:
                 gen.close()
@@ -371,7 +373,7 @@ def create_app(config: ServerConfig | None = None, engine: YoLLaVA | None = None
                     out = text.feed(piece)
                     if out:
                         yield chunk(cid, server.model_name, created, {"content": out})
-                    piece = await step(gen)
+                    piece = await step(gen, engine)
                 out = text.finish()
                 if out:
                     yield chunk(cid, server.model_name, created, {"content": out})

@@ -104,10 +104,9 @@ class RequestEngine(YoLLaVA):
     conversation: list[tuple[str, str, Any]] | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    #: refuse prompts longer than this, or than the context minus the tokens the answer may take
+    #: refuse prompts longer than this or than the model's context; answers stop at the context's end
     max_prompt_tokens: int | None = None
     context_length: int | None = None
-    max_new_tokens: int = 0
 
     def fingerprint(self) -> dict[str, Any]:
         return self._fingerprint
@@ -121,10 +120,15 @@ class RequestEngine(YoLLaVA):
         if self.max_prompt_tokens and n > self.max_prompt_tokens:
             raise PromptTooLongError(f"the prompt is {n:,} tokens (text, photos and each concept's k+1 tokens); "
                                      f"this server allows at most {self.max_prompt_tokens:,}")
-        if self.context_length and n + self.max_new_tokens > self.context_length:
-            raise PromptTooLongError(f"the prompt is {n:,} tokens and max_tokens {self.max_new_tokens:,}, more than the "
-                                     f"model's context of {self.context_length:,} tokens")
+        if self.context_length and n >= self.context_length:
+            raise PromptTooLongError(f"the prompt is {n:,} tokens; the model's context of {self.context_length:,} tokens "
+                                     "leaves no room for an answer")
         return enc
+
+    @property
+    def context_full(self) -> bool:
+        """True once prompt + answer fill the model's context (the answer ends there, finish_reason "length")."""
+        return bool(self.context_length) and self.prompt_tokens + self.completion_tokens >= self.context_length
 
     def _encode_conversation(self, conversation, concepts: Sequence[str]) -> Encoded:
         """Render ``[(role, text, image or None), ...]``; the concepts named anywhere are introduced
@@ -294,13 +298,12 @@ class ModelHost:
     def mentioned_concepts(self, text: str) -> list[str]:
         return self.engine.mentioned_concepts(text)
 
-    def request_engine(self, concepts_dir: Path, names: Sequence[str], max_prompt_tokens: int | None = None,
-                       max_new_tokens: int = 0) -> RequestEngine:
+    def request_engine(self, concepts_dir: Path, names: Sequence[str], max_prompt_tokens: int | None = None) -> RequestEngine:
         """A view holding exactly ``names`` from ``concepts_dir`` (UnknownConceptError if one is missing);
         its prompts are refused (:class:`PromptTooLongError`) above ``max_prompt_tokens`` or the context."""
         view = _view(RequestEngine, self.engine, concepts_dir)
         view._fingerprint = self.fingerprint
-        view.max_prompt_tokens, view.context_length, view.max_new_tokens = max_prompt_tokens, self.context_length, max_new_tokens
+        view.max_prompt_tokens, view.context_length = max_prompt_tokens, self.context_length
         for name in dict.fromkeys(names):
             view.bank.add(self.concepts.get(concepts_dir, name))
         return view
