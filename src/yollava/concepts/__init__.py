@@ -1,17 +1,22 @@
 from .bank import ConceptBank
 from .concept import DEFAULT_NUM_LATENT, Concept, identifier, latent_tokens, validate_name
-from .io import delete_concept, list_concepts, load_concept, read_meta, save_concept
+from .io import concept_from_bytes, delete_concept, list_concepts, load_concept, read_meta, save_concept
+from .schema import check_rows, parse_meta, validate_meta
 
 __all__ = [
     "DEFAULT_NUM_LATENT",
     "Concept",
     "ConceptBank",
+    "check_rows",
+    "concept_from_bytes",
     "delete_concept",
     "identifier",
     "latent_tokens",
     "list_concepts",
     "load_concept",
+    "parse_meta",
     "read_meta",
     "save_concept",
+    "validate_meta",
     "validate_name",
 ]

@@ -14,14 +14,15 @@ from torch import nn
 from ..errors import InvalidConceptNameError
 
 DEFAULT_NUM_LATENT = 16
-# letters/digits, then letters/digits/_/-; not ending in _<digits> (that shape is reserved for latent tokens)
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-_LATENT_SHAPE = re.compile(r"_\d+$")
+# letters/digits, then letters/digits/_/-; not ending in _<digits> (that shape is reserved for latent tokens).
+# Always matched against the whole string (fullmatch): with re.match, "$" also matches before a final "\n".
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+_LATENT_SHAPE = re.compile(r"_\d+\Z")
 
 
 def validate_name(name: str) -> str:
     """Return ``name`` if it is a safe concept name, else raise with the reason."""
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise InvalidConceptNameError(
             f"invalid concept name {name!r}: use 1-64 letters, digits, '_' or '-', starting with a letter "
             "or digit (no spaces, slashes, dots or angle brackets)"

@@ -8,6 +8,7 @@ inconsistent by a crash between the two renames is detected on load, not silentl
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -16,11 +17,12 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save
 
-from ..errors import ConceptMismatchError, CorruptConceptError, UnknownConceptError
-from ..images import file_sha256
+from ..errors import ConceptMismatchError, CorruptConceptError, UnknownConceptError, YollavaError
+from ..safejson import finite_copy
 from .concept import Concept, validate_name
+from .schema import MAX_META_BYTES, check_rows, parse_meta, validate_meta
 
 FORMAT_VERSION = 1
 
@@ -51,37 +53,40 @@ def concept_paths(folder: str | Path, name: str) -> tuple[Path, Path]:
 
 
 def save_concept(concept: Concept, folder: str | Path, fingerprint: dict[str, Any]) -> Path:
+    """Write the concept's two files; its metadata is checked against the schema first, so nothing is
+    written that :func:`load_concept` would refuse (non-finite numbers in the metadata become null)."""
     tensors_path, meta_path = concept_paths(folder, concept.name)
     tensors = {
         "input_rows": concept.input_rows.detach().cpu().contiguous(),
         "output_row": concept.output_row.detach().cpu().contiguous(),
     }
-    atomic_write(tensors_path, lambda p: save_file(tensors, str(p), metadata={"name": concept.name}))
-    meta = {
-        **concept.meta,
-        "format_version": FORMAT_VERSION,
-        "name": concept.name,
-        "k": concept.k,
-        "base_model": fingerprint,
-        "tensors_sha256": file_sha256(tensors_path),
-    }
+    check_rows(concept.name, tensors["input_rows"], tensors["output_row"])
+    meta = {**concept.meta, "format_version": FORMAT_VERSION, "name": concept.name, "k": concept.k, "base_model": fingerprint}
+    text = json.dumps(finite_copy(meta), indent=2, sort_keys=True, default=str, allow_nan=False)
+    parse_meta(text.encode(), concept.name)  # refuse before writing anything
+    blob = save(tensors, metadata={"name": concept.name})
+    meta = json.loads(text)
+    meta["tensors_sha256"] = hashlib.sha256(blob).hexdigest()
+    atomic_write(tensors_path, lambda p: p.write_bytes(blob))
     atomic_write_json(meta_path, meta)
     concept.meta = {k: v for k, v in meta.items() if k not in ("format_version", "tensors_sha256")}
     return meta_path
 
 
-def read_meta(folder: str | Path, name: str) -> dict[str, Any]:
+def read_meta(folder: str | Path, name: str, max_bytes: int = MAX_META_BYTES) -> dict[str, Any]:
+    """The concept's metadata, checked against the schema (:class:`CorruptConceptError` if it fails)."""
     _, meta_path = concept_paths(folder, name)
-    if not meta_path.exists():
-        raise UnknownConceptError(f"no concept <{name}> in {Path(folder)}")
     try:
-        return json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
-        raise CorruptConceptError(f"{meta_path}: metadata is not valid JSON ({e})") from None
+        size = meta_path.stat().st_size
+    except FileNotFoundError:
+        raise UnknownConceptError(f"no concept <{name}> in {Path(folder)}") from None
+    if size > max_bytes:
+        raise CorruptConceptError(f"concept <{name}>: metadata is {size:,} bytes; at most {max_bytes:,} are allowed")
+    return parse_meta(meta_path.read_bytes(), name, max_bytes)
 
 
 def check_fingerprint(meta: dict[str, Any], fingerprint: dict[str, Any]) -> None:
-    trained_for = meta.get("base_model", {})
+    trained_for = meta.get("base_model") if isinstance(meta.get("base_model"), dict) else {}
     keys = ("family", "config_sha256", "weights_sha256", "vocab_size", "hidden_size")
     if any(trained_for.get(k) != fingerprint.get(k) for k in keys):
         raise ConceptMismatchError(
@@ -93,23 +98,47 @@ def check_fingerprint(meta: dict[str, Any], fingerprint: dict[str, Any]) -> None
         )
 
 
+def concept_from_bytes(
+    name: str,
+    meta: dict[str, Any] | bytes,
+    tensor_bytes: bytes,
+    fingerprint: dict[str, Any] | None = None,
+    max_k: int | None = None,
+    max_meta_bytes: int = MAX_META_BYTES,
+) -> Concept:
+    """A concept from the contents of its two files, every check done (nothing touches the disk):
+    metadata schema, base model, recorded tensor hash, tensor names, shapes, dtypes and finite values."""
+    validate_name(name)
+    meta = parse_meta(meta, name, max_meta_bytes) if isinstance(meta, (bytes, bytearray)) else validate_meta(meta, name)
+    if fingerprint is not None:
+        check_fingerprint(meta, fingerprint)
+    if meta.get("tensors_sha256") and hashlib.sha256(tensor_bytes).hexdigest() != meta["tensors_sha256"]:
+        raise CorruptConceptError(f"concept <{name}>: the tensor file does not match the hash recorded in its metadata")
+    try:
+        tensors = load(bytes(tensor_bytes))
+    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as e:
+        raise CorruptConceptError(f"concept <{name}>: the tensor file is not a readable safetensors file ({e.__class__.__name__})") from None
+    if set(tensors) != {"input_rows", "output_row"}:
+        shown = sorted(tensors)[:4]
+        raise CorruptConceptError(f"concept <{name}>: expected the tensors input_rows and output_row, found {shown}")
+    hidden = fingerprint.get("hidden_size") if fingerprint else None
+    check_rows(name, tensors["input_rows"], tensors["output_row"], hidden_size=hidden, max_k=max_k)
+    if "k" in meta and meta["k"] != tensors["input_rows"].shape[0] - 1:
+        raise CorruptConceptError(f"concept <{name}>: metadata says k = {meta['k']}, the rows hold {tensors['input_rows'].shape[0] - 1}")
+    meta = {k: v for k, v in meta.items() if k not in ("format_version", "tensors_sha256")}
+    return Concept(name, tensors["input_rows"], tensors["output_row"], meta)
+
+
 def load_concept(folder: str | Path, name: str, fingerprint: dict[str, Any] | None = None) -> Concept:
-    tensors_path, meta_path = concept_paths(folder, name)
+    tensors_path, _ = concept_paths(folder, name)
     meta = read_meta(folder, name)
     if fingerprint is not None:
         check_fingerprint(meta, fingerprint)
-    if not tensors_path.exists():
-        raise CorruptConceptError(f"{tensors_path} is missing (metadata {meta_path} exists)")
-    if meta.get("tensors_sha256") and file_sha256(tensors_path) != meta["tensors_sha256"]:
-        raise CorruptConceptError(f"{tensors_path} does not match the hash recorded in {meta_path}")
     try:
-        tensors = load_file(str(tensors_path))
-    except (SafetensorError, OSError) as e:
-        raise CorruptConceptError(f"{tensors_path}: not a readable safetensors file ({e})") from None
-    if set(tensors) != {"input_rows", "output_row"}:
-        raise CorruptConceptError(f"{tensors_path}: unexpected tensors {sorted(tensors)}")
-    meta = {k: v for k, v in meta.items() if k not in ("format_version", "tensors_sha256")}
-    return Concept(name, tensors["input_rows"], tensors["output_row"], meta)
+        blob = tensors_path.read_bytes()
+    except FileNotFoundError:
+        raise CorruptConceptError(f"concept <{name}>: {tensors_path.name} is missing (its metadata exists)") from None
+    return concept_from_bytes(name, meta, blob, fingerprint)
 
 
 def list_concepts(folder: str | Path) -> list[dict[str, Any]]:
@@ -120,8 +149,8 @@ def list_concepts(folder: str | Path) -> list[dict[str, Any]]:
     for meta_path in sorted(folder.glob("*.json")):
         try:
             out.append(read_meta(folder, meta_path.stem))
-        except (CorruptConceptError, ValueError):
-            out.append({"name": meta_path.stem, "error": "unreadable metadata"})
+        except (YollavaError, ValueError, OSError) as e:  # one bad file never hides the others
+            out.append({"name": meta_path.stem, "error": str(e) if isinstance(e, YollavaError) else "unreadable metadata"})
     return out
 
 

@@ -12,9 +12,10 @@ import io
 import json
 import logging
 import shutil
+import threading
 import time
-import uuid
 import zipfile
+from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,17 +24,17 @@ from typing import Any
 import anyio
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
-from ..concepts import validate_name
-from ..concepts.io import check_fingerprint, list_concepts, load_concept, read_meta, save_concept
+from ..concepts import list_concepts, read_meta
 from ..engine import YoLLaVA
-from ..errors import InvalidConceptNameError, UnknownConceptError, YollavaError
+from ..errors import CorruptConceptError, UnknownConceptError, YollavaError
+from .bodies import read_json
 from .config import ServerConfig
 from .db import ACTIVE, Database, User
-from .errors import APIError, error_body, from_yollava, install_error_handlers
+from .errors import APIError, checked_name, error_body, from_yollava, install_error_handlers
 from .host import ModelHost
+from .imports import import_concept
 from .jobs import JobManager
 from .openai_compat import (
     DONE,
@@ -47,7 +48,9 @@ from .openai_compat import (
     sse,
     usage_chunk,
 )
-from .photos import FORMATS, decode_data_url, open_photo
+from .photos import FORMATS, PhotoDecoder, decode_data_url
+from .quotas import check_quotas, writing_for
+from .redact import server_redactor
 from .spaces import UserSpace
 
 log = logging.getLogger(__name__)
@@ -104,18 +107,29 @@ class Server:
             config.home.chmod(0o700)  # users' concepts and the key hashes: nobody else's business
         for leftover in config.home.glob("users/*/imports"):  # half-done imports of a run that crashed
             shutil.rmtree(leftover, ignore_errors=True)
+        limits = config.limits
+        if config.train.k > limits.max_k:
+            raise ValueError(f"the training recipe's k ({config.train.k}) is above the server's max_k ({limits.max_k})")
         self.db = Database(config.home / "server.db")
         if engine is None:
             engine = YoLLaVA.from_pretrained(config.model, concepts_dir=config.home / "unused-concepts")
         self.host = ModelHost(engine)
+        self.redact = server_redactor(config.home, config.model, self.host.fingerprint.get("model_id"))
         self.jobs = JobManager(self.host, self.db, config)
-        self.limits = config.limits
+        self.jobs.redact = self.redact
+        self.limits = limits
         self.model_name = config.served_model_name
-        self.step_limiter = anyio.CapacityLimiter(config.limits.max_concurrent_generations + 2)
+        self.step_limiter = anyio.CapacityLimiter(limits.max_concurrent_generations + 2)
+        self.photos = PhotoDecoder(limits.max_pixels, limits.max_photo_side, limits.max_decoding, limits.queue_timeout_s)
         self._slots: asyncio.Semaphore | None = None
+        self._user_locks: dict[int, threading.Lock] = defaultdict(threading.Lock)
 
     def space(self, user: User) -> UserSpace:
         return UserSpace(self.config.home, user.id)
+
+    def user_lock(self, user_id: int) -> threading.Lock:
+        """Held while a user's quotas are checked and a concept or job is added (before any concept lock)."""
+        return self._user_locks[user_id]
 
     @contextlib.asynccontextmanager
     async def generation_slot(self):
@@ -132,38 +146,14 @@ class Server:
 
 
 # ---- helpers -------------------------------------------------------------------------------
-async def read_json(request: Request, model: type[BaseModel]):
-    body = await request.body()
-    try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise APIError(400, f"request body is not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise APIError(400, "request body must be a JSON object")
-    try:
-        return model.model_validate(data)
-    except ValidationError as e:
-        parts, param = [], None
-        for err in e.errors()[:5]:
-            where = ".".join(str(x) for x in err.get("loc", ())) or "body"
-            param = param or where
-            parts.append(f"{where}: {err.get('msg', 'invalid')}")
-        raise APIError(422, "invalid request: " + "; ".join(parts), param=param) from None
-
-
-def checked_name(name: str, param: str = "name") -> str:
-    try:
-        return validate_name(name)
-    except InvalidConceptNameError as e:
-        raise APIError(422, str(e), param=param) from None
-
-
 def concept_view(meta: dict[str, Any], path: Path | None = None) -> dict[str, Any]:
+    """The public form of a concept (``meta`` has passed the schema check of ``read_meta``)."""
     metrics = meta.get("metrics") or {}
+    name = path.stem if path is not None else meta.get("name")
     return {
         "object": "concept",
-        "name": meta.get("name"),
-        "identifier": f"<{meta.get('name')}>",
+        "name": name,
+        "identifier": f"<{name}>",
         "status": "ready",
         "k": meta.get("k"),
         "recognition_threshold": meta.get("recognition_threshold", 0.5),
@@ -173,6 +163,11 @@ def concept_view(meta: dict[str, Any], path: Path | None = None) -> dict[str, An
         "recipe": meta.get("recipe"),
         "created": path.stat().st_mtime if path is not None and path.exists() else None,
     }
+
+
+def unreadable_view(name: str, error: str) -> dict[str, Any]:
+    """A concept file that fails its checks: listed (so it can be deleted), never loaded."""
+    return {"object": "concept", "name": name, "identifier": f"<{name}>", "status": "unreadable", "error": error}
 
 
 async def _form(request: Request, max_files: int, max_fields: int = 16):
@@ -216,7 +211,7 @@ def create_app(config: ServerConfig | None = None, engine: YoLLaVA | None = None
 
     app = FastAPI(title="yollava", version="1", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.server = server
-    install_error_handlers(app)
+    install_error_handlers(app, server.redact)
     app.add_middleware(BodyLimit, limit=config.limits.max_request_bytes)
     limits = config.limits
 
@@ -247,7 +242,9 @@ def create_app(config: ServerConfig | None = None, engine: YoLLaVA | None = None
     @app.get("/v1/me")
     async def me(user: User = Depends(current_user)):
         return {"object": "user", "name": user.name, "model": server.model_name, "limits": {
-            "max_photos": limits.max_photos, "max_photo_bytes": limits.max_photo_bytes, "max_tokens": limits.max_tokens_limit}}
+            "max_photos": limits.max_photos, "max_photo_bytes": limits.max_photo_bytes, "max_pixels": limits.max_pixels,
+            "max_tokens": limits.max_tokens_limit, "max_prompt_tokens": limits.max_prompt_tokens, "max_k": limits.max_k,
+            "max_concepts": limits.max_concepts_per_user, "max_storage_bytes": limits.max_storage_bytes_per_user}}
 
     # ---- chat ------------------------------------------------------------------------------
     def _concepts_for(user: User, names: list[str], param: str) -> list[str]:
@@ -282,32 +279,38 @@ def create_app(config: ServerConfig | None = None, engine: YoLLaVA | None = None
                 if n_images > limits.max_chat_images:
                     raise APIError(413, f"at most {limits.max_chat_images} photos per conversation", param="messages")
                 blob = decode_data_url(urls[0], limits.max_photo_bytes, param=f"messages[{i}].content")
-                image, _ = open_photo(blob, limits.max_pixels, label=f"messages[{i}] photo", param=f"messages[{i}].content")
+                image, _ = server.photos.open(blob, label=f"messages[{i}] photo", param=f"messages[{i}].content")
             role = "system" if msg.role == "developer" else msg.role
             conversation.append((role, text, image))
         if n_chars > limits.max_chat_chars:
             raise APIError(413, f"at most {limits.max_chat_chars:,} characters of text per request", param="messages")
+        if len(req.concepts or []) > limits.max_chat_concepts:
+            raise APIError(422, f"at most {limits.max_chat_concepts} concepts per request", param="concepts")
         extra = [checked_name(n, "concepts") for n in (req.concepts or [])]
         names = list(dict.fromkeys([*extra, *server.host.mentioned_concepts(" ".join(t for _, t, _ in conversation))]))
+        if len(names) > limits.max_chat_concepts:
+            raise APIError(422, f"at most {limits.max_chat_concepts} concepts per request ({len(names)} named)", param="messages")
         _concepts_for(user, names, "messages")
-        engine = server.host.request_engine(server.space(user).concepts, names)
-        engine.conversation = conversation
         max_new = req.max_completion_tokens or req.max_tokens or limits.default_max_tokens
         if max_new > limits.max_tokens_limit:
             raise APIError(422, f"max_tokens may be at most {limits.max_tokens_limit}", param="max_tokens")
+        engine = server.host.request_engine(server.space(user).concepts, names, limits.max_prompt_tokens)
+        engine.conversation = conversation
         gen = engine.stream_chat(
             "", concepts=names, max_new_tokens=max_new, temperature=req.temperature or 0.0,
             top_p=req.top_p if req.top_p is not None else 1.0, seed=req.seed,
         )
         return engine, gen, max_new
 
-    def _step(gen):
+    def _step(gen, engine):
+        if engine.context_full:  # the model's context is full: the answer ends here
+            return _END
         with server.host.lock:
             return next(gen, _END)
 
-    async def step(gen):
+    async def step(gen, engine):
         try:
-            return await anyio.to_thread.run_sync(_step, gen, limiter=server.step_limiter)
+            return await anyio.to_thread.run_sync(_step, gen, engine, limiter=server.step_limiter)
         except YollavaError as e:
             raise from_yollava(e, param="messages") from None
         except ValueError as e:
@@ -315,7 +318,7 @@ def create_app(config: ServerConfig | None = None, engine: YoLLaVA | None = None
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request, user: User = Depends(current_user)):
-        req = await read_json(request, ChatRequest)
+        req = await read_json(request, ChatRequest, limits.max_json_depth)
         stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
         if len(stops) > 4:
             raise APIError(422, "at most 4 stop sequences", param="stop")
@@ -336,7 +339,7 @@ def create_app(config: ServerConfig | None = None, engine: YoLLaVA | None = None
             except YollavaError as e:
                 raise from_yollava(e, param="messages") from None
             text = TextStream(stops)
-            first = await step(gen)  # prompt + first token now: prompt errors become 4xx, not a broken stream
+            first = await step(gen, engine)  # prompt + first token now: prompt errors become 4xx, not a broken stream
         except BaseException:
             await release()
             raise
@@ -346,14 +349,14 @@ def create_app(config: ServerConfig | None = None, engine: YoLLaVA | None = None
                     "total_tokens": engine.prompt_tokens + engine.completion_tokens}
 
         def finish_reason() -> str:
-            return "length" if not text.stopped and engine.completion_tokens >= max_new else "stop"
+            return "length" if not text.stopped and (engine.completion_tokens >= max_new or engine.context_full) else "stop"
 
         if not req.stream:
             try:
                 pieces, piece = [], first
                 while piece is not _END and not text.stopped:
                     pieces.append(text.feed(piece))
-                    piece = await step(gen)
+                    piece = await step(gen, engine)
                 pieces.append(text.finish())
             finally:
                 gen.close()
@@ -370,7 +373,7 @@ def create_app(config: ServerConfig | None = None, engine: YoLLaVA | None = None
                     out = text.feed(piece)
                     if out:
                         yield chunk(cid, server.model_name, created, {"content": out})
-                    piece = await step(gen)
+                    piece = await step(gen, engine)
                 out = text.finish()
                 if out:
                     yield chunk(cid, server.model_name, created, {"content": out})
@@ -379,7 +382,7 @@ def create_app(config: ServerConfig | None = None, engine: YoLLaVA | None = None
                     yield usage_chunk(cid, server.model_name, created, usage())
                 yield DONE
             except APIError as e:
-                yield sse(error_body(e.status, e.message, e.type, e.param, e.code))
+                yield sse(error_body(e.status, server.redact(e.message), e.type, e.param, e.code))
                 yield DONE
             except Exception as e:  # after the headers are sent the status cannot change: say it in the stream
                 log.exception("chat stream failed")
@@ -394,15 +397,15 @@ def create_app(config: ServerConfig | None = None, engine: YoLLaVA | None = None
     # ---- recognition -----------------------------------------------------------------------
     @app.post("/v1/recognize")
     async def recognize(request: Request, user: User = Depends(current_user)):
-        req = await read_json(request, RecognizeRequest)
+        req = await read_json(request, RecognizeRequest, limits.max_json_depth)
         names = list(dict.fromkeys(checked_name(n, "concepts") for n in req.concepts))
         url = req.image.get("url") if isinstance(req.image, dict) else req.image
 
         def run():
+            _concepts_for(user, names, "concepts")  # before decoding: an unknown concept is cheap to report
             blob = decode_data_url(url, limits.max_photo_bytes, param="image")
-            image, _ = open_photo(blob, limits.max_pixels, label="image", param="image")
-            _concepts_for(user, names, "concepts")
-            engine = server.host.request_engine(server.space(user).concepts, names)
+            image, _ = server.photos.open(blob, label="image", param="image")
+            engine = server.host.request_engine(server.space(user).concepts, names, limits.max_prompt_tokens)
             with server.host.lock:
                 return [engine.recognize(n, image, threshold=req.threshold) for n in names]
 
@@ -422,7 +425,7 @@ def create_app(config: ServerConfig | None = None, engine: YoLLaVA | None = None
         name = form.get("name")
         if not isinstance(name, str) or not name.strip():
             raise APIError(422, "give the concept a name (form field 'name', e.g. bo)", param="name")
-        name = checked_name(name.strip())
+        name = checked_name(name.strip(" "))  # spaces around a typed name are dropped; "bo\n" is refused
         if name in server.host.reserved_tokens or f"<{name}>" in server.host.reserved_tokens:
             raise APIError(422, f"concept name {name!r} clashes with a special token of the model", param="name")
         category = form.get("category") or config.data.category
@@ -436,26 +439,28 @@ def create_app(config: ServerConfig | None = None, engine: YoLLaVA | None = None
             raise APIError(413, f"at most {limits.max_photos} photos per concept ({len(files)} sent)", param="photos")
         space = server.space(user)
 
-        def check() -> None:
+        def check(incoming: int) -> None:
             if space.has_concept(name) and not overwrite:
                 raise APIError(409, f"you already have a concept <{name}> (delete it first, or send overwrite=true)", param="name", code="concept_exists")
             if server.jobs.active_job(user.id, name):
                 raise APIError(409, f"<{name}> is already being trained", param="name", code="job_exists")
             if len(server.db.list_jobs(user.id, ACTIVE)) >= limits.max_jobs_per_user:
                 raise APIError(429, f"you have {limits.max_jobs_per_user} training jobs queued or running; wait for one to finish", code="too_many_jobs")
+            check_quotas(server, user.id, space, name, incoming)
 
-        check()  # before reading the photos: a conflict is cheap to report
+        await anyio.to_thread.run_sync(check, sum(f.size or 0 for f in files))  # before reading the photos: cheap to report
         photos = []
         for i, f in enumerate(files):
             label = f"photo {i + 1} ({f.filename or 'unnamed'})"
             blob = await _read_upload(f, limits.max_photo_bytes, label)
-            _, fmt = await anyio.to_thread.run_sync(lambda b=blob, lab=label: open_photo(b, limits.max_pixels, label=lab, param="photos"))
+            _, fmt = await anyio.to_thread.run_sync(lambda b=blob, lab=label: server.photos.open(b, label=lab, param="photos"))
             photos.append((blob, FORMATS[fmt]))
 
         def submit() -> dict:
-            with server.jobs.concept_lock(user.id, name):  # checked again: two uploads may race
-                check()
-                return server.jobs.submit(user, name, photos, category, overwrite)
+            with server.user_lock(user.id), server.jobs.concept_lock(user.id, name):  # checked again: two uploads may race
+                check(sum(len(b) for b, _ in photos))
+                with writing_for(server, user.id, space):
+                    return server.jobs.submit(user, name, photos, category, overwrite)
 
         job = await anyio.to_thread.run_sync(submit)
         return JSONResponse(job, status_code=202, headers={"Location": f"/v1/jobs/{job['id']}"})
@@ -463,7 +468,12 @@ def create_app(config: ServerConfig | None = None, engine: YoLLaVA | None = None
     @app.get("/v1/concepts")
     async def concepts_list(user: User = Depends(current_user)):
         space = server.space(user)
-        data = [concept_view(m, space.concepts / f"{m['name']}.json") for m in list_concepts(space.concepts) if "error" not in m]
+
+        def views() -> list[dict]:  # a bad file is listed as unreadable (so it can be deleted), never a 500
+            return [unreadable_view(m["name"], server.redact(m["error"])) if "error" in m else concept_view(m, space.concepts / f"{m['name']}.json")
+                    for m in list_concepts(space.concepts)]
+
+        data = await anyio.to_thread.run_sync(views)
         ready = {d["name"] for d in data}
         for job in server.db.list_jobs(user.id, ACTIVE):
             if job["concept"] not in ready:
@@ -478,6 +488,8 @@ def create_app(config: ServerConfig | None = None, engine: YoLLaVA | None = None
         space = server.space(user)
         try:
             meta = read_meta(space.concepts, name)
+        except CorruptConceptError as e:
+            return unreadable_view(name, server.redact(str(e)))
         except UnknownConceptError:
             job = server.jobs.active_job(user.id, name)
             if job:
@@ -538,7 +550,8 @@ def create_app(config: ServerConfig | None = None, engine: YoLLaVA | None = None
         space = server.space(user)
 
         def run() -> dict:
-            return _import_concept(server, user, space, blob, rename if isinstance(rename, str) and rename.strip() else None, overwrite)
+            name = rename.strip(" ") if isinstance(rename, str) and rename.strip() else None
+            return import_concept(server, user, space, blob, name, overwrite, concept_view)
 
         view = await anyio.to_thread.run_sync(run)
         return JSONResponse(view, status_code=201)
@@ -566,60 +579,3 @@ def create_app(config: ServerConfig | None = None, engine: YoLLaVA | None = None
         return server.jobs.view(server.db.get_job(job_id) or job)
 
     return app
-
-
-def _import_concept(server: Server, user: User, space: UserSpace, blob: bytes, rename: str | None, overwrite: bool) -> dict:
-    limit = server.limits.max_import_bytes
-    try:
-        zf = zipfile.ZipFile(io.BytesIO(blob))
-    except zipfile.BadZipFile:
-        raise APIError(422, "the upload is not a zip file (export a concept with GET /v1/concepts/NAME/export)", param="file") from None
-    with zf:
-        members = [i for i in zf.infolist() if not i.is_dir()]
-        jsons = [i for i in members if i.filename.endswith(".json")]
-        tensors = [i for i in members if i.filename.endswith(".safetensors")]
-        if len(members) > 8 or len(jsons) != 1 or len(tensors) != 1:
-            raise APIError(422, "the zip must hold exactly one NAME.json and one NAME.safetensors (as export makes it)", param="file")
-        for info in (jsons[0], tensors[0]):
-            if info.file_size > limit:
-                raise APIError(413, f"{info.filename} is larger than {limit:,} bytes", param="file")
-        try:
-            meta_bytes, tensor_bytes = zf.read(jsons[0]), zf.read(tensors[0])
-        except (zipfile.BadZipFile, OSError, RuntimeError, ValueError, EOFError) as e:
-            raise APIError(422, f"the zip is damaged ({e})", param="file") from None
-    try:
-        meta = json.loads(meta_bytes)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise APIError(422, f"{jsons[0].filename} is not valid JSON ({e})", param="file") from None
-    if not isinstance(meta, dict):
-        raise APIError(422, f"{jsons[0].filename} is not a concept's metadata", param="file")
-    name = rename or meta.get("name") or Path(jsons[0].filename).stem
-    name = checked_name(str(name))
-    try:
-        check_fingerprint(meta, server.host.fingerprint)
-    except YollavaError as e:
-        raise from_yollava(e, param="file") from None
-    tmp = space.imports / uuid.uuid4().hex
-    try:
-        tmp.mkdir(parents=True)
-        (tmp / f"{name}.json").write_bytes(meta_bytes)
-        (tmp / f"{name}.safetensors").write_bytes(tensor_bytes)
-        try:
-            concept = load_concept(tmp, name, server.host.fingerprint)
-        except YollavaError as e:
-            raise from_yollava(e, param="file") from None
-        hidden = server.host.fingerprint.get("hidden_size")
-        if concept.input_rows.shape[1] != hidden:
-            raise APIError(422, f"the concept's rows have size {concept.input_rows.shape[1]}, the model's hidden size is {hidden}", param="file")
-        with server.jobs.concept_lock(user.id, name):
-            if server.jobs.active_job(user.id, name):
-                raise APIError(409, f"<{name}> is being trained right now; import it under another name", param="name", code="job_exists")
-            if space.has_concept(name) and not overwrite:
-                raise APIError(409, f"you already have a concept <{name}> (send overwrite=true, or name=OTHER)", param="name", code="concept_exists")
-            save_concept(concept, space.concepts, server.host.fingerprint)
-            server.host.concepts.forget(space.concepts, name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            space.imports.rmdir()
-    return concept_view(read_meta(space.concepts, name), space.concepts / f"{name}.json")

@@ -43,6 +43,15 @@ def serve_command(
     max_photos: int = typer.Option(None, help="Photos per concept upload (default 20)."),
     max_request_mb: int = typer.Option(None, help="Largest request body in MiB (default 64)."),
     max_concurrent: int = typer.Option(None, help="Generations running at once, token-interleaved (default 16); more wait."),
+    max_concepts: int = typer.Option(None, help="Quota: concepts per user, ready or training (default 100)."),
+    max_storage_mb: int = typer.Option(None, help="Quota: MiB a user's folder may hold, concepts and queued photos (default 1024)."),
+    max_k: int = typer.Option(None, help="Most latent tokens an imported concept may have (default 64; --k must not exceed it)."),
+    max_meta_kb: int = typer.Option(None, help="Largest metadata JSON of an imported concept, KiB (default 256, at most 1024)."),
+    max_import_mb: int = typer.Option(None, help="Largest concept zip, and its tensor file inflated, MiB (default 16)."),
+    max_megapixels: float = typer.Option(None, help="Largest photo accepted, megapixels, read from its header (default 24)."),
+    max_photo_side: int = typer.Option(None, help="Decoded photos are shrunk to this many pixels on the longer side (default 1536)."),
+    max_decoding: int = typer.Option(None, help="Photos decoded at once across all requests (default 2)."),
+    max_prompt_tokens: int = typer.Option(None, help="Longest prompt in tokens, concepts and photos included (default 4096)."),
     no_resume: bool = typer.Option(False, "--no-resume", help="Mark jobs left unfinished by a previous run as failed instead of resuming them."),
     keep_uploads: bool = typer.Option(False, "--keep-uploads", help="Keep uploaded photos and checkpoints after a job ends."),
     threads: int = typer.Option(None, help="CPU threads for the model (torch.set_num_threads); 1 is often fastest on a busy shared machine."),
@@ -57,7 +66,7 @@ def serve_command(
         typer.echo(f"error: the server needs the serve extra ({e}); install with: pip install 'yollava[serve]'", err=True)
         raise typer.Exit(1) from None
     from ..engine import YoLLaVA
-    from .config import Limits, ServerConfig
+    from .config import ServerConfig, limits_from_flags
 
     from ..recipes import get_recipe
 
@@ -79,13 +88,18 @@ def serve_command(
     if no_conversations:
         config.data.conversations = False
     config.pool_dirs = list(pool) if pool else None
-    limits = Limits()
-    if max_photos is not None:
-        limits.max_photos = max_photos
-    if max_request_mb is not None:
-        limits.max_request_bytes = max_request_mb * 1024 * 1024
-    if max_concurrent is not None:
-        limits.max_concurrent_generations = max_concurrent
+    try:
+        limits = limits_from_flags(
+            max_photos=max_photos, max_request_mb=max_request_mb, max_concurrent=max_concurrent, max_concepts=max_concepts,
+            max_storage_mb=max_storage_mb, max_k=max_k, max_meta_kb=max_meta_kb, max_import_mb=max_import_mb,
+            max_megapixels=max_megapixels, max_photo_side=max_photo_side, max_decoding=max_decoding, max_prompt_tokens=max_prompt_tokens,
+        )
+    except ValueError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    if config.train.k > limits.max_k:
+        typer.echo(f"error: --k {config.train.k} is above --max-k {limits.max_k}", err=True)
+        raise typer.Exit(1)
     config.limits = limits
 
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -158,7 +172,7 @@ def users_revoke(name: str = typer.Argument(...), home: Path = HomeOpt):
     """Revoke all of a user's API keys (their concepts stay)."""
     db = _db(home)
     n = db.revoke_keys(_user(db, name))
-    typer.echo(f"revoked {n} key(s) of {name!r} (a running server forgets them within a minute)")
+    typer.echo(f"revoked {n} key(s) of {name!r} (a running server refuses them from the next request)")
 
 
 @users_app.command("rm")

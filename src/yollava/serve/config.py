@@ -19,31 +19,86 @@ def default_server_home() -> Path:
 
 @dataclass
 class Limits:
+    """Request limits and per-user quotas (``yollava serve --help`` lists the flags that set them)."""
+
     #: the whole HTTP request body (multipart uploads, JSON with data-URL photos)
     max_request_bytes: int = 64 * 1024 * 1024
+    #: nesting of a JSON request body ([ and {); deeper bodies are refused before parsing
+    max_json_depth: int = 32
     #: one uploaded photo / one photo in a data URL (decoded bytes)
     max_photo_bytes: int = 16 * 1024 * 1024
     #: photos per concept upload
     max_photos: int = 20
-    #: pixels per photo, checked from the header before decoding (yollava.images.MAX_PIXELS)
-    max_pixels: int = 64_000_000
+    #: pixels per photo, checked from the header before decoding (24 MP: 6000x4000)
+    max_pixels: int = 24_000_000
+    #: decoded photos are shrunk to at most this many pixels on their longer side (JPEGs while decoding);
+    #: the models see 336-1024 px, so nothing they use is lost
+    max_photo_side: int = 1536
+    #: photos being decoded at once, across all requests (each may briefly need 4 bytes x max_pixels)
+    max_decoding: int = 2
     #: photos in one chat conversation
     max_chat_images: int = 4
     #: messages in one chat request
     max_messages: int = 64
     #: characters of text in one chat request
     max_chat_chars: int = 32_000
+    #: concepts one chat request may introduce (named in the text or in ``concepts``)
+    max_chat_concepts: int = 16
+    #: tokens of one prompt (the text, each photo's visual tokens, each concept's k+1); the model's
+    #: context length also bounds prompt + max_tokens
+    max_prompt_tokens: int = 4096
     #: the most tokens a request may ask for (``max_tokens``), and the default when it asks for none
     max_tokens_limit: int = 1024
     default_max_tokens: int = 256
-    #: an imported concept zip (compressed and each member uncompressed)
-    max_import_bytes: int = 64 * 1024 * 1024
+    #: an imported concept zip (compressed, and the tensor member uncompressed)
+    max_import_bytes: int = 16 * 1024 * 1024
+    #: an imported concept's metadata JSON (a trained concept's is a few KiB)
+    max_meta_bytes: int = 256 * 1024
+    #: latent tokens of an imported concept (the training recipe's k must not exceed it either)
+    max_k: int = 64
+    #: concepts per user (ready, plus queued or running training jobs for new names)
+    max_concepts_per_user: int = 100
+    #: bytes a user's folder may hold (concept files, photos of queued jobs)
+    max_storage_bytes_per_user: int = 1024 * 1024 * 1024
     #: generation requests running at once (they share the model token by token); more wait
     max_concurrent_generations: int = 16
     #: a request waiting longer than this for a generation slot gets 503
     queue_timeout_s: float = 120.0
     #: queued + running training jobs per user
     max_jobs_per_user: int = 4
+
+
+_MIB = 1024 * 1024
+#: ``yollava serve`` options that set limits: option -> (Limits field, the option's unit)
+LIMIT_FLAGS = {
+    "max_photos": ("max_photos", 1),
+    "max_request_mb": ("max_request_bytes", _MIB),
+    "max_concurrent": ("max_concurrent_generations", 1),
+    "max_concepts": ("max_concepts_per_user", 1),
+    "max_storage_mb": ("max_storage_bytes_per_user", _MIB),
+    "max_k": ("max_k", 1),
+    "max_meta_kb": ("max_meta_bytes", 1024),
+    "max_import_mb": ("max_import_bytes", _MIB),
+    "max_megapixels": ("max_pixels", 1_000_000),
+    "max_photo_side": ("max_photo_side", 1),
+    "max_decoding": ("max_decoding", 1),
+    "max_prompt_tokens": ("max_prompt_tokens", 1),
+}
+
+
+def limits_from_flags(**flags: float | None) -> Limits:
+    """Limits with the given ``yollava serve`` options applied (None: the default); ValueError if one is bad."""
+    limits = Limits()
+    for flag, value in flags.items():
+        if value is None:
+            continue
+        field_name, unit = LIMIT_FLAGS[flag]
+        if value <= 0:
+            raise ValueError(f"--{flag.replace('_', '-')} must be positive")
+        setattr(limits, field_name, int(value * unit))
+    if limits.max_meta_bytes > _MIB:
+        raise ValueError("--max-meta-kb may be at most 1024 (the library refuses larger metadata files)")
+    return limits
 
 
 @dataclass

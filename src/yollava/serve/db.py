@@ -1,8 +1,10 @@
 """The server's SQLite database (``HOME/server.db``): users, API keys (salted scrypt hashes), training jobs.
 
 API keys look like ``yk-<12 hex key id>-<secret>``. Only the key id is stored in clear (to find the
-row); the secret is stored as a salted scrypt hash and shown once, when the key is made. Verified keys
-are remembered in memory for a minute, so a request costs one scrypt only on a key's first use.
+row); the secret is stored as a salted scrypt hash and shown once, when the key is made. A verified
+secret is remembered in memory, so a request costs one scrypt only on a key's first use; but every
+request still looks the key up in the database (one indexed query), so ``yollava users revoke`` and
+``yollava users rm`` take effect at once, also for a server that is running.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 
 KEY_PREFIX = "yk"
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32, "maxmem": 64 * 1024 * 1024}
-_VERIFIED_TTL_S = 60.0
+_VERIFIED_TTL_S = 600.0
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -61,6 +63,10 @@ CREATE INDEX IF NOT EXISTS jobs_user ON jobs(user_id, concept);
 ACTIVE = ("queued", "running")
 
 
+class UserRemoved(LookupError):
+    """The user was deleted (``yollava users rm``) while one of their requests was running."""
+
+
 @dataclass(frozen=True)
 class User:
     id: int
@@ -85,7 +91,7 @@ class Database:
             self._conn.execute("PRAGMA foreign_keys=ON")
             self._conn.execute("PRAGMA secure_delete=ON")  # deleted rows are overwritten, not left in free pages
             self._conn.executescript(SCHEMA)
-        self._verified: dict[bytes, tuple[User, float]] = {}
+        self._verified: dict[bytes, float] = {}
 
     def close(self) -> None:
         with self._lock:
@@ -143,13 +149,14 @@ class Database:
         self._exec("DELETE FROM users WHERE id = ?", (user.id,))
         self._verified.clear()
 
+    def user_exists(self, user_id: int) -> bool:
+        return self._one("SELECT 1 FROM users WHERE id = ?", (user_id,)) is not None
+
     def authenticate(self, key: str) -> User | None:
-        """The user a key belongs to, or None (unknown, malformed or revoked key)."""
-        digest = hashlib.sha256(key.encode()).digest()
-        hit = self._verified.get(digest)
-        now = time.monotonic()
-        if hit and now - hit[1] < _VERIFIED_TTL_S:
-            return hit[0]
+        """The user a key belongs to, or None (unknown, malformed or revoked key, or a removed user).
+
+        The key's row is read on every call (another process may have revoked it or removed its user);
+        only the scrypt check of the secret against that row's hash is remembered."""
         parts = key.split("-", 2)
         if len(parts) != 3 or parts[0] != KEY_PREFIX or len(parts[1]) != 12 or not parts[2]:
             return None
@@ -158,22 +165,30 @@ class Database:
             "WHERE k.key_id = ? AND k.revoked IS NULL",
             (parts[1],),
         )
-        if row is None or not hmac.compare_digest(_hash_secret(parts[2], row["salt"]), row["hash"]):
+        if row is None:
             return None
-        user = User(row["id"], row["name"])
-        if len(self._verified) > 10_000:
-            self._verified.clear()
-        self._verified[digest] = (user, now)
-        return user
+        digest = hashlib.sha256(key.encode() + bytes(row["hash"])).digest()  # bound to this very row
+        hit = self._verified.get(digest)
+        now = time.monotonic()
+        if hit is None or now - hit > _VERIFIED_TTL_S:
+            if not hmac.compare_digest(_hash_secret(parts[2], row["salt"]), row["hash"]):
+                return None
+            if len(self._verified) > 10_000:
+                self._verified.clear()
+            self._verified[digest] = now
+        return User(row["id"], row["name"])
 
     # ---- jobs ------------------------------------------------------------------------------
     def add_job(self, user: User, concept: str, recipe: dict, n_photos: int, overwrite: bool) -> str:
         job_id = "job-" + uuid.uuid4().hex[:16]
-        self._exec(
-            "INSERT INTO jobs(id, user_id, concept, status, phase, recipe, overwrite, n_photos, created) "
-            "VALUES (?, ?, ?, 'queued', 'queued', ?, ?, ?, ?)",
-            (job_id, user.id, concept, json.dumps(recipe), int(overwrite), n_photos, time.time()),
-        )
+        try:
+            self._exec(
+                "INSERT INTO jobs(id, user_id, concept, status, phase, recipe, overwrite, n_photos, created) "
+                "VALUES (?, ?, ?, 'queued', 'queued', ?, ?, ?, ?)",
+                (job_id, user.id, concept, json.dumps(recipe), int(overwrite), n_photos, time.time()),
+            )
+        except sqlite3.IntegrityError:  # the users row is gone (foreign key)
+            raise UserRemoved(f"user {user.name!r} no longer exists") from None
         return job_id
 
     def update_job(self, job_id: str, **fields: Any) -> None:

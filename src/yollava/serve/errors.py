@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..concepts import validate_name
 from ..errors import (
     ConceptMismatchError,
     CorruptConceptError,
@@ -69,6 +70,14 @@ def from_yollava(e: YollavaError, param: str | None = None) -> APIError:
     return APIError(422, msg, param=param)
 
 
+def checked_name(name: str, param: str = "name") -> str:
+    """``name`` if it is a valid concept name (matched in full: no trailing newline), else 422."""
+    try:
+        return validate_name(name)
+    except InvalidConceptNameError as e:
+        raise APIError(422, str(e), param=param) from None
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[int, str, str | None]:
     errors = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
@@ -83,15 +92,18 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str, str | No
     return 422, "invalid request: " + "; ".join(parts), param
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, redact=None) -> None:
+    """JSON errors for every failure; ``redact`` (a :class:`~yollava.serve.redact.Redactor`) cleans messages."""
+    redact = redact or (lambda text: text)
+
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError):
-        return error_response(exc.status, exc.message, exc.type, exc.param, exc.code, exc.headers)
+        return error_response(exc.status, redact(exc.message), exc.type, exc.param, exc.code, exc.headers)
 
     @app.exception_handler(YollavaError)
     async def _yollava_error(request: Request, exc: YollavaError):
         e = from_yollava(exc)
-        return error_response(e.status, e.message, e.type, e.param, e.code)
+        return error_response(e.status, redact(e.message), e.type, e.param, e.code)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
@@ -103,7 +115,7 @@ def install_error_handlers(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if exc.status_code == 404 and message == "Not Found":
             message = f"no such endpoint: {request.method} {request.url.path}"
-        return error_response(exc.status_code, message, headers=getattr(exc, "headers", None))
+        return error_response(exc.status_code, redact(message), headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):  # a bug: say so, keep the JSON shape

@@ -22,8 +22,24 @@ from typing import Any
 from ..concepts import Concept, ConceptBank
 from ..concepts.io import load_concept
 from ..engine import Encoded, YoLLaVA
-from ..errors import UnknownConceptError
+from ..errors import UnknownConceptError, YollavaError
 from ..models import Message
+
+
+class PromptTooLongError(YollavaError, ValueError):
+    """A prompt longer than the server allows, or than the model's context can hold with the answer."""
+
+
+def context_length(adapter) -> int | None:
+    """The model's context window in tokens (``max_position_embeddings``), if its config says."""
+    model = getattr(adapter, "model", None)
+    for owner in (model, getattr(model, "llm", None), getattr(model, "language_model", None)):
+        config = getattr(owner, "config", None)
+        for cfg in (getattr(config, "text_config", None), config):
+            n = getattr(cfg, "max_position_embeddings", None)
+            if isinstance(n, int) and n > 0:
+                return n
+    return None
 
 
 class FairLock:
@@ -88,6 +104,9 @@ class RequestEngine(YoLLaVA):
     conversation: list[tuple[str, str, Any]] | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    #: refuse prompts longer than this or than the model's context; answers stop at the context's end
+    max_prompt_tokens: int | None = None
+    context_length: int | None = None
 
     def fingerprint(self) -> dict[str, Any]:
         return self._fingerprint
@@ -97,8 +116,19 @@ class RequestEngine(YoLLaVA):
             enc = super().encode(question, image=image, answer=answer, concepts=concepts)
         else:
             enc = self._encode_conversation(self.conversation, concepts)
-        self.prompt_tokens = len(enc.input_ids)
+        self.prompt_tokens = n = len(enc.input_ids)
+        if self.max_prompt_tokens and n > self.max_prompt_tokens:
+            raise PromptTooLongError(f"the prompt is {n:,} tokens (text, photos and each concept's k+1 tokens); "
+                                     f"this server allows at most {self.max_prompt_tokens:,}")
+        if self.context_length and n >= self.context_length:
+            raise PromptTooLongError(f"the prompt is {n:,} tokens; the model's context of {self.context_length:,} tokens "
+                                     "leaves no room for an answer")
         return enc
+
+    @property
+    def context_full(self) -> bool:
+        """True once prompt + answer fill the model's context (the answer ends there, finish_reason "length")."""
+        return bool(self.context_length) and self.prompt_tokens + self.completion_tokens >= self.context_length
 
     def _encode_conversation(self, conversation, concepts: Sequence[str]) -> Encoded:
         """Render ``[(role, text, image or None), ...]``; the concepts named anywhere are introduced
@@ -255,6 +285,7 @@ class ModelHost:
         self.fingerprint = engine.fingerprint()
         self.fingerprint_json = json.dumps(self.fingerprint, sort_keys=True)
         self.concepts = ConceptStore(self.fingerprint, engine.adapter.device, engine.adapter.dtype)
+        self.context_length = context_length(engine.adapter)
 
     @property
     def reserved_tokens(self) -> set[str]:
@@ -267,10 +298,12 @@ class ModelHost:
     def mentioned_concepts(self, text: str) -> list[str]:
         return self.engine.mentioned_concepts(text)
 
-    def request_engine(self, concepts_dir: Path, names: Sequence[str]) -> RequestEngine:
-        """A view holding exactly ``names`` from ``concepts_dir`` (UnknownConceptError if one is missing)."""
+    def request_engine(self, concepts_dir: Path, names: Sequence[str], max_prompt_tokens: int | None = None) -> RequestEngine:
+        """A view holding exactly ``names`` from ``concepts_dir`` (UnknownConceptError if one is missing);
+        its prompts are refused (:class:`PromptTooLongError`) above ``max_prompt_tokens`` or the context."""
         view = _view(RequestEngine, self.engine, concepts_dir)
         view._fingerprint = self.fingerprint
+        view.max_prompt_tokens, view.context_length = max_prompt_tokens, self.context_length
         for name in dict.fromkeys(names):
             view.bank.add(self.concepts.get(concepts_dir, name))
         return view

@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import queue
+import shutil
 import threading
 import time
 from collections import defaultdict
@@ -73,6 +74,8 @@ class JobManager:
         self._concept_locks: dict[tuple[int, str], threading.Lock] = defaultdict(threading.Lock)
         self._pool = None
         self._pool_lock = threading.Lock()
+        #: cleans messages shown to clients (the server sets its Redactor: no server paths in job errors)
+        self.redact = lambda text: text
 
     # ---- life cycle ------------------------------------------------------------------------
     def space(self, user_id: int) -> UserSpace:
@@ -166,7 +169,7 @@ class JobManager:
             "status": job["status"],
             "phase": phase,
             "progress": progress,
-            "error": job["error"],
+            "error": self.redact(job["error"]),
             "result": job["result"],
             "photos": job["n_photos"],
             "recipe": {k: v for k, v in job["recipe"].items() if k != "model"},
@@ -184,6 +187,12 @@ class JobManager:
         live.cancelled.set()
         if wait:
             live.done.wait(wait)
+
+    def wait(self, job_id: str, timeout: float) -> bool:
+        """Wait until the worker is done with ``job_id`` (True), or ``timeout`` seconds (False)."""
+        with self._live_lock:
+            live = self._live.get(job_id)
+        return live is None or live.done.wait(timeout)
 
     def cancel_concept(self, user_id: int, concept: str, wait: float = 60.0) -> bool:
         """Cancel every unfinished job of one concept and wait until they have stopped; True if all did."""
@@ -240,7 +249,7 @@ class JobManager:
             finally:
                 engine.release()  # the last step's hold on the model
             with self.concept_lock(job["user_id"], name):
-                if live.cancelled.is_set():
+                if live.cancelled.is_set() or not self.db.user_exists(job["user_id"]):  # removed: write nothing
                     raise JobCancelled()
                 if space.has_concept(name) and not job["overwrite"]:
                     raise JobFailed(f"a concept <{name}> appeared while this job ran (imported?); it was left as it is")
@@ -281,6 +290,8 @@ class JobManager:
         # Clean up before publishing the end: a client that sees "succeeded" must not find the job's files.
         if not self.config.keep_uploads:
             self.space(job["user_id"]).remove_job_dir(job["id"])
+        if not self.db.user_exists(job["user_id"]):  # `yollava users rm` ran meanwhile: leave nothing of theirs
+            shutil.rmtree(self.space(job["user_id"]).root, ignore_errors=True)
         _, progress = live.snapshot()
         phase = {"succeeded": "done"}.get(status, status)
         self._set(live, phase)
@@ -399,6 +410,8 @@ class JobManager:
         now = time.monotonic()
         if now - live._last_flush > 1.0:
             live._last_flush = now
+            if self.db.get_job(live.id) is None:  # its user was removed (the rows cascade): stop at the next step
+                live.cancelled.set()
             self.db.update_job(live.id, progress=snapshot, phase=live.phase)
 
     def _set(self, live: LiveJob, phase: str, progress: dict | None = None) -> None:

@@ -1,0 +1,639 @@
+"""The server under attack (issue #18): each test replays one attack of an adversarial probe and checks
+that it gets a clear 4xx (or stays within its bound), that the server stays up, and that nothing is
+written or lost."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import threading
+import time
+import tracemalloc
+import zipfile
+import zlib
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save
+
+pytest.importorskip("fastapi")
+httpx = pytest.importorskip("httpx")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from yollava.concepts import Concept, save_concept  # noqa: E402
+from yollava.engine import YoLLaVA  # noqa: E402
+from yollava.models import load_model  # noqa: E402
+from yollava.serve import Limits, ServerConfig, create_app  # noqa: E402
+from yollava.serve import imports as imports_module  # noqa: E402
+from yollava.serve import photos as photos_module  # noqa: E402
+from yollava.serve.db import Database  # noqa: E402
+from yollava.serve.photos import PhotoDecoder  # noqa: E402
+from yollava.serve.spaces import UserSpace  # noqa: E402
+from yollava.serve.errors import APIError  # noqa: E402
+from yollava.serve.testing import ServerThread, data_url, jpeg_bytes, one_torch_thread, tiny_recipe  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    with one_torch_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def serve_engine(tiny_model_dirs) -> YoLLaVA:
+    return YoLLaVA(load_model(str(tiny_model_dirs["llava"])))
+
+
+def make_server(engine, home: Path, epochs: int = 1, **limits):
+    train, data = tiny_recipe(epochs=epochs)
+    return create_app(ServerConfig(model="tiny", home=home, train=train, data=data, limits=Limits(**limits)), engine)
+
+
+def add_user(app, name: str) -> dict:
+    db = app.state.server.db
+    return {"Authorization": f"Bearer {db.new_key(db.add_user(name))}"}
+
+
+def assert_error(r, status, words: str = "") -> dict:
+    assert r.status_code == status, (r.status_code, r.text)
+    err = r.json()["error"]
+    assert err["message"] and words.lower() in err["message"].lower(), (words, err)
+    return err
+
+
+def snapshot(home: Path) -> dict[str, bytes]:
+    """Every file under the server home but the database (which also holds job rows)."""
+    return {str(p.relative_to(home)): p.read_bytes() for p in sorted(home.rglob("*")) if p.is_file() and not p.name.startswith("server.db")}
+
+
+def put_concept(engine, folder: Path, name: str, k: int = 2, seed: int = 0) -> None:
+    a = engine.adapter
+    save_concept(Concept.initialise(name, a.embed_tokens.weight, a.lm_head.weight, k=k, seed=seed), folder, a.fingerprint())
+
+
+def parts(engine, tmp: Path, name="bo", k=2) -> tuple[dict, dict]:
+    """(metadata, tensors) of a valid exported concept, to be tampered with."""
+    put_concept(engine, tmp, name, k=k)
+    meta = json.loads((tmp / f"{name}.json").read_text())
+    from safetensors.torch import load_file
+
+    return meta, load_file(str(tmp / f"{name}.safetensors"))
+
+
+def concept_zip(meta, tensors, stem: str = "bo") -> bytes:
+    """A zip as export makes it; the recorded tensor hash is kept true unless ``meta`` is given as bytes."""
+    blob = tensors if isinstance(tensors, bytes) else save(tensors)
+    if isinstance(meta, dict):
+        meta = dict(meta)
+        if "tensors_sha256" in meta:
+            meta["tensors_sha256"] = hashlib.sha256(blob).hexdigest()
+        meta = json.dumps(meta).encode()  # NaN / Infinity come out as the bare words, as an attacker sends them
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(f"{stem}.json", meta)
+        zf.writestr(f"{stem}.safetensors", blob)
+    return buf.getvalue()
+
+
+def import_zip(c, h, blob, **fields):
+    return c.post("/v1/concepts/import", headers=h, data=fields, files={"file": ("c.zip", blob, "application/zip")})
+
+
+def chat(c, h, content, **kw):
+    return c.post("/v1/chat/completions", headers=h, json={"messages": [{"role": "user", "content": content}], "max_tokens": 2, **kw})
+
+
+def deflated_zeros(n_mib: int) -> tuple[bytes, int, int]:
+    """(raw deflate stream, crc32, size) of ``n_mib`` MiB of zeros, built without holding them."""
+    comp, crc, chunk = zlib.compressobj(9, zlib.DEFLATED, -15), 0, bytes(1 << 20)
+    out = []
+    for _ in range(n_mib):
+        out.append(comp.compress(chunk))
+        crc = zlib.crc32(chunk, crc)
+    out.append(comp.flush())
+    return b"".join(out), crc, n_mib << 20
+
+
+def raw_zip(members: list[tuple[str, bytes, int, int]]) -> bytes:
+    """A deflated zip from (name, raw deflate data, crc, claimed uncompressed size): the size can lie."""
+    body, central = bytearray(), bytearray()
+    for name, data, crc, claimed in members:
+        fname = name.encode()
+        central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, 0, 0, crc, len(data), claimed, len(fname), 0, 0, 0, 0, 0, len(body)) + fname
+        body += struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0, crc, len(data), claimed, len(fname), 0) + fname + data
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(members), len(members), len(central), len(body), 0)
+    return bytes(body + central + end)
+
+
+def deflate(data: bytes) -> tuple[bytes, int]:
+    comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return comp.compress(data) + comp.flush(), zlib.crc32(data)
+
+
+def png_header(width: int, height: int) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))  # noqa: E731
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+def black_png(width: int, height: int) -> bytes:
+    """A real black PNG, compressed row by row (the pixels are never held here)."""
+    comp, row = zlib.compressobj(6), b"\x00" * (1 + 3 * width)
+    idat = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
+    chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))  # noqa: E731
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def remove_user_as_the_cli_does(home: Path, name: str) -> None:
+    """``yollava users rm NAME --yes`` from another process: its own connection, rows then folder."""
+    db = Database(home / "server.db")
+    user = db.get_user(name)
+    db.delete_user(user)
+    shutil.rmtree(UserSpace(home, user.id).root, ignore_errors=True)
+    db.close()
+
+
+# ---- 1. a zip whose header lies about its size ----------------------------------------------
+def test_zip_header_lying_about_size_inflates_only_up_to_the_limit(serve_engine, tmp_path):
+    home = tmp_path / "home"
+    app = make_server(serve_engine, home, max_import_bytes=1_000_000)
+    h = add_user(app, "alice")
+    meta, tensors = parts(serve_engine, tmp_path / "src")
+    meta_raw, meta_crc = deflate(json.dumps(meta).encode())
+    bomb, crc, size = deflated_zeros(200)  # 200 MiB of zeros in ~200 KB, claiming to be 100 bytes
+    lying = raw_zip([("bo.json", meta_raw, meta_crc, len(json.dumps(meta))), ("bo.safetensors", bomb, crc, 100)])
+    honest_big = raw_zip([("bo.json", meta_raw, meta_crc, len(json.dumps(meta))), ("bo.safetensors", *deflated_zeros(2)[:2], 2 << 20)])
+    many = raw_zip([(f"x{i}.json", meta_raw, meta_crc, len(json.dumps(meta))) for i in range(12)])
+    with TestClient(app) as c:
+        before = snapshot(home)
+        tracemalloc.start()
+        try:
+            r = import_zip(c, h, lying)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert_error(r, 422, "damaged")  # the bytes past the claimed size fail the CRC
+        assert peak < 50e6, f"inflated {peak / 1e6:.0f} MB for a {len(lying) / 1e3:.0f} KB upload"
+        assert_error(import_zip(c, h, honest_big), 413, "larger than 1,000,000 bytes")
+        assert_error(import_zip(c, h, many), 422, "exactly one")
+        assert c.get("/healthz").status_code == 200
+        assert snapshot(home) == before
+
+
+# ---- 2. bad metadata: refused before anything is written; a bad file never breaks listing ------
+BAD_META = [
+    ({"metrics": [1]}, "metrics must be an object"),
+    ({"source_photos": 5}, "source_photos must be a list"),
+    ({"recognition_threshold": float("nan")}, "NaN"),
+    ({"recognition_threshold": float("inf")}, "Infinity"),
+    ({"recognition_threshold": "abc"}, "recognition_threshold must be a finite number"),
+    ({"recognition_threshold": 7}, "from 0 to 1"),
+    ({"base_model": "llava"}, "base_model must be an object"),
+    ({"base_model": ["llava"]}, "base_model must be an object"),
+    ("deep", "nested 5001 levels"),  # metadata nested 5,000 deep: RecursionError (500) before
+]
+
+
+def test_bad_metadata_is_refused_and_nothing_is_written(serve_engine, tmp_path):
+    home = tmp_path / "home"
+    app = make_server(serve_engine, home)
+    h = add_user(app, "alice")
+    meta, tensors = parts(serve_engine, tmp_path / "src")
+    put_concept(serve_engine, home / "users" / "1" / "concepts", "anna")
+    with TestClient(app) as c:
+        before = snapshot(home)
+        for changes, words in BAD_META:
+            if changes == "deep":
+                text = json.dumps(meta)[:-1] + ', "deep": ' + "[" * 5000 + "]" * 5000 + "}"
+                blob = concept_zip(text.encode(), tensors)
+            else:
+                blob = concept_zip({**meta, **changes}, tensors)
+            assert_error(import_zip(c, h, blob), 422, words)
+            assert snapshot(home) == before, changes
+            assert c.get("/v1/concepts", headers=h).status_code == 200
+        assert_error(import_zip(c, h, concept_zip({**meta, "pad": "x" * 300_000}, tensors)), 413, "larger than")
+        assert [x["name"] for x in c.get("/v1/concepts", headers=h).json()["data"]] == ["anna"]
+
+
+def test_bad_files_already_on_disk_are_listed_as_unreadable_and_can_be_deleted(serve_engine, tmp_path):
+    """Files an older server let in: listing and GET still work, chat and recognize are 4xx, DELETE works."""
+    home = tmp_path / "home"
+    app = make_server(serve_engine, home)
+    h = add_user(app, "alice")
+    folder = home / "users" / "1" / "concepts"
+    put_concept(serve_engine, folder, "anna")
+    for name, changes in (("m", {"metrics": [1]}), ("p", {"source_photos": 5}), ("t", {"recognition_threshold": "abc"})):
+        put_concept(serve_engine, folder, name)
+        meta = json.loads((folder / f"{name}.json").read_text())
+        (folder / f"{name}.json").write_text(json.dumps({**meta, **changes}))
+    photo = data_url(jpeg_bytes())
+    with TestClient(app) as c:
+        listed = {x["name"]: x for x in c.get("/v1/concepts", headers=h).json()["data"]}
+        assert listed["anna"]["status"] == "ready"
+        for name in ("m", "p", "t"):
+            assert listed[name]["status"] == "unreadable" and "invalid metadata" in listed[name]["error"]
+            got = c.get(f"/v1/concepts/{name}", headers=h)
+            assert got.status_code == 200 and got.json()["status"] == "unreadable"
+            assert_error(chat(c, h, f"What is <{name}>?"), 422, "invalid metadata")
+            assert_error(c.post("/v1/recognize", headers=h, json={"concepts": [name], "image": photo}), 422, "invalid metadata")
+            assert c.delete(f"/v1/concepts/{name}", headers=h).status_code == 200
+        assert [x["name"] for x in c.get("/v1/concepts", headers=h).json()["data"]] == ["anna"]
+
+
+# ---- 3. other shapes of bad concept: 4xx with a clear message -------------------------------
+def test_bad_tensors_are_4xx(serve_engine, tmp_path):
+    home = tmp_path / "home"
+    app = make_server(serve_engine, home)
+    h = add_user(app, "alice")
+    meta, t = parts(serve_engine, tmp_path / "src")
+    rows, out = t["input_rows"], t["output_row"]
+    hidden = rows.shape[1]
+    cases = [
+        ({"input_rows": rows[0], "output_row": out}, "(k+1, hidden) matrix"),
+        ({"input_rows": rows[None], "output_row": out}, "(k+1, hidden) matrix"),
+        ({"input_rows": rows[:0], "output_row": out}, "(k+1, hidden) matrix"),
+        ({"input_rows": rows, "output_row": out[:-1]}, f"output_row must have shape ({hidden},)"),
+        ({"input_rows": rows.to(torch.int32), "output_row": out}, "dtype int32"),
+        ({"input_rows": rows, "output_row": out.to(torch.bool)}, "dtype bool"),
+        ({"input_rows": torch.zeros(3, hidden + 1), "output_row": torch.zeros(hidden + 1)}, f"hidden size is {hidden}"),
+        ({"input_rows": rows, "output_row": out, "extra": out.clone()}, "expected the tensors"),
+    ]
+    with TestClient(app) as c:
+        before = snapshot(home)
+        for tensors, words in cases:
+            assert_error(import_zip(c, h, concept_zip(meta, tensors)), 422, words)
+        assert_error(import_zip(c, h, concept_zip(meta, b"\x00" * 64)), 422, "not a readable safetensors")
+        assert_error(import_zip(c, h, concept_zip({**meta, "k": 9}, t)), 422, "metadata says k = 9")
+        assert_error(import_zip(c, h, concept_zip(b"[1, 2]", t)), 422, "must be a JSON object")
+        assert snapshot(home) == before
+        assert import_zip(c, h, concept_zip(meta, t)).status_code == 201  # the untampered one still imports
+
+
+# ---- 4. NaN / Inf rows: refused at import and at load ---------------------------------------
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_rows_are_refused(serve_engine, tmp_path, value):
+    home = tmp_path / "home"
+    app = make_server(serve_engine, home)
+    h = add_user(app, "alice")
+    meta, t = parts(serve_engine, tmp_path / "src")
+    rows = t["input_rows"].clone()
+    rows[1, 0] = value
+    from safetensors.torch import save_file
+
+    folder = home / "users" / "1" / "concepts"  # as an older server stored it
+    put_concept(serve_engine, folder, "bo")
+    save_file({"input_rows": rows, "output_row": t["output_row"]}, str(folder / "bo.safetensors"))
+    on_disk = json.loads((folder / "bo.json").read_text())
+    on_disk["tensors_sha256"] = hashlib.sha256((folder / "bo.safetensors").read_bytes()).hexdigest()
+    (folder / "bo.json").write_text(json.dumps(on_disk))
+    with TestClient(app) as c:
+        before = snapshot(home)
+        assert_error(import_zip(c, h, concept_zip(meta, {"input_rows": rows, "output_row": t["output_row"]}), name="rex"), 422, "NaN or infinite")
+        photo = data_url(jpeg_bytes())
+        assert_error(c.post("/v1/recognize", headers=h, json={"concepts": ["bo"], "image": photo}), 422, "NaN or infinite")
+        assert_error(chat(c, h, "What is <bo>?"), 422, "NaN or infinite")
+        assert_error(chat(c, h, "What is <bo>?", temperature=1.0, seed=1), 422, "NaN or infinite")
+        assert snapshot(home) == before
+        assert chat(c, h, "hello").status_code == 200
+
+
+# ---- 5. JSON bodies nested deep, lone surrogates, non-finite numbers -----------------------
+def test_hostile_json_bodies_are_4xx(serve_engine, tmp_path):
+    home = tmp_path / "home"
+    app = make_server(serve_engine, home)
+    h = {**add_user(app, "alice"), "Content-Type": "application/json"}
+    put_concept(serve_engine, home / "users" / "1" / "concepts", "bo")
+    deep = '{"messages": [{"role": "user", "content": "hi", "x": ' + "[" * 5000 + "]" * 5000 + "}]}"
+    with TestClient(app) as c:
+        for path in ("/v1/chat/completions", "/v1/recognize"):
+            assert_error(c.post(path, headers=h, content=deep), 400, "nested 5003 levels deep")
+        surrogate = '{"messages": [{"role": "user", "content": "hi \\ud800"}], "max_tokens": 2}'
+        assert_error(c.post("/v1/chat/completions", headers=h, content=surrogate), 400, "surrogate")
+        split = '{"messages": [{"role": "user", "content": [{"type": "text", "text": "<bo> \\udfff"}]}]}'
+        assert_error(c.post("/v1/chat/completions", headers=h, content=split), 400, "surrogate")
+        nan = '{"messages": [{"role": "user", "content": "hi"}], "temperature": NaN}'
+        assert_error(c.post("/v1/chat/completions", headers=h, content=nan), 400, "NaN")
+        pair = '{"messages": [{"role": "user", "content": "dog \\ud83d\\udc36"}], "max_tokens": 2}'  # a valid pair is fine
+        assert c.post("/v1/chat/completions", headers=h, content=pair).status_code == 200
+        assert chat(c, h, "What is <bo>?").status_code == 200
+
+
+# ---- 6. names with control characters -----------------------------------------------------
+@pytest.mark.parametrize("suffix", ["\n", "\r", "\t"])
+def test_names_with_control_characters_are_refused(serve_engine, tmp_path, suffix):
+    home = tmp_path / "home"
+    app = make_server(serve_engine, home)
+    h = add_user(app, "alice")
+    meta, t = parts(serve_engine, tmp_path / "src")
+    put_concept(serve_engine, home / "users" / "1" / "concepts", "bo")
+    bad = "bo" + suffix
+    with TestClient(app) as c:
+        before = snapshot(home)
+        assert_error(import_zip(c, h, concept_zip({**meta, "name": bad}, t)), 422, "invalid concept name")
+        assert_error(import_zip(c, h, concept_zip(meta, t), name="rex" + suffix), 422, "invalid concept name")
+        photos = [("photos", ("0.jpg", jpeg_bytes(), "image/jpeg"))]
+        assert_error(c.post("/v1/concepts", headers=h, data={"name": "rex" + suffix}, files=photos), 422, "invalid concept name")
+        quoted = bad.replace("\n", "%0A").replace("\r", "%0D").replace("\t", "%09")
+        for method, path in (("GET", f"/v1/concepts/{quoted}"), ("GET", f"/v1/concepts/{quoted}/export"), ("DELETE", f"/v1/concepts/{quoted}")):
+            assert_error(c.request(method, path, headers=h), 422, "invalid concept name")
+        assert_error(c.post("/v1/recognize", headers=h, json={"concepts": [bad], "image": data_url(jpeg_bytes())}), 422, "invalid concept name")
+        assert snapshot(home) == before
+        assert [x["name"] for x in c.get("/v1/concepts", headers=h).json()["data"]] == ["bo"]
+        assert c.get("/v1/concepts/bo/export", headers=h).status_code == 200
+
+
+# ---- 7. photos: a pixel cap the models can use, shrunk while decoding, bounded across requests --
+def test_giant_photos_are_refused_from_their_header(serve_engine, tmp_path):
+    """4 black 8000x8000 PNGs in one chat (under 1 MB) used to cost +1.9 GB: now 413 before decoding."""
+    home = tmp_path / "home"
+    app = make_server(serve_engine, home)
+    h = add_user(app, "alice")
+    put_concept(serve_engine, home / "users" / "1" / "concepts", "bo")
+    giant = data_url(png_header(8000, 8000), "image/png")
+    content = [{"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": giant}}]
+    with TestClient(app) as c:
+        r = c.post("/v1/chat/completions", headers=h, json={"max_tokens": 2, "messages": [
+            {"role": "user", "content": content}, {"role": "assistant", "content": "a"}] * 3 + [{"role": "user", "content": content}]})
+        assert_error(r, 413, "more than 24,000,000 pixels")
+        assert_error(c.post("/v1/recognize", headers=h, json={"concepts": ["bo"], "image": giant}), 413, "pixels")
+        photos = [("photos", (f"{i}.png", png_header(8000, 8000), "image/png")) for i in range(4)]
+        assert_error(c.post("/v1/concepts", headers=h, data={"name": "rex"}, files=photos), 413, "pixels")
+        assert c.get("/v1/jobs", headers=h).json()["data"] == []
+        assert c.get("/healthz").status_code == 200
+
+
+def test_photos_are_shrunk_while_decoding():
+    decoder = PhotoDecoder(max_pixels=24_000_000, max_side=1536, concurrent=2)
+    buf = io.BytesIO()
+    Image.new("RGB", (4000, 3000), (200, 30, 30)).save(buf, "JPEG", quality=90)
+    for blob in (buf.getvalue(), black_png(5000, 1000)):
+        img, _ = decoder.open(blob)
+        assert img.mode == "RGB" and max(img.size) <= 1536 and max(img.size) >= 1000, img.size
+    small, _ = decoder.open(jpeg_bytes(size=40))
+    assert small.size == (40, 40)  # small photos are untouched
+
+
+MEASURE = r"""
+import sys
+from yollava.serve.photos import PhotoDecoder
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+blob = open(sys.argv[1], "rb").read()
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # reset the peak-RSS counter
+base = status("VmRSS")
+decoder = PhotoDecoder(24_000_000, 1536, 2)
+kept = [decoder.open(blob)[0] for _ in range(4)]  # one chat with 4 photos keeps all 4
+print((status("VmHWM") - base) / 1e6)
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux /proc")
+def test_four_big_photos_in_one_chat_stay_within_one_decode(tmp_path):
+    """4 black 6000x4000 PNGs (70 KB each): decoding at full size kept ~480 MB; now one decode's worth."""
+    path = tmp_path / "big.png"
+    path.write_bytes(black_png(6000, 4000))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", MEASURE, str(path)], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    peak_mb = float(out.stdout.strip().splitlines()[-1])
+    assert peak_mb < 200, f"peak RSS +{peak_mb:.0f} MB for 4 photos"
+
+
+def test_photo_decoding_is_bounded_across_requests(serve_engine, tmp_path, monkeypatch):
+    app = make_server(serve_engine, tmp_path / "home", max_decoding=1)
+    h = add_user(app, "alice")
+    active, peak, lock = [0], [0], threading.Lock()
+    real = photos_module.open_photo
+
+    def slow_open(*args, **kwargs):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.2)
+        try:
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(photos_module, "open_photo", slow_open)
+    body = {"max_tokens": 1, "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "what?"}, {"type": "image_url", "image_url": {"url": data_url(jpeg_bytes())}}]}]}
+    with ServerThread(app) as s:
+        results = []
+        post = lambda: results.append(httpx.post(s.url + "/v1/chat/completions", headers=h, json=body, timeout=120).status_code)  # noqa: E731
+        threads = [threading.Thread(target=post) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    assert results == [200, 200, 200] and peak[0] == 1  # three chats at once, one photo decoded at a time
+    busy = PhotoDecoder(24_000_000, 1536, concurrent=1, timeout_s=0.1)
+    busy.slots.acquire()
+    with pytest.raises(APIError) as e:
+        busy.open(jpeg_bytes())
+    assert e.value.status == 503
+
+
+# ---- 8. a removed user loses access at once, and nothing is written for them ----------------
+def test_removed_or_revoked_user_is_refused_at_once(serve_engine, tmp_path):
+    from typer.testing import CliRunner
+
+    from yollava.serve.commands import app as cli
+
+    home = tmp_path / "home"
+    app = make_server(serve_engine, home)
+    alice, bob = add_user(app, "alice"), add_user(app, "bob")
+    with TestClient(app) as c:
+        assert c.get("/v1/me", headers=alice).status_code == 200  # the key is now verified (and remembered)
+        assert c.get("/v1/me", headers=bob).status_code == 200
+        assert CliRunner().invoke(cli, ["users", "rm", "alice", "--yes", "--home", str(home)]).exit_code == 0
+        assert_error(c.get("/v1/me", headers=alice), 401)
+        assert CliRunner().invoke(cli, ["users", "revoke", "bob", "--home", str(home)]).exit_code == 0
+        assert_error(c.get("/v1/concepts", headers=bob), 401)
+
+
+def test_nothing_is_written_for_a_user_removed_mid_request(serve_engine, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    app = make_server(serve_engine, home)
+    server = app.state.server
+    meta, t = parts(serve_engine, tmp_path / "src")
+    root = home / "users" / "1"
+    with TestClient(app) as c:
+        # an import that authenticated just before `users rm`: its files would re-create the folder
+        h = add_user(app, "alice")
+        real_save = imports_module.save_concept
+
+        def save_after_removal(*a, **kw):
+            remove_user_as_the_cli_does(home, "alice")
+            return real_save(*a, **kw)
+
+        monkeypatch.setattr(imports_module, "save_concept", save_after_removal)
+        assert_error(import_zip(c, h, concept_zip(meta, t)), 401, "removed")
+        assert not root.exists()
+        monkeypatch.undo()
+
+        # an upload whose user goes while its photos are checked: was IntegrityError (500)
+        h = add_user(app, "bob")
+        real_open = server.photos.open
+
+        def open_then_remove(*a, **kw):
+            out = real_open(*a, **kw)
+            remove_user_as_the_cli_does(home, "bob")
+            return out
+
+        monkeypatch.setattr(server.photos, "open", open_then_remove)
+        r = c.post("/v1/concepts", headers=h, data={"name": "bo"}, files=[("photos", ("0.jpg", jpeg_bytes(), "image/jpeg"))])
+        assert_error(r, 401, "removed")
+        assert not (home / "users" / "2").exists() and server.db.list_jobs() == []
+        assert c.get("/healthz").status_code == 200
+
+
+def test_training_job_of_a_removed_user_saves_nothing(serve_engine, tmp_path, monkeypatch):
+    from yollava.serve import jobs as jobs_module
+
+    home = tmp_path / "home"
+    app = make_server(serve_engine, home, epochs=1)
+    h = add_user(app, "alice")
+    photos = [("photos", (f"{i}.jpg", jpeg_bytes((200, 10 * i, 20)), "image/jpeg")) for i in range(3)]
+    real = jobs_module.personalize
+
+    def train_then_remove(*a, **kw):  # `users rm` lands between the last epoch and the save
+        out = real(*a, **kw)
+        remove_user_as_the_cli_does(home, "alice")
+        return out
+
+    monkeypatch.setattr(jobs_module, "personalize", train_then_remove)
+    with TestClient(app) as c:
+        job = c.post("/v1/concepts", headers=h, data={"name": "bo"}, files=photos).json()
+        assert app.state.server.jobs.wait(job["id"], 60)
+    assert not (home / "users" / "1").exists()
+
+    # removed while training: the job stops soon and leaves nothing either
+    monkeypatch.undo()
+    app = make_server(serve_engine, home, epochs=100_000)
+    h = add_user(app, "bob")
+    with TestClient(app) as c:
+        job = c.post("/v1/concepts", headers=h, data={"name": "bo"}, files=photos).json()
+        deadline = time.monotonic() + 60
+        while c.get(f"/v1/jobs/{job['id']}", headers=h).json()["progress"].get("step", 0) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        remove_user_as_the_cli_does(home, "bob")
+        assert app.state.server.jobs.wait(job["id"], 60)
+    assert not (home / "users" / "2").exists()
+
+
+# ---- 9. quotas, the k cap, the prompt length ---------------------------------------------
+def test_quotas_and_caps(serve_engine, tmp_path):
+    home = tmp_path / "home"
+    app = make_server(serve_engine, home, max_concepts_per_user=2, max_k=8, max_meta_bytes=8192, max_prompt_tokens=200, max_chat_concepts=3)
+    h = add_user(app, "alice")
+    meta, t = parts(serve_engine, tmp_path / "src")
+    folder = home / "users" / "1" / "concepts"
+    put_concept(serve_engine, folder, "anna")
+    photos = [("photos", ("0.jpg", jpeg_bytes(), "image/jpeg"))]
+    with TestClient(app) as c:
+        assert import_zip(c, h, concept_zip(meta, t)).status_code == 201  # 2 of 2
+        before = snapshot(home)
+        err = assert_error(import_zip(c, h, concept_zip(meta, t), name="rex"), 429, "the most this server allows")
+        assert err["code"] == "concept_quota_exceeded"
+        assert_error(c.post("/v1/concepts", headers=h, data={"name": "rex"}, files=photos), 429, "delete one")
+        assert snapshot(home) == before
+        assert import_zip(c, h, concept_zip(meta, t), overwrite="true").status_code == 201  # replacing adds nothing
+
+        big_meta, big_t = parts(serve_engine, tmp_path / "big", name="big", k=9)
+        assert_error(import_zip(c, h, concept_zip(big_meta, big_t, stem="big"), overwrite="true", name="bo"), 422, "at most 8 are allowed")
+        assert_error(import_zip(c, h, concept_zip({**meta, "pad": "x" * 9000}, t), overwrite="true"), 413, "larger than 8,192")
+
+        # a concept an older server let in with a huge k: its prompt is refused, the model is not held
+        put_concept(serve_engine, folder, "bo", k=300)
+        assert_error(chat(c, h, "What is <bo>?"), 422, "at most 200")
+        assert_error(c.post("/v1/recognize", headers=h, json={"concepts": ["bo"], "image": data_url(jpeg_bytes())}), 422, "prompt")
+        assert_error(chat(c, h, "hi", concepts=["a", "b", "c", "d"]), 422, "at most 3 concepts")
+        assert chat(c, h, "What is <anna>?").status_code == 200
+
+    # storage: a quota just above what the user holds now
+    used = sum(p.stat().st_size for p in (home / "users" / "1").rglob("*") if p.is_file())
+    app = make_server(serve_engine, home, max_storage_bytes_per_user=used + 100)
+    with TestClient(app) as c:
+        before = snapshot(home)
+        err = assert_error(c.post("/v1/concepts", headers=h, data={"name": "rex"}, files=[("photos", ("0.jpg", jpeg_bytes(size=64), "image/jpeg"))]), 429, "delete a concept")
+        assert err["code"] == "storage_quota_exceeded"
+        assert snapshot(home) == before and app.state.server.db.list_jobs() == []
+
+
+def test_prompt_longer_than_the_context_is_refused(serve_engine, tmp_path):
+    home = tmp_path / "home"
+    app = make_server(serve_engine, home)  # the tiny model's context is 512 tokens
+    h = add_user(app, "alice")
+    put_concept(serve_engine, home / "users" / "1" / "concepts", "bo", k=600)
+    put_concept(serve_engine, home / "users" / "1" / "concepts", "anna", k=480)
+    with TestClient(app) as c:
+        assert_error(chat(c, h, "What is <bo>?"), 422, "context of 512 tokens")
+        r = chat(c, h, "What is <anna>?", max_tokens=1000)  # fits, but the answer must stop at the context's end
+        assert r.status_code == 200, r.text
+        usage = r.json()["usage"]
+        assert usage["total_tokens"] <= 512
+        assert c.get("/healthz").status_code == 200
+
+
+# ---- 10. no server path in any message ----------------------------------------------------
+def test_error_messages_name_no_server_path(serve_engine, tiny_model_dirs, tmp_path):
+    home = tmp_path / "home"
+    app = make_server(serve_engine, home)
+    h = add_user(app, "alice")
+    server = app.state.server
+    meta, t = parts(serve_engine, tmp_path / "src")
+    other = YoLLaVA(load_model(str(tiny_model_dirs["llava_other"])))
+    other_meta, other_t = parts(other, tmp_path / "other", name="rex")
+    folder = home / "users" / "1" / "concepts"
+    put_concept(serve_engine, folder, "gone")
+    (folder / "gone.safetensors").unlink()
+    tampered = concept_zip(json.dumps(meta).encode(), {**t, "input_rows": t["input_rows"] + 1})
+    with TestClient(app) as c:
+        messages = [
+            assert_error(import_zip(c, h, concept_zip(other_meta, other_t, stem="rex")), 409, "trained for base model")["message"],
+            assert_error(import_zip(c, h, tampered, name="bo2"), 422, "hash")["message"],
+            assert_error(chat(c, h, "What is <gone>?"), 404, "unknown concept")["message"],
+            assert_error(chat(c, h, "What is <nope>?"), 404)["message"],
+        ]
+        job = server.db.add_job(server.db.get_user("alice"), "bo", {}, 1, False)
+        server.db.update_job(job, status="failed", error=f"training failed: cannot read {folder.parent / 'jobs' / job / 'photos' / 'photo-00.jpg'}")
+        messages.append(c.get(f"/v1/jobs/{job}", headers=h).json()["error"])
+        assert "photo-00.jpg" in messages[-1]
+    forbidden = [str(home), str(tmp_path), str(tiny_model_dirs["llava"]), str(Path.home()), "users/1"]
+    for message in messages:
+        assert not [f for f in forbidden if f in message], message
+
+
+def test_limits_are_set_from_serve_flags(tmp_path):
+    from typer.testing import CliRunner
+
+    from yollava.serve.commands import app as cli
+    from yollava.serve.config import limits_from_flags
+
+    limits = limits_from_flags(max_concepts=5, max_storage_mb=2, max_k=8, max_meta_kb=16, max_megapixels=12.5,
+                               max_photo_side=1024, max_decoding=1, max_prompt_tokens=999, max_import_mb=3, max_photos=None)
+    assert (limits.max_concepts_per_user, limits.max_storage_bytes_per_user, limits.max_k, limits.max_meta_bytes) == (5, 2 << 20, 8, 16384)
+    assert (limits.max_pixels, limits.max_photo_side, limits.max_decoding, limits.max_prompt_tokens) == (12_500_000, 1024, 1, 999)
+    assert limits.max_import_bytes == 3 << 20 and limits.max_photos == 20
+    for bad in ({"max_concepts": 0}, {"max_meta_kb": 4096}):
+        with pytest.raises(ValueError):
+            limits_from_flags(**bad)
+    run = lambda *a: CliRunner().invoke(cli, ["serve", *a, "--home", str(tmp_path / "home")])  # noqa: E731
+    r = run("--help")
+    assert r.exit_code == 0 and all(f in r.output for f in ("--max-concepts", "--max-storage-mb", "--max-k", "--max-prompt-tokens"))
+    assert "above --max-k 64" in run("--k", "100").output
+    assert "must be positive" in run("--max-concepts", "0").output
