@@ -52,8 +52,8 @@ class LlavaAdapter(HFAdapter):
 
 
 @register("llava")
-def load_llava(name_or_path: str, dtype: torch.dtype = torch.float32, device: str = "cpu") -> LlavaAdapter:
+def load_llava(name_or_path: str, **kwargs) -> LlavaAdapter:
     from transformers import LlavaForConditionalGeneration
 
-    model, processor = load_hf(LlavaForConditionalGeneration, name_or_path, dtype, device)
+    model, processor = load_hf(LlavaForConditionalGeneration, name_or_path, **kwargs)
     return LlavaAdapter(model, processor, name_or_path)
