@@ -217,7 +217,7 @@ class ProcessorAdapter(HFAdapter):
             if name in params and hasattr(cfg, name):
                 kwargs[name] = getattr(cfg, name)
         if "pixel_values" in kwargs and kwargs["pixel_values"].is_floating_point():
-            kwargs["pixel_values"] = kwargs["pixel_values"].to(self.dtype)
+            kwargs["pixel_values"] = kwargs["pixel_values"].to(self.model_dtype)
         out = fn(**kwargs)
         feats = getattr(out, "pooler_output", out)
         if isinstance(feats, (list, tuple)):
@@ -237,7 +237,7 @@ class ProcessorAdapter(HFAdapter):
             n = ids.count(self.image_token_id)
             if n != feats.shape[0]:
                 raise RuntimeError(f"{self.family}: the processor made {n} image tokens but the model gave {feats.shape[0]} features")
-            out.append(EncodedImage(feats.to(self.dtype), ids, self.extra(inputs)))
+            out.append(EncodedImage(feats.to(self.model_dtype), ids, self.extra(inputs)))
         return out
 
 

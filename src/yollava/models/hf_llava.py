@@ -26,7 +26,7 @@ class LlavaAdapter(HFAdapter):
         pixels = self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
         cfg = self.model.config
         out = self.model.model.get_image_features(
-            pixel_values=pixels.to(self.device, self.dtype),
+            pixel_values=pixels.to(self.device, self.model_dtype),
             vision_feature_layer=cfg.vision_feature_layer,
             vision_feature_select_strategy=cfg.vision_feature_select_strategy,
         ).pooler_output

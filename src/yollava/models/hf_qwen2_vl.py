@@ -31,7 +31,7 @@ class Qwen2VLAdapter(HFAdapter):
             grid = inputs["image_grid_thw"]
             feats = self.model.model.get_image_features(inputs["pixel_values"].to(self.device, self.model.model.visual.dtype), grid.to(self.device)).pooler_output[0]
             ids = [self._start] + [self.image_token_id] * feats.shape[0] + [self._end]
-            out.append(EncodedImage(feats.to(self.dtype), ids, {"image_grid_thw": grid[0]}))
+            out.append(EncodedImage(feats.to(self.model_dtype), ids, {"image_grid_thw": grid[0]}))
         return out
 
     def position_ids(self, input_ids, attention_mask, images):

@@ -160,10 +160,20 @@ def save_checkpoint(path: str | Path, model, image_processor, tokenizer, process
 
 
 def _build(cfg, seed):
+    """A random model whose photo path carries signal: the vision tower and projector get unit-gain
+    weights (families default to std 0.02 there, and Gemma 3 to a zero projector, which would make
+    every photo look the same to a tiny random decoder)."""
     from transformers import AutoModelForImageTextToText
 
     torch.manual_seed(seed)
-    return AutoModelForImageTextToText.from_config(cfg).eval()
+    model = AutoModelForImageTextToText.from_config(cfg).eval()
+    text = ("language_model", "text_model", "lm_head", "embed_tokens")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() >= 2 and not any(t in name for t in text) and "position" not in name and "norm" not in name:
+                fan_in = p[0].numel() if "mm_input_projection" not in name else p.shape[0]
+                p.normal_(0.0, fan_in**-0.5)
+    return model
 
 
 _VISION_CLIP = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8)
