@@ -53,6 +53,22 @@ def resolve(device=None, dtype=None) -> tuple[torch.device, torch.dtype]:
     return dev, resolve_dtype(dtype, dev)
 
 
+def configure(device: str | None = None, dtype: str | None = None, verbose: bool = False) -> None:
+    """What the CLI's global options do: pick the device/precision for every model this process (and
+    the workers it starts) loads, and silence library noise unless ``verbose``."""
+    if device:
+        resolve_device(device)  # fail early on an unusable choice
+        os.environ["YOLLAVA_DEVICE"] = device
+    if dtype:
+        resolve_dtype(dtype, torch.device("cpu"))
+        os.environ["YOLLAVA_DTYPE"] = dtype
+    quiet(not verbose)
+    import sys
+
+    if not sys.stderr.isatty():  # logs and pipes: a progress line every 30 s at most, not a redraw per step
+        os.environ.setdefault("TQDM_MININTERVAL", "30")
+
+
 # ---- console noise ------------------------------------------------------------------------------
 def verbose() -> bool:
     return os.environ.get("YOLLAVA_VERBOSE", "").lower() in ("1", "true", "yes")
@@ -100,7 +116,9 @@ def quiet_library():
 
 def device_report() -> dict:
     """What ``yollava doctor`` prints: torch, devices and their memory."""
-    info: dict = {"torch": torch.__version__, "cuda_available": torch.cuda.is_available(), "devices": []}
+    import transformers
+
+    info: dict = {"torch": torch.__version__, "transformers": transformers.__version__, "cuda_available": torch.cuda.is_available(), "devices": []}
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             p = torch.cuda.get_device_properties(i)
