@@ -136,15 +136,24 @@ def render_with_template(processor, messages: list[Message], add_generation_prom
     return processor.apply_chat_template(conversation(messages), add_generation_prompt=add_generation_prompt, tokenize=False)
 
 
-def decoder_forward(language_model, inputs_embeds, attention_mask, position_ids, past_key_values, use_cache):
+def decoder_forward(language_model, inputs_embeds, attention_mask, position_ids, past_key_values, use_cache, **extra):
+    """Run a transformers decoder; the KV cache goes in as ``cache`` where the model has renamed
+    ``past_key_values`` (transformers 5.x deprecates the old name)."""
+    import inspect
+
+    params = inspect.signature(language_model.forward).parameters
+    cache_kw = "cache" if "cache" in params else "past_key_values"
     out = language_model(
         inputs_embeds=inputs_embeds,
         attention_mask=attention_mask,
         position_ids=position_ids,
-        past_key_values=past_key_values,
         use_cache=use_cache,
+        **{cache_kw: past_key_values},
+        **extra,
     )
-    return out.last_hidden_state, out.past_key_values
+    fields = out.keys() if hasattr(out, "keys") else ()
+    past = out["cache"] if "cache" in fields else out["past_key_values"] if "past_key_values" in fields else None
+    return out.last_hidden_state, past
 
 
 class HFAdapter(VLMAdapter):

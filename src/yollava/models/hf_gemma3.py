@@ -8,7 +8,7 @@ applies the table's ``embed_scale``, so they enter the decoder on the same scale
 from __future__ import annotations
 
 from . import register
-from .hf_common import ProcessorAdapter, VisualPositionsMixin, load_hf
+from .hf_common import ProcessorAdapter, decoder_forward, VisualPositionsMixin, load_hf
 
 GEMMA3_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}<start_of_turn>{{ 'model' if message['role'] == 'assistant' else message['role'] }}\n"
@@ -42,9 +42,7 @@ class Gemma3Adapter(VisualPositionsMixin, ProcessorAdapter):
                 config=lm.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask, cache=past_key_values,
                 position_ids=position_ids, block_sequence_ids=get_block_sequence_ids_for_mask(mask.long(), inputs_embeds.device),
             )
-        out = lm(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
-                 past_key_values=past_key_values, use_cache=use_cache)
-        return out.last_hidden_state, out.past_key_values
+        return decoder_forward(lm, inputs_embeds, attention_mask, position_ids, past_key_values, use_cache)
 
 
 @register("gemma3")

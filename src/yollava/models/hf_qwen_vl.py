@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from . import register
-from .hf_common import ProcessorAdapter, VisualPositionsMixin, load_hf
+from .hf_common import ProcessorAdapter, decoder_forward, VisualPositionsMixin, load_hf
 
 QWEN_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
@@ -61,11 +61,7 @@ class Qwen3VLAdapter(VisualPositionsMixin, Qwen25VLAdapter):
         if mask is not None:
             levels = zip(*(img.extra["deepstack"] for img in imgs))
             extra = {"visual_pos_masks": mask, "deepstack_visual_embeds": [torch.cat(lv).to(inputs_embeds.dtype) for lv in levels]}
-        out = self.language_model(
-            inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
-            past_key_values=past_key_values, use_cache=use_cache, **extra,
-        )
-        return out.last_hidden_state, out.past_key_values
+        return decoder_forward(self.language_model, inputs_embeds, attention_mask, position_ids, past_key_values, use_cache, **extra)
 
 
 @register("qwen2_5_vl")
