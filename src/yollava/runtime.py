@@ -74,19 +74,22 @@ def verbose() -> bool:
     return os.environ.get("YOLLAVA_VERBOSE", "").lower() in ("1", "true", "yes")
 
 
+_QUIET_ENV = {"TRANSFORMERS_VERBOSITY": "error", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+              "TOKENIZERS_PARALLELISM": "false"}
 _LIBRARY_LOGGERS = ("transformers", "huggingface_hub", "accelerate", "torch._dynamo", "tokenizers")
 
 
 def quiet(enable: bool | None = None) -> None:
     """Turn library noise off (default) or on (``enable=False`` or ``YOLLAVA_VERBOSE=1``)."""
     loud = verbose() if enable is None else not enable
-    if loud:
+    if loud:  # undo what an earlier quiet() in this process (inherited by its children) set
         os.environ["YOLLAVA_VERBOSE"] = "1"
+        for var, value in _QUIET_ENV.items():
+            if os.environ.get(var) == value:
+                del os.environ[var]
         return
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for var, value in _QUIET_ENV.items():
+        os.environ.setdefault(var, value)
     for name in _LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     for module in ("transformers", "torch", "huggingface_hub", "timm", "accelerate"):
