@@ -3,7 +3,7 @@
 ``load_model("pocket")`` gives the embedded default; any other string is a local folder or a model
 id already in the Hugging Face cache (nothing is downloaded: ``local_files_only=True``).
 
-``load_model(name, device="cuda", dtype="bf16", gradient_checkpointing=True)``: ``device`` and
+``load_model(name, device="cuda", dtype="bf16")``: ``device`` and
 ``dtype`` default to ``auto`` (see :mod:`yollava.runtime`: CUDA + bf16 when present, else CPU + fp32).
 """
 

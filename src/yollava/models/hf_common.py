@@ -103,7 +103,7 @@ def load_hf(model_cls, name_or_path: str, dtype: torch.dtype | str | None = None
     """Load model + processor from a local folder or the HF cache; never downloads.
 
     ``device`` / ``dtype`` default to :func:`yollava.runtime.resolve` (CUDA + bf16 when present,
-    else CPU + fp32). ``gradient_checkpointing=True`` trades compute for memory in training."""
+    else CPU + fp32). Other options are accepted and ignored."""
     from transformers import AutoProcessor
 
     from ..runtime import quiet_library, resolve
@@ -112,8 +112,6 @@ def load_hf(model_cls, name_or_path: str, dtype: torch.dtype | str | None = None
     device, dtype = resolve(device, dtype)
     with quiet_library():
         model = model_cls.from_pretrained(name_or_path, local_files_only=True, dtype=dtype).to(device)
-        if options.get("gradient_checkpointing"):
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         try:
             processor = AutoProcessor.from_pretrained(name_or_path, local_files_only=True)
         except (ImportError, AttributeError, ValueError, OSError, TypeError):
