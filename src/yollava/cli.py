@@ -26,7 +26,7 @@ app.add_typer(users_app, name="users")
 app.command("serve")(serve_command)
 console = Console()
 
-ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m", help="'pocket' (embedded default), or a local folder / HF-cache id of a LLaVA or Qwen2-VL checkpoint.")
+ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m", help="'pocket' (embedded default), or a local folder / HF-cache id of a supported checkpoint (see `yollava models`).")
 ConceptsDirOpt = typer.Option(None, "--concepts-dir", help="Concepts folder (default: $YOLLAVA_HOME/concepts, in the user data dir).")
 
 
@@ -222,8 +222,51 @@ def _version(value: bool):
 
 
 @app.callback()
-def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version.")):
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    device: str = typer.Option(None, "--device", envvar="YOLLAVA_DEVICE", help="auto (CUDA when present, default), cuda, cuda:1, cpu. Applies to every command."),
+    dtype: str = typer.Option(None, "--dtype", envvar="YOLLAVA_DTYPE", help="auto (bf16/fp16 on CUDA, fp32 on CPU; default), bf16, fp16, fp32. Concept rows always train in fp32."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the libraries' warnings and loading bars (hidden by default)."),
+):
     """Teach a vision-language model your own subjects from a few photos."""
+    from .runtime import configure
+
+    configure(device=device, dtype=dtype, verbose=verbose)
+
+
+@app.command()
+def models():
+    """List the model families yollava can personalise, and what was verified for each."""
+    from .models.catalog import FAMILIES, VERIFIED_DETAIL
+
+    table = Table("--model", "family (model_type)", "photo handling", "verified here", title="supported models")
+    for f in FAMILIES:
+        table.add_row(f.example, f"{f.name} ({f.model_type})", f.photos, f.verified)
+    console.print(table)
+    console.print(VERIFIED_DETAIL + ".")
+    console.print("Any local folder or Hugging Face cache id whose config.json has one of these model_types loads; nothing is downloaded.")
+
+
+@app.command()
+def doctor():
+    """What this machine offers: device, memory, default precision, and which supported models are cached locally."""
+    from .models.catalog import cached_models
+    from .runtime import device_report
+
+    r = device_report()
+    console.print(f"torch {r['torch']}, transformers {r['transformers']}, {r['cpu_threads']} CPU threads"
+                  + (f", RAM {r['ram_gib']['available']}/{r['ram_gib']['total']} GiB free" if "ram_gib" in r else ""))
+    for d in r["devices"]:
+        console.print(f"cuda:{d['index']} {d['name']}: {d['free_gib']}/{d['total_gib']} GiB free, bf16 {'yes' if d['bf16'] else 'no'}")
+    if not r["devices"]:
+        console.print("no CUDA device: models run on the CPU in fp32")
+    console.print(f"default: --device {r['default_device']} --dtype {r['default_dtype']}")
+    cache, found = cached_models()
+    console.print(f"Hugging Face cache: {cache}")
+    for model_id, model_type, size in found:
+        console.print(f"  {model_id}  ({model_type}, {size / 2**30:.1f} GiB)", highlight=False)
+    if not found:
+        console.print("  no supported model cached (see `yollava models`)")
 
 
 @concepts_app.command("list")

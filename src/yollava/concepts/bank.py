@@ -106,7 +106,10 @@ class ConceptBank(nn.Module):
             if bool(is_concept.any()):
                 raise UnknownConceptError("prompt holds concept token ids but no concept is loaded")
             return embeds
-        table = self._input_table().to(embeds.dtype)
+        table = self._input_table().to(embeds.dtype)  # fp32 rows enter a bf16/fp16 base in its precision
+        scale = getattr(embed_tokens, "embed_scale", None)  # Gemma scales its embedding table by sqrt(hidden)
+        if torch.is_tensor(scale):
+            table = table * scale.to(embeds.dtype)
         rows = table[(input_ids[is_concept] - self.vocab_size)]
         return embeds.masked_scatter(is_concept.unsqueeze(-1), rows)
 

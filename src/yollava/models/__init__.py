@@ -2,6 +2,9 @@
 
 ``load_model("pocket")`` gives the embedded default; any other string is a local folder or a model
 id already in the Hugging Face cache (nothing is downloaded: ``local_files_only=True``).
+
+``load_model(name, device="cuda", dtype="bf16")``: ``device`` and
+``dtype`` default to ``auto`` (see :mod:`yollava.runtime`: CUDA + bf16 when present, else CPU + fp32).
 """
 
 from __future__ import annotations
@@ -28,7 +31,29 @@ def register(*keys: str):
 
 
 def _import_families() -> None:
-    from . import hf_llava, hf_qwen2_vl, pocket  # noqa: F401  (registration side effects)
+    from . import (  # noqa: F401  (registration side effects)
+        hf_gemma3,
+        hf_idefics3,
+        hf_internvl,
+        hf_llava,
+        hf_llava_next,
+        hf_qwen2_vl,
+        hf_qwen_vl,
+        pocket,
+    )
+
+
+def hf_families() -> list[str]:
+    """``model_type`` values a Hugging Face checkpoint may have."""
+    _import_families()
+    return sorted(k for k in _LOADERS if k != "pocket")
+
+
+def cache_path(model_id: str) -> Path:
+    """Where the Hugging Face cache keeps ``model_id``'s snapshots (``$HF_HOME/hub/models--org--name``)."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE) / ("models--" + model_id.replace("/", "--"))
 
 
 def load_model(name_or_path: str = DEFAULT_MODEL, **kwargs) -> VLMAdapter:
@@ -38,18 +63,22 @@ def load_model(name_or_path: str = DEFAULT_MODEL, **kwargs) -> VLMAdapter:
     from transformers import AutoConfig
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from ..runtime import quiet_library
+
     try:
-        config = AutoConfig.from_pretrained(name_or_path, local_files_only=True)
+        with quiet_library():
+            config = AutoConfig.from_pretrained(name_or_path, local_files_only=True)
     except (OSError, ValueError) as e:
+        where = "" if Path(name_or_path).exists() or name_or_path.count("/") != 1 else f" (looked for {cache_path(name_or_path)})"
         raise FileNotFoundError(
-            f"cannot load model {name_or_path!r}: not a built-in name ({', '.join(sorted(k for k in _LOADERS if '_' not in k or k == 'pocket'))}), "
-            f"not a local folder, and not in the Hugging Face cache (no download happens here). ({e})"
+            f"cannot load model {name_or_path!r}: not a built-in name (pocket), "
+            f"not a local folder, and not in the Hugging Face cache{where}; no download happens here. ({e})"
         ) from None
     loader = _LOADERS.get(config.model_type)
     if loader is None:
-        supported = sorted(k for k in _LOADERS if k != "pocket")
+        supported = hf_families()
         raise ValueError(f"model type {config.model_type!r} of {name_or_path} is not supported; supported: {supported}")
     return loader(str(Path(name_or_path)) if Path(name_or_path).exists() else name_or_path, **kwargs)
 
 
-__all__ = ["DEFAULT_MODEL", "EncodedImage", "Message", "VLMAdapter", "load_model", "register"]
+__all__ = ["DEFAULT_MODEL", "EncodedImage", "Message", "VLMAdapter", "cache_path", "hf_families", "load_model", "register"]

@@ -129,8 +129,16 @@ class VLMAdapter(ABC):
         return self.embed_tokens.weight.shape[1]
 
     @property
-    def dtype(self) -> torch.dtype:
+    def model_dtype(self) -> torch.dtype:
+        """The precision the frozen base runs in (bf16/fp16 on a GPU, fp32 on the CPU)."""
         return self.embed_tokens.weight.dtype
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The precision concept rows are kept and trained in: always fp32, even when the base runs
+        in bf16/fp16 (rows are cast to :attr:`model_dtype` where they enter the computation, so
+        gradients and AdamW updates stay in full precision)."""
+        return torch.float32
 
     @property
     def device(self) -> torch.device:

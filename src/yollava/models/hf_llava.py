@@ -26,7 +26,7 @@ class LlavaAdapter(HFAdapter):
         pixels = self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
         cfg = self.model.config
         out = self.model.model.get_image_features(
-            pixel_values=pixels.to(self.device, self.dtype),
+            pixel_values=pixels.to(self.device, self.model_dtype),
             vision_feature_layer=cfg.vision_feature_layer,
             vision_feature_select_strategy=cfg.vision_feature_select_strategy,
         ).pooler_output
@@ -52,8 +52,8 @@ class LlavaAdapter(HFAdapter):
 
 
 @register("llava")
-def load_llava(name_or_path: str, dtype: torch.dtype = torch.float32, device: str = "cpu") -> LlavaAdapter:
+def load_llava(name_or_path: str, **kwargs) -> LlavaAdapter:
     from transformers import LlavaForConditionalGeneration
 
-    model, processor = load_hf(LlavaForConditionalGeneration, name_or_path, dtype, device)
+    model, processor = load_hf(LlavaForConditionalGeneration, name_or_path, **kwargs)
     return LlavaAdapter(model, processor, name_or_path)

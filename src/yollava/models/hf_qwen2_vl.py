@@ -29,9 +29,9 @@ class Qwen2VLAdapter(HFAdapter):
         for img in images:  # one at a time: each photo has its own grid
             inputs = self.processor.image_processor(images=[img], return_tensors="pt")
             grid = inputs["image_grid_thw"]
-            feats = self.model.model.get_image_features(inputs["pixel_values"].to(self.device), grid.to(self.device)).pooler_output[0]
+            feats = self.model.model.get_image_features(inputs["pixel_values"].to(self.device, self.model.model.visual.dtype), grid.to(self.device)).pooler_output[0]
             ids = [self._start] + [self.image_token_id] * feats.shape[0] + [self._end]
-            out.append(EncodedImage(feats.to(self.dtype), ids, {"image_grid_thw": grid[0]}))
+            out.append(EncodedImage(feats.to(self.model_dtype), ids, {"image_grid_thw": grid[0]}))
         return out
 
     def position_ids(self, input_ids, attention_mask, images):
@@ -58,8 +58,8 @@ class Qwen2VLAdapter(HFAdapter):
 
 
 @register("qwen2_vl")
-def load_qwen2_vl(name_or_path: str, dtype: torch.dtype = torch.float32, device: str = "cpu") -> Qwen2VLAdapter:
+def load_qwen2_vl(name_or_path: str, **kwargs) -> Qwen2VLAdapter:
     from transformers import Qwen2VLForConditionalGeneration
 
-    model, processor = load_hf(Qwen2VLForConditionalGeneration, name_or_path, dtype, device)
+    model, processor = load_hf(Qwen2VLForConditionalGeneration, name_or_path, **kwargs)
     return Qwen2VLAdapter(model, processor, name_or_path)

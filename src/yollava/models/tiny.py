@@ -130,3 +130,196 @@ def build_tiny_qwen2_vl(path: str | Path, hidden: int = 64, layers: int = 2, see
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return path
+
+
+# ---- the other families: one generic saver, one small config builder each ------------------------
+
+_TEXT = dict(num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+
+
+def _text_config(tok, hidden, layers, init_range, tie=False, **extra):
+    return dict(
+        vocab_size=len(tok) + 8, hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
+        tie_word_embeddings=tie, initializer_range=init_range, bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **_TEXT, **extra,
+    )
+
+
+def save_checkpoint(path: str | Path, model, image_processor, tokenizer, processor_cls: str, template: str, **processor_kwargs) -> Path:
+    """Write what a hub checkpoint holds. The processor is stored as its parts plus ``processor_config.json``
+    (some processors bundle a video processor that needs torchvision, which the adapters never use)."""
+    import json
+
+    path = Path(path)
+    model.save_pretrained(path)
+    image_processor.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    (path / "processor_config.json").write_text(json.dumps({"processor_class": processor_cls, **processor_kwargs}, indent=1))
+    (path / "chat_template.jinja").write_text(template)
+    return path
+
+
+def _build(cfg, seed):
+    """A random model whose photo path carries signal: the vision tower and projector get unit-gain
+    weights (families default to std 0.02 there, and Gemma 3 to a zero projector, which would make
+    every photo look the same to a tiny random decoder)."""
+    from transformers import AutoModelForImageTextToText
+
+    torch.manual_seed(seed)
+    model = AutoModelForImageTextToText.from_config(cfg).eval()
+    text = ("language_model", "text_model", "lm_head", "embed_tokens")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() >= 2 and not any(t in name for t in text) and "position" not in name and "norm" not in name:
+                fan_in = p[0].numel() if "mm_input_projection" not in name else p.shape[0]
+                p.normal_(0.0, fan_in**-0.5)
+    return model
+
+
+_VISION_CLIP = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8)
+
+
+def build_tiny_llava_next(path, hidden=64, layers=2, seed=0, init_range=0.02, onevision=False) -> Path:
+    """Any-resolution tiles of 32 px on a 2x2 grid of pinpoints; CLIP (NeXT) or SigLIP (OneVision) tower."""
+    from transformers import LlavaNextConfig, LlavaNextImageProcessorPil, LlavaOnevisionConfig, LlavaOnevisionImageProcessorPil
+
+    from .hf_llava_next import CHATML_TEMPLATE, NEXT_TEMPLATE
+
+    if onevision:
+        tok = _tokenizer(["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"], unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    else:
+        tok = _tokenizer(["<unk>", "<s>", "</s>", "<pad>", "<image>"], unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    pinpoints = [[32, 32], [32, 64], [64, 32], [64, 64]]
+    common = dict(text_config=dict(model_type="qwen2" if onevision else "llama", **_text_config(tok, hidden, layers, init_range)),
+                  image_token_index=tok.convert_tokens_to_ids("<image>"), image_grid_pinpoints=pinpoints, tie_word_embeddings=False)
+    size = {"height": 32, "width": 32}
+    if onevision:
+        vision = dict(model_type="siglip_vision_model", **_VISION_CLIP)
+        cfg = LlavaOnevisionConfig(vision_config=vision, video_token_index=tok.convert_tokens_to_ids("<video>"), **common)
+        ip = LlavaOnevisionImageProcessorPil(size=size, image_grid_pinpoints=pinpoints, do_pad=True)
+        extra = dict(num_image_tokens=16, vision_feature_select_strategy="full", vision_aspect_ratio="anyres_max_9")
+        return save_checkpoint(path, _build(cfg, seed), ip, tok, "LlavaOnevisionProcessor", CHATML_TEMPLATE, **extra)
+    cfg = LlavaNextConfig(vision_config=dict(model_type="clip_vision_model", **_VISION_CLIP), **common)
+    ip = LlavaNextImageProcessorPil(size={"shortest_edge": 32}, crop_size=size, image_grid_pinpoints=pinpoints)
+    extra = dict(patch_size=8, vision_feature_select_strategy="default", num_additional_image_tokens=1)
+    return save_checkpoint(path, _build(cfg, seed), ip, tok, "LlavaNextProcessor", NEXT_TEMPLATE, **extra)
+
+
+def build_tiny_llava_onevision(path, **kw) -> Path:
+    return build_tiny_llava_next(path, onevision=True, **kw)
+
+
+_QWEN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+
+
+def build_tiny_qwen_vl(path, hidden=64, layers=2, seed=0, init_range=0.02, version="2.5") -> Path:
+    """Qwen2.5-VL (window attention in the vision tower) or Qwen3-VL (deepstack); 3-D RoPE in both."""
+    from transformers import Qwen2VLImageProcessorPil
+
+    from .hf_qwen_vl import QWEN_TEMPLATE
+
+    tok = _tokenizer(_QWEN_SPECIAL, unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    ids = {t: tok.convert_tokens_to_ids(t) for t in _QWEN_SPECIAL}
+    text = _text_config(tok, hidden, layers, init_range)
+    tokens = dict(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
+                  vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=False)
+    patch = 8
+    if version == "3":
+        from transformers import Qwen3VLConfig
+
+        text |= dict(head_dim=16, rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0, "mrope_interleaved": True})
+        vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=hidden, patch_size=patch,
+                      spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=16, deepstack_visual_indexes=[0, 1])
+        cfg = Qwen3VLConfig(text_config=text, vision_config=vision, **tokens)
+        cls = "Qwen3VLProcessor"
+    else:
+        from transformers import Qwen2_5_VLConfig
+
+        text |= dict(rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0})
+        vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=hidden, patch_size=patch,
+                      spatial_merge_size=2, temporal_patch_size=2, window_size=32, fullatt_block_indexes=[1])
+        cfg = Qwen2_5_VLConfig(text_config=text, vision_config=vision, **tokens)
+        cls = "Qwen2_5_VLProcessor"
+    ip = Qwen2VLImageProcessorPil(min_pixels=32 * 32, max_pixels=48 * 48, patch_size=patch, merge_size=2, temporal_patch_size=2)
+    return save_checkpoint(path, _build(cfg, seed), ip, tok, cls, QWEN_TEMPLATE)
+
+
+def build_tiny_qwen2_5_vl(path, **kw) -> Path:
+    return build_tiny_qwen_vl(path, version="2.5", **kw)
+
+
+def build_tiny_qwen3_vl(path, **kw) -> Path:
+    return build_tiny_qwen_vl(path, version="3", **kw)
+
+
+def build_tiny_idefics3(path, hidden=64, layers=2, seed=0, init_range=0.02, smolvlm=False) -> Path:
+    """Photos longer than 32 px are split into 32-px tiles plus a global view; 4 tokens per tile."""
+    from transformers import Idefics3Config, Idefics3ImageProcessorPil, SmolVLMConfig, SmolVLMImageProcessorPil
+
+    from .hf_idefics3 import IDEFICS3_TEMPLATE
+
+    rows = [f"<row_{i}_col_{j}>" for i in range(1, 3) for j in range(1, 3)]
+    special = ["<|endoftext|>", "<|im_start|>", "<end_of_utterance>", "<fake_token_around_image>", "<image>", "<global-img>", *rows]
+    tok = _tokenizer(special, unk_token=None, bos_token="<|im_start|>", eos_token="<end_of_utterance>", pad_token="<|endoftext|>")
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8)
+    Config, IP = (SmolVLMConfig, SmolVLMImageProcessorPil) if smolvlm else (Idefics3Config, Idefics3ImageProcessorPil)
+    cfg = Config(text_config=dict(model_type="llama", **_text_config(tok, hidden, layers, init_range)), vision_config=vision,
+                 image_token_id=tok.convert_tokens_to_ids("<image>"), scale_factor=2, tie_word_embeddings=False)
+    ip = IP(size={"longest_edge": 64}, max_image_size={"longest_edge": 32}, do_image_splitting=True)
+    cls = "SmolVLMProcessor" if smolvlm else "Idefics3Processor"
+    return save_checkpoint(path, _build(cfg, seed), ip, tok, cls, IDEFICS3_TEMPLATE, image_seq_len=4)
+
+
+def build_tiny_smolvlm(path, **kw) -> Path:
+    return build_tiny_idefics3(path, smolvlm=True, **kw)
+
+
+def build_tiny_gemma3(path, hidden=64, layers=2, seed=0, init_range=0.02) -> Path:
+    """Tied embeddings scaled by sqrt(hidden); a local (sliding) and a global layer; 4 soft tokens per photo."""
+    from transformers import Gemma3Config, Gemma3ImageProcessorPil
+
+    from .hf_gemma3 import GEMMA3_TEMPLATE
+
+    special = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>", "<end_of_image>", "<image_soft_token>"]
+    tok = _tokenizer(special, unk_token="<unk>", bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+                     extra_special_tokens={"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"})
+    ids = {t: tok.convert_tokens_to_ids(t) for t in special}
+    text = _text_config(tok, hidden, layers, init_range, tie=True)
+    text |= dict(head_dim=16, sliding_window=16, layer_types=["sliding_attention", "full_attention"][:layers] if layers <= 2 else None,
+                 query_pre_attn_scalar=16)
+    vision = dict(model_type="siglip_vision_model", **_VISION_CLIP)
+    cfg = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4, boi_token_index=ids["<start_of_image>"],
+                       eoi_token_index=ids["<end_of_image>"], image_token_index=ids["<image_soft_token>"], tie_word_embeddings=True)
+    ip = Gemma3ImageProcessorPil(size={"height": 32, "width": 32})
+    return save_checkpoint(path, _build(cfg, seed), ip, tok, "Gemma3Processor", GEMMA3_TEMPLATE, image_seq_length=4)
+
+
+def build_tiny_internvl(path, hidden=64, layers=2, seed=0, init_range=0.02) -> Path:
+    """32-px tiles (up to 4, + a thumbnail), 4 ``<IMG_CONTEXT>`` tokens per tile after pixel shuffle."""
+    from transformers import GotOcr2ImageProcessorPil, InternVLConfig
+
+    from .hf_internvl import INTERNVL_TEMPLATE
+
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
+    tok = _tokenizer(special, unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                     extra_special_tokens={"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"})
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=[32, 32], patch_size=[8, 8])
+    cfg = InternVLConfig(text_config=dict(model_type="qwen2", **_text_config(tok, hidden, layers, init_range)), vision_config=vision,
+                         image_token_id=tok.convert_tokens_to_ids("<IMG_CONTEXT>"), image_seq_length=4, downsample_ratio=0.5, tie_word_embeddings=False)
+    ip = GotOcr2ImageProcessorPil(size={"height": 32, "width": 32}, crop_to_patches=True, min_patches=1, max_patches=4)
+    return save_checkpoint(path, _build(cfg, seed), ip, tok, "InternVLProcessor", INTERNVL_TEMPLATE, image_seq_length=4)
+
+
+#: model_type -> builder of a tiny random checkpoint of that family (tests, benchmarks, ``yollava models``)
+TINY_BUILDERS = {
+    "llava": build_tiny_llava,
+    "llava_next": build_tiny_llava_next,
+    "llava_onevision": build_tiny_llava_onevision,
+    "qwen2_vl": build_tiny_qwen2_vl,
+    "qwen2_5_vl": build_tiny_qwen2_5_vl,
+    "qwen3_vl": build_tiny_qwen3_vl,
+    "idefics3": build_tiny_idefics3,
+    "smolvlm": build_tiny_smolvlm,
+    "gemma3": build_tiny_gemma3,
+    "internvl": build_tiny_internvl,
+}
