@@ -95,10 +95,14 @@ def test_fast_training_set_asks_the_products_query_with_one_word_answers(llava_e
     assert all(s.question in {q.format(identifier="<bo>") for q in SHORT_QUERIES} for s in short)
     assert sum(s.question == RECOGNITION_QUERY.format(identifier="<bo>") for s in short) >= len(short) // 4
     assert all((s.answer == "Yes") == s.is_positive for s in short)
-    # positives: augmented views up to the negatives' count instead of repeated pixels
+    # positives: the photos themselves (the trainer repeats them to balance the negatives)
     n_neg = sum(s.kind in ("negative", "hard_negative") and s.answer == "No" and not s.calibration for s in ts.samples)
     n_pos_short = sum(s.is_positive and s.answer == "Yes" and not s.calibration for s in ts.samples)
-    assert n_neg == 20 and n_pos_short == 20 and max(s.view for s in short if not s.calibration) == 4
+    assert n_neg == 20 and n_pos_short == 4 and all(s.view == 0 for s in short if not s.calibration)
+    # positive_views=None: augmented views up to the negatives' count instead of repeated pixels
+    views = build_data(llava_engine, "bo", photos, dataclasses.replace(recipe.data, positive_views=None), pool)
+    assert sum(s.is_positive and s.answer == "Yes" and not s.calibration for s in views.samples) == 20
+    assert max(s.view for s in views.samples if not s.calibration) == 4
     # sentence answers stay on every positive photo and on 'sentence_negatives' negatives
     sentences = [s for s in ts.samples if s.is_recognition and s.answer not in ("Yes", "No")]
     assert sum(s.is_positive for s in sentences) == 4 and sum(not s.is_positive for s in sentences) == recipe.data.sentence_negatives

@@ -2,9 +2,10 @@
 
 - ``fast`` (default): recipe v2. Every recognition photo is also asked the product's own
   recognition query (or a short paraphrase) answered exactly "Yes"/"No", the decision ``recognize``
-  reads; positives come as augmented views instead of repeated pixels; a fixed schedule (no epoch
-  picked from 1-2 held-back photos); the yes/no threshold is set on unseen views of the positives
-  against unused pool photos, so every one of the user's photos trains. The paper's sentence
+  reads; positives are repeated to balance the negatives (augmented views instead were worse on the
+  dev subjects: ``benchmarks/results/recipe_dev/``); a fixed schedule (no epoch picked from 1-2
+  held-back photos); the yes/no threshold is set on augmented views of the positives against unused
+  pool photos, so every one of the user's photos trains. The paper's sentence
   answers stay on the positives and some negatives, and text-only conversations on 2 photos, so
   chat keeps natural answers and the concept's output row is trained.
 - ``paper``: Yo'LLaVA as published (sentence templates only, 100 + 100 negatives, conversations about
@@ -64,7 +65,7 @@ RECIPES: dict[str, Recipe] = {
         "recipe v2: short Yes/No answers on every recognition photo, augmented positives, threshold set on unused pool photos",
         "about 5 min per concept on 2 CPU cores with pocket",
         TrainConfig(epochs=1, lr=1e-3, batch_size=8, holdout_fraction=0.0, select_best_epoch=False),
-        DataConfig(n_easy_negatives=60, n_hard_negatives=40, short_answers=True, sentence_negatives=20, positive_views=None,
+        DataConfig(n_easy_negatives=60, n_hard_negatives=40, short_answers=True, sentence_negatives=20, positive_views=0,
                    calibration_negatives=40, calibration_views=2, conversation_photos=2, conversation_tokens=32),
     ),
     "paper": Recipe(
