@@ -4,7 +4,8 @@ Every language-model method is a way of *introducing* the subject before a quest
 
 - ``yollava``: the learned concept (``<bo> is <bo_1>...<bo_k>.``, added by the engine) and the
   identifier ``<bo>`` in the question; trained once per subject and cached in the run folder.
-  ``yollava-no-hard`` / ``yollava-no-conv`` are the paper's data ablations (Table 7).
+  ``yollava-no-hard`` / ``yollava-no-conv`` are the paper's data ablations (Table 7);
+  ``yollava-no-short`` / ``yollava-no-sentence`` drop recipe v2's one-word or sentence recognition answers.
 - ``vanilla``: nothing; the subject is asked about by its plain name ("Can you see if bo is in this
   photo?"). The model has never been told what "bo" is, so this is the paper's chance-level baseline.
   ``vanilla-sks`` asks about "sks" instead: several subject names here describe the subject
@@ -57,8 +58,14 @@ FALLBACK_CAPTION_PROMPT = "This photo shows {name}. Describe {name} in detail."
 _REFUSAL = re.compile(r"^\s*(I'm sorry|I am sorry|I can't|I cannot|Sorry)", re.I)
 _BRACKETED = re.compile(r"<([A-Za-z0-9][A-Za-z0-9_-]*)>")
 
-METHODS = ("yollava", "vanilla", "vanilla-sks", "text-human", "text-model", "head", "yollava-no-hard", "yollava-no-conv")
-LLM_METHODS = ("yollava", "vanilla", "vanilla-sks", "text-human", "text-model", "yollava-no-hard", "yollava-no-conv")
+ABLATIONS = {  # the paper's data ablations (Table 7) and recipe v2's two kinds of recognition answers
+    "yollava-no-hard": {"hard_negatives": False},
+    "yollava-no-conv": {"conversations": False},
+    "yollava-no-short": {"short_answers": False},
+    "yollava-no-sentence": {"sentence_answers": False},
+}
+METHODS = ("yollava", "vanilla", "vanilla-sks", "text-human", "text-model", "head", *ABLATIONS)
+LLM_METHODS = tuple(m for m in METHODS if m != "head")
 
 
 class Unavailable(Exception):
@@ -379,10 +386,8 @@ class HeadMethod(Method):
 def make_method(name: str) -> Method:
     if name == "yollava":
         return YollavaMethod()
-    if name == "yollava-no-hard":
-        return YollavaMethod(name, hard_negatives=False)
-    if name == "yollava-no-conv":
-        return YollavaMethod(name, conversations=False)
+    if name in ABLATIONS:
+        return YollavaMethod(name, **ABLATIONS[name])
     if name == "vanilla":
         return VanillaMethod()
     if name == "vanilla-sks":
