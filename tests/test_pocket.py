@@ -119,3 +119,23 @@ def test_text_answer(adapter):
 def test_photo_answer(adapter, photo):
     engine = YoLLaVA(adapter)
     assert engine.chat("What is in this photo?", image=photo, max_new_tokens=12).strip()
+
+
+def test_int8_generation_is_opt_in_answers_and_leaves_scores_and_concept_free_answers_alone(adapter, photo):
+    engine = YoLLaVA(adapter)
+    question = "What is 2+2?"
+    assert adapter.generation_runtime == "fp32"
+    adapter.set_generation("int8")
+    try:
+        assert adapter.generation_runtime == "int8"
+        plain = engine.chat(question, max_new_tokens=16)
+        assert "4" in plain
+        engine.new_concept("bo", k=4, seed=0)  # a concept loaded must not change a prompt that does not name it
+        assert engine.chat(question, max_new_tokens=16) == plain
+        int8_scores = engine.yes_probabilities("bo", [photo])
+    finally:
+        adapter.set_generation("fp32")
+    assert engine.yes_probabilities("bo", [photo]) == int8_scores  # recognition always runs the fp32 model
+    engine.unload_concept("bo")
+    with pytest.raises(ValueError, match="'fp32' or 'int8'"):
+        adapter.set_generation("int4")

@@ -309,15 +309,16 @@ class YoLLaVA:
     ) -> Iterator[str]:
         """Yield the answer as it is generated (text pieces); greedy when ``temperature == 0``."""
         enc = self.encode(prompt, image=image, concepts=concepts)
+        decoder, lm_head = self.adapter.generation_modules()
         ids = torch.tensor([enc.input_ids], device=self.adapter.device)
         positions = self.adapter.position_ids(ids, torch.ones_like(ids), [enc.images])
-        hidden, past = self.adapter.decoder(self._embed(ids, [enc.images]), position_ids=positions, use_cache=True)
+        hidden, past = decoder(self._embed(ids, [enc.images]), position_ids=positions, use_cache=True)
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         eos = set(self.adapter.eos_token_ids)
         out: list[int] = []
         shown = ""
         for step in range(max_new_tokens):
-            logits = self.bank.logits(hidden[:, -1], self.adapter.lm_head).float()[0]
+            logits = self.bank.logits(hidden[:, -1], lm_head).float()[0]
             nxt = _sample(logits, temperature, top_p, gen)
             if nxt in eos:
                 break
@@ -328,9 +329,7 @@ class YoLLaVA:
                 shown = text
             step_ids = torch.tensor([[nxt]], device=ids.device)
             step_pos = None if positions is None else positions[..., -1:] + step + 1
-            hidden, past = self.adapter.decoder(
-                self._embed(step_ids, [[]]), position_ids=step_pos, past_key_values=past, use_cache=True
-            )
+            hidden, past = decoder(self._embed(step_ids, [[]]), position_ids=step_pos, past_key_values=past, use_cache=True)
         text = self._decode(out)
         if len(text) > len(shown):
             yield text[len(shown) :]

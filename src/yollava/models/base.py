@@ -101,6 +101,17 @@ class VLMAdapter(ABC):
         """Text that closes an assistant answer in training targets (e.g. ``</s>``, ``<|im_end|>``)."""
 
     # ---- defaults families may override ----------------------------------------------------
+    def generation_modules(self) -> tuple[Any, nn.Module]:
+        """``(decoder, lm_head)`` used to *generate* text: by default the very ones that train and score.
+        A family may return a faster inference copy (e.g. int8 weights); training, recognition scores and
+        concept compatibility never depend on it."""
+        return self.decoder, self.lm_head
+
+    @property
+    def generation_runtime(self) -> str:
+        """Name of the runtime :meth:`generation_modules` uses (``"fp32"``, ``"int8"``, ...)."""
+        return "default"
+
     def position_ids(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, images: list[list[EncodedImage]]
     ) -> torch.Tensor | None:

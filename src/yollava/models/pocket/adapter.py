@@ -27,13 +27,79 @@ SYSTEM_PROMPT = "You are a helpful assistant."
 RANDOM_SEED = 0
 
 
+class Int8Linear(nn.Module):
+    """A frozen Linear with int8 weights (one scale per output row) and bf16 activations in the matmul."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        w = linear.weight.detach().float()
+        scales = w.abs().amax(dim=1).clamp_min(1e-8) / 127.0
+        self.register_buffer("weight", torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8))
+        self.register_buffer("scales", scales.to(torch.bfloat16))
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1]).to(torch.bfloat16)
+        out = torch._weight_int8pack_mm(flat, self.weight, self.scales).to(x.dtype)
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*x.shape[:-1], out.shape[-1])
+
+
 class PocketAdapter(VLMAdapter):
     family = "pocket"
 
-    def __init__(self, model: PocketVLM, tokenizer, model_id: str = "pocket"):
+    def __init__(self, model: PocketVLM, tokenizer, model_id: str = "pocket", generation: str | None = None):
         super().__init__(model, tokenizer, model_id)
         ids = tokenizer.convert_tokens_to_ids(["<|vision_start|>", "<|image_pad|>", "<|vision_end|>"])
         self._vision_start, self._image_pad, self._vision_end = ids
+        self._int8: tuple[nn.Module, nn.Module] | None = None
+        self.set_generation(generation or os.environ.get("YOLLAVA_GENERATION", "fp32"))
+
+    # ---- generation runtime ----------------------------------------------------------------
+    def set_generation(self, runtime: str) -> None:
+        """``"fp32"``: generate with the model itself; ``"int8"``: with an int8 copy (see below)."""
+        if runtime not in ("fp32", "int8"):
+            raise ValueError(f"pocket generation runtime must be 'fp32' or 'int8', not {runtime!r}")
+        if runtime == "fp32":
+            self._int8 = None
+        elif self._int8 is None:
+            self._enable_int8_generation()
+
+    def _enable_int8_generation(self) -> None:
+        """Generate with an int8 copy of the frozen LLM: every Linear, the output layer included, keeps its
+        weights as int8 with one scale per output row and multiplies them with bf16 activations (weight-only
+        quantisation, torch's ``_weight_int8pack_mm`` kernel; int8 activations, as torch's dynamic
+        quantisation does, lose too much on Qwen's outlier channels). On a CPU one decoding step is bound by
+        reading the weights, and int8 reads a quarter of the bytes. Training, recognition scores and the
+        fingerprint stay fp32."""
+        import copy
+
+        llm = self.model.llm
+        embed, llm.model.embed_tokens = llm.model.embed_tokens, None  # inputs come as embeddings: no copy of the table
+        try:
+            decoder = copy.deepcopy(llm.model)
+        finally:
+            llm.model.embed_tokens = embed
+        for name, module in list(decoder.named_modules()):
+            for child_name, child in list(module.named_children()):
+                if isinstance(child, nn.Linear):
+                    setattr(module, child_name, Int8Linear(child))
+        self._int8 = (decoder.eval(), Int8Linear(llm.lm_head).eval())
+
+    def generation_modules(self):
+        if self._int8 is None:
+            return self.decoder, self.lm_head
+        decoder, head = self._int8
+
+        def run(inputs_embeds, attention_mask=None, position_ids=None, past_key_values=None, use_cache=False):
+            return decoder_forward(decoder, inputs_embeds, attention_mask, position_ids, past_key_values, use_cache)
+
+        return run, head
+
+    @property
+    def generation_runtime(self) -> str:
+        return "fp32" if self._int8 is None else "int8"
 
     # ---- the parts -------------------------------------------------------------------------
     @property
@@ -118,8 +184,10 @@ def merge_lora(llm: nn.Module, lora: dict[str, torch.Tensor], scale: float) -> i
     return len(names)
 
 
-def load_pocket(name: str = "pocket", weights_dir: str | Path | None = None, progress: bool = True, **kwargs) -> PocketAdapter:
-    """The embedded default VLM. ``weights_dir`` (or ``YOLLAVA_POCKET_WEIGHTS``) overrides the shipped weights."""
+def load_pocket(name: str = "pocket", weights_dir: str | Path | None = None, progress: bool = True, generation: str | None = None,
+                **kwargs) -> PocketAdapter:
+    """The embedded default VLM. ``weights_dir`` (or ``YOLLAVA_POCKET_WEIGHTS``) overrides the shipped weights;
+    ``generation`` (or ``YOLLAVA_GENERATION``): ``"fp32"`` (default) or ``"int8"`` weights for generating text."""
     weights_dir = Path(weights_dir or os.environ.get("YOLLAVA_POCKET_WEIGHTS") or WEIGHTS_DIR)
     llm, tokenizer = load_llm(progress=progress)
     meta_path = weights_dir / WEIGHTS_JSON
@@ -141,4 +209,4 @@ def load_pocket(name: str = "pocket", weights_dir: str | Path | None = None, pro
         lora = {k.removeprefix("lora."): v for k, v in tensors.items() if k.startswith("lora.")}
         if lora:
             merge_lora(llm, lora, meta["lora"]["alpha"] / meta["lora"]["r"])
-    return PocketAdapter(model, tokenizer, model_id=name)
+    return PocketAdapter(model, tokenizer, model_id=name, generation=generation)
