@@ -170,3 +170,30 @@ def test_several_concepts_train_together_in_shared_batches(llava_engine: YoLLaVA
         assert llava_engine.bank[name] is r.concept and not r.concept.input_rows.requires_grad
         assert r.holdout["n_positive"] >= 1 and r.concept.meta["counts"]["positive"] == 6
     assert (tmp_path / "ck" / "pair.ckpt.json").exists()
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(llava_engine: YoLLaVA, tmp_path):
+    samples = recognition_samples(tmp_path, n_pos=2, n_neg=2)
+    concept = llava_engine.new_concept("bo", k=2, seed=0)
+    concept.requires_grad_(True)
+    items = [llava_engine.encode(s.question, image=s.image, answer=s.answer, concepts=["bo"]) for s in samples]
+
+    def loss_and_grads():
+        concept.zero_grad(set_to_none=True)
+        loss = llava_engine.loss(items)
+        loss.backward()
+        return loss.item(), concept.input_rows.grad.clone(), concept.output_row.grad.clone()
+
+    plain = loss_and_grads()
+    with llava_engine.adapter.gradient_checkpointing():
+        assert llava_engine.adapter.model.training
+        checkpointed = loss_and_grads()
+    assert not llava_engine.adapter.model.training  # the previous (eval) mode is back
+    assert abs(plain[0] - checkpointed[0]) < 1e-5
+    assert torch.allclose(plain[1], checkpointed[1], atol=1e-6) and torch.allclose(plain[2], checkpointed[2], atol=1e-6)
+    llava_engine.unload_concept("bo")
+
+    before = {k: v.clone() for k, v in llava_engine.adapter.model.state_dict().items()}
+    cfg = TrainConfig(k=2, epochs=1, lr=1e-2, batch_size=4, gradient_checkpointing=True)
+    ConceptTrainer(llava_engine, "bo", cfg, progress=False).fit(samples)
+    assert all(torch.equal(before[k], v) for k, v in llava_engine.adapter.model.state_dict().items())

@@ -114,7 +114,7 @@ def recipe_from_options(
     lr: float | None = None, batch_size: int | None = None, patience: int | None = None, seed: int | None = None,
     n_easy: int | None = None, n_hard: int | None = None, conversation_tokens: int | None = None,
     no_hard_negatives: bool = False, no_conversations: bool = False, no_short_answers: bool = False,
-    no_sentence_answers: bool = False,
+    no_sentence_answers: bool = False, gradient_checkpointing: bool = False,
 ) -> Recipe:
     """A named recipe with the command-line overrides every command shares (None / False: unchanged)."""
     base = get_recipe(recipe)
@@ -123,5 +123,6 @@ def recipe_from_options(
         n_easy_negatives=n_easy, n_hard_negatives=n_hard, conversation_tokens=conversation_tokens,
         hard_negatives=False if no_hard_negatives else None, conversations=False if no_conversations else None,
         short_answers=False if no_short_answers else None, sentence_answers=False if no_sentence_answers else None,
+        gradient_checkpointing=True if gradient_checkpointing else None,
     )
     return resolve_recipe(base, changed.train, changed.data)

@@ -10,6 +10,7 @@ each concept learns what it would learn alone, up to batch composition). An epoc
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -55,6 +56,8 @@ class TrainConfig:
     prefix_cache: bool = True
     #: keep the epoch that scores best on the held-back / calibration samples (False: the last epoch)
     select_best_epoch: bool = True
+    #: recompute the frozen decoder's activations in backward (less memory, more compute; no prefix cache)
+    gradient_checkpointing: bool = False
 
 
 @dataclass
@@ -259,33 +262,35 @@ class ConceptTrainer:
             engine.encode(s.question, image=self._image(s), answer=s.answer, concepts=[name])
             for name, s in tqdm(train, desc="encoding samples", disable=not self.progress, leave=False)
         ]
-        prefix_cache: dict | None = {} if cfg.prefix_cache else None
+        prefix_cache: dict | None = {} if cfg.prefix_cache and not cfg.gradient_checkpointing else None
         steps_per_epoch = len(self._batches(encoded, 0))
         label = ", ".join(f"<{n}>" for n in runs)
         bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, desc=f"training {label}", disable=not self.progress, unit="step")
-        for epoch in range(start_epoch, cfg.epochs):
-            t0 = time.perf_counter()
-            losses = []
-            for batch_ids in self._batches(encoded, epoch):
-                loss = engine.loss([encoded[i] for i in batch_ids], prefix_cache)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                losses.append(loss.item())
-                seen += len(batch_ids)
-                bar.update(1)
-                bar.set_postfix(epoch=epoch, loss=f"{losses[-1]:.3f}")
-            record: dict[str, Any] = {"epoch": epoch, "loss": sum(losses) / len(losses)}
-            if epoch % cfg.eval_every == 0 or epoch == cfg.epochs - 1:
-                record |= self._score_epoch(runs, epoch)
-            seconds += time.perf_counter() - t0
-            record["seconds"] = round(seconds, 2)
-            history.append(record)
-            bar.write(_describe(label, record))
-            self._save_checkpoint(runs, opt, {"run_id": run_id, "epoch": epoch, "history": history, "samples_seen": seen, "seconds": seconds})
-            if cfg.patience is not None and all(r.held and r.stale >= cfg.patience for r in runs.values()):
-                bar.write(f"{label}: no better held-back score for {cfg.patience} evaluations, stopping early")
-                break
+        checkpointing = engine.adapter.gradient_checkpointing() if cfg.gradient_checkpointing else contextlib.nullcontext()
+        with checkpointing:
+            for epoch in range(start_epoch, cfg.epochs):
+                t0 = time.perf_counter()
+                losses = []
+                for batch_ids in self._batches(encoded, epoch):
+                    loss = engine.loss([encoded[i] for i in batch_ids], prefix_cache)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    losses.append(loss.item())
+                    seen += len(batch_ids)
+                    bar.update(1)
+                    bar.set_postfix(epoch=epoch, loss=f"{losses[-1]:.3f}")
+                record: dict[str, Any] = {"epoch": epoch, "loss": sum(losses) / len(losses)}
+                if epoch % cfg.eval_every == 0 or epoch == cfg.epochs - 1:
+                    record |= self._score_epoch(runs, epoch)
+                seconds += time.perf_counter() - t0
+                record["seconds"] = round(seconds, 2)
+                history.append(record)
+                bar.write(_describe(label, record))
+                self._save_checkpoint(runs, opt, {"run_id": run_id, "epoch": epoch, "history": history, "samples_seen": seen, "seconds": seconds})
+                if cfg.patience is not None and all(r.held and r.stale >= cfg.patience for r in runs.values()):
+                    bar.write(f"{label}: no better held-back score for {cfg.patience} evaluations, stopping early")
+                    break
         bar.close()
         return {name: self._finish(name, run, data[name], history, seen, seconds) for name, run in runs.items()}
 
