@@ -47,9 +47,13 @@ def _header(results: dict, title: str | None) -> list[str]:
         lines.append(f"- model: `{model.get('model_id', model.get('family', '?'))}` ({model.get('family', '?')})")
     if p.get("train") and any(m.startswith("yollava") for m in results.get("methods", [])):
         t, d = p["train"], p.get("data", {})
-        lines.append(f"- Yo'LLaVA recipe: k={t.get('k')}, epochs={t.get('epochs')}, lr={t.get('lr')}, batch {t.get('batch_size')}, "
+        name = p.get("recipe") if isinstance(p.get("recipe"), str) else (p.get("recipe") or {}).get("name")
+        answers = [k for k, key in (("one-word", "short_answers"), ("sentence", "sentence_answers")) if d.get(key, key == "sentence_answers")]
+        lines.append(f"- Yo'LLaVA recipe{f' `{name}`' if name else ''}: k={t.get('k')}, epochs={t.get('epochs')}, lr={t.get('lr')}, batch {t.get('batch_size')}, "
+                     f"{' + '.join(answers)} recognition answers, "
                      f"easy negatives {d.get('n_easy_negatives')}, hard negatives {d.get('n_hard_negatives') if d.get('hard_negatives') else 0}, "
-                     f"conversations {'yes' if d.get('conversations') else 'no'} ({d.get('conversation_tokens')} tokens), seed {t.get('seed')}")
+                     f"conversations {'yes' if d.get('conversations') else 'no'} ({d.get('conversation_tokens')} tokens), "
+                     f"threshold from {'calibration samples' if d.get('calibration_negatives') else 'held-back photos'}, seed {t.get('seed')}")
     if results.get("notes"):
         lines.append(f"- data: {results['notes']}")
     if results.get("task") in PAPER_NOTE:
