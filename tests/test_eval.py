@@ -87,7 +87,18 @@ def _private_dirs(tmp_path, monkeypatch):
 
 def small_recipe():
     return (TrainConfig(k=2, epochs=1, batch_size=8, lr=1e-2),
-            DataConfig(n_easy_negatives=4, n_hard_negatives=4, conversation_tokens=3))
+            DataConfig(n_easy_negatives=4, n_hard_negatives=4, conversation_tokens=3, short_answers=True))
+
+
+def test_an_ablation_that_leaves_no_recognition_answer_is_unavailable(llava_engine: YoLLaVA, tmp_path):
+    from yollava.eval.datasets import Subject
+    from yollava.eval.methods import EvalContext, Unavailable, make_method
+
+    paper = EvalContext(llava_engine, tmp_path, data=DataConfig())  # sentence answers only
+    with pytest.raises(Unavailable, match="does not apply to this recipe"):
+        make_method("yollava-no-sentence").data_config(paper, Subject("s", [], []))
+    assert not make_method("yollava-no-short").data_config(EvalContext(llava_engine, tmp_path, data=DataConfig(short_answers=True)),
+                                                           Subject("s", [], [])).short_answers
 
 
 # ---- metrics ------------------------------------------------------------------------------------

@@ -152,7 +152,10 @@ class YollavaMethod(Method):
         self.data_overrides = data_overrides
 
     def data_config(self, ctx: EvalContext, subject: Subject) -> DataConfig:
-        return replace(ctx.data, category=subject.category, **self.data_overrides)
+        try:
+            return replace(ctx.data, category=subject.category, **self.data_overrides)
+        except ValueError as e:  # e.g. no sentence answers in a recipe that has no one-word answers either
+            raise Unavailable(f"{self.name} does not apply to this recipe: {e}") from None
 
     def folder(self, ctx: EvalContext) -> Path:
         return ctx.run_dir / "concepts" / self.name
