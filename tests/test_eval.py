@@ -459,3 +459,14 @@ def test_likelihood_scoring_is_reported_beside_letter_scoring():
     o = res["overall"]["m"]
     assert o["accuracy"] == 0.5 and o["accuracy_likelihood"] == 0.8 and o["accuracy_likelihood_sum"] == 0.9
     assert "| m | 1 | 10 | **0.800** | 0.900 | **0.500** |" in qa_markdown({**res, "kind": "text"})
+
+
+def test_a_setting_added_later_at_its_off_value_keeps_old_run_folders_valid(tmp_path):
+    from yollava.eval.store import ProtocolMismatch, RunStore
+
+    RunStore(tmp_path / "run", {"train": {"epochs": 1}})
+    RunStore(tmp_path / "run", {"train": {"epochs": 1, "gradient_checkpointing": False}})  # added later, off: same run
+    with pytest.raises(ProtocolMismatch, match="gradient_checkpointing"):
+        RunStore(tmp_path / "run", {"train": {"epochs": 1, "gradient_checkpointing": True}})
+    with pytest.raises(ProtocolMismatch, match="epochs"):
+        RunStore(tmp_path / "run", {"train": {"epochs": 2}})

@@ -40,6 +40,7 @@ from ..personalize import DataConfig
 from ..train import TrainConfig
 from .datasets import Subject
 from .scoring import yes_probabilities
+from .store import settings_differences
 
 log = logging.getLogger(__name__)
 
@@ -202,8 +203,8 @@ class YollavaMethod(Method):
                 continue
             meta = json.loads(src.read_text(encoding="utf-8"))
             recipe = meta.get("recipe", {})
-            same = (recipe.get("train", recipe) == json.loads(json.dumps(asdict(ctx.train)))
-                    and meta.get("eval_data_config") == json.loads(json.dumps(asdict(data)))
+            same = (not settings_differences(recipe.get("train", recipe), json.loads(json.dumps(asdict(ctx.train))))
+                    and not settings_differences(meta.get("eval_data_config"), json.loads(json.dumps(asdict(data))))
                     and sorted(p["sha256"] for p in meta.get("source_photos", [])) == sorted(file_sha256(p) for p in subject.train))
             if not same:
                 log.warning("not reusing %s: trained with other photos or settings", src)

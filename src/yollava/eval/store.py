@@ -18,11 +18,16 @@ class ProtocolMismatch(ValueError):
     pass
 
 
-def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+def settings_differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Where settings ``b`` (now) differ from ``a`` (recorded), as readable lines. A setting that ``a``
+    does not have because it was added later counts as the same while ``b`` leaves it off (False/None):
+    run folders and concepts made before it stay valid."""
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
         for k in sorted(set(a) | set(b)):
-            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
+            if k not in a and b[k] in (None, False):
+                continue
+            out += settings_differences(a.get(k), b.get(k), f"{prefix}{k}.")
         return out
     return [] if a == b else [f"{prefix.rstrip('.')}: {a!r} (run folder) vs {b!r} (now)"]
 
@@ -35,7 +40,7 @@ class RunStore:
         cfg = self.dir / CONFIG_FILE
         if cfg.exists():
             old = json.loads(cfg.read_text(encoding="utf-8"))
-            diffs = _diff(old, self.protocol)
+            diffs = settings_differences(old, self.protocol)
             if diffs:
                 raise ProtocolMismatch(
                     f"run folder {self.dir} was made with other settings ({'; '.join(diffs[:5])}"
