@@ -84,8 +84,18 @@ def personalize(
                      n_easy=n_easy, n_hard=n_hard, no_hard_negatives=no_hard_negatives, no_conversations=no_conversations,
                      no_short_answers=no_short_answers, no_sentence_answers=no_sentence_answers)
     engine = _engine(model, concepts_dir)
+    import time
+
+    t0 = time.perf_counter()
+
+    def ready(sig) -> None:  # the concept head is fitted: <name> recognises from now on, while its tokens train
+        head = sig.info.get("head", {})
+        console.print(f"<{name}> recognition ready after {time.perf_counter() - t0:.1f}s (concept head: {head.get('kind')}, "
+                      f"{head.get('n_negative', 0)} negatives); training its tokens for conversation...", highlight=False)
+
     try:
-        result = run(engine, name, photos, recipe=chosen, pool=load_pool(pool) if pool else None, overwrite=overwrite)
+        result = run(engine, name, photos, recipe=chosen, pool=load_pool(pool) if pool else None, overwrite=overwrite,
+                     on_recognition_ready=ready)
     except YollavaError as e:
         _fail(str(e))
     h = result.holdout
@@ -143,12 +153,23 @@ def chat(
     concepts_dir: Path = ConceptsDirOpt,
     max_new_tokens: int = typer.Option(128),
     temperature: float = typer.Option(0.0, help="0 = greedy."),
+    who: bool = typer.Option(True, "--who/--no-who", help="With a photo and no concept named: find your concepts in it first."),
 ):
-    """Ask about your concepts, with or without a photo."""
+    """Ask about your concepts, with or without a photo. With a photo and no concept named, the concepts
+    found in the photo are introduced first (see `yollava recognize --all`)."""
     engine = _engine(model, concepts_dir)
 
     def answer(text: str, img: Path | None) -> None:
         try:
+            if img is not None and who and not concept and not engine.mentioned_concepts(text):
+                from .who import chat as who_chat
+
+                out = who_chat(engine, text, img, max_new_tokens=max_new_tokens, temperature=temperature)
+                if out.found:
+                    console.print("found: " + ", ".join(f"<{f.concept}> ({f.mode} {f.p_yes:.2f})" for f in out.found),
+                                  style="dim", highlight=False)
+                console.print(out.answer, soft_wrap=True, markup=False, highlight=False)
+                return
             for piece in engine.stream_chat(text, image=img, concepts=concept or [], max_new_tokens=max_new_tokens, temperature=temperature):
                 console.print(piece, end="", soft_wrap=True, markup=False, highlight=False)
             console.print()
@@ -173,22 +194,37 @@ def chat(
 
 @app.command()
 def recognize(
-    name: str = typer.Argument(..., help="Concept name."),
-    photos: list[Path] = typer.Argument(..., help="Photos (files or folders) to check."),
+    name: str = typer.Argument(..., help="Concept name (with --all: the first photo)."),
+    photos: list[Path] = typer.Argument(None, help="Photos (files or folders) to check."),
+    all_concepts: bool = typer.Option(False, "--all", help="Who is here: every stored concept present in each photo, best first."),
     model: str = ModelOpt,
     concepts_dir: Path = ConceptsDirOpt,
-    threshold: float = typer.Option(None, help="Decision threshold on P(yes) (default: the concept's calibrated one)."),
+    threshold: float = typer.Option(None, help="Decision threshold on P(yes) (default: each concept's own)."),
+    mode: str = typer.Option("auto", help="auto (the concept head until a concept is trained, then the better mode), head, yollava (the LLM's P(yes)), fused."),
+    strategy: str = typer.Option("retrieve", help="With --all: retrieve (prototype index, then verify the top-k) or all (verify every concept)."),
+    top_k: int = typer.Option(None, help="With --all: candidates the prototype index hands to verification (default 5)."),
 ):
-    """Is <NAME> in each photo? Prints yes/no and the yes-probability."""
+    """Is <NAME> in each photo? Prints yes/no, P(yes) and the mode that answered. With --all: who is in each photo."""
     from .data.builder import expand_photos
+    from .who import DEFAULT_TOP_K, recognize as recognise_one
 
     engine = _engine(model, concepts_dir)
-    table = Table("photo", "answer", "P(yes)")
     try:
-        for path in expand_photos(photos):
-            r = engine.recognize(name, path, threshold)
-            table.add_row(str(path), r.answer, f"{r.p_yes:.3f}")
-    except YollavaError as e:
+        if all_concepts:
+            table = Table("photo", "present (best first)", "P(yes)", "mode", "checked", "seconds")
+            for path in expand_photos([Path(name), *(photos or [])]):
+                r = engine.who(path, mode=mode, strategy=strategy, top_k=top_k or DEFAULT_TOP_K, threshold=threshold)
+                table.add_row(str(path), " ".join(f"<{f.concept}>" for f in r.found) or "-",
+                              " ".join(f"{f.p_yes:.3f}" for f in r.found), " ".join(sorted({f.mode for f in r.found})),
+                              f"{len(r.checked)}/{r.n_concepts}", f"{r.seconds['total']:.2f}")
+        else:
+            if not photos:
+                _fail("give photos to check (or --all PHOTO... to find every concept)")
+            table = Table("photo", "answer", "P(yes)", "mode")
+            for path in expand_photos(photos):
+                r = recognise_one(engine, name, path, mode=mode, threshold=threshold)
+                table.add_row(str(path), r.answer, f"{r.p_yes:.3f}", r.mode)
+    except (YollavaError, ValueError) as e:
         _fail(str(e))
     console.print(table)
 
