@@ -54,6 +54,7 @@ class LiveJob:
         self.steps_in_epoch = 0
         self.steps_per_epoch = 1
         self.measured = False
+        self.recognition_ready = False
         self.ckpt_json: Path | None = None
         self.ckpt_mtime = 0
         self._last_flush = 0.0
@@ -76,6 +77,8 @@ class JobManager:
         self._pool_lock = threading.Lock()
         #: cleans messages shown to clients (the server sets its Redactor: no server paths in job errors)
         self.redact = lambda text: text
+        #: the server's WhoService (its embedder fits each new concept's head); None: the default embedder
+        self.who = None
 
     # ---- life cycle ------------------------------------------------------------------------
     def space(self, user_id: int) -> UserSpace:
@@ -161,6 +164,13 @@ class JobManager:
             live = self._live.get(job["id"])
         if live is not None and job["status"] in ACTIVE:
             phase, progress = live.snapshot()
+        instant = self.instant_file(job)
+        ready_at = None
+        if job["status"] == "succeeded":
+            ready_at = (job["result"] or {}).get("recognition_ready_seconds")
+        elif job["status"] in ACTIVE:
+            with contextlib.suppress(OSError):
+                ready_at = round(instant.stat().st_mtime - job["created"], 3)
         return {
             "id": job["id"],
             "object": "training_job",
@@ -177,7 +187,17 @@ class JobManager:
             "created": job["created"],
             "started": job["started"],
             "finished": job["finished"],
+            # the concept head is fitted first (about a second): the concept recognises long before it can talk
+            "recognition_ready": job["status"] == "succeeded" or (job["status"] in ACTIVE and ready_at is not None),
+            "conversation_ready": job["status"] == "succeeded",
+            "recognition_ready_seconds": ready_at,
         }
+
+    def instant_file(self, job: dict) -> Path:
+        """The recognition-only concept a job writes once its concept head is fitted."""
+        from .who_service import INSTANT_DIR
+
+        return self.space(job["user_id"]).job_dir(job["id"]) / INSTANT_DIR / f"{job['concept']}.json"
 
     def cancel(self, job_id: str, wait: float = 0.0) -> None:
         with self._live_lock:
@@ -239,12 +259,13 @@ class JobManager:
         try:
             if not photos:
                 raise JobFailed("the uploaded photos are gone")
+            signature = self._instant(engine, live, job, name, photos, train, data)
             training_set = self._training_set(engine, live, name, jdir, photos, train, data)
             self._watch_training(live, engine, name, jdir, training_set, train)
             try:
                 result = personalize(
                     engine, name, photos, recipe=recipe_name, train=train, data=data, training_set=training_set,
-                    save=False, checkpoint_dir=jdir / "checkpoints", progress=False,
+                    save=False, checkpoint_dir=jdir / "checkpoints", progress=False, visual=signature,
                 )
             finally:
                 engine.release()  # the last step's hold on the model
@@ -264,6 +285,8 @@ class JobManager:
                 "samples_seen": result.samples_seen,
                 "recognition_threshold": result.concept.threshold,
             }
+            with contextlib.suppress(OSError):
+                summary["recognition_ready_seconds"] = round(self.instant_file(job).stat().st_mtime - job["created"], 3)
             with live.lock:
                 p = live.progress
                 p.update(epoch=len(result.history), step=p.get("total_steps", p.get("step", 0)), fraction=1.0)
@@ -292,12 +315,42 @@ class JobManager:
             self.space(job["user_id"]).remove_job_dir(job["id"])
         if not self.db.user_exists(job["user_id"]):  # `yollava users rm` ran meanwhile: leave nothing of theirs
             shutil.rmtree(self.space(job["user_id"]).root, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self.host.concepts.forget(self.instant_file(job).parent, job["concept"])  # its in-memory copy
         _, progress = live.snapshot()
         phase = {"succeeded": "done"}.get(status, status)
         self._set(live, phase)
         self.db.update_job(job["id"], status=status, phase=phase, error=error, result=result, progress=progress, finished=time.time())
 
     # ---- steps of a job --------------------------------------------------------------------
+    def _instant(self, engine, live: LiveJob, job: dict, name: str, photos: list[Path], train: TrainConfig, data: DataConfig):
+        """Fit the concept's visual signature (prototype + concept head, about a second) and store a
+        recognition-only concept in the job folder: from here on the concept recognises, while its tokens train.
+        A resumed job reuses the one it stored."""
+        from ..concepts import load_concept, save_concept
+        from ..who import VisualSignature, default_embedder, embedder_for, fit_signature, instant_concept
+
+        path = self.instant_file(job)
+        if path.is_file():
+            with contextlib.suppress(YollavaError, OSError, ValueError):
+                signature = VisualSignature.from_concept(load_concept(path.parent, name, self.host.fingerprint))
+                if signature is not None:
+                    live.recognition_ready = True
+                    return signature
+        self._set(live, "fitting the concept head", {})
+        embedder = self.who.embedder if self.who is not None else (embedder_for(self.host.engine) or default_embedder())
+        pool = self._pool_for(data) if (data.needs_pool or self.config.pool_dirs) else None
+        signature = fit_signature(photos, embedder, pool, seed=train.seed)
+        concept = instant_concept(engine, name, signature, train.k, train.seed,
+                                  meta={"recipe": {"name": self.config.recipe_name}, "job": job["id"]})
+        with self.concept_lock(job["user_id"], name):
+            if live.cancelled.is_set() or not self.db.user_exists(job["user_id"]):
+                raise JobCancelled()
+            save_concept(concept, path.parent, self.host.fingerprint)
+        live.recognition_ready = True
+        self._set(live, "recognition ready", {})
+        return signature
+
     def _pool_for(self, data: DataConfig):
         from ..data.pool import ImagePool
         from ..paths import default_data_root
@@ -415,6 +468,8 @@ class JobManager:
             self.db.update_job(live.id, progress=snapshot, phase=live.phase)
 
     def _set(self, live: LiveJob, phase: str, progress: dict | None = None) -> None:
+        if live.recognition_ready and phase in ("building training data", "training"):
+            phase = f"recognition ready; {phase}"
         with live.lock:
             live.phase = phase
             if progress is not None:
