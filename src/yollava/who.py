@@ -492,7 +492,7 @@ def score_candidates(engine, image, candidates: list[tuple[_Entry, float | None]
         if threshold is not None:
             t = threshold
         out.append(Found(e.name, "Yes" if p >= t else "No", p, t, m, margin(p, t), sim, e.stage))
-    out.sort(key=lambda f: -f.score)
+    out.sort(key=lambda f: (-f.score, f.concept))
     return out
 
 
@@ -666,10 +666,21 @@ def chat(engine, prompt: str, image, *, max_found: int = 3, mode: str = "auto", 
 
 
 # ---- instant concepts -----------------------------------------------------------------------------
+_ROW_STATS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def instant_concept(engine, name: str, signature: VisualSignature, k: int, seed: int = 0, meta: dict | None = None) -> Concept:
-    """A concept that only recognises (``stage: "recognition"``): initial, untrained rows + the signature."""
-    c = Concept.initialise(name, engine.adapter.embed_tokens.weight, engine.adapter.lm_head.weight, k=k, seed=seed)
-    c = Concept(name, c.input_rows.detach().float().cpu(), c.output_row.detach().float().cpu(), {**(meta or {}), "stage": "recognition"})
+    """A concept that only recognises (``stage: "recognition"``): placeholder rows (the mean embedding plus
+    seeded noise, as ``Concept.initialise`` makes them; never used to talk) + the signature."""
+    stats = _ROW_STATS.get(engine.adapter)
+    if stats is None:
+        w = engine.adapter.embed_tokens.weight.detach().float().cpu()
+        stats = (w.mean(0), w.std(0), engine.adapter.lm_head.weight.detach().float().cpu().mean(0))
+        _ROW_STATS[engine.adapter] = stats
+    mean, std, out = stats
+    gen = torch.Generator().manual_seed(seed)
+    rows = mean + torch.randn(k + 1, mean.shape[0], generator=gen) * std * 0.1
+    c = Concept(name, rows, out.clone(), {**(meta or {}), "stage": "recognition"})
     return attach_signature(c, signature)
 
 

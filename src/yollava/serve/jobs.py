@@ -72,6 +72,11 @@ class JobManager:
         self._live_lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        #: concept heads are fitted by their own thread, so a new concept recognises within seconds even
+        #: while another job trains; the training worker reuses the head (or fits it, whichever comes first)
+        self._instant_queue: queue.Queue[str | None] = queue.Queue()
+        self._instant_thread: threading.Thread | None = None
+        self._instant_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
         self._concept_locks: dict[tuple[int, str], threading.Lock] = defaultdict(threading.Lock)
         self._pool = None
         self._pool_lock = threading.Lock()
@@ -91,6 +96,8 @@ class JobManager:
         self._recover()
         self._thread = threading.Thread(target=self._work, name="yollava-training", daemon=True)
         self._thread.start()
+        self._instant_thread = threading.Thread(target=self._instant_work, name="yollava-concept-heads", daemon=True)
+        self._instant_thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Interrupt the running job at its next step; it stays unfinished in the DB and resumes on restart."""
@@ -99,8 +106,11 @@ class JobManager:
             for live in self._live.values():
                 live.cancelled.set()
         self._queue.put(None)
+        self._instant_queue.put(None)
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._instant_thread is not None:
+            self._instant_thread.join(timeout)
 
     def _recover(self) -> None:
         """Jobs a previous run left queued or running: queue them again, or fail them with the reason."""
@@ -132,6 +142,7 @@ class JobManager:
         with self._live_lock:
             self._live[job_id] = live
         self._queue.put(job_id)
+        self._instant_queue.put(job_id)
         return live
 
     # ---- submitting and watching -----------------------------------------------------------
@@ -259,7 +270,11 @@ class JobManager:
         try:
             if not photos:
                 raise JobFailed("the uploaded photos are gone")
-            signature = self._instant(engine, live, job, name, photos, train, data)
+            self._set(live, "fitting the concept head")
+            signature = self.fit_instant(job_id)
+            if signature is None:
+                raise JobCancelled()
+            self._set(live, "preparing")
             training_set = self._training_set(engine, live, name, jdir, photos, train, data)
             self._watch_training(live, engine, name, jdir, training_set, train)
             try:
@@ -323,33 +338,60 @@ class JobManager:
         self.db.update_job(job["id"], status=status, phase=phase, error=error, result=result, progress=progress, finished=time.time())
 
     # ---- steps of a job --------------------------------------------------------------------
-    def _instant(self, engine, live: LiveJob, job: dict, name: str, photos: list[Path], train: TrainConfig, data: DataConfig):
-        """Fit the concept's visual signature (prototype + concept head, about a second) and store a
-        recognition-only concept in the job folder: from here on the concept recognises, while its tokens train.
-        A resumed job reuses the one it stored."""
-        from ..concepts import load_concept, save_concept
-        from ..who import VisualSignature, default_embedder, embedder_for, fit_signature, instant_concept
+    def _instant_work(self) -> None:
+        while True:
+            job_id = self._instant_queue.get()
+            if job_id is None or self._stopping.is_set():
+                return
+            try:
+                self.fit_instant(job_id)
+            except JobFailed as e:  # e.g. no pool: the training worker reports it
+                log.info("no concept head for job %s yet: %s", job_id, e)
+            except Exception:  # never let the thread die; the training worker tries again
+                log.exception("fitting the concept head of job %s failed", job_id)
 
-        path = self.instant_file(job)
-        if path.is_file():
-            with contextlib.suppress(YollavaError, OSError, ValueError):
-                signature = VisualSignature.from_concept(load_concept(path.parent, name, self.host.fingerprint))
-                if signature is not None:
-                    live.recognition_ready = True
-                    return signature
-        self._set(live, "fitting the concept head", {})
-        embedder = self.who.embedder if self.who is not None else (embedder_for(self.host.engine) or default_embedder())
-        pool = self._pool_for(data) if (data.needs_pool or self.config.pool_dirs) else None
-        signature = fit_signature(photos, embedder, pool, seed=train.seed)
-        concept = instant_concept(engine, name, signature, train.k, train.seed,
-                                  meta={"recipe": {"name": self.config.recipe_name}, "job": job["id"]})
-        with self.concept_lock(job["user_id"], name):
-            if live.cancelled.is_set() or not self.db.user_exists(job["user_id"]):
-                raise JobCancelled()
-            save_concept(concept, path.parent, self.host.fingerprint)
-        live.recognition_ready = True
-        self._set(live, "recognition ready", {})
-        return signature
+    def fit_instant(self, job_id: str):
+        """Fit the concept's visual signature (prototype + concept head, about a second) and store a
+        recognition-only concept in the job folder: from then on the concept recognises, while its tokens
+        wait for or go through training. Done once per job (a resumed job reuses it); returns the
+        signature, or None if the job is gone."""
+        from ..concepts import load_concept, save_concept
+        from ..who import VisualSignature, embedder_for, fit_signature, instant_concept
+
+        job = self.db.get_job(job_id)
+        if job is None or job["status"] not in ACTIVE:
+            return None
+        with self._live_lock:
+            live = self._live.get(job_id)
+        with self._instant_locks[job_id]:
+            path = self.instant_file(job)
+            if path.is_file():
+                with contextlib.suppress(YollavaError, OSError, ValueError):
+                    signature = VisualSignature.from_concept(load_concept(path.parent, job["concept"], self.host.fingerprint))
+                    if signature is not None:
+                        if live is not None:
+                            live.recognition_ready = True
+                        return signature
+            photos_dir = self.space(job["user_id"]).job_dir(job_id) / "photos"
+            photos = sorted(photos_dir.iterdir()) if photos_dir.is_dir() else []
+            if not photos or (live is not None and live.cancelled.is_set()):
+                return None
+            train, data, recipe_name = recipe_from_dict(job["recipe"])
+            embedder = self.who.embedder if self.who is not None else embedder_for(self.host.engine)
+            pool = self._pool_for(data) if (data.needs_pool or self.config.pool_dirs) else None
+            signature = fit_signature(photos, embedder, pool, seed=train.seed)
+            concept = instant_concept(self.host.engine, job["concept"], signature, train.k, train.seed,
+                                      meta={"recipe": {"name": recipe_name}})
+            with self.concept_lock(job["user_id"], job["concept"]):  # a delete holds it while removing the job folder
+                current = self.db.get_job(job_id)
+                if current is None or current["status"] not in ACTIVE or (live is not None and live.cancelled.is_set()):
+                    return None
+                save_concept(concept, path.parent, self.host.fingerprint)
+            if live is not None:
+                live.recognition_ready = True
+                if live.phase.startswith("queued"):
+                    self._set(live, "recognition ready; queued for training")
+            return signature
 
     def _pool_for(self, data: DataConfig):
         from ..data.pool import ImagePool
@@ -468,7 +510,7 @@ class JobManager:
             self.db.update_job(live.id, progress=snapshot, phase=live.phase)
 
     def _set(self, live: LiveJob, phase: str, progress: dict | None = None) -> None:
-        if live.recognition_ready and phase in ("building training data", "training"):
+        if live.recognition_ready and phase in ("preparing", "building training data", "training"):
             phase = f"recognition ready; {phase}"
         with live.lock:
             live.phase = phase
