@@ -109,6 +109,9 @@ def test_web_page(browser, tiny_model_dirs, tmp_path):
         by_id("chat-photo").send_keys(photos[1])
         by_id("recognize").click()
         wait.until(lambda d: "P(yes)" in d.find_elements(By.CSS_SELECTOR, ".msg.assistant")[-1].text)
+        # who is here: the concepts found in the photo, as tags
+        tags = browser.find_elements(By.CSS_SELECTOR, ".tags[data-role=found] .tag")
+        assert [t.get_attribute("data-concept") for t in tags] == ["bo"] and "<bo>" in tags[0].text
 
         # the key survives a reload (kept in this browser's storage)
         browser.refresh()
