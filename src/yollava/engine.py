@@ -281,12 +281,14 @@ class YoLLaVA:
         return out
 
     @torch.no_grad()
-    def concept_yes_probabilities(self, image: ImageLike, names: Sequence[str], batch_size: int = 8) -> list[float]:
+    def concept_yes_probabilities(self, image: ImageLike, names: Sequence[str], batch_size: int = 8,
+                                  prefix_cache: dict | None = None) -> list[float]:
         """:meth:`yes_probabilities` of one photo for each of ``names``, batched; the system prompt and the
-        photo are run once and their keys/values reused where the model allows (``who`` verification)."""
+        photo are run once and their keys/values reused where the model allows (``who`` verification;
+        pass the same ``prefix_cache`` dict and encoded photo to reuse them across calls)."""
         self._ensure_loaded(names)
         img = self.encode_image(image)
-        cache: dict = {}
+        cache: dict = {} if prefix_cache is None else prefix_cache
         out: list[float] = []
         for i in range(0, len(names), batch_size):
             items = [self.encode(RECOGNITION_QUERY.format(identifier=self.bank[n].identifier), image=img, concepts=[n])

@@ -23,9 +23,11 @@ Every recognition answer says which **mode** produced it:
   concept made before signatures existed.
 
 :func:`who` answers "who is in this photo?" over every loaded and stored concept: a FAISS inner-product
-index over the prototypes retrieves ``top_k`` candidates, which are verified by their own score (the
-language model's yes-probabilities batched, one photo, prompt prefix reused); concepts without a
-prototype are always verified; ``strategy="all"`` verifies every concept (the exact reference).
+index over the prototypes retrieves the ``top_k`` nearest concepts, a second one over the heads (``[w, b]``
+against ``[x, 1]``) the ``top_k`` highest-scoring ones; the union (about ``top_k + 1`` concepts) is verified
+by each candidate's own score (the language model's yes-probabilities batched, one photo, prompt
+prefix reused); concepts without a signature are always verified; ``strategy="all"`` verifies every
+concept (the exact reference).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import random
 import threading
 import time
 import weakref
@@ -194,15 +197,33 @@ def _prototype_head(x_pos: np.ndarray, prototype: np.ndarray, scale: float = 20.
     return (scale * prototype).astype(np.float32), -scale * tau, tau
 
 
+def composite(subject: Image.Image, background: Image.Image, rng: random.Random, scale: tuple[float, float] = (0.45, 0.7),
+              size: int = 336) -> Image.Image:
+    """``subject`` shrunk to ``scale`` of the frame and pasted at a random place on ``background`` (square,
+    ``size`` px): the subject as one part of a busier photo (augmentation for photos with several subjects)."""
+    bg = background.convert("RGB").resize((size, size))
+    s = rng.uniform(*scale)
+    w, h = subject.size
+    k = s * size / max(w, h)
+    fg = subject.convert("RGB").resize((max(1, round(w * k)), max(1, round(h * k))))
+    bg.paste(fg, (rng.randint(0, size - fg.width), rng.randint(0, size - fg.height)))
+    return bg
+
+
 def fit_signature(photos: Sequence[str | Path | Image.Image], embedder, pool=None, *, n_hard: int = 40, n_easy: int = 60,
                   near_duplicate: float = 0.95, seed: int = 0, exclude: Iterable[str | Path] = (),
-                  features: np.ndarray | None = None) -> VisualSignature:
+                  features: np.ndarray | None = None, views: int = 0, composites: int = 0) -> VisualSignature:
     """The prototype and concept head of a subject from its photos (about a second with EfficientNet).
 
     Negatives come from ``pool`` (an :class:`~yollava.data.pool.ImagePool` made with the same embedder):
     the ``n_hard`` pool photos nearest to the photos (near-duplicates of them skipped) and ``n_easy``
     random ones; ``exclude`` (paths or sha256) are never used. Without a pool the head is a prototype
-    head. ``features``: the photos' features if already computed."""
+    head. ``features``: the photos' features if already computed (then no augmentation).
+
+    Augmentation (head only; the prototype is the photos' own mean): ``views`` augmented views per photo
+    (crop, mirror, colour jitter: ``data.augment``) as extra positives; ``composites`` per photo: the
+    photo pasted onto a random pool photo as a positive, and a pool photo pasted onto another as a
+    negative (so pasting itself says nothing)."""
     t0 = time.perf_counter()
     eid = embedder_id(embedder)
     x_pos = _normalise(features) if features is not None else embed_images(embedder, photos)
@@ -210,6 +231,27 @@ def fit_signature(photos: Sequence[str | Path | Image.Image], embedder, pool=Non
         raise ValueError("a visual signature needs at least one photo")
     prototype = _normalise(x_pos.mean(0))[0]
     info: dict[str, Any] = {"photos": int(len(x_pos))}
+    x_aug_pos = x_aug_neg = np.zeros((0, x_pos.shape[1]), np.float32)
+    if features is None and (views or (composites and pool is not None and len(pool))):
+        from .data.augment import augmented_view
+        from .images import load_image
+
+        rng = random.Random(f"{seed}:composites")
+        pil = [load_image(p) for p in photos]
+        extra_pos = [augmented_view(im, v, seed=seed * 1000 + i) for i, im in enumerate(pil) for v in range(1, views + 1)]
+        extra_neg = []
+        if composites and pool is not None and len(pool):
+            backs = [load_image(p) for p in pool.sample_random(2 * composites * len(pil) + 1, seed=seed + 17)]
+            for i, im in enumerate(pil):
+                for j in range(composites):
+                    extra_pos.append(composite(im, backs[(i * composites + j) % len(backs)], rng))
+                    a, b = backs[(2 * (i * composites + j) + 1) % len(backs)], backs[(2 * (i * composites + j) + 2) % len(backs)]
+                    extra_neg.append(composite(a, b, rng))
+        if extra_pos:
+            x_aug_pos = embed_images(embedder, extra_pos)
+        if extra_neg:
+            x_aug_neg = embed_images(embedder, extra_neg)
+        info["augmentation"] = {"views": views, "composites": composites}
     if pool is not None and len(pool) and getattr(pool, "embedder_id", eid) == eid and (n_hard or n_easy):
         from sklearn.linear_model import LogisticRegression
 
@@ -232,12 +274,13 @@ def fit_signature(photos: Sequence[str | Path | Image.Image], embedder, pool=Non
                 if r is not None and r not in dup and r not in chosen and len(chosen) < n_hard_used + n_easy:
                     chosen.append(r)
         if chosen:
-            x_neg = vectors[chosen]
-            x = np.concatenate([x_pos, x_neg])
-            y = np.array([1] * len(x_pos) + [0] * len(x_neg))
+            x_neg = np.concatenate([vectors[chosen], x_aug_neg])
+            pos = np.concatenate([x_pos, x_aug_pos])
+            x = np.concatenate([pos, x_neg])
+            y = np.array([1] * len(pos) + [0] * len(x_neg))
             clf = LogisticRegression(C=1.0, class_weight="balanced", max_iter=5000)
             clf.fit(x, y)
-            info["head"] = {"kind": "logistic", "n_positive": int(len(x_pos)), "n_negative": int(len(x_neg)),
+            info["head"] = {"kind": "logistic", "n_positive": int(len(pos)), "n_negative": int(len(x_neg)),
                             "n_hard": n_hard_used, "classifier": "LogisticRegression(C=1, class_weight=balanced)",
                             "fit_seconds": round(time.perf_counter() - t0, 3)}
             return VisualSignature(eid, prototype, clf.coef_[0].astype(np.float32), float(clf.intercept_[0]), 0.5, info)
@@ -249,11 +292,13 @@ def fit_signature(photos: Sequence[str | Path | Image.Image], embedder, pool=Non
 
 # ---- the index -----------------------------------------------------------------------------
 class PrototypeIndex:
-    """Prototypes in a FAISS inner-product index (cosine), by concept name. ``add`` replaces a name's
-    prototype, ``remove`` drops it; ``len(index) == index.ntotal`` always."""
+    """Vectors in a FAISS inner-product index, by concept name: prototypes (L2-normalised: cosine), or
+    with ``normalise=False`` concept heads as ``[w, b]`` (searched with ``[x, 1]``: the head's logit).
+    ``add`` replaces a name's vector, ``remove`` drops it; ``len(index) == index.ntotal`` always."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, normalise: bool = True):
         self.dim = dim
+        self.normalise = normalise
         self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         self._ids: dict[str, int] = {}
         self._names: dict[int, str] = {}
@@ -273,7 +318,7 @@ class PrototypeIndex:
         return list(self._ids)
 
     def add(self, name: str, prototype: np.ndarray) -> None:
-        v = _normalise(prototype)
+        v = _normalise(prototype) if self.normalise else np.ascontiguousarray(np.atleast_2d(np.asarray(prototype, np.float32)))
         if v.shape[1] != self.dim:
             raise ValueError(f"prototype of <{name}> has {v.shape[1]} values, the index {self.dim}")
         self.remove(name)
@@ -294,7 +339,8 @@ class PrototypeIndex:
         """The ``k`` nearest prototypes to one query vector, best first: ``[(name, cosine)]``."""
         if not self._ids or k <= 0:
             return []
-        scores, ids = self._index.search(_normalise(x), min(k, len(self._ids)))
+        q = _normalise(x) if self.normalise else np.ascontiguousarray(np.atleast_2d(np.asarray(x, np.float32)))
+        scores, ids = self._index.search(q, min(k, len(self._ids)))
         return [(self._names[int(i)], float(s)) for s, i in zip(scores[0], ids[0]) if int(i) in self._names]
 
 
@@ -320,7 +366,8 @@ class ConceptIndex:
         self.embedder_id = embedder_id
         self.loader = loader
         self.entries: dict[str, _Entry] = {}
-        self.index: PrototypeIndex | None = None
+        self.index: PrototypeIndex | None = None  # prototypes (cosine)
+        self.heads: PrototypeIndex | None = None  # concept heads as [w, b] (their logit)
         self.lock = threading.Lock()
         self._warned: set[str] = set()
 
@@ -376,26 +423,41 @@ class ConceptIndex:
             sig = None
         if sig is not None:
             if self.index is None:
-                self.index = PrototypeIndex(sig.dim)
+                self.index, self.heads = PrototypeIndex(sig.dim), PrototypeIndex(sig.dim + 1, normalise=False)
             if sig.dim != self.index.dim:
                 sig = None
         self.entries[name] = _Entry(name, concept, sig, concept_stage(concept), stamp)
         if sig is not None:
             self.index.add(name, sig.prototype)
+            if sig.has_head:
+                self.heads.add(name, np.append(sig.head_weight, np.float32(sig.head_bias)))
+            else:
+                self.heads.remove(name)
         elif self.index is not None:
             self.index.remove(name)
+            self.heads.remove(name)
 
     def _drop(self, name: str) -> None:
         self.entries.pop(name, None)
         if self.index is not None:
             self.index.remove(name)
+            self.heads.remove(name)
 
     def without_signature(self) -> list[str]:
         return [n for n, e in self.entries.items() if e.signature is None]
 
     def retrieve(self, x: np.ndarray | None, k: int) -> list[tuple[str, float | None]]:
-        """Candidates: the ``k`` nearest prototypes, then every concept without a prototype."""
-        hits: list[tuple[str, float | None]] = self.index.search(x, k) if (self.index is not None and x is not None) else []
+        """Candidates: the ``k`` nearest prototypes and the ``k`` concepts whose heads score ``x`` highest (two
+        FAISS searches; usually overlapping), then every concept without a signature. ``[(name, cosine)]``."""
+        hits: list[tuple[str, float | None]] = []
+        if self.index is not None and x is not None:
+            hits = self.index.search(x, k)
+            seen = {n for n, _ in hits}
+            xq = _normalise(x)
+            for n, _ in self.heads.search(np.append(xq[0], np.float32(1.0)), k):
+                if n not in seen:
+                    hits.append((n, float(xq[0] @ self.entries[n].signature.prototype)))
+                    seen.add(n)
         return hits + [(n, None) for n in self.without_signature()]
 
 
@@ -412,6 +474,12 @@ def _sigmoid(z: float) -> float:
 def margin(p: float, threshold: float) -> float:
     """Calibrated log-odds margin: > 0 exactly when ``p`` is above ``threshold``."""
     return _logit(p) - _logit(threshold)
+
+
+def fuse(p_head: float, t_head: float, p_llm: float, t_llm: float) -> tuple[float, float]:
+    """The fused score: the mean of the head's and the language model's calibrated log-odds margins, through a
+    sigmoid; returns (p, threshold 0.5)."""
+    return _sigmoid(0.5 * (margin(p_head, t_head) + margin(p_llm, t_llm))), 0.5
 
 
 def resolve_mode(mode: str, stage: str, signature: VisualSignature | None) -> str:
@@ -476,9 +544,13 @@ def score_candidates(engine, image, candidates: list[tuple[_Entry, float | None]
     p_llm: dict[str, float] = {}
     if llm:
         with (llm_lock if llm_lock is not None else _NoLock()):
-            with loaded(engine, [e.concept for e in llm]):
-                probs = engine.concept_yes_probabilities(image, [e.name for e in llm], batch_size=batch_size)
-        p_llm = dict(zip([e.name for e in llm], probs))
+            image = engine.encode_image(image)  # once for every batch
+            cache: dict = {}
+            for i in range(0, len(llm), batch_size):  # only one batch's concepts in the bank at a time
+                chunk = llm[i : i + batch_size]
+                with loaded(engine, [e.concept for e in chunk]):
+                    probs = engine.concept_yes_probabilities(image, [e.name for e in chunk], batch_size=batch_size, prefix_cache=cache)
+                p_llm.update(zip([e.name for e in chunk], probs))
     out = []
     for e, sim, m in plan:
         sig = e.signature
@@ -487,8 +559,7 @@ def score_candidates(engine, image, candidates: list[tuple[_Entry, float | None]
         elif m == "yollava":
             p, t = p_llm[e.name], e.concept.threshold
         else:
-            z = 0.5 * (margin(float(sig.head_probability(x)[0]), sig.head_threshold) + margin(p_llm[e.name], e.concept.threshold))
-            p, t = _sigmoid(z), 0.5
+            p, t = fuse(float(sig.head_probability(x)[0]), sig.head_threshold, p_llm[e.name], e.concept.threshold)
         if threshold is not None:
             t = threshold
         out.append(Found(e.name, "Yes" if p >= t else "No", p, t, m, margin(p, t), sim, e.stage))
@@ -606,8 +677,9 @@ def who(engine, image, *, mode: str = "auto", strategy: str = "retrieve", top_k:
         threshold: float | None = None, include_stored: bool = True, batch_size: int = 8) -> WhoResult:
     """Every loaded (and, with ``include_stored``, stored) concept present in ``image``, best first.
 
-    ``strategy="retrieve"``: the ``top_k`` concepts whose prototypes are nearest the photo (plus every
-    concept without a prototype) are verified; ``"all"``: every concept is (the exact reference)."""
+    ``strategy="retrieve"``: the ``top_k`` concepts whose prototypes are nearest the photo and the ``top_k``
+    whose heads score it highest (plus every concept without a signature) are verified; ``"all"``: every
+    concept is (the exact reference)."""
     index = index_for(engine)
     errors = index.sync(library_sources(engine, include_stored))
     for name, err in errors:

@@ -23,6 +23,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from ..data.builder import build_training_set
 from ..data.templates import conversation_questions
 from ..data.training_set import TrainingSet
@@ -339,6 +341,7 @@ class JobManager:
 
     # ---- steps of a job --------------------------------------------------------------------
     def _instant_work(self) -> None:
+        self._warm_up()
         while True:
             job_id = self._instant_queue.get()
             if job_id is None or self._stopping.is_set():
@@ -349,6 +352,18 @@ class JobManager:
                 log.info("no concept head for job %s yet: %s", job_id, e)
             except Exception:  # never let the thread die; the training worker tries again
                 log.exception("fitting the concept head of job %s failed", job_id)
+
+    def _warm_up(self) -> None:
+        """Load the embedder (and the pool, if the recipe uses one) when the server starts, not on the first upload."""
+        from ..who import embedder_for
+
+        try:
+            embedder = self.who.embedder if self.who is not None else embedder_for(self.host.engine)
+            embedder.embed([Image.new("RGB", (32, 32))])
+            if self.config.data.needs_pool or self.config.pool_dirs:
+                self._pool_for(self.config.data)
+        except Exception as e:  # the first job reports any real problem
+            log.info("concept-head warm-up skipped: %s", e)
 
     def fit_instant(self, job_id: str):
         """Fit the concept's visual signature (prototype + concept head, about a second) and store a
