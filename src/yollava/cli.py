@@ -311,12 +311,19 @@ def concepts_list(concepts_dir: Path = ConceptsDirOpt):
     from .concepts import list_concepts
     from .paths import default_concepts_dir
 
+    from .who import PENDING_DIR
+
     folder = concepts_dir or default_concepts_dir()
-    table = Table("name", "k", "base model", "held-back weighted acc", title=str(folder))
-    for meta in list_concepts(folder):
+    table = Table("name", "k", "base model", "held-back weighted acc", "recognises with", title=str(folder))
+    ready = list_concepts(folder)
+    names = {m["name"] for m in ready}
+    pending = [m for m in list_concepts(folder / PENDING_DIR) if m["name"] not in names]
+    for meta in ready + pending:
         acc = meta.get("metrics", {}).get("holdout", {}).get("weighted_accuracy")
+        how = ("concept head only (still training)" if meta.get("stage") == "recognition"
+               else "head + tokens" if meta.get("visual") else "tokens (no visual signature)")
         table.add_row(f"<{meta['name']}>", str(meta.get("k", "?")), str(meta.get("base_model", {}).get("model_id", meta.get("error", "?"))),
-                      "-" if acc is None else f"{acc:.2f}")
+                      "-" if acc is None else f"{acc:.2f}", how)
     console.print(table)
 
 
@@ -341,11 +348,18 @@ def concepts_rm(name: str, concepts_dir: Path = ConceptsDirOpt):
     """Delete a concept file (tensors and metadata)."""
     from .concepts import delete_concept
     from .paths import default_concepts_dir
+    from .who import PENDING_DIR
 
-    try:
-        delete_concept(concepts_dir or default_concepts_dir(), name)
-    except YollavaError as e:
-        _fail(str(e))
+    folder = concepts_dir or default_concepts_dir()
+    removed = False
+    for d in (folder, folder / PENDING_DIR):  # the concept, and its recognition-only copy if training never finished
+        try:
+            delete_concept(d, name)
+            removed = True
+        except YollavaError as e:
+            error = str(e)
+    if not removed:
+        _fail(error.replace(f" in {folder / PENDING_DIR}", f" in {folder}"))
     console.print(f"removed <{name}>")
 
 
