@@ -13,6 +13,7 @@ Three parts, each resumable (everything expensive is cached in ``OUT/results.run
   come from real pool photos (a random pool photo and its nearest neighbours as the "training photos").
   Recall of the true concept (its photo's subject) for both strategies, from the cached scores and the
   actual prototype index; end-to-end latency of ``YoLLaVA.who`` over that many concept files.
+- ``chat``: "Who is in this photo?" with the concepts found introduced, vs the plain model.
 - ``ready``: time from uploading 4 photos to the HTTP server until the job says "recognition ready"
   (photo checks, storing, fitting the concept head), cold (first job: pool and embedder load) and warm.
 
@@ -48,7 +49,7 @@ def parse_args(argv=None):
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/who"))
     ap.add_argument("--model", default="pocket")
     ap.add_argument("--data-root", type=Path, default=None)
-    ap.add_argument("--parts", default="accuracy,scale,ready")
+    ap.add_argument("--parts", default="accuracy,scale,chat,ready")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--top-k", type=int, default=5)
@@ -437,6 +438,47 @@ def part_scale(args, engine, real, singles, feats, llm, pool, run: Run):
     return {"rows": rows, "latency": list(lat_done.values())}
 
 
+def part_chat(args, engine, concepts: dict, singles: list[dict], pool, run: Run) -> dict:
+    """"Who is in this photo?" on one test photo per subject, every concept loaded: the answer with the
+    concepts found introduced (``yollava.who.chat``) vs the plain model; does it name the subject?"""
+    from yollava import who as W
+
+    done = {r["key"]: r for r in run.jsonl("chat.jsonl")}
+    folder = Path(tempfile.mkdtemp(prefix="who-chat-"))
+    try:
+        from yollava.concepts import save_concept
+
+        for c in concepts.values():
+            save_concept(c, folder, engine.fingerprint())
+        engine.concepts_dir = folder
+        W.set_embedder(engine, pool.embedder)
+        seen = set()
+        for q in singles:
+            subject = q["truth"][0]
+            if subject in seen:
+                continue
+            seen.add(subject)
+            if q["key"] in done:
+                continue
+            t0 = time.perf_counter()
+            out = W.chat(engine, "Who is in this photo?", q["path"], max_new_tokens=24)
+            t1 = time.perf_counter()
+            plain = engine.chat("Who is in this photo?", image=q["path"], max_new_tokens=24)
+            rec = {"key": q["key"], "truth": subject, "found": [f.concept for f in out.found], "answer": out.answer,
+                   "names_subject": f"<{subject}>" in out.answer, "plain_answer": plain,
+                   "plain_names_subject": subject.replace("_", " ") in plain.lower(), "seconds": round(t1 - t0, 2)}
+            run.append("chat.jsonl", rec)
+            done[q["key"]] = rec
+            log.info("chat %s: found %s -> %r", subject, rec["found"], out.answer[:60])
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    recs = list(done.values())
+    n = len(recs)
+    return {"photos": n, "found_true": sum(r["truth"] in r["found"] for r in recs), "found_true_first": sum(r["found"][:1] == [r["truth"]] for r in recs),
+            "answer_names_subject": sum(r["names_subject"] for r in recs), "plain_names_subject": sum(r["plain_names_subject"] for r in recs),
+            "median_seconds": float(np.median([r["seconds"] for r in recs])) if recs else None, "examples": recs[:6]}
+
+
 def part_ready(args, engine, ds, run: Run):
     """Upload 4 photos to a real HTTP server; time until the job reports recognition ready (twice: cold, warm)."""
     import httpx
@@ -528,6 +570,16 @@ def write_report(args, result: dict) -> None:
             lines += ["", "Index sync over the concept files (read + check every file once, then a `stat` per file): " +
                       ", ".join(f"{r['n']}: {r['index_cold_seconds']:.2f} s cold / {r['index_warm_seconds'] * 1000:.0f} ms warm" for r in idx) + "."]
         lines.append("")
+    ch = result.get("chat")
+    if ch:
+        lines += ["## Chat that knows who is there", "",
+                  f"\"Who is in this photo?\" on one test photo per subject, every concept available ({ch['photos']} photos): the true "
+                  f"concept was found in {ch['found_true']} ({ch['found_true_first']} ranked first); the answer named it by its identifier in "
+                  f"{ch['answer_names_subject']}; the plain model (no concept introduced) named the subject in {ch['plain_names_subject']}. "
+                  f"Median {ch['median_seconds']:.1f} s per answer (who + 24 tokens).", "", "| subject | found | answer | plain model |", "|---|---|---|---|"]
+        for r in ch["examples"]:
+            lines.append(f"| {r['truth']} | {' '.join(r['found']) or '-'} | {r['answer'].replace('|', '/')[:90]} | {r['plain_answer'].replace('|', '/')[:60]} |")
+        lines.append("")
     rd = result.get("ready")
     if rd:
         lines += ["## Time to recognition ready (HTTP upload of 4 photos → job says recognition ready)", "",
@@ -586,6 +638,10 @@ def main(argv=None):
         result["scale"] = sc
     elif prev.get("scale"):
         result["scale"] = prev["scale"]
+    if "chat" in parts and concepts:
+        result["chat"] = part_chat(args, engine, concepts, singles, pool, run)
+    elif prev.get("chat"):
+        result["chat"] = prev["chat"]
     if "ready" in parts:
         result["ready"] = part_ready(args, engine, ds, run)
     elif prev.get("ready"):

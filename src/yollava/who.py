@@ -651,20 +651,22 @@ def who_in(index: ConceptIndex, engine, embedder, image, *, mode: str = "auto", 
         raise ValueError("strategy must be 'retrieve' (retrieve-then-verify) or 'all' (verify every concept)")
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
-    entries = dict(index.entries)
-    need_x = any(e.signature is not None for e in entries.values())
+    with index.lock:
+        need_x = any(e.signature is not None for e in index.entries.values())
     x = None
     if need_x:
         x = _normalise(features) if features is not None else embed_images(embedder, [image])
     t1 = time.perf_counter()
     seconds["embed"] = t1 - t0
-    if strategy == "all":
-        sims = {}
-        if x is not None:
-            sims = {n: float(x[0] @ e.signature.prototype) for n, e in entries.items() if e.signature is not None}
-        cands = [(e, sims.get(n)) for n, e in entries.items()]
-    else:
-        cands = [(entries[n], s) for n, s in index.retrieve(x, top_k) if n in entries]
+    with index.lock:  # another request may be syncing the same index
+        entries = dict(index.entries)
+        if strategy == "all":
+            sims = {}
+            if x is not None:
+                sims = {n: float(x[0] @ e.signature.prototype) for n, e in entries.items() if e.signature is not None}
+            cands = [(e, sims.get(n)) for n, e in entries.items()]
+        else:
+            cands = [(entries[n], s) for n, s in index.retrieve(x, top_k) if n in entries]
     t2 = time.perf_counter()
     seconds["retrieve"] = t2 - t1
     checked = score_candidates(engine, image, cands, x, mode, threshold, batch_size, llm_lock) if cands else []
