@@ -545,13 +545,14 @@ def write_report(args, result: dict) -> None:
         lines += [f"## Accuracy: MyVLM, {acc['n_concepts']} concepts loaded", "",
                   f"Queries: {q['singles']} single-subject test photos and {q['collages']} two-subject collages for the head; "
                   f"{q['llm_singles']} photos and {q['llm_collages']} collages for the language-model modes. "
-                  f"Retrieve-then-verify verifies the top {acc['top_k']} prototypes.", "",
-                  "| mode | strategy | top-1 (singles) | P | R | F1 (singles) | P | R | F1 (collages) | both found (collages) | F1 (all) | retrieval recall@k |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  f"Retrieve-then-verify verifies the union of the top {acc['top_k']} prototypes and the top {acc['top_k']} heads "
+                  "(verify-all: every concept; its candidates are all concepts).", "",
+                  "| mode | strategy | photos / collages | top-1 (singles) | P | R | F1 (singles) | P | R | F1 (collages) | both found (collages) | F1 (all) | true concept among candidates |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in acc["rows"]:
             s, c, a = r["singles"], r["collages"], r["all"]
-            lines.append(f"| {r['mode']} | {r['strategy']} | {r['top1']} | {s['precision']} | {s['recall']} | {s['f1']} | {c['precision']} | "
-                         f"{c['recall']} | {c['f1']} | {r['collage_both_found']} | {a['f1']} | {r['retrieval_recall_at_k']} |")
+            lines.append(f"| {r['mode']} | {r['strategy']} | {r['n_single']} / {r['n_collage']} | {r['top1']} | {s['precision']} | {s['recall']} | {s['f1']} | "
+                         f"{c['precision']} | {c['recall']} | {c['f1']} | {r['collage_both_found']} | {a['f1']} | {r['retrieval_recall_at_k']} |")
         if acc.get("llm_seconds_per_concept"):
             lines += ["", f"Language-model verification: {acc['llm_seconds_per_concept']:.3f} s per concept per photo (median, batched, prefix reused)."]
         lines.append("")
@@ -578,7 +579,10 @@ def write_report(args, result: dict) -> None:
                   f"{ch['answer_names_subject']}; the plain model (no concept introduced) named the subject in {ch['plain_names_subject']}. "
                   f"Median {ch['median_seconds']:.1f} s per answer (who + 24 tokens).", "", "| subject | found | answer | plain model |", "|---|---|---|---|"]
         for r in ch["examples"]:
-            lines.append(f"| {r['truth']} | {' '.join(r['found']) or '-'} | {r['answer'].replace('|', '/')[:90]} | {r['plain_answer'].replace('|', '/')[:60]} |")
+            def code(text, n):
+                return "`" + text.replace("`", "'").replace("|", "/").replace("\n", " ")[:n] + "`"
+
+            lines.append(f"| {r['truth']} | {' '.join(r['found']) or '-'} | {code(r['answer'], 90)} | {code(r['plain_answer'], 60)} |")
         lines.append("")
     rd = result.get("ready")
     if rd:
