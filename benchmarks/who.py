@@ -165,7 +165,8 @@ def make_collages(ds, names: list[str], n: int, seed: int, folder: Path) -> list
     for i in range(n):
         a, b = rng.sample(keys, 2)
         pa, pb = rng.choice(subjects[a].test), rng.choice(subjects[b].test)
-        path = folder / f"collage_{i:03d}.jpg"
+        key = f"collage:{pa.stem}+{pb.stem}"  # by content: caches stay right when the set of concepts changes
+        path = folder / f"{pa.stem}+{pb.stem}.jpg"
         if not path.exists():
             ims = [Image.open(p).convert("RGB") for p in (pa, pb)]
             h = 336
@@ -174,17 +175,17 @@ def make_collages(ds, names: list[str], n: int, seed: int, folder: Path) -> list
             canvas.paste(ims[0], (0, 0))
             canvas.paste(ims[1], (ims[0].width, 0))
             canvas.save(path, quality=90)
-        out.append({"key": f"collage_{i:03d}", "path": str(path), "truth": sorted([a, b]), "parts": [str(pa), str(pb)]})
+        out.append({"key": key, "path": str(path), "truth": sorted([a, b]), "parts": [str(pa), str(pb)]})
     return out
 
 
 def queries(args, ds, names, run: Run) -> tuple[list[dict], list[dict]]:
     """(single-subject test photos, collages); each has ``llm`` True when the language model scores it."""
-    rng = random.Random(f"{args.seed}:llm-photos")
     singles = []
     for s in ds.subjects:
         if s.concept not in names:
             continue
+        rng = random.Random(f"{args.seed}:llm-photos:{s.name}")  # per subject: the same photos whichever others are there
         chosen = set(rng.sample(range(len(s.test)), min(args.llm_photos, len(s.test))))
         for i, p in enumerate(s.test):
             singles.append({"key": f"{s.name}/{p.name}", "path": str(p), "truth": [s.concept], "llm": i in chosen})
