@@ -6,8 +6,6 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import pytest
-
 from yollava import who as W
 from yollava.concepts import load_concept
 

@@ -29,6 +29,7 @@ from starlette.datastructures import UploadFile
 from ..concepts import list_concepts, read_meta
 from ..engine import YoLLaVA
 from ..errors import CorruptConceptError, UnknownConceptError, YollavaError
+from ..who import who_prompt
 from .bodies import read_json
 from .config import ServerConfig
 from .db import ACTIVE, Database, User
@@ -53,7 +54,6 @@ from .quotas import check_quotas, writing_for
 from .redact import server_redactor
 from .spaces import UserSpace
 from .who_service import WhoService
-from ..who import who_prompt
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -438,10 +438,10 @@ def create_app(config: ServerConfig | None = None, engine: YoLLaVA | None = None
                 recognisable(names)  # before decoding: an unknown concept is cheap to report
             blob = decode_data_url(url, limits.max_photo_bytes, param="image")
             image, _ = server.photos.open(blob, label="image", param="image")
-            with server.host.lock:
-                if names is None:
-                    return server.who.who(user.id, image, mode=req.mode, strategy=req.strategy, top_k=req.top_k, threshold=req.threshold)
-                return server.who.recognize(user.id, names, image, mode=req.mode, threshold=req.threshold)
+            # the model lock is taken only around language-model passes (concept heads need none of it)
+            if names is None:
+                return server.who.who(user.id, image, mode=req.mode, strategy=req.strategy, top_k=req.top_k, threshold=req.threshold)
+            return server.who.recognize(user.id, names, image, mode=req.mode, threshold=req.threshold)
 
         async with server.generation_slot():
             try:

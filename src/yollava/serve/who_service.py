@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
-
-from ..errors import ConceptNotReadyError, UnknownConceptError
+from ..errors import UnknownConceptError
 from ..who import (
     DEFAULT_TOP_K,
     ConceptIndex,
@@ -96,13 +94,3 @@ class WhoService:
         by_name = {f.concept: f for f in found}
         return [by_name[n] for n in names]
 
-    def stage(self, user_id: int, name: str) -> str | None:
-        e = self.index(user_id).entries.get(name)
-        return None if e is None else e.stage
-
-
-def found_view(f: Found) -> dict[str, Any]:
-    return f.as_dict()
-
-
-__all__ = ["ConceptNotReadyError", "INSTANT_DIR", "WhoService", "found_view"]
