@@ -133,7 +133,7 @@ def test_signature_round_trips_and_is_validated(engine, world, tmp_path):
         ({"head.weight": torch.ones(d + 1)}, "head.weight must have shape"),
         ({"head.bias": torch.ones(2)}, "head.bias must have shape"),
         ({"prototype": torch.zeros(d)}, "all zeros"),
-        ({"colour_lut": torch.ones(3)}, "unexpected tensor"),
+        ({"colour_lut": torch.ones(3)}, "found unexpected"),
     ):
         with pytest.raises(CorruptConceptError, match=message):
             save_concept(broken(**tensors), tmp_path / "bad", engine.fingerprint())

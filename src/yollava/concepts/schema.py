@@ -154,7 +154,7 @@ def check_visual(name: str, tensors: dict[str, Any], meta: dict[str, Any] | None
     extra = {k: v for k, v in tensors.items() if k not in ("input_rows", "output_row")}
     unknown = sorted(set(extra) - set(VISUAL_TENSORS))
     if unknown:
-        bad(f"unexpected tensor(s) {unknown[:4]} (a concept file holds input_rows, output_row and optionally {', '.join(VISUAL_TENSORS)})")
+        bad(f"expected the tensors input_rows and output_row (and optionally {', '.join(VISUAL_TENSORS)}), found unexpected {unknown[:4]}")
     if not extra:
         return
     for key, t in extra.items():

@@ -74,7 +74,7 @@ class WhoService:
     def who(self, user_id: int, image, *, mode: str = "auto", strategy: str = "retrieve", top_k: int | None = None,
             threshold: float | None = None) -> WhoResult:
         index = self.index(user_id)
-        engine = self.host.request_engine(self.server.space_for(user_id).concepts, [])
+        engine = self.host.request_engine(self.server.space_for(user_id).concepts, [], self.server.limits.max_prompt_tokens)
         return who_in(index, engine, self.embedder, image, mode=mode, strategy=strategy, top_k=top_k or DEFAULT_TOP_K,
                       threshold=threshold, llm_lock=self.host.lock)
 
@@ -85,11 +85,14 @@ class WhoService:
         for name in names:
             e = index.entries.get(name)
             if e is None:
+                folder = self.sources(user_id).get(name)
+                if folder is not None:  # its files are there but fail their checks: say why (422)
+                    self.host.concepts.get(folder, name)
                 raise UnknownConceptError(f"unknown concept <{name}>")
             entries.append(e)
         modes = {resolve_mode(mode, e.stage, e.signature) for e in entries}
         x = embed_images(self.embedder, [image]) if modes & {"head", "fused"} else None
-        engine = self.host.request_engine(self.server.space_for(user_id).concepts, [])
+        engine = self.host.request_engine(self.server.space_for(user_id).concepts, [], self.server.limits.max_prompt_tokens)
         found = score_candidates(engine, image, [(e, None) for e in entries], x, mode, threshold, llm_lock=self.host.lock)
         by_name = {f.concept: f for f in found}
         return [by_name[n] for n in names]
