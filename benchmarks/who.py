@@ -594,7 +594,39 @@ def write_report(args, result: dict) -> None:
             lines.append(f"| {r['attempt']} | {r['recognition_ready_seconds']:.2f} | {r['server_recognition_ready_seconds']} | {r['upload_seconds']:.2f} | "
                          f"{r['who_seconds']:.2f} | {' '.join(r['who_found']) or '-'} | {' '.join(r['who_modes'])} |")
         lines.append("")
+    if sc and sc.get("latency_table"):
+        plot_scale(sc, out / "results.png")
+        lines += ["![latency and recall vs number of concepts](results.png)", ""]
     (out / "results.md").write_text("\n".join(lines))
+
+
+def plot_scale(sc: dict, path: Path) -> None:
+    """Latency (log-log) and recall of the true concept vs the number of concepts, per mode and strategy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for mode, colour in (("head", "tab:green"), ("yollava", "tab:blue")):
+        for strategy, style in (("retrieve", "-o"), ("all", "--s")):
+            pts = [(r[0], r[3], r[6]) for r in sc["latency_table"] if r[1] == mode and r[2] == strategy]
+            if pts:
+                a.plot([p[0] for p in pts], [p[1] for p in pts], style, color=colour, label=f"{mode}, {'retrieve-then-verify' if strategy == 'retrieve' else 'verify-all'}")
+                for n, t, est in pts:
+                    if est:
+                        a.annotate("est.", (n, t), fontsize=7)
+            rec = [(r["n"], r["recall"]) for r in sc["rows"] if r.get("mode") == mode and r.get("strategy") == strategy and r.get("recall") is not None]
+            if rec:
+                b.plot([p[0] for p in rec], [p[1] for p in rec], style, color=colour, label=f"{mode}, {strategy}")
+    a.axhline(3.0, color="grey", lw=0.8, ls=":")
+    a.set(xscale="log", yscale="log", xlabel="concepts", ylabel="seconds per photo", title="who is here: latency")
+    b.set(xscale="log", ylim=(0, 1), xlabel="concepts", ylabel="recall of the true concept", title="recall")
+    a.legend(fontsize=7)
+    b.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def latency_table(lat: list[dict], ns: list[int], per_concept: float | None, embed_s: float | None, all_llm_max: int):
