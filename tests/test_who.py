@@ -179,8 +179,10 @@ def test_prototype_index_stays_consistent_under_adds_and_removes():
 
 
 def test_who_index_follows_the_files(engine, world):
-    store_subjects(engine, world)
     blue = world["subjects"]["blue"][5]
+    empty = engine.who(blue)
+    assert empty.found == [] and empty.checked == [] and empty.n_concepts == 0
+    store_subjects(engine, world)
     assert engine.who(blue, mode="head").names == ["blue"]
     index = W.index_for(engine)
     assert sorted(index.names()) == sorted(SUBJECTS) and index.index.ntotal == index.heads.ntotal == 3
