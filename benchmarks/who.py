@@ -284,11 +284,11 @@ def prf(tp, fp, fn):
     return {"precision": round(p, 4), "recall": round(r, 4), "f1": round(2 * p * r / (p + r), 4) if p + r else 0.0, "tp": tp, "fp": fp, "fn": fn}
 
 
-def accuracy_metrics(mode, strategy, items, concepts, index, feats, llm, top_k):
+def accuracy_metrics(mode, strategy, items, concepts, index, feats, llm, top_k, llm_queries_only: bool = False):
     stats = {"singles": [0, 0, 0], "collages": [0, 0, 0]}
     top1, n_single, both, n_coll, hit, n_truth = 0, 0, 0, 0, 0, 0
     for q in items:
-        if mode != "head" and (not q["llm"] or any((q["key"], n) not in llm for n in concepts)):
+        if (mode != "head" or llm_queries_only) and (not q["llm"] or any((q["key"], n) not in llm for n in concepts)):
             continue  # the language model has not scored this query for every concept (yet)
         ranked, retrieved = predict(mode, strategy, q, concepts, index, feats, llm, top_k)
         pred = {n for n, _, present in ranked if present}
@@ -307,7 +307,8 @@ def accuracy_metrics(mode, strategy, items, concepts, index, feats, llm, top_k):
             n_coll += 1
             both += truth <= pred
     allc = [a + b for a, b in zip(stats["singles"], stats["collages"])]
-    return {"mode": mode, "strategy": strategy, "n_single": n_single, "n_collage": n_coll,
+    return {"mode": mode + (" (same queries as the LLM modes)" if llm_queries_only and mode == "head" else ""), "strategy": strategy,
+            "n_single": n_single, "n_collage": n_coll,
             "top1": round(top1 / n_single, 4) if n_single else None,
             "singles": prf(*stats["singles"]), "collages": prf(*stats["collages"]), "all": prf(*allc),
             "collage_both_found": round(both / n_coll, 4) if n_coll else None,
@@ -351,6 +352,7 @@ def part_accuracy(args, engine, concepts, singles, collages, feats, llm, eid):
     items = singles + collages
     index = concept_index(concepts, eid)
     rows = [accuracy_metrics(m, s, items, concepts, index, feats, llm, args.top_k) for m in MODES for s in STRATEGIES]
+    rows[2:2] = [accuracy_metrics("head", s, items, concepts, index, feats, llm, args.top_k, llm_queries_only=True) for s in STRATEGIES]
     timing = [r for r in Run(args.out).jsonl("llm_timing.jsonl") if r["n_concepts"] == len(concepts)]
     per_concept = float(np.median([r["seconds"] / r["n_concepts"] for r in timing])) if timing else None
     return {"n_concepts": len(concepts), "concepts": sorted(concepts), "top_k": args.top_k,
