@@ -198,15 +198,13 @@ def queries(args, ds, names, run: Run) -> tuple[list[dict], list[dict]]:
 def features(pool, items: list[dict], run: Run) -> dict[str, np.ndarray]:
     from yollava import who as W
 
-    cache = run.path("features.npz")
+    cache = run.path("query_views.npz")  # each query photo's views (yollava.who.query_views), as who() sees it
     have = dict(np.load(cache)) if cache.exists() else {}
     missing = [q for q in items if q["key"] not in have]
     if missing:
         t0 = time.perf_counter()
-        for i in range(0, len(missing), 32):
-            batch = missing[i : i + 32]
-            x = W.embed_images(pool.embedder, [q["path"] for q in batch])
-            have.update({q["key"]: v for q, v in zip(batch, x)})
+        for q in missing:
+            have[q["key"]] = W.embed_query(pool.embedder, q["path"])
         np.savez(cache, **have)
         log.info("embedded %d query photos (%.1fs)", len(missing), time.perf_counter() - t0)
     return have
@@ -247,10 +245,10 @@ def score(mode: str, name: str, concept, x: np.ndarray, p_llm: float | None) -> 
 
     sig = W.VisualSignature.from_concept(concept)
     if mode == "head":
-        return float(sig.head_probability(x)[0]), sig.head_threshold
+        return sig.photo_probability(x), sig.head_threshold
     if mode == "yollava":
         return p_llm, concept.threshold
-    return W.fuse(float(sig.head_probability(x)[0]), sig.head_threshold, p_llm, concept.threshold)
+    return W.fuse(sig.photo_probability(x), sig.head_threshold, p_llm, concept.threshold)
 
 
 def concept_index(concepts: dict, embedder_id: str):
@@ -266,7 +264,7 @@ def predict(mode, strategy, q, concepts, index, feats, llm, top_k):
     """(verified candidates best first [(name, margin, present)], retrieved names) for one query."""
     from yollava import who as W
 
-    x = feats[q["key"]][None]
+    x = feats[q["key"]]
     names = list(concepts)
     retrieved = [n for n, _ in index.retrieve(x, top_k)]
     cands = retrieved if strategy == "retrieve" else names
@@ -387,7 +385,7 @@ def part_scale(args, engine, real, singles, feats, llm, pool, run: Run):
                     if mode == "yollava" and (q["key"], q["truth"][0]) not in llm:
                         continue
                     truth = q["truth"][0]
-                    x = feats[q["key"]][None]
+                    x = feats[q["key"]]
                     if strategy == "retrieve":
                         cands = [k for k, _ in index.retrieve(x, args.top_k)]
                         cand_sizes.append(len(cands))

@@ -1,5 +1,9 @@
 """Choosing the concept head's recipe for "who is here" on a development split (no language model).
 
+Each variant is scored looking at each query photo whole ("photo") and in the product's views
+("multi-crop": the photo, edge-to-edge squares of a wide photo, four corners; a head answers with its
+best view).
+
 For every MyVLM subject, a head is fitted on its training photos of the split ``--split-seed`` (default 1,
 NOT the evaluation's seed 0) with each variant, then all heads answer every test photo of that split and
 seeded two-subject collages. Reports top-1, multi-label precision/recall/F1 and the fitting time, plus
@@ -60,6 +64,7 @@ def main(argv=None):
     queries = [{"path": str(p), "truth": {s.concept}, "kind": "single"} for s in ds.subjects for p in s.test]
     queries += [{"path": c["path"], "truth": set(c["truth"]), "kind": "collage"} for c in collages]
     xq = W.embed_images(emb, [q["path"] for q in queries])
+    views = [W.embed_query(emb, q["path"]) for q in queries]  # the product's query views (yollava.who.query_views)
     # distractor prototypes: a random pool photo and its 3 nearest neighbours
     rng = random.Random("distractors")
     vec = pool.vectors()
@@ -72,7 +77,7 @@ def main(argv=None):
     distract = np.stack(protos) if protos else np.zeros((0, vec.shape[1]), np.float32)
 
     results = {}
-    for vname in args.variants.split(","):
+    for vname, inference in [(v, i) for v in args.variants.split(",") for i in ("photo", "multi-crop")]:
         opts = VARIANTS[vname]
         t0 = time.perf_counter()
         sigs, fit_s = {}, []
@@ -80,7 +85,10 @@ def main(argv=None):
             t1 = time.perf_counter()
             sigs[s.concept] = W.fit_signature(s.train, emb, pool, seed=0, **opts)
             fit_s.append(time.perf_counter() - t1)
-        P = np.stack([sigs[n].head_probability(xq) for n in names], 1)  # (queries, subjects)
+        if inference == "photo":
+            P = np.stack([sigs[n].head_probability(xq) for n in names], 1)  # (queries, subjects)
+        else:
+            P = np.array([[sigs[n].photo_probability(v) for n in names] for v in views])
         T = np.array([sigs[n].head_threshold for n in names])
         margin = np.log(np.clip(P, 1e-6, 1 - 1e-6) / np.clip(1 - P, 1e-6, 1)) - np.log(T / (1 - T))
         stats = {"single": [0, 0, 0], "collage": [0, 0, 0]}
@@ -114,7 +122,8 @@ def main(argv=None):
                 hit += len(q["truth"] & got)
                 tot += len(q["truth"])
             rec[label] = round(hit / tot, 4)
-        results[vname] = {"options": opts, "top1": round(top1 / n1, 4), "singles": prf(*stats["single"]),
+        vname = f"{vname}, {inference}"
+        results[vname] = {"options": opts, "inference": inference, "top1": round(top1 / n1, 4), "singles": prf(*stats["single"]),
                           "collages": prf(*stats["collage"]), "collage_both_found": round(both / nc, 4),
                           "all": prf(*[a + b for a, b in zip(stats["single"], stats["collage"])]),
                           "fit_seconds_median": round(float(np.median(fit_s)), 3), "prototype_recall_at_k": rec,

@@ -27,7 +27,7 @@ def test_offline_scoring_equals_who(engine, world, tmp_path):  # noqa: F811
     items = [{"key": f"{s}", "path": str(world["subjects"][s][5]), "truth": [s], "llm": True} for s in SUBJECTS]
     two = photo(tmp_path / "c.jpg", ["red", "blue", "red"], seed=5)  # not symmetric: no ties in retrieval
     items.append({"key": "collage_000", "path": str(two), "truth": ["blue", "red"], "llm": True})
-    feats = {q["key"]: v for q, v in zip(items, W.embed_images(PaletteEmbedder(), [q["path"] for q in items]))}
+    feats = {q["key"]: W.embed_query(PaletteEmbedder(), q["path"]) for q in items}
     llm = {(q["key"], n): p for q in items for n, p in zip(SUBJECTS, engine.concept_yes_probabilities(q["path"], list(SUBJECTS)))}
     index = bench.concept_index(concepts, PaletteEmbedder.fingerprint)
     for mode in ("head", "yollava", "fused"):

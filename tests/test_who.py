@@ -321,3 +321,14 @@ def test_chat_introduces_the_concepts_found(engine, world, monkeypatch):
     yellow = photo(engine.concepts_dir.parent / "y.jpg", ["yellow"])
     out = W.chat(engine, "What is this?", yellow, max_new_tokens=2)
     assert out.found == [] and prompts[-1] == ("What is this?", [])
+
+
+def test_query_views_cover_wide_photos_edge_to_edge():
+    wide = Image.new("RGB", (100, 40))
+    views = W.query_views(wide)
+    assert len(views) == 1 + 3 + 4  # the photo, three squares side by side, four corners
+    assert [v.size for v in views[1:4]] == [(40, 40)] * 3
+    assert views[0].size == (100, 40) and views[4].size == (60, 24)
+    tall = W.query_views(Image.new("RGB", (30, 70)))
+    assert len(tall) == 1 + 3 + 4 and tall[1].size == (30, 30)
+    assert len(W.query_views(Image.new("RGB", (50, 50)))) == 5

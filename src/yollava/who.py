@@ -117,6 +117,33 @@ def embed_images(embedder, images: Sequence[str | Path | Image.Image]) -> np.nda
     return _normalise(v)
 
 
+def query_views(image) -> list[Image.Image]:
+    """The views a photo is looked at in: the whole photo (the embedder centre-crops it), squares covering
+    it edge to edge when it is wide or tall (a centre crop would cut the sides off), and the four corners
+    at 60 % of each side (a subject that fills only part of the photo). A concept's head answers with its
+    best view, so two subjects in one photo can both be found."""
+    from .images import load_image
+
+    im = load_image(image)
+    w, h = im.size
+    views = [im]
+    if max(w, h) >= 1.3 * min(w, h):
+        side, long = min(w, h), max(w, h)
+        n = math.ceil(long / side)
+        step = (long - side) / max(1, n - 1)
+        for i in range(n):
+            o = round(i * step)
+            views.append(im.crop((o, 0, o + side, h)) if w > h else im.crop((0, o, w, o + side)))
+    cw, ch = max(1, int(w * 0.6)), max(1, int(h * 0.6))
+    views += [im.crop((x, y, x + cw, y + ch)) for x in (0, w - cw) for y in (0, h - ch)]
+    return views
+
+
+def embed_query(embedder, image, multi_crop: bool = True) -> np.ndarray:
+    """(views, d) features of a photo to recognise in (one row without ``multi_crop``)."""
+    return embed_images(embedder, query_views(image) if multi_crop else [image])
+
+
 # ---- the signature -------------------------------------------------------------------------
 @dataclass
 class VisualSignature:
@@ -139,6 +166,14 @@ class VisualSignature:
         """P(present) of the head for features ``x`` (n, d) (already normalised)."""
         z = np.atleast_2d(x) @ self.head_weight + float(self.head_bias)
         return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
+
+    def photo_probability(self, views: np.ndarray) -> float:
+        """P(present) in a photo given its views' features (:func:`query_views`): the best view's."""
+        return float(self.head_probability(views).max())
+
+    def similarity(self, views: np.ndarray) -> float:
+        """Cosine of the prototype to the photo's most similar view."""
+        return float((np.atleast_2d(views) @ self.prototype).max())
 
     def tensors(self) -> dict[str, torch.Tensor]:
         out = {"prototype": torch.from_numpy(np.asarray(self.prototype, np.float32).copy())}
@@ -451,13 +486,15 @@ class ConceptIndex:
         FAISS searches; usually overlapping), then every concept without a signature. ``[(name, cosine)]``."""
         hits: list[tuple[str, float | None]] = []
         if self.index is not None and x is not None:
-            hits = self.index.search(x, k)
-            seen = {n for n, _ in hits}
-            xq = _normalise(x)
-            for n, _ in self.heads.search(np.append(xq[0], np.float32(1.0)), k):
-                if n not in seen:
-                    hits.append((n, float(xq[0] @ self.entries[n].signature.prototype)))
-                    seen.add(n)
+            views = _normalise(x)
+            for index, queries in ((self.index, views), (self.heads, np.hstack([views, np.ones((len(views), 1), np.float32)]))):
+                best: dict[str, float] = {}  # each concept's best view
+                for q in queries:
+                    for n, score in index.search(q, k):
+                        best[n] = max(score, best.get(n, -np.inf))
+                for n in sorted(best, key=lambda n: (-best[n], n))[:k]:
+                    if n not in {h for h, _ in hits}:
+                        hits.append((n, self.entries[n].signature.similarity(views)))
         return hits + [(n, None) for n in self.without_signature()]
 
 
@@ -555,11 +592,11 @@ def score_candidates(engine, image, candidates: list[tuple[_Entry, float | None]
     for e, sim, m in plan:
         sig = e.signature
         if m == "head":
-            p, t = float(sig.head_probability(x)[0]), sig.head_threshold
+            p, t = sig.photo_probability(x), sig.head_threshold
         elif m == "yollava":
             p, t = p_llm[e.name], e.concept.threshold
         else:
-            p, t = fuse(float(sig.head_probability(x)[0]), sig.head_threshold, p_llm[e.name], e.concept.threshold)
+            p, t = fuse(sig.photo_probability(x), sig.head_threshold, p_llm[e.name], e.concept.threshold)
         if threshold is not None:
             t = threshold
         out.append(Found(e.name, "Yes" if p >= t else "No", p, t, m, margin(p, t), sim, e.stage))
@@ -645,8 +682,9 @@ def index_for(engine) -> ConceptIndex:
 
 def who_in(index: ConceptIndex, engine, embedder, image, *, mode: str = "auto", strategy: str = "retrieve",
            top_k: int = DEFAULT_TOP_K, threshold: float | None = None, batch_size: int = 8, llm_lock=None,
-           features: np.ndarray | None = None) -> WhoResult:
-    """:func:`who` over an already synced index (the server keeps one per user)."""
+           features: np.ndarray | None = None, multi_crop: bool = True) -> WhoResult:
+    """:func:`who` over an already synced index (the server keeps one per user). ``features``: the photo's
+    views' features if already computed (:func:`embed_query`)."""
     if strategy not in ("retrieve", "all"):
         raise ValueError("strategy must be 'retrieve' (retrieve-then-verify) or 'all' (verify every concept)")
     t0 = time.perf_counter()
@@ -655,7 +693,7 @@ def who_in(index: ConceptIndex, engine, embedder, image, *, mode: str = "auto", 
         need_x = any(e.signature is not None for e in index.entries.values())
     x = None
     if need_x:
-        x = _normalise(features) if features is not None else embed_images(embedder, [image])
+        x = _normalise(features) if features is not None else embed_query(embedder, image, multi_crop)
     t1 = time.perf_counter()
     seconds["embed"] = t1 - t0
     with index.lock:  # another request may be syncing the same index
@@ -663,7 +701,7 @@ def who_in(index: ConceptIndex, engine, embedder, image, *, mode: str = "auto", 
         if strategy == "all":
             sims = {}
             if x is not None:
-                sims = {n: float(x[0] @ e.signature.prototype) for n, e in entries.items() if e.signature is not None}
+                sims = {n: e.signature.similarity(x) for n, e in entries.items() if e.signature is not None}
             cands = [(e, sims.get(n)) for n, e in entries.items()]
         else:
             cands = [(entries[n], s) for n, s in index.retrieve(x, top_k) if n in entries]
@@ -676,18 +714,19 @@ def who_in(index: ConceptIndex, engine, embedder, image, *, mode: str = "auto", 
 
 
 def who(engine, image, *, mode: str = "auto", strategy: str = "retrieve", top_k: int = DEFAULT_TOP_K,
-        threshold: float | None = None, include_stored: bool = True, batch_size: int = 8) -> WhoResult:
+        threshold: float | None = None, include_stored: bool = True, batch_size: int = 8, multi_crop: bool = True) -> WhoResult:
     """Every loaded (and, with ``include_stored``, stored) concept present in ``image``, best first.
 
     ``strategy="retrieve"``: the ``top_k`` concepts whose prototypes are nearest the photo and the ``top_k``
     whose heads score it highest (plus every concept without a signature) are verified; ``"all"``: every
-    concept is (the exact reference)."""
+    concept is (the exact reference). ``multi_crop``: look at the photo in several views (:func:`query_views`;
+    heads and retrieval use each concept's best view; the language model sees the whole photo)."""
     index = index_for(engine)
     errors = index.sync(library_sources(engine, include_stored))
     for name, err in errors:
         log.warning("skipping concept <%s>: %s", name, err)
     return who_in(index, engine, embedder_for(engine), image, mode=mode, strategy=strategy, top_k=top_k,
-                  threshold=threshold, batch_size=batch_size)
+                  threshold=threshold, batch_size=batch_size, multi_crop=multi_crop)
 
 
 def recognize(engine, name: str, image, *, mode: str = "auto", threshold: float | None = None) -> Found:
@@ -702,7 +741,7 @@ def recognize(engine, name: str, image, *, mode: str = "auto", threshold: float 
         raise UnknownConceptError(errors[0][1] if errors else f"unknown concept <{name}>")
     e = index.entries[name]
     m = resolve_mode(mode, e.stage, e.signature)
-    x = embed_images(embedder_for(engine), [image]) if m in ("head", "fused") else None
+    x = embed_query(embedder_for(engine), image) if m in ("head", "fused") else None
     return score_candidates(engine, image, [(e, None)], x, mode, threshold)[0]
 
 

@@ -18,7 +18,7 @@ from ..who import (
     ConceptIndex,
     Found,
     WhoResult,
-    embed_images,
+    embed_query,
     embedder_for,
     embedder_id,
     resolve_mode,
@@ -91,7 +91,7 @@ class WhoService:
                 raise UnknownConceptError(f"unknown concept <{name}>")
             entries.append(e)
         modes = {resolve_mode(mode, e.stage, e.signature) for e in entries}
-        x = embed_images(self.embedder, [image]) if modes & {"head", "fused"} else None
+        x = embed_query(self.embedder, image) if modes & {"head", "fused"} else None
         engine = self.host.request_engine(self.server.space_for(user_id).concepts, [], self.server.limits.max_prompt_tokens)
         found = score_candidates(engine, image, [(e, None) for e in entries], x, mode, threshold, llm_lock=self.host.lock)
         by_name = {f.concept: f for f in found}
