@@ -335,7 +335,7 @@ def synthetic(args, pool, n: int, run: Run, placeholder) -> dict:
             sig = W.fit_signature([p for p, _ in hits], pool.embedder, pool, seed=j, features=vectors[idx])
             have[f"{name}.proto"], have[f"{name}.w"], have[f"{name}.b"] = sig.prototype, sig.head_weight, np.array([sig.head_bias], np.float32)
             changed = True
-        sig = W.VisualSignature(W.embedder_id(pool.embedder), have[f"{name}.proto"], have[f"{name}.w"], float(have[f"{name}.b"][0]), 0.5,
+        sig = W.VisualSignature(W.embedder_id(pool.embedder), have[f"{name}.proto"], have[f"{name}.w"], float(have[f"{name}.b"][0]), W.DEFAULT_HEAD_THRESHOLD,
                                 {"photos": 4, "head": {"kind": "logistic", "synthetic": True}})
         c = Concept(name, placeholder[0], placeholder[1], {"stage": "trained", "recognition_threshold": 0.5})
         out[name] = W.attach_signature(c, sig)

@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from who import make_collages, prf  # noqa: E402
 
 VARIANTS = {
-    "photos": {},
+    "photos": {"views": 0},
     "views3": {"views": 3},
-    "composites2": {"composites": 2},
+    "composites2": {"views": 0, "composites": 2},
     "views3+composites2": {"views": 3, "composites": 2},
 }
 

@@ -63,6 +63,10 @@ DEFAULT_TRAINED_MODE = "head"
 PENDING_DIR = ".pending"
 #: how many candidates the prototype index hands to verification
 DEFAULT_TOP_K = 5
+#: the concept head's recipe, chosen on a development split (benchmarks/who_head.py, docs/who.md): 3 augmented
+#: views of each photo as extra positives, and "present" from P >= 0.6 (with multi-crop query views)
+DEFAULT_HEAD_VIEWS = 3
+DEFAULT_HEAD_THRESHOLD = 0.6
 _EPS = 1e-6
 
 
@@ -247,7 +251,8 @@ def composite(subject: Image.Image, background: Image.Image, rng: random.Random,
 
 def fit_signature(photos: Sequence[str | Path | Image.Image], embedder, pool=None, *, n_hard: int = 40, n_easy: int = 60,
                   near_duplicate: float = 0.95, seed: int = 0, exclude: Iterable[str | Path] = (),
-                  features: np.ndarray | None = None, views: int = 0, composites: int = 0) -> VisualSignature:
+                  features: np.ndarray | None = None, views: int = DEFAULT_HEAD_VIEWS, composites: int = 0,
+                  threshold: float = DEFAULT_HEAD_THRESHOLD) -> VisualSignature:
     """The prototype and concept head of a subject from its photos (about a second with EfficientNet).
 
     Negatives come from ``pool`` (an :class:`~yollava.data.pool.ImagePool` made with the same embedder):
@@ -258,7 +263,7 @@ def fit_signature(photos: Sequence[str | Path | Image.Image], embedder, pool=Non
     Augmentation (head only; the prototype is the photos' own mean): ``views`` augmented views per photo
     (crop, mirror, colour jitter: ``data.augment``) as extra positives; ``composites`` per photo: the
     photo pasted onto a random pool photo as a positive, and a pool photo pasted onto another as a
-    negative (so pasting itself says nothing)."""
+    negative (so pasting itself says nothing). ``threshold``: the logistic head's decision threshold."""
     t0 = time.perf_counter()
     eid = embedder_id(embedder)
     x_pos = _normalise(features) if features is not None else embed_images(embedder, photos)
@@ -318,7 +323,7 @@ def fit_signature(photos: Sequence[str | Path | Image.Image], embedder, pool=Non
             info["head"] = {"kind": "logistic", "n_positive": int(len(pos)), "n_negative": int(len(x_neg)),
                             "n_hard": n_hard_used, "classifier": "LogisticRegression(C=1, class_weight=balanced)",
                             "fit_seconds": round(time.perf_counter() - t0, 3)}
-            return VisualSignature(eid, prototype, clf.coef_[0].astype(np.float32), float(clf.intercept_[0]), 0.5, info)
+            return VisualSignature(eid, prototype, clf.coef_[0].astype(np.float32), float(clf.intercept_[0]), threshold, info)
     w, b, tau = _prototype_head(x_pos, prototype)
     info["head"] = {"kind": "prototype", "n_positive": int(len(x_pos)), "n_negative": 0, "cosine_threshold": round(tau, 4),
                     "fit_seconds": round(time.perf_counter() - t0, 3)}
