@@ -101,6 +101,15 @@ def test_web_page(browser, tiny_model_dirs, tmp_path):
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".msg.assistant[data-state=done]")) == 2)
         assert by_id("chat-error").text == ""
         assert len(browser.find_elements(By.CSS_SELECTOR, ".msg.user img")) == 1
+        # a photo and no concept named (in a new conversation): the concepts found are introduced, shown as tags
+        by_id("chat-clear").click()
+        by_id("chat-input").send_keys("Who is in this photo?")
+        by_id("chat-photo").send_keys(photos[2])
+        by_id("chat-send").click()
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".msg.assistant[data-state=done]")) == 1)
+        assert by_id("chat-error").text == ""
+        tags = browser.find_elements(By.CSS_SELECTOR, "#chat-log .tags[data-role=found] .tag")
+        assert [t.get_attribute("data-concept") for t in tags] == ["bo"]
         # an unknown concept: the server's message is shown
         by_id("chat-input").send_keys("Who is <rex>?")
         by_id("chat-send").click()
@@ -109,6 +118,9 @@ def test_web_page(browser, tiny_model_dirs, tmp_path):
         by_id("chat-photo").send_keys(photos[1])
         by_id("recognize").click()
         wait.until(lambda d: "P(yes)" in d.find_elements(By.CSS_SELECTOR, ".msg.assistant")[-1].text)
+        # who is here: the concepts found in the photo, as tags
+        tags = browser.find_elements(By.CSS_SELECTOR, ".tags[data-role=found]")[-1].find_elements(By.CSS_SELECTOR, ".tag")
+        assert [t.get_attribute("data-concept") for t in tags] == ["bo"] and "<bo>" in tags[0].text
 
         # the key survives a reload (kept in this browser's storage)
         browser.refresh()

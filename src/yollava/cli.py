@@ -87,8 +87,18 @@ def personalize(
                      no_short_answers=no_short_answers, no_sentence_answers=no_sentence_answers,
                      gradient_checkpointing=gradient_checkpointing)
     engine = _engine(model, concepts_dir)
+    import time
+
+    t0 = time.perf_counter()
+
+    def ready(sig) -> None:  # the concept head is fitted: <name> recognises from now on, while its tokens train
+        head = sig.info.get("head", {})
+        console.print(f"<{name}> recognition ready after {time.perf_counter() - t0:.1f}s (concept head: {head.get('kind')}, "
+                      f"{head.get('n_negative', 0)} negatives); training its tokens for conversation...", highlight=False)
+
     try:
-        result = run(engine, name, photos, recipe=chosen, pool=load_pool(pool) if pool else None, overwrite=overwrite)
+        result = run(engine, name, photos, recipe=chosen, pool=load_pool(pool) if pool else None, overwrite=overwrite,
+                     on_recognition_ready=ready)
     except YollavaError as e:
         _fail(str(e))
     h = result.holdout
@@ -148,12 +158,23 @@ def chat(
     concepts_dir: Path = ConceptsDirOpt,
     max_new_tokens: int = typer.Option(128),
     temperature: float = typer.Option(0.0, help="0 = greedy."),
+    who: bool = typer.Option(True, "--who/--no-who", help="With a photo and no concept named: find your concepts in it first."),
 ):
-    """Ask about your concepts, with or without a photo."""
+    """Ask about your concepts, with or without a photo. With a photo and no concept named, the concepts
+    found in the photo are introduced first (see `yollava recognize --all`)."""
     engine = _engine(model, concepts_dir)
 
     def answer(text: str, img: Path | None) -> None:
         try:
+            if img is not None and who and not concept and not engine.mentioned_concepts(text):
+                from .who import chat as who_chat
+
+                out = who_chat(engine, text, img, max_new_tokens=max_new_tokens, temperature=temperature)
+                if out.found:
+                    console.print("found: " + ", ".join(f"<{f.concept}> ({f.mode} {f.p_yes:.2f})" for f in out.found),
+                                  style="dim", highlight=False)
+                console.print(out.answer, soft_wrap=True, markup=False, highlight=False)
+                return
             for piece in engine.stream_chat(text, image=img, concepts=concept or [], max_new_tokens=max_new_tokens, temperature=temperature):
                 console.print(piece, end="", soft_wrap=True, markup=False, highlight=False)
             console.print()
@@ -178,22 +199,37 @@ def chat(
 
 @app.command()
 def recognize(
-    name: str = typer.Argument(..., help="Concept name."),
-    photos: list[Path] = typer.Argument(..., help="Photos (files or folders) to check."),
+    name: str = typer.Argument(..., help="Concept name (with --all: the first photo)."),
+    photos: list[Path] = typer.Argument(None, help="Photos (files or folders) to check."),
+    all_concepts: bool = typer.Option(False, "--all", help="Who is here: every stored concept present in each photo, best first."),
     model: str = ModelOpt,
     concepts_dir: Path = ConceptsDirOpt,
-    threshold: float = typer.Option(None, help="Decision threshold on P(yes) (default: the concept's calibrated one)."),
+    threshold: float = typer.Option(None, help="Decision threshold on P(yes) (default: each concept's own)."),
+    mode: str = typer.Option("auto", help="auto (the concept head until a concept is trained, then the better mode), head, yollava (the LLM's P(yes)), fused."),
+    strategy: str = typer.Option("retrieve", help="With --all: retrieve (prototype index, then verify the top-k) or all (verify every concept)."),
+    top_k: int = typer.Option(None, help="With --all: candidates the prototype index hands to verification (default 5)."),
 ):
-    """Is <NAME> in each photo? Prints yes/no and the yes-probability."""
+    """Is <NAME> in each photo? Prints yes/no, P(yes) and the mode that answered. With --all: who is in each photo."""
     from .data.builder import expand_photos
+    from .who import DEFAULT_TOP_K, recognize as recognise_one
 
     engine = _engine(model, concepts_dir)
-    table = Table("photo", "answer", "P(yes)")
     try:
-        for path in expand_photos(photos):
-            r = engine.recognize(name, path, threshold)
-            table.add_row(str(path), r.answer, f"{r.p_yes:.3f}")
-    except YollavaError as e:
+        if all_concepts:
+            table = Table("photo", "present (best first)", "P(yes)", "mode", "checked", "seconds")
+            for path in expand_photos([Path(name), *(photos or [])]):
+                r = engine.who(path, mode=mode, strategy=strategy, top_k=top_k or DEFAULT_TOP_K, threshold=threshold)
+                table.add_row(str(path), " ".join(f"<{f.concept}>" for f in r.found) or "-",
+                              " ".join(f"{f.p_yes:.3f}" for f in r.found), " ".join(sorted({f.mode for f in r.found})),
+                              f"{len(r.checked)}/{r.n_concepts}", f"{r.seconds['total']:.2f}")
+        else:
+            if not photos:
+                _fail("give photos to check (or --all PHOTO... to find every concept)")
+            table = Table("photo", "answer", "P(yes)", "mode")
+            for path in expand_photos(photos):
+                r = recognise_one(engine, name, path, mode=mode, threshold=threshold)
+                table.add_row(str(path), r.answer, f"{r.p_yes:.3f}", r.mode)
+    except (YollavaError, ValueError) as e:
         _fail(str(e))
     console.print(table)
 
@@ -280,12 +316,19 @@ def concepts_list(concepts_dir: Path = ConceptsDirOpt):
     from .concepts import list_concepts
     from .paths import default_concepts_dir
 
+    from .who import PENDING_DIR
+
     folder = concepts_dir or default_concepts_dir()
-    table = Table("name", "k", "base model", "held-back weighted acc", title=str(folder))
-    for meta in list_concepts(folder):
+    table = Table("name", "k", "base model", "held-back weighted acc", "recognises with", title=str(folder))
+    ready = list_concepts(folder)
+    names = {m["name"] for m in ready}
+    pending = [m for m in list_concepts(folder / PENDING_DIR) if m["name"] not in names]
+    for meta in ready + pending:
         acc = meta.get("metrics", {}).get("holdout", {}).get("weighted_accuracy")
+        how = ("concept head only (still training)" if meta.get("stage") == "recognition"
+               else "head + tokens" if meta.get("visual") else "tokens (no visual signature)")
         table.add_row(f"<{meta['name']}>", str(meta.get("k", "?")), str(meta.get("base_model", {}).get("model_id", meta.get("error", "?"))),
-                      "-" if acc is None else f"{acc:.2f}")
+                      "-" if acc is None else f"{acc:.2f}", how)
     console.print(table)
 
 
@@ -310,11 +353,18 @@ def concepts_rm(name: str, concepts_dir: Path = ConceptsDirOpt):
     """Delete a concept file (tensors and metadata)."""
     from .concepts import delete_concept
     from .paths import default_concepts_dir
+    from .who import PENDING_DIR
 
-    try:
-        delete_concept(concepts_dir or default_concepts_dir(), name)
-    except YollavaError as e:
-        _fail(str(e))
+    folder = concepts_dir or default_concepts_dir()
+    removed = False
+    for d in (folder, folder / PENDING_DIR):  # the concept, and its recognition-only copy if training never finished
+        try:
+            delete_concept(d, name)
+            removed = True
+        except YollavaError as e:
+            error = str(e)
+    if not removed:
+        _fail(error.replace(f" in {folder / PENDING_DIR}", f" in {folder}"))
     console.print(f"removed <{name}>")
 
 

@@ -19,7 +19,7 @@ from PIL import Image
 
 from .concepts import Concept, ConceptBank, load_concept, save_concept
 from .data.templates import RECOGNITION_QUERY
-from .errors import UnknownConceptError
+from .errors import ConceptNotReadyError, UnknownConceptError
 from .images import load_image
 from .models import DEFAULT_MODEL, EncodedImage, Message, VLMAdapter, load_model
 from .paths import default_concepts_dir
@@ -35,6 +35,8 @@ class Recognition:
     answer: str  # "Yes" or "No"
     p_yes: float
     threshold: float
+    #: what produced the answer: "yollava" (the language model's P(yes)), "head" or "fused" (see yollava.who)
+    mode: str = "yollava"
 
     @property
     def present(self) -> bool:
@@ -160,6 +162,9 @@ class YoLLaVA:
         """``<bo> is <bo_1>...<bo_k>.`` for each concept, then the question."""
         names = list(dict.fromkeys([*concepts, *self.mentioned_concepts(question)]))
         self._ensure_loaded(names)
+        for n in names:  # a concept whose head is ready but whose tokens are still training (yollava.who)
+            if self.bank[n].meta.get("stage") == "recognition":
+                raise ConceptNotReadyError(f"<{n}> can recognise but not talk yet: its tokens are still training")
         prefix = " ".join(self.bank[n].system_prefix for n in names)
         return Message("user", f"{prefix} {question}" if prefix else question, has_image)
 
@@ -274,6 +279,33 @@ class YoLLaVA:
             p_yes, p_no = probs[:, self._yes_ids].sum(-1), probs[:, self._no_ids].sum(-1)
             out += (p_yes / (p_yes + p_no).clamp_min(1e-12)).tolist()
         return out
+
+    @torch.no_grad()
+    def concept_yes_probabilities(self, image: ImageLike, names: Sequence[str], batch_size: int = 8,
+                                  prefix_cache: dict | None = None) -> list[float]:
+        """:meth:`yes_probabilities` of one photo for each of ``names``, batched; the system prompt and the
+        photo are run once and their keys/values reused where the model allows (``who`` verification;
+        pass the same ``prefix_cache`` dict and encoded photo to reuse them across calls)."""
+        self._ensure_loaded(names)
+        img = self.encode_image(image)
+        cache: dict = {} if prefix_cache is None else prefix_cache
+        out: list[float] = []
+        for i in range(0, len(names), batch_size):
+            items = [self.encode(RECOGNITION_QUERY.format(identifier=self.bank[n].identifier), image=img, concepts=[n])
+                     for n in names[i : i + batch_size]]
+            offset = items[0].prefix_len if self._can_cache_prefix(items) else 0
+            hidden = self._suffix_hidden_states(items, cache)[0] if offset else self.hidden_states(items)[0]
+            last = torch.tensor([len(e.input_ids) - 1 - offset for e in items], device=hidden.device)
+            probs = self.bank.logits(hidden[torch.arange(len(items)), last], self.adapter.lm_head).float().softmax(-1)
+            p_yes, p_no = probs[:, self._yes_ids].sum(-1), probs[:, self._no_ids].sum(-1)
+            out += (p_yes / (p_yes + p_no).clamp_min(1e-12)).tolist()
+        return out
+
+    def who(self, image: ImageLike, **kwargs):
+        """Every loaded or stored concept present in ``image``, best first (see :func:`yollava.who.who`)."""
+        from .who import who
+
+        return who(self, image, **kwargs)
 
     def recognize(self, name: str, image: ImageLike, threshold: float | None = None) -> Recognition:
         p = self.yes_probabilities(name, [image])[0]

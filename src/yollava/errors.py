@@ -34,3 +34,7 @@ class CorruptConceptError(YollavaError, ValueError):
 
 class NotEnoughPhotosError(YollavaError, ValueError):
     pass
+
+
+class ConceptNotReadyError(YollavaError, ValueError):
+    """A concept that can recognise (its visual head is fitted) but cannot talk yet (its tokens are training)."""

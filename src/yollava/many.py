@@ -104,6 +104,7 @@ def personalize_many(
 
     if ray_address is None:
         concepts = train_subjects(engine, subjects, train, data, progress=progress, recipe_name=recipe.name)
+        _add_signatures(concepts, subjects, data, train.seed, engine)
         return {n: save_concept(c, out_dir, engine.fingerprint()) for n, c in concepts.items()}
 
     import ray
@@ -119,6 +120,21 @@ def personalize_many(
     ]
     saved: dict[str, Path] = {}
     for result in ray.get(futures):
-        for name, c in result["concepts"].items():
-            saved[name] = save_concept(Concept(name, c["input_rows"], c["output_row"], c["meta"]), out_dir, result["fingerprint"])
+        concepts = {name: Concept(name, c["input_rows"], c["output_row"], c["meta"]) for name, c in result["concepts"].items()}
+        _add_signatures(concepts, subjects, data, train.seed, None)
+        for name, c in concepts.items():
+            saved[name] = save_concept(c, out_dir, result["fingerprint"])
     return saved
+
+
+def _add_signatures(concepts: dict[str, Concept], subjects: dict[str, list[Path]], data: DataConfig, seed: int, engine) -> None:
+    """Each concept's visual signature (prototype + concept head, ``yollava.who``), fitted on its photos
+    against the pool when the recipe uses one."""
+    from .personalize import load_pool
+    from .who import attach_signature, default_embedder, embedder_for, fit_signature
+
+    embedder = embedder_for(engine) if engine is not None else default_embedder()
+    pool = load_pool(progress=False) if data.needs_pool else None
+    for name, c in concepts.items():
+        attach_signature(c, fit_signature(subjects[name], embedder, pool, seed=seed))
+        c.meta["stage"] = "trained"

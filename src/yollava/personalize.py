@@ -117,11 +117,19 @@ def personalize(
     overwrite: bool = False,
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
+    visual=None,
+    on_recognition_ready=None,
 ) -> TrainResult:
     """Learn concept ``name`` from ``photos`` and (by default) save it in ``engine.concepts_dir``.
 
     ``recipe``: a :class:`yollava.recipes.Recipe` or its name (default ``"fast"``); ``train`` / ``data``
-    replace its settings (the concept JSON then names the recipe ``"<name>-modified"``)."""
+    replace its settings (the concept JSON then names the recipe ``"<name>-modified"``).
+
+    ``visual``: the concept's visual signature (prototype + concept head, :mod:`yollava.who`): ``True`` fits
+    it first (about a second) and, when saving, stores a recognition-only concept in
+    ``concepts_dir/.pending`` so the concept recognises while it trains; a ready
+    :class:`~yollava.who.VisualSignature` is used as it is; ``False`` skips it. Default: fitted when
+    ``save``. ``on_recognition_ready(signature)`` is called once the signature exists."""
     from .recipes import resolve_recipe
     validate_name(name)
     if name in engine.bank.reserved_tokens or f"<{name}>" in engine.bank.reserved_tokens:
@@ -132,6 +140,10 @@ def personalize(
     recipe = resolve_recipe(recipe, train, data)
     train, data = recipe.train, recipe.data
     paths = check_photos(photos)
+    signature, pool = _instant_signature(engine, name, paths, save if visual is None else visual, pool, data, train, recipe, save,
+                                   training_set is None)
+    if signature is not None and on_recognition_ready is not None:
+        on_recognition_ready(signature)
     if training_set is None:
         training_set = build_data(engine, name, paths, data, pool, seed=train.seed)
         training_set.save(cache_home() / "data" / name / "training_set.json")  # for `yollava data show NAME`
@@ -142,7 +154,35 @@ def personalize(
         source_photos=[{"file": p.name, "sha256": file_sha256(p)} for p in paths],
         data={k: v for k, v in training_set.config.items() if k not in ("model_fingerprint", "positive_sha256")},
     )
+    if signature is not None:
+        from .who import attach_signature
+
+        attach_signature(result.concept, signature)
+        result.concept.meta["stage"] = "trained"
     if save:
         engine.save_concept(name)
         trainer.clear_checkpoint()
+        if signature is not None:
+            from .who import remove_pending
+
+            remove_pending(engine, name)
     return result
+
+
+def _instant_signature(engine, name, paths, visual, pool, data, train, recipe, save, needs_data):
+    """(the concept's visual signature (see ``personalize``'s ``visual``), saved as a pending concept when
+    saving; the pool, loaded here when the recipe needs one anyway)."""
+    if visual is False or visual is None:
+        return None, pool
+    from .who import VisualSignature, save_pending, signature_for_photos
+
+    if isinstance(visual, VisualSignature):
+        signature = visual
+    else:
+        if pool is None and needs_data and data.needs_pool:
+            pool = load_pool(progress=False)
+        signature = signature_for_photos(engine, paths, pool, seed=train.seed)
+    if save:
+        save_pending(engine, name, signature, train.k, train.seed, meta={
+            "recipe": recipe.to_dict(), "source_photos": [{"file": p.name, "sha256": file_sha256(p)} for p in paths]})
+    return signature, pool

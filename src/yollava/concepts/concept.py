@@ -43,9 +43,14 @@ def latent_tokens(name: str, k: int) -> list[str]:
 
 
 class Concept(nn.Module):
-    """Trainable rows of one concept. ``input_rows[0]`` is ``<name>``, ``input_rows[1:]`` the latents."""
+    """Trainable rows of one concept. ``input_rows[0]`` is ``<name>``, ``input_rows[1:]`` the latents.
 
-    def __init__(self, name: str, input_rows: torch.Tensor, output_row: torch.Tensor, meta: dict[str, Any] | None = None):
+    ``extra_tensors`` holds the concept's optional visual signature (``prototype``, ``head.weight``,
+    ``head.bias``; see :mod:`yollava.who`): float32 CPU tensors saved in the same safetensors file, never
+    trained and never moved by ``.to()``."""
+
+    def __init__(self, name: str, input_rows: torch.Tensor, output_row: torch.Tensor, meta: dict[str, Any] | None = None,
+                 extra_tensors: dict[str, torch.Tensor] | None = None):
         super().__init__()
         self.name = validate_name(name)
         if input_rows.dim() != 2 or input_rows.shape[0] < 1:
@@ -55,6 +60,7 @@ class Concept(nn.Module):
         self.input_rows = nn.Parameter(input_rows.clone())
         self.output_row = nn.Parameter(output_row.clone())
         self.meta: dict[str, Any] = dict(meta or {})
+        self.extra_tensors: dict[str, torch.Tensor] = {k: v.detach().float().cpu().clone() for k, v in (extra_tensors or {}).items()}
 
     @property
     def k(self) -> int:

@@ -22,7 +22,7 @@ from safetensors.torch import load, save
 from ..errors import ConceptMismatchError, CorruptConceptError, UnknownConceptError, YollavaError
 from ..safejson import finite_copy
 from .concept import Concept, validate_name
-from .schema import MAX_META_BYTES, check_rows, parse_meta, validate_meta
+from .schema import MAX_META_BYTES, check_rows, check_visual, parse_meta, validate_meta
 
 FORMAT_VERSION = 1
 
@@ -61,9 +61,10 @@ def save_concept(concept: Concept, folder: str | Path, fingerprint: dict[str, An
         "output_row": concept.output_row.detach().cpu().contiguous(),
     }
     check_rows(concept.name, tensors["input_rows"], tensors["output_row"])
+    tensors.update({k: v.detach().float().cpu().contiguous() for k, v in getattr(concept, "extra_tensors", {}).items()})
     meta = {**concept.meta, "format_version": FORMAT_VERSION, "name": concept.name, "k": concept.k, "base_model": fingerprint}
     text = json.dumps(finite_copy(meta), indent=2, sort_keys=True, default=str, allow_nan=False)
-    parse_meta(text.encode(), concept.name)  # refuse before writing anything
+    check_visual(concept.name, tensors, parse_meta(text.encode(), concept.name))  # refuse before writing anything
     blob = save(tensors, metadata={"name": concept.name})
     meta = json.loads(text)
     meta["tensors_sha256"] = hashlib.sha256(blob).hexdigest()
@@ -118,15 +119,17 @@ def concept_from_bytes(
         tensors = load(bytes(tensor_bytes))
     except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as e:
         raise CorruptConceptError(f"concept <{name}>: the tensor file is not a readable safetensors file ({e.__class__.__name__})") from None
-    if set(tensors) != {"input_rows", "output_row"}:
+    if not {"input_rows", "output_row"} <= set(tensors):
         shown = sorted(tensors)[:4]
         raise CorruptConceptError(f"concept <{name}>: expected the tensors input_rows and output_row, found {shown}")
     hidden = fingerprint.get("hidden_size") if fingerprint else None
     check_rows(name, tensors["input_rows"], tensors["output_row"], hidden_size=hidden, max_k=max_k)
+    check_visual(name, tensors, meta)
     if "k" in meta and meta["k"] != tensors["input_rows"].shape[0] - 1:
         raise CorruptConceptError(f"concept <{name}>: metadata says k = {meta['k']}, the rows hold {tensors['input_rows'].shape[0] - 1}")
     meta = {k: v for k, v in meta.items() if k not in ("format_version", "tensors_sha256")}
-    return Concept(name, tensors["input_rows"], tensors["output_row"], meta)
+    extra = {k: v for k, v in tensors.items() if k not in ("input_rows", "output_row")}
+    return Concept(name, tensors["input_rows"], tensors["output_row"], meta, extra)
 
 
 def load_concept(folder: str | Path, name: str, fingerprint: dict[str, Any] | None = None) -> Concept:

@@ -20,6 +20,10 @@ MAX_META_BYTES = 1024 * 1024
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _FINGERPRINT_TEXT = ("family", "model_id", "config_sha256", "weights_sha256")
 _FINGERPRINT_INT = ("vocab_size", "hidden_size")
+#: optional tensors beside the rows: the concept's visual signature (see ``yollava.who``)
+VISUAL_TENSORS = ("prototype", "head.weight", "head.bias")
+#: ``stage``: "recognition" = only the visual signature is usable yet (rows untrained); "trained" = both
+STAGES = ("recognition", "trained")
 
 
 def _show(value: Any) -> str:
@@ -80,6 +84,17 @@ def meta_problems(meta: Any) -> list[str]:
     counts = _optional(meta, "counts", dict, "an object", problems)
     if counts and not all(_count(v) for v in counts.values()):
         problems.append("counts must map sample kinds to whole numbers")
+    if meta.get("stage") is not None and meta["stage"] not in STAGES:
+        problems.append(f"stage must be one of {', '.join(STAGES)} (got {_show(meta['stage'])})")
+    visual = _optional(meta, "visual", dict, "an object (the visual signature's description)", problems)
+    if visual:
+        if not isinstance(visual.get("embedder"), str) or not visual["embedder"]:
+            problems.append("visual.embedder must be a non-empty string (the embedder's id)")
+        if not (_count(visual.get("dim")) and visual["dim"] >= 1):
+            problems.append(f"visual.dim must be a whole number >= 1 (got {_show(visual.get('dim'))})")
+        head = _optional(visual, "head", dict, "an object", problems)
+        if head and "threshold" in head and not (_number(head["threshold"]) and 0.0 <= head["threshold"] <= 1.0):
+            problems.append(f"visual.head.threshold must be a finite number from 0 to 1 (got {_show(head['threshold'])})")
     photos = _optional(meta, "source_photos", list, "a list", problems)
     if photos and not all(isinstance(p, dict) and all(isinstance(p.get(k, ""), str) for k in ("file", "sha256")) for p in photos):
         problems.append("source_photos must be a list of {file, sha256} objects")
@@ -127,3 +142,46 @@ def check_rows(name: str, input_rows: Any, output_row: Any, hidden_size: int | N
     for key, t in (("input_rows", input_rows), ("output_row", output_row)):
         if not bool(torch.isfinite(t).all()):
             bad(f"{key} holds NaN or infinite values")
+
+
+def check_visual(name: str, tensors: dict[str, Any], meta: dict[str, Any] | None = None) -> None:
+    """The optional visual tensors of a concept file: only ``prototype`` (d,) with a non-zero norm,
+    ``head.weight`` (d,) and ``head.bias`` (1,), float and finite; a head needs a prototype; when present
+    they need ``meta["visual"]`` naming the embedder, with ``dim == d``."""
+    def bad(msg: str):
+        raise CorruptConceptError(f"concept <{name}>: {msg}")
+
+    extra = {k: v for k, v in tensors.items() if k not in ("input_rows", "output_row")}
+    unknown = sorted(set(extra) - set(VISUAL_TENSORS))
+    if unknown:
+        bad(f"expected the tensors input_rows and output_row (and optionally {', '.join(VISUAL_TENSORS)}), found unexpected {unknown[:4]}")
+    if not extra:
+        return
+    for key, t in extra.items():
+        if not isinstance(t, torch.Tensor):
+            bad(f"{key} is not a tensor")
+        if t.dtype not in FLOAT_DTYPES:
+            bad(f"{key} has dtype {str(t.dtype).replace('torch.', '')}; it must be float16, bfloat16, float32 or float64")
+        if not bool(torch.isfinite(t).all()):
+            bad(f"{key} holds NaN or infinite values")
+    proto = extra.get("prototype")
+    if proto is None:
+        bad("head.weight/head.bias need a prototype tensor")
+    if proto.dim() != 1 or proto.shape[0] < 1:
+        bad(f"prototype must be a vector (d,), got shape {tuple(proto.shape)}")
+    if float(proto.float().norm()) < 1e-6:
+        bad("prototype is all zeros")
+    d = proto.shape[0]
+    if ("head.weight" in extra) != ("head.bias" in extra):
+        bad("head.weight and head.bias come together")
+    if "head.weight" in extra:
+        if tuple(extra["head.weight"].shape) != (d,):
+            bad(f"head.weight must have shape ({d},), got {tuple(extra['head.weight'].shape)}")
+        if tuple(extra["head.bias"].shape) != (1,):
+            bad(f"head.bias must have shape (1,), got {tuple(extra['head.bias'].shape)}")
+    if meta is not None:
+        visual = meta.get("visual")
+        if not isinstance(visual, dict) or not isinstance(visual.get("embedder"), str):
+            bad("the file holds a visual signature but its metadata names no visual.embedder")
+        if visual.get("dim") != d:
+            bad(f"metadata says visual.dim = {visual.get('dim')}, the prototype has {d} values")

@@ -29,6 +29,7 @@ from starlette.datastructures import UploadFile
 from ..concepts import list_concepts, read_meta
 from ..engine import YoLLaVA
 from ..errors import CorruptConceptError, UnknownConceptError, YollavaError
+from ..who import who_prompt
 from .bodies import read_json
 from .config import ServerConfig
 from .db import ACTIVE, Database, User
@@ -52,6 +53,7 @@ from .photos import FORMATS, PhotoDecoder, decode_data_url
 from .quotas import check_quotas, writing_for
 from .redact import server_redactor
 from .spaces import UserSpace
+from .who_service import WhoService
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -117,6 +119,8 @@ class Server:
         self.redact = server_redactor(config.home, config.model, self.host.fingerprint.get("model_id"))
         self.jobs = JobManager(self.host, self.db, config)
         self.jobs.redact = self.redact
+        self.who = WhoService(self)
+        self.jobs.who = self.who
         self.limits = limits
         self.model_name = config.served_model_name
         self.step_limiter = anyio.CapacityLimiter(limits.max_concurrent_generations + 2)
@@ -126,6 +130,9 @@ class Server:
 
     def space(self, user: User) -> UserSpace:
         return UserSpace(self.config.home, user.id)
+
+    def space_for(self, user_id: int) -> UserSpace:
+        return UserSpace(self.config.home, user_id)
 
     def user_lock(self, user_id: int) -> threading.Lock:
         """Held while a user's quotas are checked and a concept or job is added (before any concept lock)."""
@@ -162,6 +169,9 @@ def concept_view(meta: dict[str, Any], path: Path | None = None) -> dict[str, An
         "holdout": metrics.get("holdout"),
         "recipe": meta.get("recipe"),
         "created": path.stat().st_mtime if path is not None and path.exists() else None,
+        "recognition_ready": True,
+        "conversation_ready": True,
+        "visual": bool(meta.get("visual")),  # has a prototype and concept head (made before: recognised by the LLM only)
     }
 
 
@@ -291,11 +301,20 @@ def create_app(config: ServerConfig | None = None, engine: YoLLaVA | None = None
         if len(names) > limits.max_chat_concepts:
             raise APIError(422, f"at most {limits.max_chat_concepts} concepts per request ({len(names)} named)", param="messages")
         _concepts_for(user, names, "messages")
+        found = []
+        if not names and n_images and req.who is not False:  # a photo and no concept named: who is in it?
+            last = max(i for i, (_, _, img) in enumerate(conversation) if img is not None)
+            role, text, image = conversation[last]
+            found = server.who.who(user.id, image).found[:3]
+            hint, names = who_prompt(found)
+            if hint:
+                conversation[last] = (role, f"{hint} {text}", image)
         max_new = req.max_completion_tokens or req.max_tokens or limits.default_max_tokens
         if max_new > limits.max_tokens_limit:
             raise APIError(422, f"max_tokens may be at most {limits.max_tokens_limit}", param="max_tokens")
         engine = server.host.request_engine(server.space(user).concepts, names, limits.max_prompt_tokens)
         engine.conversation = conversation
+        engine.found = [f.as_dict() for f in found]
         gen = engine.stream_chat(
             "", concepts=names, max_new_tokens=max_new, temperature=req.temperature or 0.0,
             top_p=req.top_p if req.top_p is not None else 1.0, seed=req.seed,
@@ -361,13 +380,19 @@ def create_app(config: ServerConfig | None = None, engine: YoLLaVA | None = None
             finally:
                 gen.close()
                 await release()
-            return JSONResponse(completion(cid, server.model_name, "".join(pieces), finish_reason(), usage()))
+            body = completion(cid, server.model_name, "".join(pieces), finish_reason(), usage())
+            if engine.found:
+                body["concepts_found"] = engine.found  # yollava extension: who was found in the photo
+            return JSONResponse(body)
 
         include_usage = bool((req.stream_options or {}).get("include_usage"))
 
         async def events() -> AsyncIterator[str]:
             try:
-                yield chunk(cid, server.model_name, created, {"role": "assistant", "content": ""})
+                first_chunk = chunk(cid, server.model_name, created, {"role": "assistant", "content": ""})
+                if engine.found:  # yollava extension: who was found in the photo, in the first chunk
+                    first_chunk = sse({**json.loads(first_chunk[len("data: "):]), "concepts_found": engine.found})
+                yield first_chunk
                 piece = first
                 while piece is not _END and not text.stopped:
                     out = text.feed(piece)
@@ -398,25 +423,37 @@ def create_app(config: ServerConfig | None = None, engine: YoLLaVA | None = None
     @app.post("/v1/recognize")
     async def recognize(request: Request, user: User = Depends(current_user)):
         req = await read_json(request, RecognizeRequest, limits.max_json_depth)
-        names = list(dict.fromkeys(checked_name(n, "concepts") for n in req.concepts))
+        names = list(dict.fromkeys(checked_name(n, "concepts") for n in req.concepts)) if req.concepts is not None else None
         url = req.image.get("url") if isinstance(req.image, dict) else req.image
 
+        def recognisable(names: list[str]) -> None:
+            """404 for a name the user does not have; 409 for one whose concept head is not fitted yet."""
+            sources = server.who.sources(user.id)
+            for name in names:
+                if name not in sources:
+                    _concepts_for(user, [name], "concepts")
+
         def run():
-            _concepts_for(user, names, "concepts")  # before decoding: an unknown concept is cheap to report
+            if names is not None:
+                recognisable(names)  # before decoding: an unknown concept is cheap to report
             blob = decode_data_url(url, limits.max_photo_bytes, param="image")
             image, _ = server.photos.open(blob, label="image", param="image")
-            engine = server.host.request_engine(server.space(user).concepts, names, limits.max_prompt_tokens)
-            with server.host.lock:
-                return [engine.recognize(n, image, threshold=req.threshold) for n in names]
+            # the model lock is taken only around language-model passes (concept heads need none of it)
+            if names is None:
+                return server.who.who(user.id, image, mode=req.mode, strategy=req.strategy, top_k=req.top_k, threshold=req.threshold)
+            return server.who.recognize(user.id, names, image, mode=req.mode, threshold=req.threshold)
 
         async with server.generation_slot():
             try:
                 results = await anyio.to_thread.run_sync(run, limiter=server.step_limiter)
             except YollavaError as e:
                 raise from_yollava(e, param="concepts") from None
-        return {"object": "recognition", "model": server.model_name, "results": [
-            {"concept": r.concept, "identifier": f"<{r.concept}>", "answer": r.answer, "present": r.present,
-             "p_yes": round(r.p_yes, 6), "threshold": r.threshold} for r in results]}
+        if names is None:  # who is here: the concepts present, best first
+            return {"object": "recognition", "model": server.model_name, "who": True, "strategy": results.strategy,
+                    "concepts_total": results.n_concepts, "concepts_checked": len(results.checked),
+                    "seconds": round(results.seconds.get("total", 0.0), 4),
+                    "results": [f.as_dict() for f in results.found], "checked": [f.as_dict() for f in results.checked]}
+        return {"object": "recognition", "model": server.model_name, "results": [f.as_dict() for f in results]}
 
     # ---- concepts --------------------------------------------------------------------------
     @app.post("/v1/concepts", status_code=202)
@@ -479,7 +516,8 @@ def create_app(config: ServerConfig | None = None, engine: YoLLaVA | None = None
             if job["concept"] not in ready:
                 view = server.jobs.view(job)
                 data.append({"object": "concept", "name": job["concept"], "identifier": f"<{job['concept']}>", "status": "training",
-                             "job": job["id"], "phase": view["phase"], "progress": view["progress"]})
+                             "job": job["id"], "phase": view["phase"], "progress": view["progress"],
+                             "recognition_ready": view["recognition_ready"], "conversation_ready": False})
         return {"object": "list", "data": data}
 
     @app.get("/v1/concepts/{name}")
@@ -495,7 +533,8 @@ def create_app(config: ServerConfig | None = None, engine: YoLLaVA | None = None
             if job:
                 view = server.jobs.view(job)
                 return {"object": "concept", "name": name, "identifier": f"<{name}>", "status": "training", "job": job["id"],
-                        "phase": view["phase"], "progress": view["progress"]}
+                        "phase": view["phase"], "progress": view["progress"], "recognition_ready": view["recognition_ready"],
+                        "conversation_ready": False}
             raise APIError(404, f"unknown concept <{name}>", param="name", code="concept_not_found") from None
         return concept_view(meta, space.concepts / f"{name}.json")
 

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..concepts import validate_name
 from ..errors import (
     ConceptMismatchError,
+    ConceptNotReadyError,
     CorruptConceptError,
     InvalidConceptNameError,
     InvalidImageError,
@@ -61,6 +62,8 @@ def from_yollava(e: YollavaError, param: str | None = None) -> APIError:
     msg = str(e)
     if isinstance(e, UnknownConceptError):
         return APIError(404, msg, param=param, code="concept_not_found")
+    if isinstance(e, ConceptNotReadyError):
+        return APIError(409, msg, type="conflict_error", param=param, code="concept_not_ready")
     if isinstance(e, ConceptMismatchError):
         return APIError(409, msg, type="conflict_error", param=param, code="concept_model_mismatch")
     if isinstance(e, InvalidImageError):

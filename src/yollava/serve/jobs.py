@@ -23,6 +23,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from ..data.builder import build_training_set
 from ..data.templates import conversation_questions
 from ..data.training_set import TrainingSet
@@ -54,6 +56,7 @@ class LiveJob:
         self.steps_in_epoch = 0
         self.steps_per_epoch = 1
         self.measured = False
+        self.recognition_ready = False
         self.ckpt_json: Path | None = None
         self.ckpt_mtime = 0
         self._last_flush = 0.0
@@ -71,11 +74,18 @@ class JobManager:
         self._live_lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        #: concept heads are fitted by their own thread, so a new concept recognises within seconds even
+        #: while another job trains; the training worker reuses the head (or fits it, whichever comes first)
+        self._instant_queue: queue.Queue[str | None] = queue.Queue()
+        self._instant_thread: threading.Thread | None = None
+        self._instant_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
         self._concept_locks: dict[tuple[int, str], threading.Lock] = defaultdict(threading.Lock)
         self._pool = None
         self._pool_lock = threading.Lock()
         #: cleans messages shown to clients (the server sets its Redactor: no server paths in job errors)
         self.redact = lambda text: text
+        #: the server's WhoService (its embedder fits each new concept's head); None: the default embedder
+        self.who = None
 
     # ---- life cycle ------------------------------------------------------------------------
     def space(self, user_id: int) -> UserSpace:
@@ -88,6 +98,8 @@ class JobManager:
         self._recover()
         self._thread = threading.Thread(target=self._work, name="yollava-training", daemon=True)
         self._thread.start()
+        self._instant_thread = threading.Thread(target=self._instant_work, name="yollava-concept-heads", daemon=True)
+        self._instant_thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Interrupt the running job at its next step; it stays unfinished in the DB and resumes on restart."""
@@ -96,8 +108,11 @@ class JobManager:
             for live in self._live.values():
                 live.cancelled.set()
         self._queue.put(None)
+        self._instant_queue.put(None)
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._instant_thread is not None:
+            self._instant_thread.join(timeout)
 
     def _recover(self) -> None:
         """Jobs a previous run left queued or running: queue them again, or fail them with the reason."""
@@ -129,6 +144,7 @@ class JobManager:
         with self._live_lock:
             self._live[job_id] = live
         self._queue.put(job_id)
+        self._instant_queue.put(job_id)
         return live
 
     # ---- submitting and watching -----------------------------------------------------------
@@ -161,6 +177,13 @@ class JobManager:
             live = self._live.get(job["id"])
         if live is not None and job["status"] in ACTIVE:
             phase, progress = live.snapshot()
+        instant = self.instant_file(job)
+        ready_at = None
+        if job["status"] == "succeeded":
+            ready_at = (job["result"] or {}).get("recognition_ready_seconds")
+        elif job["status"] in ACTIVE:
+            with contextlib.suppress(OSError):
+                ready_at = round(instant.stat().st_mtime - job["created"], 3)
         return {
             "id": job["id"],
             "object": "training_job",
@@ -177,7 +200,17 @@ class JobManager:
             "created": job["created"],
             "started": job["started"],
             "finished": job["finished"],
+            # the concept head is fitted first (about a second): the concept recognises long before it can talk
+            "recognition_ready": job["status"] == "succeeded" or (job["status"] in ACTIVE and ready_at is not None),
+            "conversation_ready": job["status"] == "succeeded",
+            "recognition_ready_seconds": ready_at,
         }
+
+    def instant_file(self, job: dict) -> Path:
+        """The recognition-only concept a job writes once its concept head is fitted."""
+        from .who_service import INSTANT_DIR
+
+        return self.space(job["user_id"]).job_dir(job["id"]) / INSTANT_DIR / f"{job['concept']}.json"
 
     def cancel(self, job_id: str, wait: float = 0.0) -> None:
         with self._live_lock:
@@ -239,12 +272,17 @@ class JobManager:
         try:
             if not photos:
                 raise JobFailed("the uploaded photos are gone")
+            self._set(live, "fitting the concept head")
+            signature = self.fit_instant(job_id)
+            if signature is None:
+                raise JobCancelled()
+            self._set(live, "preparing")
             training_set = self._training_set(engine, live, name, jdir, photos, train, data)
             self._watch_training(live, engine, name, jdir, training_set, train)
             try:
                 result = personalize(
                     engine, name, photos, recipe=recipe_name, train=train, data=data, training_set=training_set,
-                    save=False, checkpoint_dir=jdir / "checkpoints", progress=False,
+                    save=False, checkpoint_dir=jdir / "checkpoints", progress=False, visual=signature,
                 )
             finally:
                 engine.release()  # the last step's hold on the model
@@ -264,6 +302,8 @@ class JobManager:
                 "samples_seen": result.samples_seen,
                 "recognition_threshold": result.concept.threshold,
             }
+            with contextlib.suppress(OSError):
+                summary["recognition_ready_seconds"] = round(self.instant_file(job).stat().st_mtime - job["created"], 3)
             with live.lock:
                 p = live.progress
                 p.update(epoch=len(result.history), step=p.get("total_steps", p.get("step", 0)), fraction=1.0)
@@ -292,12 +332,82 @@ class JobManager:
             self.space(job["user_id"]).remove_job_dir(job["id"])
         if not self.db.user_exists(job["user_id"]):  # `yollava users rm` ran meanwhile: leave nothing of theirs
             shutil.rmtree(self.space(job["user_id"]).root, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self.host.concepts.forget(self.instant_file(job).parent, job["concept"])  # its in-memory copy
         _, progress = live.snapshot()
         phase = {"succeeded": "done"}.get(status, status)
         self._set(live, phase)
         self.db.update_job(job["id"], status=status, phase=phase, error=error, result=result, progress=progress, finished=time.time())
 
     # ---- steps of a job --------------------------------------------------------------------
+    def _instant_work(self) -> None:
+        self._warm_up()
+        while True:
+            job_id = self._instant_queue.get()
+            if job_id is None or self._stopping.is_set():
+                return
+            try:
+                self.fit_instant(job_id)
+            except JobFailed as e:  # e.g. no pool: the training worker reports it
+                log.info("no concept head for job %s yet: %s", job_id, e)
+            except Exception:  # never let the thread die; the training worker tries again
+                log.exception("fitting the concept head of job %s failed", job_id)
+
+    def _warm_up(self) -> None:
+        """Load the embedder (and the pool, if the recipe uses one) when the server starts, not on the first upload."""
+        from ..who import embedder_for
+
+        try:
+            embedder = self.who.embedder if self.who is not None else embedder_for(self.host.engine)
+            embedder.embed([Image.new("RGB", (32, 32))])
+            if self.config.data.needs_pool or self.config.pool_dirs:
+                self._pool_for(self.config.data)
+        except Exception as e:  # the first job reports any real problem
+            log.info("concept-head warm-up skipped: %s", e)
+
+    def fit_instant(self, job_id: str):
+        """Fit the concept's visual signature (prototype + concept head, about a second) and store a
+        recognition-only concept in the job folder: from then on the concept recognises, while its tokens
+        wait for or go through training. Done once per job (a resumed job reuses it); returns the
+        signature, or None if the job is gone."""
+        from ..concepts import load_concept, save_concept
+        from ..who import VisualSignature, embedder_for, fit_signature, instant_concept
+
+        job = self.db.get_job(job_id)
+        if job is None or job["status"] not in ACTIVE:
+            return None
+        with self._live_lock:
+            live = self._live.get(job_id)
+        with self._instant_locks[job_id]:
+            path = self.instant_file(job)
+            if path.is_file():
+                with contextlib.suppress(YollavaError, OSError, ValueError):
+                    signature = VisualSignature.from_concept(load_concept(path.parent, job["concept"], self.host.fingerprint))
+                    if signature is not None:
+                        if live is not None:
+                            live.recognition_ready = True
+                        return signature
+            photos_dir = self.space(job["user_id"]).job_dir(job_id) / "photos"
+            photos = sorted(photos_dir.iterdir()) if photos_dir.is_dir() else []
+            if not photos or (live is not None and live.cancelled.is_set()):
+                return None
+            train, data, recipe_name = recipe_from_dict(job["recipe"])
+            embedder = self.who.embedder if self.who is not None else embedder_for(self.host.engine)
+            pool = self._pool_for(data) if (data.needs_pool or self.config.pool_dirs) else None
+            signature = fit_signature(photos, embedder, pool, seed=train.seed)
+            concept = instant_concept(self.host.engine, job["concept"], signature, train.k, train.seed,
+                                      meta={"recipe": {"name": recipe_name}})
+            with self.concept_lock(job["user_id"], job["concept"]):  # a delete holds it while removing the job folder
+                current = self.db.get_job(job_id)
+                if current is None or current["status"] not in ACTIVE or (live is not None and live.cancelled.is_set()):
+                    return None
+                save_concept(concept, path.parent, self.host.fingerprint)
+            if live is not None:
+                live.recognition_ready = True
+                if live.phase.startswith("queued"):
+                    self._set(live, "recognition ready; queued for training")
+            return signature
+
     def _pool_for(self, data: DataConfig):
         from ..data.pool import ImagePool
         from ..paths import default_data_root
@@ -415,6 +525,8 @@ class JobManager:
             self.db.update_job(live.id, progress=snapshot, phase=live.phase)
 
     def _set(self, live: LiveJob, phase: str, progress: dict | None = None) -> None:
+        if live.recognition_ready and phase in ("preparing", "building training data", "training"):
+            phase = f"recognition ready; {phase}"
         with live.lock:
             live.phase = phase
             if progress is not None:

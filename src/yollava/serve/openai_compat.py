@@ -33,13 +33,22 @@ class ChatRequest(BaseModel):
     stream_options: dict[str, Any] | None = None
     #: yollava extension: concepts to introduce even if the text does not name them
     concepts: list[str] | None = None
+    #: yollava extension: with a photo and no concept named, introduce the concepts found in the photo
+    #: (default true; false keeps the plain model)
+    who: bool | None = None
 
 
 class RecognizeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    concepts: list[str] = Field(min_length=1, max_length=32)
+    #: the concepts to check; omitted: who is here (every concept of the user that is present)
+    concepts: list[str] | None = Field(None, min_length=1, max_length=32)
     image: str | dict[str, Any]
     threshold: float | None = Field(None, ge=0, le=1)
+    #: which score answers: auto (the concept head until a concept is trained, then the better mode), head, yollava, fused
+    mode: Literal["auto", "head", "yollava", "fused"] = "auto"
+    #: without ``concepts``: retrieve (prototype index, then verify the top_k) or all (verify every concept)
+    strategy: Literal["retrieve", "all"] = "retrieve"
+    top_k: int | None = Field(None, ge=1, le=100)
 
 
 def message_parts(msg: ChatMessage, index: int) -> tuple[str, list[str]]:
