@@ -25,24 +25,9 @@ from yollava.eval.store import ProtocolMismatch
 from yollava.personalize import DataConfig
 from yollava.train import TrainConfig
 
-from .conftest import make_photos
+from .conftest import ColourEmbedder, make_photos
 
 COLOURS = {"red_mug": (220, 30, 30), "green-toy": (30, 200, 40), "blue_cat": (30, 40, 210)}
-
-
-class ColourEmbedder:
-    """Cheap stand-in for EfficientNet: the centred mean colour of the photo and of its quadrants."""
-
-    fingerprint = "test-eval-colour-v1"
-
-    def embed(self, images):
-        out = []
-        for img in images:
-            a = np.asarray(img.convert("RGB").resize((16, 16)), dtype=np.float32) / 255.0 - 0.5
-            parts = [a.mean((0, 1))] + [a[i:i + 8, j:j + 8].mean((0, 1)) for i in (0, 8) for j in (0, 8)]
-            v = np.concatenate(parts)
-            out.append(v / (np.linalg.norm(v) + 1e-8))
-        return np.stack(out)
 
 
 def tinted(rgb, spread=25):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 
-import numpy as np
 import pytest
 import torch
 
@@ -17,22 +16,7 @@ from yollava.personalize import build_data, personalize
 from yollava.recipes import RECIPES, Recipe, get_recipe, recipe_from_options, resolve_recipe
 from yollava.train import recognition_metrics
 
-from .conftest import make_photos, other_colour, reddish
-
-
-class ColourEmbedder:
-    """Cheap stand-in for EfficientNet: the centred mean colour of the photo and of its quadrants."""
-
-    fingerprint = "test-recipe-colour-v1"
-
-    def embed(self, images):
-        out = []
-        for img in images:
-            a = np.asarray(img.convert("RGB").resize((16, 16)), dtype=np.float32) / 255.0 - 0.5
-            parts = [a.mean((0, 1))] + [a[i:i + 8, j:j + 8].mean((0, 1)) for i in (0, 8) for j in (0, 8)]
-            v = np.concatenate(parts)
-            out.append(v / (np.linalg.norm(v) + 1e-8))
-        return np.stack(out)
+from .conftest import ColourEmbedder, make_photos, other_colour, reddish
 
 
 @pytest.fixture(autouse=True)

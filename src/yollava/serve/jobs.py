@@ -30,7 +30,7 @@ from ..data.templates import conversation_questions
 from ..data.training_set import TrainingSet
 from ..errors import YollavaError
 from ..personalize import DataConfig, personalize
-from ..train import TrainConfig, split_holdout
+from ..train import TrainConfig, balanced_samples, split_holdout
 from .config import ServerConfig, recipe_from_dict
 from .db import ACTIVE, Database, User
 from .host import JobCancelled, ModelHost
@@ -461,13 +461,8 @@ class JobManager:
     def _watch_training(self, live: LiveJob, engine, name: str, jdir: Path, training_set: TrainingSet, train: TrainConfig) -> None:
         """Estimate steps per epoch; count steps; read the epoch checkpoint when the trainer rewrites it."""
         samples, _ = split_holdout(training_set.samples, train.holdout_fraction, train.seed)
-        try:  # the trainer repeats positives to balance the negatives
-            from ..train.trainer import _balanced
-
-            if train.balance_positives:
-                samples = _balanced(samples)
-        except ImportError:
-            pass
+        if train.balance_positives:  # the trainer repeats positives to balance the negatives
+            samples = balanced_samples(samples)
         live.steps_per_epoch = max(1, math.ceil(len(samples) / max(1, train.batch_size)))
         live.ckpt_json = jdir / "checkpoints" / f"{name}.ckpt.json"
         completed, history = 0, []

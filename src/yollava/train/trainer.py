@@ -92,7 +92,8 @@ def split_holdout(samples: list[Sample], fraction: float, seed: int) -> tuple[li
     return train, held
 
 
-def _balanced(samples: list[Sample]) -> list[Sample]:
+def balanced_samples(samples: list[Sample]) -> list[Sample]:
+    """The positives repeated so that they weigh about as much as the recognition negatives (the trainer's epoch)."""
     pos = [s for s in samples if s.is_positive]
     neg = [s for s in samples if s.is_recognition and not s.is_positive]
     if not pos or len(neg) <= len(pos):
@@ -237,7 +238,7 @@ class ConceptTrainer:
             if not any(s.is_positive for s in samples):
                 raise NotEnoughPhotosError(f"training data for <{name}> has no positive photo")
             tr, held = split_holdout(samples, cfg.holdout_fraction, cfg.seed)
-            train += [(name, s) for s in (_balanced(tr) if cfg.balance_positives else tr)]
+            train += [(name, s) for s in (balanced_samples(tr) if cfg.balance_positives else tr)]
             if name in engine.bank:
                 engine.unload_concept(name)
             concept = engine.new_concept(name, cfg.k, seed=cfg.seed)
