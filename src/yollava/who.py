@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 import threading
 import time
@@ -50,6 +49,7 @@ import torch
 from PIL import Image
 
 from .concepts import Concept, load_concept, save_concept
+from .concepts.io import concept_stamp
 from .engine import Recognition
 from .errors import ConceptNotReadyError, UnknownConceptError, YollavaError
 
@@ -417,14 +417,6 @@ class ConceptIndex:
     def names(self) -> list[str]:
         return list(self.entries)
 
-    @staticmethod
-    def _stamp(folder: Path, name: str) -> tuple | None:
-        try:
-            a, b = os.stat(folder / f"{name}.json"), os.stat(folder / f"{name}.safetensors")
-        except FileNotFoundError:
-            return None
-        return (str(folder), a.st_mtime_ns, a.st_size, a.st_ino, b.st_mtime_ns, b.st_size, b.st_ino)
-
     def sync(self, sources: dict[str, Concept | Path]) -> list[tuple[str, str]]:
         """Add, replace and drop entries so they match ``sources``; returns ``[(name, error)]`` for files
         that could not be read (they are left out, never fatal)."""
@@ -439,7 +431,7 @@ class ConceptIndex:
                         continue
                     concept = src
                 else:
-                    stamp = self._stamp(Path(src), name)
+                    stamp = _stamp(Path(src), name)
                     if stamp is None:
                         self._drop(name)
                         continue
@@ -817,3 +809,9 @@ def remove_pending(engine, name: str) -> None:
 def signature_for_photos(engine, photos: Sequence[str | Path], pool=None, seed: int = 0) -> VisualSignature:
     """The signature ``personalize`` stores: the engine's embedder; ``pool`` negatives when given."""
     return fit_signature(photos, embedder_for(engine), pool, seed=seed)
+
+
+def _stamp(folder: Path, name: str) -> tuple | None:
+    """The concept files' stamp, with the folder: the same name in another folder is another concept."""
+    stamp = concept_stamp(folder, name)
+    return None if stamp is None else (str(folder), *stamp)

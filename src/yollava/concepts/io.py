@@ -52,6 +52,16 @@ def concept_paths(folder: str | Path, name: str) -> tuple[Path, Path]:
     return folder / f"{name}.safetensors", folder / f"{name}.json"
 
 
+def concept_stamp(folder: str | Path, name: str) -> tuple | None:
+    """What changes when a concept's files change (mtime, size, inode of both); ``None`` if either is missing.
+    Caches of loaded concepts compare it to know when to re-read."""
+    try:
+        a, b = os.stat(Path(folder) / f"{name}.json"), os.stat(Path(folder) / f"{name}.safetensors")
+    except FileNotFoundError:
+        return None
+    return (a.st_mtime_ns, a.st_size, a.st_ino, b.st_mtime_ns, b.st_size, b.st_ino)
+
+
 def save_concept(concept: Concept, folder: str | Path, fingerprint: dict[str, Any]) -> Path:
     """Write the concept's two files; its metadata is checked against the schema first, so nothing is
     written that :func:`load_concept` would refuse (non-finite numbers in the metadata become null)."""

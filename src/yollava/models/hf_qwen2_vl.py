@@ -35,16 +35,7 @@ class Qwen2VLAdapter(HFAdapter):
         return out
 
     def position_ids(self, input_ids, attention_mask, images):
-        grids = [img.extra["image_grid_thw"] for row in images for img in row]
-        if not grids:
-            return None
-        positions, _ = self.model.model.get_rope_index(
-            input_ids,
-            mm_token_type_ids=(input_ids == self.image_token_id).int(),
-            image_grid_thw=torch.stack(grids).to(input_ids.device),
-            attention_mask=attention_mask,
-        )
-        return positions
+        return qwen_rope_positions(self.model.model, self.image_token_id, input_ids, attention_mask, images)
 
     def render(self, messages: list[Message], add_generation_prompt: bool = True) -> str:
         return render_with_template(self.processor, messages, add_generation_prompt, self._chatml)
@@ -63,3 +54,18 @@ def load_qwen2_vl(name_or_path: str, **kwargs) -> Qwen2VLAdapter:
 
     model, processor = load_hf(Qwen2VLForConditionalGeneration, name_or_path, **kwargs)
     return Qwen2VLAdapter(model, processor, name_or_path)
+
+
+def qwen_rope_positions(language_model, image_token_id: int, input_ids, attention_mask, images):
+    """The 3-D (temporal, height, width) RoPE positions the Qwen-VL families give a batch with photos (each
+    photo's ``image_grid_thw`` in its ``extra``); ``None`` without photos (plain 0..T-1)."""
+    grids = [img.extra["image_grid_thw"] for row in images for img in row]
+    if not grids:
+        return None
+    positions, _ = language_model.get_rope_index(
+        input_ids,
+        mm_token_type_ids=(input_ids == image_token_id).int(),
+        image_grid_thw=torch.stack(grids).to(input_ids.device),
+        attention_mask=attention_mask,
+    )
+    return positions

@@ -8,6 +8,7 @@ import torch
 
 from . import register
 from .hf_common import ProcessorAdapter, decoder_forward, VisualPositionsMixin, load_hf
+from .hf_qwen2_vl import qwen_rope_positions
 
 QWEN_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
@@ -28,16 +29,7 @@ class Qwen25VLAdapter(ProcessorAdapter):
         return {"image_grid_thw": inputs["image_grid_thw"][0]}
 
     def position_ids(self, input_ids, attention_mask, images):
-        grids = [img.extra["image_grid_thw"] for row in images for img in row]
-        if not grids:
-            return None
-        positions, _ = self.model.model.get_rope_index(
-            input_ids,
-            mm_token_type_ids=(input_ids == self.image_token_id).int(),
-            image_grid_thw=torch.stack(grids).to(input_ids.device),
-            attention_mask=attention_mask,
-        )
-        return positions
+        return qwen_rope_positions(self.model.model, self.image_token_id, input_ids, attention_mask, images)
 
 
 class Qwen3VLAdapter(VisualPositionsMixin, Qwen25VLAdapter):

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..concepts import Concept, ConceptBank
-from ..concepts.io import load_concept
+from ..concepts.io import concept_stamp, load_concept
 from ..engine import Encoded, YoLLaVA
 from ..errors import UnknownConceptError, YollavaError
 from ..models import Message
@@ -244,21 +243,13 @@ class ConceptStore:
         self._cache: dict[tuple[str, str], tuple[tuple, Concept]] = {}
         self._lock = threading.Lock()
 
-    @staticmethod
-    def _stamp(folder: Path, name: str) -> tuple | None:
-        try:
-            a, b = os.stat(folder / f"{name}.json"), os.stat(folder / f"{name}.safetensors")
-        except FileNotFoundError:
-            return None
-        return (a.st_mtime_ns, a.st_size, a.st_ino, b.st_mtime_ns, b.st_size, b.st_ino)
-
     def exists(self, folder: Path, name: str) -> bool:
         return (Path(folder) / f"{name}.json").is_file()
 
     def get(self, folder: Path, name: str) -> Concept:
         folder = Path(folder)
         key = (str(folder), name)
-        stamp = self._stamp(folder, name)
+        stamp = concept_stamp(folder, name)
         if stamp is None:
             self._cache.pop(key, None)
             raise UnknownConceptError(f"unknown concept <{name}>")
