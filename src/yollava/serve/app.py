@@ -34,7 +34,7 @@ from .bodies import read_json
 from .config import ServerConfig
 from .db import ACTIVE, Database, User
 from .errors import APIError, checked_name, error_body, from_yollava, install_error_handlers
-from .host import ModelHost
+from .host import ChatSession, ModelHost
 from .imports import import_concept
 from .jobs import JobManager
 from .openai_compat import (
@@ -313,13 +313,9 @@ def create_app(config: ServerConfig | None = None, engine: YoLLaVA | None = None
         if max_new > limits.max_tokens_limit:
             raise APIError(422, f"max_tokens may be at most {limits.max_tokens_limit}", param="max_tokens")
         engine = server.host.request_engine(server.space(user).concepts, names, limits.max_prompt_tokens)
-        engine.conversation = conversation
-        engine.found = [f.as_dict() for f in found]
-        gen = engine.stream_chat(
-            "", concepts=names, max_new_tokens=max_new, temperature=req.temperature or 0.0,
-            top_p=req.top_p if req.top_p is not None else 1.0, seed=req.seed,
-        )
-        return engine, gen, max_new
+        session = ChatSession(engine, conversation, names, [f.as_dict() for f in found])
+        gen = session.stream(max_new, temperature=req.temperature or 0.0, top_p=req.top_p if req.top_p is not None else 1.0, seed=req.seed)
+        return session, gen, max_new
 
     def _step(gen, engine):
         if engine.context_full:  # the model's context is full: the answer ends here
