@@ -15,10 +15,10 @@ import pytest
 import torch
 from PIL import Image
 
-import yollava.engine as engine_module
+import yollava.engine.model as engine_module
 from yollava.concepts import load_concept
 from yollava.engine import YoLLaVA
-from yollava.models import load_model
+from yollava.models import Message, load_model
 from yollava.models.tiny import TINY_BUILDERS
 from yollava.train import ConceptTrainer, Sample, TrainConfig, recognition_metrics
 
@@ -73,7 +73,7 @@ def test_forward_is_the_family_forward_and_concepts_leave_it_exact(fam_engine: Y
     hidden2, _, _ = fam_engine.hidden_states([again])
     logits = fam_engine.bank.logits(hidden2, a.lm_head)
     assert torch.equal(logits[..., : a.vocab_size], ours)
-    assert a.render([engine_module.Message("user", "hi", True)]).count(a.image_marker) == 1
+    assert a.render([Message("user", "hi", True)]).count(a.image_marker) == 1
     assert a.end_of_turn in a.reserved_tokens() or a.end_of_turn == a.tokenizer.eos_token
     if a.model.config.get_text_config().tie_word_embeddings:  # Gemma 3: the concept's output row is its own
         assert a.lm_head.weight.data_ptr() == a.embed_tokens.weight.data_ptr()

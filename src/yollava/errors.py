@@ -38,3 +38,7 @@ class NotEnoughPhotosError(YollavaError, ValueError):
 
 class ConceptNotReadyError(YollavaError, ValueError):
     """A concept that can recognise (its visual head is fitted) but cannot talk yet (its tokens are training)."""
+
+
+class PromptTooLongError(YollavaError, ValueError):
+    """A prompt longer than the engine's limit allows, or than the model's context can hold with the answer."""

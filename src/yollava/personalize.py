@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from .engine import YoLLaVA
 from .errors import InvalidConceptNameError, NotEnoughPhotosError
 from .images import file_sha256, load_image
 from .paths import cache_home, default_data_root
-from .train import ConceptTrainer, TrainConfig, TrainResult
+from .train import ConceptTrainer, TrainConfig, TrainerCallback, TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,7 @@ def personalize(
     progress: bool = True,
     visual=None,
     on_recognition_ready=None,
+    callbacks: Sequence[TrainerCallback] = (),
 ) -> TrainResult:
     """Learn concept ``name`` from ``photos`` and (by default) save it in ``engine.concepts_dir``.
 
@@ -136,7 +138,8 @@ def personalize(
     it first (about a second) and, when saving, stores a recognition-only concept in
     ``concepts_dir/.pending`` so the concept recognises while it trains; a ready
     :class:`~yollava.who.VisualSignature` is used as it is; ``False`` skips it. Default: fitted when
-    ``save``. ``on_recognition_ready(signature)`` is called once the signature exists."""
+    ``save``. ``on_recognition_ready(signature)`` is called once the signature exists. ``callbacks``: the
+trainer's :class:`~yollava.train.TrainerCallback` objects (progress, a lock around each step, ...)."""
     from .recipes import resolve_recipe
     validate_name(name)
     if name in engine.bank.reserved_tokens or f"<{name}>" in engine.bank.reserved_tokens:
@@ -154,7 +157,8 @@ def personalize(
     if training_set is None:
         training_set = build_data(engine, name, paths, data, pool, seed=train.seed)
         training_set.save(cache_home() / "data" / name / "training_set.json")  # for `yollava data show NAME`
-    trainer = ConceptTrainer(engine, name, train, checkpoint_dir=checkpoint_dir or engine.concepts_dir / ".checkpoints", progress=progress)
+    trainer = ConceptTrainer(engine, name, train, checkpoint_dir=checkpoint_dir or engine.concepts_dir / ".checkpoints", progress=progress,
+                             callbacks=callbacks)
     result = trainer.fit(training_set.samples)
     result.concept.meta.update(
         recipe=recipe.to_dict(),

@@ -47,7 +47,7 @@ class ConceptBank(nn.Module):
 
     def remove(self, name: str) -> Concept:
         if name not in self.concepts:
-            raise UnknownConceptError(self._unknown_message(name))
+            raise UnknownConceptError(self.unknown_message(name))
         concept = self.concepts[name]
         del self.concepts[name]
         self._reindex()
@@ -58,13 +58,14 @@ class ConceptBank(nn.Module):
 
     def __getitem__(self, name: str) -> Concept:
         if name not in self.concepts:
-            raise UnknownConceptError(self._unknown_message(name))
+            raise UnknownConceptError(self.unknown_message(name))
         return self.concepts[name]
 
     def names(self) -> list[str]:
         return list(self.concepts.keys())
 
-    def _unknown_message(self, name: str) -> str:
+    def unknown_message(self, name: str) -> str:
+        """The error text for a concept that is not in this bank (names the loaded ones)."""
         loaded = ", ".join(f"<{n}>" for n in self.concepts) or "none"
         return f"unknown concept <{name}> (loaded: {loaded})"
 

@@ -3,7 +3,7 @@
 These mirror :meth:`YoLLaVA.yes_probabilities` (same tokenisation, same yes/no token sets, same
 normalisation ``P(yes) / (P(yes) + P(no))``) but take any prompt, with or without concepts and with
 or without a photo, so the baselines (vanilla model, text-description prompts) are scored exactly
-like the learned concept. Only engine internals are used; the engine itself is not changed.
+like the learned concept. Only the engine's public methods are used.
 """
 
 from __future__ import annotations
@@ -15,14 +15,6 @@ import torch
 from ..engine import ImageLike, YoLLaVA
 
 
-def _last_token_probs(engine: YoLLaVA, items) -> torch.Tensor:
-    hidden, _, _ = engine.hidden_states(items)
-    last = torch.tensor([len(e.input_ids) - 1 for e in items], device=hidden.device)
-    logits = engine.bank.logits(hidden[torch.arange(len(items)), last], engine.adapter.lm_head).float()
-    return logits.softmax(-1)
-
-
-@torch.no_grad()
 def yes_probabilities(
     engine: YoLLaVA,
     prompt: str,
@@ -31,13 +23,7 @@ def yes_probabilities(
     batch_size: int = 8,
 ) -> list[float]:
     """``P(yes) / (P(yes) + P(no))`` of the first answer token of ``prompt`` asked about each photo."""
-    out: list[float] = []
-    for i in range(0, len(images), batch_size):
-        items = [engine.encode(prompt, image=img, concepts=concepts) for img in images[i : i + batch_size]]
-        probs = _last_token_probs(engine, items)
-        p_yes, p_no = probs[:, engine._yes_ids].sum(-1), probs[:, engine._no_ids].sum(-1)
-        out += (p_yes / (p_yes + p_no).clamp_min(1e-12)).tolist()
-    return out
+    return engine.prompt_yes_probabilities(prompt, images, concepts, batch_size)
 
 
 def option_token_ids(engine: YoLLaVA, letters: Sequence[str]) -> list[list[int]]:
@@ -66,7 +52,7 @@ def option_probabilities(
     out: list[list[float]] = []
     for i in range(0, len(prompts), batch_size):
         items = [engine.encode(p, image=img, concepts=concepts) for p, img in zip(prompts[i : i + batch_size], images[i : i + batch_size])]
-        probs = _last_token_probs(engine, items)
+        probs = engine.first_token_probabilities(items)
         mass = torch.stack([probs[:, x].sum(-1) for x in ids], dim=-1)
         out += (mass / mass.sum(-1, keepdim=True).clamp_min(1e-12)).tolist()
     return out

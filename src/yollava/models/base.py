@@ -53,6 +53,10 @@ class VLMAdapter(ABC):
     family: str = ""
     #: text that stands for a photo in a rendered prompt (replaced by ``EncodedImage.token_ids``)
     image_marker: str = "<image>"
+    #: whether a prompt's frozen prefix (system prompt + photo) can be run on its own and its keys/values
+    #: reused for the rest: False where positions or attention masks depend on the whole prompt (3-D RoPE,
+    #: photos that attend to themselves whole); a family that overrides :meth:`position_ids` sets it False
+    supports_prefix_cache: bool = True
 
     def __init__(self, model: nn.Module, tokenizer, model_id: str):
         self.model = model.eval()

@@ -18,6 +18,7 @@ GEMMA3_TEMPLATE = (
 
 
 class Gemma3Adapter(VisualPositionsMixin, ProcessorAdapter):
+    supports_prefix_cache = False  # its own position ids / photo masks (see VLMAdapter.supports_prefix_cache)
     family = "gemma3"
     template = GEMMA3_TEMPLATE
     eot = "<end_of_turn>"

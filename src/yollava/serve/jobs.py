@@ -1,9 +1,9 @@
 """Training jobs: persisted in SQLite, run one at a time in a worker thread, resumed after a restart.
 
 A job's photos, training set, answer cache and epoch checkpoints live in its own folder
-(``HOME/users/<id>/jobs/<job>``), removed when the job ends. Progress: the trainer is the core's
-``personalize`` (unchanged); the job's engine view counts training steps (each ``loss`` call) and
-watches the checkpoint JSON the trainer writes after every epoch (``checkpoints/NAME.ckpt.json``).
+(``HOME/users/<id>/jobs/<job>``), removed when the job ends. The trainer is the core's ``personalize``
+on the job's own engine (the shared model, an empty bank); its progress, cancellation and share of
+the model lock come from one trainer callback (:class:`~yollava.serve.job_progress.JobProgress`).
 After a restart the same training set and checkpoint folder are handed to ``personalize`` again, so
 the trainer continues from its last finished epoch.
 """
@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
-import math
 import queue
 import shutil
 import threading
@@ -25,45 +23,16 @@ from typing import Any
 
 from PIL import Image
 
-from ..data.builder import build_training_set
-from ..data.templates import conversation_questions
-from ..data.training_set import TrainingSet
 from ..errors import YollavaError
-from ..personalize import DataConfig, personalize
-from ..train import TrainConfig, balanced_samples, split_holdout
+from ..personalize import personalize
 from .config import ServerConfig, recipe_from_dict
 from .db import ACTIVE, Database, User
 from .host import JobCancelled, ModelHost
+from .job_data import JobData, JobFailed
+from .job_progress import JobProgress, LiveJob, set_phase
 from .spaces import UserSpace
 
 log = logging.getLogger(__name__)
-
-
-class JobFailed(Exception):
-    pass
-
-
-class LiveJob:
-    """What the worker knows about a job while it is queued or running (the DB has the rest)."""
-
-    def __init__(self, job_id: str, user_id: int, concept: str):
-        self.id, self.user_id, self.concept = job_id, user_id, concept
-        self.cancelled = threading.Event()
-        self.done = threading.Event()
-        self.lock = threading.Lock()
-        self.phase = "queued"
-        self.progress: dict[str, Any] = {}
-        self.steps_in_epoch = 0
-        self.steps_per_epoch = 1
-        self.measured = False
-        self.recognition_ready = False
-        self.ckpt_json: Path | None = None
-        self.ckpt_mtime = 0
-        self._last_flush = 0.0
-
-    def snapshot(self) -> tuple[str, dict[str, Any]]:
-        with self.lock:
-            return self.phase, dict(self.progress)
 
 
 class JobManager:
@@ -80,8 +49,8 @@ class JobManager:
         self._instant_thread: threading.Thread | None = None
         self._instant_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
         self._concept_locks: dict[tuple[int, str], threading.Lock] = defaultdict(threading.Lock)
-        self._pool = None
-        self._pool_lock = threading.Lock()
+        #: the photo pool and each job's training set (built with the job's own engine)
+        self.data = JobData(host, config)
         #: cleans messages shown to clients (the server sets its Redactor: no server paths in job errors)
         self.redact = lambda text: text
         #: the server's WhoService (its embedder fits each new concept's head); None: the default embedder
@@ -268,7 +237,7 @@ class JobManager:
         photos = sorted((jdir / "photos").iterdir()) if (jdir / "photos").is_dir() else []
         self.db.update_job(job_id, status="running", phase="preparing", started=job["started"] or time.time(), error=None)
         self._set(live, "preparing", {})
-        engine = self.host.job_engine(space.concepts, live.cancelled)
+        engine = self.host.job_engine(space.concepts)
         try:
             if not photos:
                 raise JobFailed("the uploaded photos are gone")
@@ -277,15 +246,13 @@ class JobManager:
             if signature is None:
                 raise JobCancelled()
             self._set(live, "preparing")
-            training_set = self._training_set(engine, live, name, jdir, photos, train, data)
-            self._watch_training(live, engine, name, jdir, training_set, train)
-            try:
-                result = personalize(
-                    engine, name, photos, recipe=recipe_name, train=train, data=data, training_set=training_set,
-                    save=False, checkpoint_dir=jdir / "checkpoints", progress=False, visual=signature,
-                )
-            finally:
-                engine.release()  # the last step's hold on the model
+            training_set = self.data.training_set(engine, live, name, jdir, photos, train, data, lambda *a: self._set(live, *a))
+            self._set(live, "training", {})  # the trainer's first event fills in the epochs and steps
+            result = personalize(
+                engine, name, photos, recipe=recipe_name, train=train, data=data, training_set=training_set,
+                save=False, checkpoint_dir=jdir / "checkpoints", progress=False, visual=signature,
+                callbacks=[JobProgress(live, self.db, self.host.lock)],
+            )
             with self.concept_lock(job["user_id"], name):
                 if live.cancelled.is_set() or not self.db.user_exists(job["user_id"]):  # removed: write nothing
                     raise JobCancelled()
@@ -323,8 +290,6 @@ class JobManager:
         except Exception as e:
             log.exception("training job %s failed", job_id)
             self._end(job, live, "failed", f"training failed: {e.__class__.__name__}: {e}")
-        finally:
-            engine.release()
 
     def _end(self, job: dict, live: LiveJob, status: str, error: str | None, result: dict | None = None) -> None:
         # Clean up before publishing the end: a client that sees "succeeded" must not find the job's files.
@@ -361,7 +326,7 @@ class JobManager:
             embedder = self.who.embedder if self.who is not None else embedder_for(self.host.engine)
             embedder.embed([Image.new("RGB", (32, 32))])
             if self.config.data.needs_pool or self.config.pool_dirs:
-                self._pool_for(self.config.data)
+                self.data.pool_for(self.config.data)
         except Exception as e:  # the first job reports any real problem
             log.info("concept-head warm-up skipped: %s", e)
 
@@ -393,7 +358,7 @@ class JobManager:
                 return None
             train, data, recipe_name = recipe_from_dict(job["recipe"])
             embedder = self.who.embedder if self.who is not None else embedder_for(self.host.engine)
-            pool = self._pool_for(data) if (data.needs_pool or self.config.pool_dirs) else None
+            pool = self.data.pool_for(data) if (data.needs_pool or self.config.pool_dirs) else None
             signature = fit_signature(photos, embedder, pool, seed=train.seed)
             concept = instant_concept(self.host.engine, job["concept"], signature, train.k, train.seed,
                                       meta={"recipe": {"name": recipe_name}})
@@ -408,126 +373,8 @@ class JobManager:
                     self._set(live, "recognition ready; queued for training")
             return signature
 
-    def _pool_for(self, data: DataConfig):
-        from ..data.pool import ImagePool
-        from ..paths import default_data_root
-        from ..personalize import load_pool
-
-        with self._pool_lock:
-            if self._pool is None:
-                if self.config.pool_dirs:
-                    self._pool = ImagePool.build_or_update(list(self.config.pool_dirs), self.config.home / "pool", progress=False)
-                else:
-                    if not (default_data_root() / "pool").is_dir():
-                        raise JobFailed(
-                            "this server's recipe uses negatives but has no photo pool: start it with --pool DIR "
-                            "(or --n-easy 0 --no-hard-negatives)"
-                        )
-                    self._pool = load_pool(progress=False)
-            return self._pool
-
-    def _training_set(self, engine, live: LiveJob, name: str, jdir: Path, photos: list[Path], train: TrainConfig, data: DataConfig) -> TrainingSet:
-        path = jdir / "training_set.json"
-        if path.is_file():
-            try:
-                return TrainingSet.load(path)  # a resumed job: the very same samples, so the checkpoint applies
-            except (OSError, ValueError, KeyError) as e:
-                log.warning("rebuilding the training set of %s (%s)", jdir.name, e)
-        needs_pool = data.needs_pool
-        pool = self._pool_for(data) if needs_pool else None
-        n_conv = min(len(photos), getattr(data, "conversation_photos", None) or len(photos))
-        n_answers = n_conv * len(conversation_questions(data.category)) if data.conversations else 0
-        self._set(live, "building training data", {"answers": 0, "answers_total": n_answers} if n_answers else {})
-
-        def answered() -> None:
-            with live.lock:
-                live.progress["answers"] = live.progress.get("answers", 0) + 1
-
-        engine.on_answer = answered
-        # as personalize's build_data does, plus a per-job answer cache
-        options = data.builder_options()
-        training_set = build_training_set(
-            name, photos, pool,
-            answer_fn=(lambda q, img: engine.chat(q, image=img, max_new_tokens=data.conversation_tokens)) if data.conversations else None,
-            seed=train.seed,
-            cache_dir=jdir / "answers",
-            model_fingerprint=self.host.fingerprint_json,
-            **options,
-        )
-        engine.on_answer = None
-        training_set.save(path)
-        return training_set
-
-    def _watch_training(self, live: LiveJob, engine, name: str, jdir: Path, training_set: TrainingSet, train: TrainConfig) -> None:
-        """Estimate steps per epoch; count steps; read the epoch checkpoint when the trainer rewrites it."""
-        samples, _ = split_holdout(training_set.samples, train.holdout_fraction, train.seed)
-        if train.balance_positives:  # the trainer repeats positives to balance the negatives
-            samples = balanced_samples(samples)
-        live.steps_per_epoch = max(1, math.ceil(len(samples) / max(1, train.batch_size)))
-        live.ckpt_json = jdir / "checkpoints" / f"{name}.ckpt.json"
-        completed, history = 0, []
-        if live.ckpt_json.is_file():  # resuming
-            with contextlib.suppress(OSError, ValueError):
-                state = json.loads(live.ckpt_json.read_text())
-                completed, history = int(state["epoch"]) + 1, state.get("history", [])
-                live.ckpt_mtime = live.ckpt_json.stat().st_mtime_ns
-        progress = {"epoch": completed, "epochs": train.epochs, "step": completed * live.steps_per_epoch,
-                    "total_steps": train.epochs * live.steps_per_epoch}
-        if history:
-            progress["loss"] = history[-1].get("loss")
-            progress["resumed_from_epoch"] = completed
-        progress["fraction"] = round(min(1.0, progress["step"] / progress["total_steps"]), 4)
-        self._set(live, "training", progress)
-        live.steps_in_epoch = 0
-        live.measured = False
-        engine.on_step = lambda: self._on_step(live)
-
-    def _on_step(self, live: LiveJob) -> None:
-        live.steps_in_epoch += 1
-        with live.lock:
-            p = live.progress
-            try:
-                mtime = live.ckpt_json.stat().st_mtime_ns if live.ckpt_json else 0
-            except FileNotFoundError:
-                mtime = 0
-            if mtime and mtime != live.ckpt_mtime:  # an epoch ended (the checkpoint is written after it)
-                live.ckpt_mtime = mtime
-                with contextlib.suppress(OSError, ValueError, KeyError):
-                    state = json.loads(live.ckpt_json.read_text())
-                    done = int(state["epoch"]) + 1
-                    if done > p["epoch"]:
-                        # this step belongs to the next epoch; the ones before it made a whole epoch
-                        if not live.measured:  # runs start at an epoch boundary, so this was a whole epoch
-                            live.steps_per_epoch = max(1, live.steps_in_epoch - 1)
-                            live.measured = True
-                        p["epoch"] = done
-                        hist = state.get("history") or []
-                        if hist:
-                            p["loss"] = hist[-1].get("loss")
-                            if "weighted_accuracy" in hist[-1]:
-                                p["holdout_weighted_accuracy"] = hist[-1]["weighted_accuracy"]
-                        live.steps_in_epoch = 1
-            spe = live.steps_per_epoch
-            p["total_steps"] = p["epochs"] * spe
-            p["step"] = min(p["total_steps"], p["epoch"] * spe + min(live.steps_in_epoch, spe))
-            p["fraction"] = round(p["step"] / p["total_steps"], 4) if p["total_steps"] else 0.0
-            snapshot = dict(p)
-        now = time.monotonic()
-        if now - live._last_flush > 1.0:
-            live._last_flush = now
-            if self.db.get_job(live.id) is None:  # its user was removed (the rows cascade): stop at the next step
-                live.cancelled.set()
-            self.db.update_job(live.id, progress=snapshot, phase=live.phase)
-
     def _set(self, live: LiveJob, phase: str, progress: dict | None = None) -> None:
-        if live.recognition_ready and phase in ("preparing", "building training data", "training"):
-            phase = f"recognition ready; {phase}"
-        with live.lock:
-            live.phase = phase
-            if progress is not None:
-                live.progress = dict(progress)
-            snapshot = dict(live.progress)
-        self.db.update_job(live.id, phase=phase, progress=snapshot)
+        set_phase(self.db, live, phase, progress)
 
 
 def _asdict(obj) -> dict:

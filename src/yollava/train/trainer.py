@@ -5,7 +5,8 @@ keep the epoch with the best recognition on a held-back slice of photos that are
 on, and set the yes/no threshold from that slice. Several concepts can train together: their
 samples share batches, each sample using its own concept's rows (their parameters are disjoint, so
 each concept learns what it would learn alone, up to batch composition). An epoch checkpoint
-(safetensors + JSON) lets an interrupted run resume where it stopped.
+(safetensors + JSON) lets an interrupted run resume where it stopped. Callers follow or gate a run
+through :class:`~yollava.train.callbacks.TrainerCallback` (``ConceptTrainer(callbacks=[...])``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -30,6 +32,7 @@ from ..data.augment import augmented_view
 from ..engine import YoLLaVA
 from ..errors import NotEnoughPhotosError
 from ..images import load_image
+from .callbacks import CallbackList, TrainerCallback, TrainerState
 from .metrics import best_threshold, recognition_metrics
 from .samples import Sample
 
@@ -120,14 +123,21 @@ class _ConceptRun:
 
 
 class ConceptTrainer:
-    """Train one concept (``name``) or several (``fit_many``) on a frozen engine."""
+    """Train one concept (``name``) or several (``fit_many``) on a frozen engine.
 
-    def __init__(self, engine: YoLLaVA, name: str, config: TrainConfig | None = None, checkpoint_dir: str | Path | None = None, progress: bool = True):
+    ``callbacks``: :class:`~yollava.train.callbacks.TrainerCallback` objects told of every epoch and step,
+    whose ``step_context`` is held around each pass through the model."""
+
+    def __init__(self, engine: YoLLaVA, name: str, config: TrainConfig | None = None, checkpoint_dir: str | Path | None = None,
+                 progress: bool = True, callbacks: Sequence[TrainerCallback] = ()):
         self.engine = engine
         self.name = name
         self.config = config or TrainConfig()
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.progress = progress
+        self.callbacks = CallbackList(callbacks)
+        #: the running fit's state (None outside ``fit_many``)
+        self.state: TrainerState | None = None
         self._images: dict[tuple[str, int], Any] = {}
 
     # ---- checkpointing ---------------------------------------------------------------------
@@ -208,7 +218,8 @@ class ConceptTrainer:
         return self._images[key]
 
     def _evaluate(self, name: str, held: list[Sample]) -> dict[str, Any]:
-        scores = self.engine.yes_probabilities(name, [self._image(s) for s in held], batch_size=self.config.batch_size)
+        with self.callbacks.step_context(self.state, "evaluate"):
+            scores = self.engine.yes_probabilities(name, [self._image(s) for s in held], batch_size=self.config.batch_size)
         labels = [s.is_positive for s in held]
         return {**recognition_metrics(labels, scores, 0.5), "scores": scores, "labels": labels}
 
@@ -258,29 +269,41 @@ class ConceptTrainer:
             history, start_epoch, seen, seconds = state["history"], state["epoch"] + 1, state["samples_seen"], state["seconds"]
             log.info("resuming %s at epoch %d", ", ".join(f"<{n}>" for n in runs), start_epoch)
 
+        state = self.state = TrainerState(list(runs), cfg.epochs, start_epoch=start_epoch, epoch=start_epoch, samples_seen=seen, history=history)
+        callbacks = self.callbacks
         # every photo through the frozen vision tower once, every sample tokenised once
-        encoded = [
-            engine.encode(s.question, image=self._image(s), answer=s.answer, concepts=[name])
-            for name, s in tqdm(train, desc="encoding samples", disable=not self.progress, leave=False)
-        ]
+        encoded = []
+        for name, s in tqdm(train, desc="encoding samples", disable=not self.progress, leave=False):
+            with callbacks.step_context(state, "encode"):
+                encoded.append(engine.encode(s.question, image=self._image(s), answer=s.answer, concepts=[name]))
         prefix_cache: dict | None = {} if cfg.prefix_cache and not cfg.gradient_checkpointing else None
-        steps_per_epoch = len(self._batches(encoded, 0))
+        steps_per_epoch = state.steps_per_epoch = len(self._batches(encoded, 0))
+        state.global_step = start_epoch * steps_per_epoch
+        callbacks.on_train_begin(state)
         label = ", ".join(f"<{n}>" for n in runs)
         bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, desc=f"training {label}", disable=not self.progress, unit="step")
         checkpointing = engine.adapter.gradient_checkpointing() if cfg.gradient_checkpointing else contextlib.nullcontext()
         with checkpointing:
             for epoch in range(start_epoch, cfg.epochs):
+                state.epoch, state.step_in_epoch = epoch, 0
+                callbacks.on_epoch_begin(state)
                 t0 = time.perf_counter()
                 losses = []
                 for batch_ids in self._batches(encoded, epoch):
-                    loss = engine.loss([encoded[i] for i in batch_ids], prefix_cache)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
+                    callbacks.on_step_begin(state)
+                    with callbacks.step_context(state, "train"):
+                        loss = engine.loss([encoded[i] for i in batch_ids], prefix_cache)
+                        opt.zero_grad(set_to_none=True)
+                        loss.backward()
+                        opt.step()
                     losses.append(loss.item())
                     seen += len(batch_ids)
+                    state.step_in_epoch += 1
+                    state.global_step += 1
+                    state.samples_seen, state.loss = seen, losses[-1]
                     bar.update(1)
                     bar.set_postfix(epoch=epoch, loss=f"{losses[-1]:.3f}")
+                    callbacks.on_step_end(state)
                 record: dict[str, Any] = {"epoch": epoch, "loss": sum(losses) / len(losses)}
                 if epoch % cfg.eval_every == 0 or epoch == cfg.epochs - 1:
                     record |= self._score_epoch(runs, epoch)
@@ -289,10 +312,12 @@ class ConceptTrainer:
                 history.append(record)
                 bar.write(_describe(label, record))
                 self._save_checkpoint(runs, opt, {"run_id": run_id, "epoch": epoch, "history": history, "samples_seen": seen, "seconds": seconds})
+                callbacks.on_epoch_end(state)
                 if cfg.patience is not None and all(r.held and r.stale >= cfg.patience for r in runs.values()):
                     bar.write(f"{label}: no better held-back score for {cfg.patience} evaluations, stopping early")
                     break
         bar.close()
+        callbacks.on_train_end(state)
         return {name: self._finish(name, run, data[name], history, seen, seconds) for name, run in runs.items()}
 
     def _score_epoch(self, runs: dict[str, _ConceptRun], epoch: int) -> dict[str, Any]:

@@ -1,0 +1,285 @@
+"""``YoLLaVA``: the thin pipeline users import. A :class:`ConceptModel` plus *one* concept bank.
+
+It loads, adds and saves concepts (in its bank, from its concepts folder), turns questions and
+conversations into prompts (``<bo> is <bo_1>...<bo_k>.`` before the question), and offers chat /
+stream / recognise / first-token probabilities and the training loss, each a few lines over the
+model layer with ``self.bank`` passed in. :meth:`YoLLaVA.with_bank` makes another pipeline over the
+same model with its own bank and folder (the server gives one to each request and training job; no
+request sees another's concepts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from ..concepts import Concept, ConceptBank, load_concept, save_concept
+from ..data.templates import RECOGNITION_QUERY
+from ..errors import ConceptNotReadyError, PromptTooLongError, UnknownConceptError
+from ..images import load_image
+from ..models import DEFAULT_MODEL, EncodedImage, Message, VLMAdapter, load_model
+from ..paths import default_concepts_dir
+from .model import ConceptModel, Encoded, ImageLike
+
+
+@dataclass
+class Recognition:
+    concept: str
+    answer: str  # "Yes" or "No"
+    p_yes: float
+    threshold: float
+    #: what produced the answer: "yollava" (the language model's P(yes)), "head" or "fused" (see yollava.who)
+    mode: str = "yollava"
+
+    @property
+    def present(self) -> bool:
+        return self.answer == "Yes"
+
+
+@dataclass(frozen=True)
+class PromptLimit:
+    """Prompts an engine refuses (:class:`~yollava.errors.PromptTooLongError`): longer than
+    ``max_tokens``, or leaving no room for an answer in a context of ``context_length`` tokens."""
+
+    max_tokens: int | None = None
+    context_length: int | None = None
+
+    def check(self, n: int) -> None:
+        if self.max_tokens and n > self.max_tokens:
+            raise PromptTooLongError(f"the prompt is {n:,} tokens (text, photos and each concept's k+1 tokens); "
+                                     f"this server allows at most {self.max_tokens:,}")
+        if self.context_length and n >= self.context_length:
+            raise PromptTooLongError(f"the prompt is {n:,} tokens; the model's context of {self.context_length:,} tokens "
+                                     "leaves no room for an answer")
+
+
+class YoLLaVA:
+    """A frozen VLM and a bank of concepts: chat, recognise, compute the training loss."""
+
+    def __init__(self, adapter: VLMAdapter | ConceptModel, concepts_dir: str | Path | None = None, *,
+                 bank: ConceptBank | None = None, fingerprint: dict[str, Any] | None = None,
+                 prompt_limit: PromptLimit | None = None):
+        self.model = adapter if isinstance(adapter, ConceptModel) else ConceptModel(adapter)
+        self.concepts_dir = Path(concepts_dir) if concepts_dir else default_concepts_dir()
+        self.bank = bank if bank is not None else self.model.new_bank()
+        self.prompt_limit = prompt_limit
+        self._fingerprint = fingerprint
+        self._image_cache: dict[tuple, EncodedImage] = {}
+
+    @classmethod
+    def from_pretrained(cls, model: str = DEFAULT_MODEL, concepts_dir: str | Path | None = None, **kwargs) -> YoLLaVA:
+        return cls(load_model(model, **kwargs), concepts_dir)
+
+    @property
+    def adapter(self) -> VLMAdapter:
+        return self.model.adapter
+
+    def with_bank(self, concepts_dir: str | Path | None = None, bank: ConceptBank | None = None, *,
+                  prompt_limit: PromptLimit | None = None) -> YoLLaVA:
+        """Another pipeline over the same frozen model, with its own concept bank (default: empty) and
+        concepts folder (default: this one's). Nothing loaded into either is seen by the other."""
+        return YoLLaVA(self.model, concepts_dir or self.concepts_dir, bank=bank, fingerprint=self._fingerprint,
+                       prompt_limit=prompt_limit)
+
+    # ---- concepts --------------------------------------------------------------------------
+    def fingerprint(self) -> dict[str, Any]:
+        return dict(self._fingerprint) if self._fingerprint is not None else self.adapter.fingerprint()
+
+    def load_concept(self, name_or_path: str | Path, replace: bool = True) -> Concept:
+        """Load ``NAME`` from the concepts folder, or a path to ``NAME.json``/``NAME.safetensors``."""
+        p = Path(name_or_path)
+        folder, name = (p.parent, p.stem) if p.suffix in (".json", ".safetensors") else (self.concepts_dir, str(name_or_path))
+        concept = load_concept(folder, name, self.fingerprint())
+        concept = concept.to(device=self.adapter.device, dtype=self.adapter.dtype)
+        self.bank.add(concept, replace=replace)
+        return concept
+
+    def add_concept(self, concept: Concept, replace: bool = False) -> Concept:
+        concept = concept.to(device=self.adapter.device, dtype=self.adapter.dtype)
+        self.bank.add(concept, replace=replace)
+        return concept
+
+    def unload_concept(self, name: str) -> None:
+        self.bank.remove(name)
+
+    def save_concept(self, name: str, folder: str | Path | None = None) -> Path:
+        return save_concept(self.bank[name], folder or self.concepts_dir, self.fingerprint())
+
+    def new_concept(self, name: str, k: int, seed: int = 0) -> Concept:
+        concept = Concept.initialise(name, self.adapter.embed_tokens.weight, self.adapter.lm_head.weight, k=k, seed=seed)
+        return self.add_concept(concept)
+
+    def _ensure_loaded(self, names: Sequence[str]) -> None:
+        for name in names:
+            if name not in self.bank:
+                try:
+                    self.load_concept(name)
+                except UnknownConceptError:
+                    raise UnknownConceptError(self.bank.unknown_message(name) + f"; not found in {self.concepts_dir} either") from None
+
+    # ---- photos ----------------------------------------------------------------------------
+    def encode_image(self, image: ImageLike) -> EncodedImage:
+        """Visual tokens for a photo; cached per file (path, size, mtime) since the encoder is frozen.
+        An already encoded photo is returned as it is."""
+        if isinstance(image, EncodedImage):
+            return image
+        if isinstance(image, Image.Image):
+            return self.model.encode_images([image.convert("RGB")])[0]
+        path = Path(image)
+        st = path.stat() if path.exists() else None
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns) if st else None
+        if key is not None and key in self._image_cache:
+            return self._image_cache[key]
+        encoded = self.model.encode_images([load_image(path)])[0]
+        if key is not None:
+            self._image_cache[key] = encoded
+        return encoded
+
+    # ---- text -> ids -----------------------------------------------------------------------
+    def mentioned_concepts(self, text: str) -> list[str]:
+        return self.model.mentioned_concepts(text, self.bank.reserved_tokens)
+
+    def _introductions(self, names: Sequence[str]) -> str:
+        """``<bo> is <bo_1>...<bo_k>.`` for each of ``names`` (loaded from the folder when needed)."""
+        self._ensure_loaded(names)
+        for n in names:  # a concept whose head is ready but whose tokens are still training (yollava.who)
+            if self.bank[n].meta.get("stage") == "recognition":
+                raise ConceptNotReadyError(f"<{n}> can recognise but not talk yet: its tokens are still training")
+        return " ".join(self.bank[n].system_prefix for n in names)
+
+    def user_message(self, question: str, concepts: Sequence[str] = (), has_image: bool = False) -> Message:
+        """``<bo> is <bo_1>...<bo_k>.`` for each concept, then the question."""
+        prefix = self._introductions(list(dict.fromkeys([*concepts, *self.mentioned_concepts(question)])))
+        return Message("user", f"{prefix} {question}" if prefix else question, has_image)
+
+    def _checked(self, enc: Encoded) -> Encoded:
+        if self.prompt_limit is not None:
+            self.prompt_limit.check(len(enc.input_ids))
+        return enc
+
+    def encode(
+        self, question: str, image: ImageLike | None = None, answer: str | None = None, concepts: Sequence[str] = ()
+    ) -> Encoded:
+        images = [self.encode_image(image)] if image is not None else []
+        rendered = self.adapter.render([self.user_message(question, concepts, bool(images))])
+        return self._checked(self.model.encoded(self.bank, rendered, images, answer))
+
+    def encode_conversation(self, conversation: Sequence[tuple[str, str, ImageLike | None]], concepts: Sequence[str] = ()) -> Encoded:
+        """A multi-turn prompt from ``[(role, text, photo or None), ...]``; the concepts named anywhere (and
+        ``concepts``) are introduced at the start of the first user turn, as :meth:`encode` does for one turn."""
+        names = list(dict.fromkeys([*concepts, *self.mentioned_concepts(" ".join(t for _, t, _ in conversation))]))
+        self._ensure_loaded(names)
+        prefix = " ".join(self.bank[n].system_prefix for n in names)
+        messages, images = [], []
+        for role, text, image in conversation:
+            if prefix and role == "user":
+                text, prefix = f"{prefix} {text}", ""
+            if image is not None:
+                images.append(self.encode_image(image))
+            messages.append(Message(role, text, image is not None))
+        ids = self.model.prompt_ids(self.bank, self.adapter.render(messages), images)
+        return self._checked(Encoded(ids, [False] * len(ids), images))
+
+    # ---- forward ---------------------------------------------------------------------------
+    def hidden_states(self, items: Sequence[Encoded]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.model.hidden_states(self.bank, items)
+
+    def loss(self, items: Sequence[Encoded], prefix_cache: dict | None = None) -> torch.Tensor:
+        """Next-token cross-entropy on answer tokens only (see :meth:`ConceptModel.loss`)."""
+        return self.model.loss(self.bank, items, prefix_cache)
+
+    def first_token_probabilities(self, items: Sequence[Encoded], prefix_cache: dict | None = None) -> torch.Tensor:
+        """The distribution of the first answer token after each prompt (``(batch, vocab + concept tokens)``)."""
+        return self.model.next_token_probabilities(self.bank, items, prefix_cache)
+
+    def yes_share(self, probs: torch.Tensor) -> list[float]:
+        """``P(yes) / (P(yes) + P(no))`` of each row of :meth:`first_token_probabilities`."""
+        return self.model.yes_share(probs)
+
+    # ---- recognition -----------------------------------------------------------------------
+    @torch.no_grad()
+    def prompt_yes_probabilities(self, prompt: str, images: Sequence[ImageLike | None], concepts: Sequence[str] = (),
+                                 batch_size: int = 8) -> list[float]:
+        """``P(yes) / (P(yes) + P(no))`` of the first answer token of ``prompt`` asked about each photo."""
+        out: list[float] = []
+        for i in range(0, len(images), batch_size):
+            items = [self.encode(prompt, image=img, concepts=concepts) for img in images[i : i + batch_size]]
+            out += self.yes_share(self.first_token_probabilities(items))
+        return out
+
+    def yes_probabilities(self, name: str, images: Sequence[ImageLike], batch_size: int = 8) -> list[float]:
+        """P(yes) / (P(yes) + P(no)) for the first answer token of the paper's recognition query."""
+        self._ensure_loaded([name])
+        query = RECOGNITION_QUERY.format(identifier=self.bank[name].identifier)
+        return self.prompt_yes_probabilities(query, images, concepts=[name], batch_size=batch_size)
+
+    @torch.no_grad()
+    def concept_yes_probabilities(self, image: ImageLike, names: Sequence[str], batch_size: int = 8,
+                                  prefix_cache: dict | None = None) -> list[float]:
+        """:meth:`yes_probabilities` of one photo for each of ``names``, batched; the system prompt and the
+        photo are run once and their keys/values reused where the model allows (``who`` verification;
+        pass the same ``prefix_cache`` dict and encoded photo to reuse them across calls)."""
+        self._ensure_loaded(names)
+        img = self.encode_image(image)
+        cache: dict = {} if prefix_cache is None else prefix_cache
+        out: list[float] = []
+        for i in range(0, len(names), batch_size):
+            items = [self.encode(RECOGNITION_QUERY.format(identifier=self.bank[n].identifier), image=img, concepts=[n])
+                     for n in names[i : i + batch_size]]
+            out += self.yes_share(self.first_token_probabilities(items, cache))
+        return out
+
+    def who(self, image: ImageLike, **kwargs):
+        """Every loaded or stored concept present in ``image``, best first (see :func:`yollava.who.who`)."""
+        from ..who import who
+
+        return who(self, image, **kwargs)
+
+    def recognize(self, name: str, image: ImageLike, threshold: float | None = None) -> Recognition:
+        p = self.yes_probabilities(name, [image])[0]
+        t = self.bank[name].threshold if threshold is None else threshold
+        return Recognition(name, "Yes" if p >= t else "No", p, t)
+
+    # ---- generation ------------------------------------------------------------------------
+    @torch.no_grad()
+    def stream_encoded(self, enc: Encoded, max_new_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0,
+                       seed: int | None = None, on_token: Callable[[int], None] | None = None) -> Iterator[str]:
+        """Yield the answer to an encoded prompt as it is generated (text pieces). ``on_token(n)`` is
+        called with the number of tokens generated so far, before each token's text is yielded."""
+        out: list[int] = []
+        shown = ""
+        for token in self.model.generate_ids(self.bank, enc, max_new_tokens, temperature, top_p, seed):
+            out.append(token)
+            if on_token is not None:
+                on_token(len(out))
+            text = self.model.decode(self.bank, out)
+            if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
+                yield text[len(shown) :]
+                shown = text
+        text = self.model.decode(self.bank, out)
+        if len(text) > len(shown):
+            yield text[len(shown) :]
+
+    @torch.no_grad()
+    def stream_chat(
+        self,
+        prompt: str,
+        image: ImageLike | None = None,
+        concepts: Sequence[str] = (),
+        max_new_tokens: int = 128,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+    ) -> Iterator[str]:
+        """Yield the answer as it is generated (text pieces); greedy when ``temperature == 0``."""
+        enc = self.encode(prompt, image=image, concepts=concepts)
+        yield from self.stream_encoded(enc, max_new_tokens, temperature, top_p, seed)
+
+    def chat(self, prompt: str, image: ImageLike | None = None, concepts: Sequence[str] = (), **kwargs) -> str:
+        """Answer ``prompt`` (which may name concepts like ``<bo>``), with or without a photo."""
+        return "".join(self.stream_chat(prompt, image=image, concepts=concepts, **kwargs)).strip()
