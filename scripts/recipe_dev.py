@@ -38,6 +38,9 @@ VARIANTS = {
     "fast-2ep": {"epochs": 2},
     "fast-no-sentence": {"sentence_answers": False},
     "fast-k8": {"k": 8},
+    "fast-lr3e-3": {"lr": 3e-3},
+    "fast-lr1e-2": {"lr": 1e-2},
+    "fast-2ep-lr3e-3": {"epochs": 2, "lr": 3e-3},
 }
 
 
