@@ -39,6 +39,13 @@ def _command(path: str):
     return cmd
 
 
+def _all_commands(group, prefix: str = ""):
+    for name, cmd in getattr(group, "commands", {}).items():
+        path = f"{prefix}{name}"
+        yield path, cmd
+        yield from _all_commands(cmd, path + " ")
+
+
 def _options(cmd) -> dict[str, tuple]:
     """flag -> (the option's flags, its help, its default) for every option of a click command."""
     return {flag: (tuple(p.opts), p.help, p.default) for p in cmd.params for flag in p.opts if flag.startswith("-")}
@@ -51,6 +58,9 @@ def test_every_training_command_takes_the_same_recipe_flags():
     assert len(recipe_option_parameters()) == len(dataclasses.fields(RecipeOptions))  # one flag per field, nothing else
     reference = {f: o for f, o in _options(_command("personalize")).items() if f in group}
     assert set(reference) == set(group)
+    # any command that takes --recipe (a new one too) must take the whole group
+    takes_recipe = [path for path, cmd in _all_commands(typer.main.get_command(app)) if "--recipe" in _options(cmd)]
+    assert sorted(takes_recipe) == sorted(TRAINING_COMMANDS)
     for path in TRAINING_COMMANDS:
         options = _options(_command(path))
         missing = set(group) - set(options)

@@ -34,7 +34,9 @@ class MethodSpec:
     tasks: tuple[str, ...] = ()
 
     def make(self):
-        return self.cls(name=self.name, **self.options)
+        method = self.cls(**self.options)
+        method.name = self.name  # (the records, run folders and report know it by this name)
+        return method
 
 
 def register_task(name: str):
@@ -47,7 +49,7 @@ def register_task(name: str):
 
 
 def register_method(name: str, *, tasks: tuple[str, ...] | None = None, **options: Any):
-    """Register a Method class under ``name``; ``options`` go to its constructor (with ``name=``)."""
+    """Register a Method class under ``name``; ``options`` go to its constructor."""
 
     def deco(cls):
         _METHODS[name] = MethodSpec(name, cls, dict(options), tuple(tasks if tasks is not None else cls.tasks))
