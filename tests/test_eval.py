@@ -455,3 +455,95 @@ def test_a_setting_added_later_at_its_off_value_keeps_old_run_folders_valid(tmp_
         RunStore(tmp_path / "run", {"train": {"epochs": 1, "gradient_checkpointing": True}})
     with pytest.raises(ProtocolMismatch, match="epochs"):
         RunStore(tmp_path / "run", {"train": {"epochs": 2}})
+
+
+# ---- the one driver and its registries ------------------------------------------------------------
+def test_a_new_baseline_is_one_registered_class(llava_engine: YoLLaVA, world, tmp_path, tiny_model_dirs):
+    from yollava.eval.methods import Method
+    from yollava.eval.registry import method_names, register_method, task_names, unregister_method
+
+    assert set(task_names()) == {"recognition", "qa", "caption", "forgetting"}
+    prepared: list[str] = []
+
+    @register_method("oracle", tasks=("recognition",))
+    class Oracle(Method):
+        """Knows the answer: 1 for the subject's own test photos, 0 for everything else."""
+
+        llm = False
+
+        def prepare(self, ctx, subject):
+            prepared.append(subject.name)
+            return {"knows": True}
+
+        def recognition_scores(self, ctx, subject, images):
+            return [1.0 if p in subject.test else 0.0 for p in images]
+
+    try:
+        assert "oracle" in method_names("recognition") and "oracle" not in method_names("qa")
+        ds = load_folder(world["ds"], 2, 0)
+        log: list[str] = []
+        kw = dict(subjects=["red_mug", "blue_cat"], progress=False, echo=log.append)
+        res = run_recognition(llava_engine, ds, ["oracle", "vanilla"], tmp_path / "run", **kw)
+        o = res["overall"]["oracle"]
+        assert o["subjects"] == 2 and o["weighted_accuracy"] == 1.0 and o["auc"] == 1.0 and o["n_positive"] == 6
+        assert res["per_subject"]["oracle"]["red_mug"]["weighted_accuracy"] == 1.0 and res["overall"]["vanilla"]["subjects"] == 2
+        assert sorted(prepared) == ["blue_cat", "red_mug"]
+        records = [json.loads(x) for x in (tmp_path / "run" / "records.jsonl").read_text().splitlines()]
+        assert [r["info"] for r in records if r["method"] == "oracle"] == [{"knows": True}] * 2
+        md = write_report(res, tmp_path / "out" / "results.json", "oracle")[1].read_text()
+        assert "| oracle | 2 | 1.000 | 1.000 | **1.000** | 1.000 |" in md
+
+        # resume: the finished pairs are not prepared or scored again, and aggregate the same
+        prepared.clear()
+        log.clear()
+        again = run_recognition(llava_engine, ds, ["oracle", "vanilla"], tmp_path / "run", **kw)
+        assert prepared == [] and sum("done earlier, skipped" in line for line in log) == 4 and again["overall"] == res["overall"]
+
+        # the command line offers it where it is registered, and only there
+        runner = CliRunner()
+        out = tmp_path / "cli" / "results.json"
+        r = runner.invoke(commands.eval_app, ["recognition", "--dataset", str(world["ds"]), "--methods", "oracle", "--out", str(out),
+                                              "--model", str(tiny_model_dirs["llava"]), "--train-per-subject", "2", "--max-subjects", "1",
+                                              "--quiet"], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        assert json.loads(out.read_text())["overall"]["oracle"]["weighted_accuracy"] == 1.0
+        r = runner.invoke(commands.eval_app, ["qa", "--methods", "oracle", "--out", str(tmp_path / "qa.json")])
+        assert r.exit_code == 1 and "unknown method(s) oracle" in r.output
+    finally:
+        unregister_method("oracle")
+    assert "oracle" not in method_names()
+
+
+def test_committed_run_folders_aggregate_to_their_committed_results():
+    """Run folders written before the one driver (benchmarks/results/*/*.run) read back to the numbers
+    their results.json report, for every task that has one."""
+    from yollava.eval.registry import get_task
+    from yollava.eval.store import RunStore
+
+    root = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    checked: dict[str, int] = {}
+    for res_path in sorted(root.glob("**/*.json")):
+        run = res_path.with_suffix(".run")
+        if not (run / "records.jsonl").is_file():
+            continue
+        results = json.loads(res_path.read_text(encoding="utf-8"))
+        if not isinstance(results, dict) or "per_subject" not in results:
+            continue
+        store = RunStore.__new__(RunStore)  # read only: no config.json check, nothing written
+        store.path = run / "records.jsonl"
+        task = get_task(results.get("task", "recognition"))
+        again = json.loads(json.dumps(task.aggregate(store.records(), results["methods"], results["subjects"])))
+        assert again["overall"] == results["overall"] and again["per_subject"] == results["per_subject"], res_path
+        checked[task.name] = checked.get(task.name, 0) + 1
+    if not checked:
+        pytest.skip("no committed run folders in this checkout")
+    assert set(checked) >= {"recognition"}
+
+
+def test_a_forgetting_result_has_a_report_like_every_task(tmp_path):
+    result = {"task": "forgetting", "concepts_loaded": ["a"], "cases": 1, "identical": 0, "passed": False, "max_logit_diff": 0.5,
+              "rows": [{"question": "Hi?", "photo": None, "answer_without": "Hello.", "answer_with": "Bye.", "identical": False,
+                        "max_logit_diff": 0.5}]}
+    paths = write_report(result, tmp_path / "forgetting.json")
+    assert [p.name for p in paths] == ["forgetting.json", "forgetting.md"]
+    assert "**FAILED**" in paths[1].read_text() and "Hello. / Bye." in paths[1].read_text()

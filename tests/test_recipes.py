@@ -131,3 +131,33 @@ def test_each_named_recipe_round_trips_through_the_concept_json(llava_engine: Yo
     assert stored["name"] == f"{name}-modified"
     assert Recipe.from_dict(stored).to_dict() == resolve_recipe(recipe).to_dict()
     assert Recipe.from_dict(stored).train == recipe.train and Recipe.from_dict(stored).data == recipe.data
+
+
+def test_both_configs_check_their_values_and_data_config_lives_beside_the_recipe():
+    import importlib
+
+    import yollava
+    from yollava.recipes import DataConfig
+    from yollava.train import TrainConfig
+
+    personalize_module = importlib.import_module("yollava.personalize")  # (the package re-exports a function of that name)
+    assert personalize_module.DataConfig is DataConfig and yollava.DataConfig is DataConfig  # old imports still work
+    for bad in ({"k": 0}, {"epochs": 0}, {"batch_size": 0}, {"lr": 0.0}, {"lr": -1e-3}, {"lr": float("inf")}, {"weight_decay": -0.1},
+                {"holdout_fraction": 1.0}, {"holdout_fraction": -0.1}, {"patience": 0}, {"eval_every": 0}, {"seed": -1}, {"k": 2.5}, {"k": True}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            TrainConfig(**bad)
+    for bad in ({"category": "pet"}, {"n_easy_negatives": -1}, {"n_hard_negatives": -1}, {"conversation_tokens": -1},
+                {"calibration_views": -1}, {"conversation_photos": -2}, {"sentence_negatives": -1}, {"positive_views": -1},
+                {"n_easy_negatives": 1.5}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            DataConfig(**bad)
+    # the named recipes are valid, and a change made through the recipe is checked too
+    for name in RECIPES:
+        dataclasses.replace(get_recipe(name).train)
+        dataclasses.replace(get_recipe(name).data)
+    with pytest.raises(ValueError, match="lr"):
+        get_recipe("fast").override(lr=-1.0)
+    with pytest.raises(ValueError, match="n_easy_negatives"):
+        recipe_from_options("paper", n_easy=-5)
+    assert TrainConfig(patience=None, holdout_fraction=0.0, lr=1).lr == 1  # edge values that are fine
+    assert DataConfig(conversation_photos=None, sentence_negatives=None, positive_views=None).positive_views is None

@@ -13,7 +13,8 @@ from .data.commands import data_app, pool_app
 from .errors import YollavaError
 from .eval.commands import eval_app
 from .models import DEFAULT_MODEL
-from .recipes import recipes_help
+from .cli_options import RECIPE_OPTIONS, recipe_options
+from .recipes import RecipeOptions
 from .serve.commands import serve_command, users_app
 
 app = typer.Typer(help="Teach a vision-language model your own subjects from a few photos.", no_args_is_help=True)
@@ -44,36 +45,19 @@ def _engine(model: str, concepts_dir: Path | None):
         _fail(str(e))
 
 
-RecipeOpt = typer.Option("fast", "--recipe", "-r", help="Training recipe: " + recipes_help() + ". The options below change single settings of it.")
 CategoryOpt = typer.Option("object", help="person | object (pets are objects): picks the conversation questions.")
-EpochsOpt = typer.Option(None, help="Epochs (default: the recipe's; 'paper' keeps the best held-back epoch, 'fast' the last).")
-KOpt = typer.Option(None, help="Latent tokens per concept (default 16).")
-LrOpt = typer.Option(None, help="AdamW learning rate (default 1e-3).")
-BatchOpt = typer.Option(None, help="Batch size (default 8).")
-PatienceOpt = typer.Option(None, help="Stop after this many epochs without a better held-back score.")
-NEasyOpt = typer.Option(None, help="Random pool photos as easy negatives (fast 60, paper 100).")
-NHardOpt = typer.Option(None, help="Retrieved hard negatives in total (fast 40, paper 100).")
-NoHardOpt = typer.Option(False, "--no-hard-negatives", help="Ablation: no retrieved hard negatives.")
-NoConvOpt = typer.Option(False, "--no-conversations", help="Ablation: no text-only conversations.")
-NoShortOpt = typer.Option(False, "--no-short-answers", help="Ablation: no one-word Yes/No recognition answers (the paper's data).")
-NoSentenceOpt = typer.Option(False, "--no-sentence-answers", help="Ablation: no sentence recognition answers (Tables 16-17).")
 SeedOpt = typer.Option(None, help="Seed (default 0).")
-GradCkptOpt = typer.Option(False, "--gradient-checkpointing", help="Recompute the frozen decoder's activations in backward: less (GPU) memory, about a third more compute, no prefix cache.")
 
 
 @app.command()
+@recipe_options
 def personalize(
     name: str = typer.Argument(..., help="Concept name; the model will know the subject as <NAME>."),
     photos: list[Path] = typer.Argument(..., help="3-10 photos of the subject (files or folders)."),
     model: str = ModelOpt,
     concepts_dir: Path = ConceptsDirOpt,
-    recipe: str = RecipeOpt,
+    recipe_options: RecipeOptions = RECIPE_OPTIONS,
     category: str = CategoryOpt,
-    epochs: int = EpochsOpt, k: int = KOpt, lr: float = LrOpt, batch_size: int = BatchOpt, patience: int = PatienceOpt,
-    n_easy: int = NEasyOpt, n_hard: int = NHardOpt,
-    no_hard_negatives: bool = NoHardOpt, no_conversations: bool = NoConvOpt, no_short_answers: bool = NoShortOpt,
-    no_sentence_answers: bool = NoSentenceOpt,
-    gradient_checkpointing: bool = GradCkptOpt,
     pool: list[Path] = typer.Option(None, "--pool", help="Folder(s) of generic photos for negatives (default: the shared pool)."),
     overwrite: bool = typer.Option(False, help="Replace an existing concept of that name."),
     seed: int = SeedOpt,
@@ -82,10 +66,7 @@ def personalize(
     from .personalize import load_pool, personalize as run
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    chosen = _recipe(recipe, category=category, epochs=epochs, k=k, lr=lr, batch_size=batch_size, patience=patience, seed=seed,
-                     n_easy=n_easy, n_hard=n_hard, no_hard_negatives=no_hard_negatives, no_conversations=no_conversations,
-                     no_short_answers=no_short_answers, no_sentence_answers=no_sentence_answers,
-                     gradient_checkpointing=gradient_checkpointing)
+    chosen = _recipe(recipe_options, category=category, seed=seed)
     engine = _engine(model, concepts_dir)
     import time
 
@@ -107,27 +88,21 @@ def personalize(
                   + (f", calibration weighted acc {h['weighted_accuracy']:.2f}" if h.get("weighted_accuracy") is not None else "") + ")")
 
 
-def _recipe(name: str, **options):
-    from .recipes import recipe_from_options
-
+def _recipe(options: RecipeOptions, category: str | None = None, seed: int | None = None):
     try:
-        return recipe_from_options(name, **options)
+        return options.to_recipe(category=category, seed=seed)
     except ValueError as e:
         _fail(str(e))
 
 
 @app.command("personalize-many")
+@recipe_options
 def personalize_many(
     folder: Path = typer.Argument(..., help="A folder of subject folders: FOLDER/<name>/*.jpg, one concept each."),
     model: str = ModelOpt,
     concepts_dir: Path = ConceptsDirOpt,
-    recipe: str = RecipeOpt,
+    recipe_options: RecipeOptions = RECIPE_OPTIONS,
     category: str = CategoryOpt,
-    epochs: int = EpochsOpt, k: int = KOpt, lr: float = LrOpt, batch_size: int = BatchOpt, patience: int = PatienceOpt,
-    n_easy: int = NEasyOpt, n_hard: int = NHardOpt,
-    no_hard_negatives: bool = NoHardOpt, no_conversations: bool = NoConvOpt, no_short_answers: bool = NoShortOpt,
-    no_sentence_answers: bool = NoSentenceOpt,
-    gradient_checkpointing: bool = GradCkptOpt,
     ray: str = typer.Option(None, "--ray", help="Ray cluster address ('auto', 'ray://host:10001', or 'local' for a local instance)."),
     groups: int = typer.Option(None, help="With --ray: how many worker groups (default: one per CPU, at most one per subject)."),
     overwrite: bool = typer.Option(False),
@@ -137,10 +112,7 @@ def personalize_many(
     from .many import personalize_many as run
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    chosen = _recipe(recipe, category=category, epochs=epochs, k=k, lr=lr, batch_size=batch_size, patience=patience, seed=seed,
-                     n_easy=n_easy, n_hard=n_hard, no_hard_negatives=no_hard_negatives, no_conversations=no_conversations,
-                     no_short_answers=no_short_answers, no_sentence_answers=no_sentence_answers,
-                     gradient_checkpointing=gradient_checkpointing)
+    chosen = _recipe(recipe_options, category=category, seed=seed)
     try:
         saved = run(model, folder, concepts_dir, recipe=chosen, overwrite=overwrite, ray_address=ray, groups=groups)
     except (YollavaError, FileNotFoundError) as e:
@@ -235,18 +207,18 @@ def recognize(
 
 
 @app.command()
+@recipe_options
 def demo(
     model: str = ModelOpt,
     concepts_dir: Path = ConceptsDirOpt,
     data_root: Path = typer.Option(None, help="The shared photo data (default: $YOLLAVA_DATA or ../shared/data)."),
-    recipe: str = RecipeOpt,
-    epochs: int = EpochsOpt,
+    recipe_options: RecipeOptions = RECIPE_OPTIONS,
 ):
     """The main job: personalise <bo> from its 10 photos, recognise it in new photos, talk about it."""
     from .demo import run_demo
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    chosen = _recipe(recipe, epochs=epochs)
+    chosen = _recipe(recipe_options)
     engine = _engine(model, concepts_dir)
     try:
         run_demo(engine, data_root, chosen, console)

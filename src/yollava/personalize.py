@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from .concepts import validate_name
@@ -15,58 +14,10 @@ from .engine import YoLLaVA
 from .errors import InvalidConceptNameError, NotEnoughPhotosError
 from .images import file_sha256, load_image
 from .paths import cache_home, default_data_root
+from .recipes import DataConfig  # noqa: F401  (its home is yollava.recipes; this import keeps old imports working)
 from .train import ConceptTrainer, TrainConfig, TrainerCallback, TrainResult
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class DataConfig:
-    """How a concept's training set is built (defaults: the paper's; see ``yollava.recipes``)."""
-
-    category: str = "object"  # "person" or "object" (pets count as objects, as in the paper)
-    n_easy_negatives: int = 100
-    n_hard_negatives: int = 100
-    hard_negatives: bool = True
-    conversations: bool = True
-    #: photos the base model is asked the attribute questions about (None: all; the official <bo> data used 4)
-    conversation_photos: int | None = None
-    conversation_tokens: int = 48
-    #: the paper's sentence answers (Tables 16-17) on every positive and on this many negatives (None: all)
-    sentence_answers: bool = True
-    sentence_negatives: int | None = None
-    #: a "Yes"/"No" answer to the product's recognition query (or a paraphrase) for every recognition photo
-    short_answers: bool = False
-    #: augmented views of each positive for its short answers (None: enough to match the negatives' count)
-    positive_views: int | None = 0
-    #: set aside to set the yes/no threshold (never trained on): unused pool photos, unseen views per positive
-    calibration_negatives: int = 0
-    calibration_views: int = 0
-
-    def __post_init__(self):
-        if self.category not in ("person", "object"):
-            raise ValueError(f"category must be 'person' or 'object', not {self.category!r}")
-        for field_name in ("n_easy_negatives", "n_hard_negatives", "conversation_tokens", "calibration_negatives", "calibration_views"):
-            if getattr(self, field_name) < 0:
-                raise ValueError(f"{field_name} must be >= 0, not {getattr(self, field_name)}")
-        if not (self.sentence_answers or self.short_answers):
-            raise ValueError("a recipe needs sentence_answers or short_answers (or both): there would be no recognition sample")
-
-    def builder_options(self) -> dict:
-        """This config as keyword arguments of :func:`yollava.data.builder.build_training_set` (the one
-        place that maps the two; ``conversation_tokens`` belongs to the answering model, not the builder)."""
-        return {
-            "category": self.category, "n_easy_negatives": self.n_easy_negatives, "n_hard_negatives": self.n_hard_negatives,
-            "hard_negatives": self.hard_negatives, "conversations": self.conversations, "conversation_photos": self.conversation_photos,
-            "sentence_answers": self.sentence_answers, "sentence_negatives": self.sentence_negatives, "short_answers": self.short_answers,
-            "positive_views": self.positive_views, "calibration_negatives": self.calibration_negatives,
-            "calibration_views": self.calibration_views,
-        }
-
-    @property
-    def needs_pool(self) -> bool:
-        return self.n_easy_negatives > 0 or (self.hard_negatives and self.n_hard_negatives > 0) or self.calibration_negatives > 0
-
 
 
 def load_pool(pool_dirs: list[Path] | None = None, index_dir: Path | None = None, progress: bool = True):

@@ -11,7 +11,13 @@
 - ``paper``: Yo'LLaVA as published (sentence templates only, 100 + 100 negatives, conversations about
   every photo, 15 epochs, AdamW 1e-3, best epoch on a held-back slice).
 
-``Recipe.to_dict`` is what goes into the concept JSON (name + every setting).
+``Recipe.to_dict`` is what goes into the concept JSON (name + every setting). :class:`DataConfig` (how the
+training set is built) lives here beside the recipe; :class:`yollava.train.TrainConfig` is the training half.
+Both check their values when made (and when changed with ``dataclasses.replace`` or :meth:`Recipe.override`).
+
+:class:`RecipeOptions` is what every training command takes on the command line (``--recipe`` and the
+settings it may change); :func:`yollava.cli_options.recipe_options` turns its fields into one Typer
+option group, so the flags cannot drift between commands.
 """
 
 from __future__ import annotations
@@ -20,8 +26,63 @@ import copy
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from .personalize import DataConfig
 from .train import TrainConfig
+
+
+def _check_int(config: Any, name: str, minimum: int) -> None:
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, not {value!r}")
+
+
+@dataclass
+class DataConfig:
+    """How a concept's training set is built (defaults: the paper's; see ``yollava.recipes``)."""
+
+    category: str = "object"  # "person" or "object" (pets count as objects, as in the paper)
+    n_easy_negatives: int = 100
+    n_hard_negatives: int = 100
+    hard_negatives: bool = True
+    conversations: bool = True
+    #: photos the base model is asked the attribute questions about (None: all; the official <bo> data used 4)
+    conversation_photos: int | None = None
+    conversation_tokens: int = 48
+    #: the paper's sentence answers (Tables 16-17) on every positive and on this many negatives (None: all)
+    sentence_answers: bool = True
+    sentence_negatives: int | None = None
+    #: a "Yes"/"No" answer to the product's recognition query (or a paraphrase) for every recognition photo
+    short_answers: bool = False
+    #: augmented views of each positive for its short answers (None: enough to match the negatives' count)
+    positive_views: int | None = 0
+    #: set aside to set the yes/no threshold (never trained on): unused pool photos, unseen views per positive
+    calibration_negatives: int = 0
+    calibration_views: int = 0
+
+    def __post_init__(self):
+        if self.category not in ("person", "object"):
+            raise ValueError(f"category must be 'person' or 'object', not {self.category!r}")
+        for field_name in ("n_easy_negatives", "n_hard_negatives", "conversation_tokens", "calibration_negatives", "calibration_views"):
+            _check_int(self, field_name, 0)
+        for field_name in ("conversation_photos", "sentence_negatives", "positive_views"):  # None: all / as many as needed
+            if getattr(self, field_name) is not None:
+                _check_int(self, field_name, 0)
+        if not (self.sentence_answers or self.short_answers):
+            raise ValueError("a recipe needs sentence_answers or short_answers (or both): there would be no recognition sample")
+
+    def builder_options(self) -> dict:
+        """This config as keyword arguments of :func:`yollava.data.builder.build_training_set` (the one
+        place that maps the two; ``conversation_tokens`` belongs to the answering model, not the builder)."""
+        return {
+            "category": self.category, "n_easy_negatives": self.n_easy_negatives, "n_hard_negatives": self.n_hard_negatives,
+            "hard_negatives": self.hard_negatives, "conversations": self.conversations, "conversation_photos": self.conversation_photos,
+            "sentence_answers": self.sentence_answers, "sentence_negatives": self.sentence_negatives, "short_answers": self.short_answers,
+            "positive_views": self.positive_views, "calibration_negatives": self.calibration_negatives,
+            "calibration_views": self.calibration_views,
+        }
+
+    @property
+    def needs_pool(self) -> bool:
+        return self.n_easy_negatives > 0 or (self.hard_negatives and self.n_hard_negatives > 0) or self.calibration_negatives > 0
 
 
 @dataclass(frozen=True)
@@ -126,3 +187,44 @@ def recipe_from_options(
         gradient_checkpointing=True if gradient_checkpointing else None,
     )
     return resolve_recipe(base, changed.train, changed.data)
+
+
+def _opt(help: str, **extra: Any) -> Any:
+    return {"help": help, **extra}
+
+
+@dataclass(frozen=True)
+class RecipeOptions:
+    """The recipe settings every training command takes (``--recipe`` and single settings of it).
+
+    Each field is one command-line flag (``--`` + the name with dashes; ``metadata`` carries its help);
+    ``None`` / ``False`` leave the named recipe's setting as it is. :meth:`to_recipe` is the one place
+    that turns them into a :class:`Recipe`. The subject's ``category`` and the ``seed`` are not here:
+    some commands take them per subject or share the seed with other things (the eval split)."""
+
+    recipe: str = field(default=DEFAULT_RECIPE, metadata=_opt(
+        "Training recipe: {recipes}. The options below change single settings of it.", short="-r"))
+    epochs: int | None = field(default=None, metadata=_opt(
+        "Epochs (default: the recipe's; 'paper' keeps the best held-back epoch, 'fast' the last)."))
+    k: int | None = field(default=None, metadata=_opt("Latent tokens per concept (default 16)."))
+    lr: float | None = field(default=None, metadata=_opt("AdamW learning rate (default 1e-3)."))
+    batch_size: int | None = field(default=None, metadata=_opt("Batch size (default 8)."))
+    patience: int | None = field(default=None, metadata=_opt("Stop after this many epochs without a better held-back score."))
+    n_easy: int | None = field(default=None, metadata=_opt("Random pool photos as easy negatives (fast 60, paper 100)."))
+    n_hard: int | None = field(default=None, metadata=_opt(
+        "Retrieved hard negatives in total, ceil(n_hard/photos) per photo (fast 40, paper 100)."))
+    conversation_tokens: int | None = field(default=None, metadata=_opt(
+        "Max tokens of each synthesised conversation answer (fast 32, paper 48)."))
+    no_hard_negatives: bool = field(default=False, metadata=_opt("Ablation: no retrieved hard negatives."))
+    no_conversations: bool = field(default=False, metadata=_opt("Ablation: no text-only conversations."))
+    no_short_answers: bool = field(default=False, metadata=_opt(
+        "Ablation: no one-word Yes/No recognition answers (the paper's data)."))
+    no_sentence_answers: bool = field(default=False, metadata=_opt("Ablation: no sentence recognition answers (Tables 16-17)."))
+    gradient_checkpointing: bool = field(default=False, metadata=_opt(
+        "Recompute the frozen decoder's activations in backward: less (GPU) memory, about a third more compute, no prefix cache."))
+
+    def to_recipe(self, *, category: str | None = None, seed: int | None = None) -> Recipe:
+        """The named recipe with these settings changed (and the subject's ``category`` / ``seed`` when given);
+        a ``ValueError`` names a bad value."""
+        settings = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "recipe"}
+        return recipe_from_options(self.recipe, category=category, seed=seed, **settings)

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import typer
 
+from ..cli_options import RECIPE_OPTIONS, recipe_options
 from ..errors import YollavaError
 from ..paths import cache_home, default_data_root
+from ..recipes import RecipeOptions
 
 pool_app = typer.Typer(help="The image pool (negatives) and its nearest-neighbour index.", no_args_is_help=True)
 data_app = typer.Typer(help="Build and inspect a concept's training data.", no_args_is_help=True)
@@ -84,29 +86,24 @@ def _model_answer_fn(model: str, max_new_tokens: int):
 
 
 @data_app.command("build")
+@recipe_options
 def data_build(
     name: str = typer.Argument(..., help="Concept name, e.g. bo (identifier <bo>)."),
     photos: list[Path] = typer.Argument(..., help="Photos of the subject, or folders of them."),
     out: Path = typer.Option(None, "--out", help="Data folder (default: $YOLLAVA_CACHE/data); writes OUT/NAME/training_set.json."),
-    recipe: str = typer.Option("fast", "--recipe", "-r", help="Whose training set: fast (default) | paper; the options below change single settings."),
+    recipe_options: RecipeOptions = RECIPE_OPTIONS,
     category: str = typer.Option("object", "--category", help="person | object (pets are objects): picks the conversation questions."),
-    n_easy: int = typer.Option(None, "--n-easy", help="Random pool photos as easy negatives (fast 60, paper 100)."),
-    n_hard: int = typer.Option(None, "--n-hard", help="Hard negatives in total, ceil(n_hard/photos) per photo (fast 40, paper 100)."),
-    no_hard_negatives: bool = typer.Option(False, "--no-hard-negatives", help="Ablation: no retrieved hard negatives."),
-    no_conversations: bool = typer.Option(False, "--no-conversations", help="Ablation: no text-only conversations."),
-    conversation_tokens: int = typer.Option(None, "--conversation-tokens", help="Max tokens of each synthesised answer (fast 32, paper 48)."),
     pool: list[Path] = typer.Option(None, "--pool", help="Pool photo folder(s) (default: the shared data's pool/)."),
     index_dir: Path = typer.Option(None, "--index-dir", help="Pool index folder (default: $YOLLAVA_CACHE/pool)."),
     model: str = typer.Option("", "--model", help="Base model that answers the conversation questions."),
     seed: int = typer.Option(0, "--seed"),
 ):
-    """Build the training set for NAME from PHOTOS (recognition Q/A, negatives, conversations), as a recipe would."""
-    from ..recipes import recipe_from_options
+    """Build the training set for NAME from PHOTOS (recognition Q/A, negatives, conversations), as a recipe would
+    (its training settings, --epochs and the like, are accepted and not used here)."""
     from .builder import build_training_set
 
     try:
-        data = recipe_from_options(recipe, category=category, n_easy=n_easy, n_hard=n_hard, conversation_tokens=conversation_tokens,
-                                   no_hard_negatives=no_hard_negatives, no_conversations=no_conversations).data
+        data = recipe_options.to_recipe(category=category, seed=seed).data
     except ValueError as e:
         _fail(str(e))
     image_pool = _index(pool or default_pool_dirs(), index_dir) if data.needs_pool else None

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import typer
 
+from ..cli_options import RECIPE_OPTIONS, recipe_options
 from ..errors import YollavaError
 from ..models import DEFAULT_MODEL
+from ..recipes import RecipeOptions
 
 eval_app = typer.Typer(help="Benchmarks and baselines: recognition, question answering, caption recall, no forgetting.",
                        no_args_is_help=True)
@@ -69,16 +71,12 @@ def _split(s: str | None) -> list[str] | None:
     return [x.strip() for x in s.split(",") if x.strip()] if s else None
 
 
-def _configs(recipe, epochs, k, lr, batch_size, patience, seed, n_easy, n_hard, conversation_tokens):
-    """The named recipe with this command's overrides (its ``train`` and ``data``, and its name)."""
-    from ..recipes import recipe_from_options
-
+def _recipe(options: RecipeOptions, seed: int):
+    """The named recipe with this command's overrides (and ``--seed``, which also seeds the split)."""
     try:
-        chosen = recipe_from_options(recipe, epochs=epochs, k=k, lr=lr, batch_size=batch_size, patience=patience, seed=seed,
-                                     n_easy=n_easy, n_hard=n_hard, conversation_tokens=conversation_tokens)
+        return options.to_recipe(seed=seed)
     except ValueError as e:
         _fail(str(e))
-    return chosen.train, chosen.data, chosen.name
 
 
 def _command_line() -> str:
@@ -107,16 +105,6 @@ def _default_run_dir(out: Path, run_dir: Path | None) -> Path:
     return run_dir or out.parent / f"{out.stem}.run"
 
 
-# shared training options (None: the recipe's setting)
-RecipeOpt = typer.Option("fast", "--recipe", "-r", help="Yo'LLaVA training recipe: fast (default) | paper; the options below change single settings.")
-EpochsOpt = typer.Option(None, "--epochs", help="Yo'LLaVA: epochs (fast 1, paper 15 with the best held-back epoch kept).")
-KOpt = typer.Option(None, "--k", help="Yo'LLaVA: latent tokens per concept (16).")
-LrOpt = typer.Option(None, "--lr", help="AdamW learning rate (1e-3).")
-BatchOpt = typer.Option(None, "--batch-size", help="Batch size (8).")
-PatienceOpt = typer.Option(None, "--patience", help="Stop after this many epochs without a better held-back score.")
-NEasyOpt = typer.Option(None, "--n-easy", help="Easy (random) pool negatives per subject for training (fast 60, paper 100).")
-NHardOpt = typer.Option(None, "--n-hard", help="Retrieved hard pool negatives per subject for training (fast 40, paper 100).")
-ConvTokOpt = typer.Option(None, "--conversation-tokens", help="Max tokens of each synthesised conversation answer (fast 32, paper 48).")
 PoolOpt = typer.Option(None, "--pool", help="Folder(s) of generic photos for negatives (default: the shared pool).")
 IndexDirOpt = typer.Option(None, "--index-dir", help="Pool index folder (default: in the cache).")
 CaptionTokOpt = typer.Option(96, "--caption-tokens", help="text-model: max tokens per training-photo caption.")
@@ -125,7 +113,33 @@ ReuseOpt = typer.Option(None, "--reuse", help="Other run folder(s) whose concept
 ThreadsOpt = typer.Option(None, "--threads", help="torch CPU threads (on a busy shared machine 1 can be several times faster than the default).")
 
 
+def _benchmark(task_name: str, methods: str, make_task, title, *, out: Path, run_dir: Path | None, model: str, options: RecipeOptions,
+               seed: int, pool: list[Path] | None, index_dir: Path | None, caption_tokens: int, summary_tokens: int, quiet: bool,
+               threads: int | None, reuse: list[Path] | None) -> None:
+    """What every benchmark command does: recipe, methods and task from the flags, then the one driver, then the report."""
+    from .driver import run_benchmark
+    from .registry import method_names, parse_methods
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    chosen = _recipe(options, seed)
+    try:
+        names = parse_methods(methods, method_names(task_name))
+        task = make_task()
+    except (YollavaError, ValueError, KeyError, FileNotFoundError) as e:
+        _fail(str(e))
+    _threads(threads)
+    engine = _engine(model)
+    try:
+        results = run_benchmark(task, engine, names, _default_run_dir(out, run_dir), train=chosen.train, data=chosen.data, recipe=chosen.name,
+                                pool_fn=_pool_fn(pool, index_dir), caption_tokens=caption_tokens, summary_tokens=summary_tokens,
+                                progress=not quiet, echo=typer.echo, reuse_from=reuse)
+    except (YollavaError, ValueError, KeyError, FileNotFoundError) as e:
+        _fail(str(e))
+    _finish(results, out, title(task), _command_line())
+
+
 @eval_app.command("recognition")
+@recipe_options
 def recognition(
     dataset: str = typer.Option("bo", "--dataset", "-d", help="bo | myvlm | a folder DIR/<subject>/*.jpg"),
     methods: str = typer.Option(DEFAULT_METHODS, "--methods", help="Comma-separated: yollava, vanilla, vanilla-sks, text-human, text-model, head, yollava-no-hard, yollava-no-conv."),
@@ -140,8 +154,7 @@ def recognition(
     pool_negatives: int = typer.Option(None, "--pool-negatives", help="Random pool photos held out as test negatives (default: 20 for bo, 0 otherwise)."),
     max_negatives: int = typer.Option(None, "--max-negatives", help="At most N test negatives per subject (seeded sample, same for every method)."),
     pool_hard_negatives: int = typer.Option(None, "--pool-hard-negatives", help="Per subject, pool photos nearest its test photos held out as test negatives (default: 10 for bo, 0 otherwise)."),
-    recipe: str = RecipeOpt, epochs: int = EpochsOpt, k: int = KOpt, lr: float = LrOpt, batch_size: int = BatchOpt, patience: int = PatienceOpt,
-    n_easy: int = NEasyOpt, n_hard: int = NHardOpt, conversation_tokens: int = ConvTokOpt,
+    recipe_options: RecipeOptions = RECIPE_OPTIONS,
     pool: list[Path] = PoolOpt, index_dir: Path = IndexDirOpt,
     caption_tokens: int = CaptionTokOpt, summary_tokens: int = SummaryTokOpt,
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
@@ -150,35 +163,25 @@ def recognition(
 ):
     """Is <subject> in this photo? Every method on the same photos; weighted accuracy and ROC-AUC."""
     from .datasets import load_dataset
-    from .methods import parse_methods
-    from .recognition import run_recognition
+    from .recognition import RecognitionTask
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    try:
-        names = parse_methods(methods)
-        ds = load_dataset(dataset, data_root, train_per_subject, seed)
-    except (ValueError, FileNotFoundError) as e:
-        _fail(str(e))
     is_bo = dataset == "bo"
-    pool_negatives = (20 if is_bo else 0) if pool_negatives is None else pool_negatives
-    pool_hard_negatives = (10 if is_bo else 0) if pool_hard_negatives is None else pool_hard_negatives
-    train, data, recipe_name = _configs(recipe, epochs, k, lr, batch_size, patience, seed, n_easy, n_hard, conversation_tokens)
-    _threads(threads)
-    engine = _engine(model)
-    try:
-        results = run_recognition(
-            engine, ds, names, _default_run_dir(out, run_dir), subjects=_split(subjects), max_subjects=max_subjects,
-            train=train, data=data, recipe=recipe_name, pool_fn=_pool_fn(pool, index_dir), pool_negatives=pool_negatives,
-            pool_hard_negatives=pool_hard_negatives, max_negatives=max_negatives, seed=seed, data_root=data_root,
-            protocol_extra={"train_per_subject": train_per_subject} if not is_bo else None,
-            caption_tokens=caption_tokens, summary_tokens=summary_tokens, progress=not quiet, echo=typer.echo, reuse_from=reuse,
-        )
-    except (YollavaError, ValueError, KeyError, FileNotFoundError) as e:
-        _fail(str(e))
-    _finish(results, out, f"Recognition: {ds.name}", _command_line())
+
+    def make_task():
+        return RecognitionTask(
+            load_dataset(dataset, data_root, train_per_subject, seed), subjects=_split(subjects), max_subjects=max_subjects,
+            pool_negatives=(20 if is_bo else 0) if pool_negatives is None else pool_negatives,
+            pool_hard_negatives=(10 if is_bo else 0) if pool_hard_negatives is None else pool_hard_negatives,
+            max_negatives=max_negatives, seed=seed, data_root=data_root,
+            protocol_extra={"train_per_subject": train_per_subject} if not is_bo else None)
+
+    _benchmark("recognition", methods, make_task, lambda task: f"Recognition: {task.dataset.name}", out=out, run_dir=run_dir, model=model,
+               options=recipe_options, seed=seed, pool=pool, index_dir=index_dir, caption_tokens=caption_tokens,
+               summary_tokens=summary_tokens, quiet=quiet, threads=threads, reuse=reuse)
 
 
 @eval_app.command("qa")
+@recipe_options
 def qa(
     kind: str = typer.Option("text", "--kind", help="text (400 text-only questions) | visual (questions on <bo>'s test photos)."),
     methods: str = typer.Option("yollava,vanilla,text-human", "--methods", help="Comma-separated: yollava, vanilla, vanilla-sks, text-human, text-model (and the yollava ablations)."),
@@ -189,8 +192,7 @@ def qa(
     subjects: str = typer.Option(None, "--subjects"),
     max_subjects: int = typer.Option(None, "--max-subjects"),
     seed: int = typer.Option(0, "--seed"),
-    recipe: str = RecipeOpt, epochs: int = EpochsOpt, k: int = KOpt, lr: float = LrOpt, batch_size: int = BatchOpt, patience: int = PatienceOpt,
-    n_easy: int = NEasyOpt, n_hard: int = NHardOpt, conversation_tokens: int = ConvTokOpt,
+    recipe_options: RecipeOptions = RECIPE_OPTIONS,
     pool: list[Path] = PoolOpt, index_dir: Path = IndexDirOpt,
     caption_tokens: int = CaptionTokOpt, summary_tokens: int = SummaryTokOpt,
     quiet: bool = typer.Option(False, "--quiet"),
@@ -198,27 +200,16 @@ def qa(
     reuse: list[Path] = ReuseOpt,
 ):
     """Yo'LLaVA two-choice questions, scored by P("A") vs P("B") as the first answer token."""
-    from .methods import parse_methods
-    from .qa import QA_METHODS, run_qa
+    from .qa import QATask
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    try:
-        names = parse_methods(methods, QA_METHODS)
-    except ValueError as e:
-        _fail(str(e))
-    train, data, recipe_name = _configs(recipe, epochs, k, lr, batch_size, patience, seed, n_easy, n_hard, conversation_tokens)
-    _threads(threads)
-    engine = _engine(model)
-    try:
-        results = run_qa(engine, kind, names, _default_run_dir(out, run_dir), subjects=_split(subjects), max_subjects=max_subjects,
-                         train=train, data=data, recipe=recipe_name, pool_fn=_pool_fn(pool, index_dir), data_root=data_root,
-                         caption_tokens=caption_tokens, summary_tokens=summary_tokens, progress=not quiet, echo=typer.echo, reuse_from=reuse)
-    except (YollavaError, ValueError, KeyError, FileNotFoundError) as e:
-        _fail(str(e))
-    _finish(results, out, f"Question answering ({kind})", _command_line())
+    _benchmark("qa", methods, lambda: QATask(kind, subjects=_split(subjects), max_subjects=max_subjects, data_root=data_root),
+               lambda task: f"Question answering ({kind})", out=out, run_dir=run_dir, model=model, options=recipe_options, seed=seed,
+               pool=pool, index_dir=index_dir, caption_tokens=caption_tokens, summary_tokens=summary_tokens, quiet=quiet, threads=threads,
+               reuse=reuse)
 
 
 @eval_app.command("caption")
+@recipe_options
 def caption(
     dataset: str = typer.Option("myvlm", "--dataset", "-d", help="bo | myvlm | a folder DIR/<subject>/*.jpg"),
     methods: str = typer.Option("yollava,vanilla,text-human", "--methods"),
@@ -232,8 +223,7 @@ def caption(
     max_new_tokens: int = typer.Option(48, "--max-new-tokens", help="Caption length."),
     train_per_subject: int = typer.Option(4, "--train-per-subject"),
     seed: int = typer.Option(0, "--seed"),
-    recipe: str = RecipeOpt, epochs: int = EpochsOpt, k: int = KOpt, lr: float = LrOpt, batch_size: int = BatchOpt, patience: int = PatienceOpt,
-    n_easy: int = NEasyOpt, n_hard: int = NHardOpt, conversation_tokens: int = ConvTokOpt,
+    recipe_options: RecipeOptions = RECIPE_OPTIONS,
     pool: list[Path] = PoolOpt, index_dir: Path = IndexDirOpt,
     caption_tokens: int = CaptionTokOpt, summary_tokens: int = SummaryTokOpt,
     quiet: bool = typer.Option(False, "--quiet"),
@@ -241,27 +231,16 @@ def caption(
     reuse: list[Path] = ReuseOpt,
 ):
     """MyVLM caption recall: share of "Describe this photo." captions of the subject's test photos that name it."""
-    from .caption import CAPTION_METHODS, run_caption
+    from .caption import CaptionTask
     from .datasets import load_dataset
-    from .methods import parse_methods
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    try:
-        names = parse_methods(methods, CAPTION_METHODS)
-        ds = load_dataset(dataset, data_root, train_per_subject, seed)
-    except (ValueError, FileNotFoundError) as e:
-        _fail(str(e))
-    train, data, recipe_name = _configs(recipe, epochs, k, lr, batch_size, patience, seed, n_easy, n_hard, conversation_tokens)
-    _threads(threads)
-    engine = _engine(model)
-    try:
-        results = run_caption(engine, ds, names, _default_run_dir(out, run_dir), subjects=_split(subjects), max_subjects=max_subjects,
-                              max_photos=max_photos, train=train, data=data, recipe=recipe_name, pool_fn=_pool_fn(pool, index_dir),
-                              max_new_tokens=max_new_tokens, caption_tokens=caption_tokens, summary_tokens=summary_tokens,
-                              seed=seed, progress=not quiet, echo=typer.echo, reuse_from=reuse)
-    except (YollavaError, ValueError, KeyError, FileNotFoundError) as e:
-        _fail(str(e))
-    _finish(results, out, f"Caption recall: {ds.name}", _command_line())
+    def make_task():
+        return CaptionTask(load_dataset(dataset, data_root, train_per_subject, seed), subjects=_split(subjects), max_subjects=max_subjects,
+                           max_photos=max_photos, max_new_tokens=max_new_tokens, seed=seed)
+
+    _benchmark("caption", methods, make_task, lambda task: f"Caption recall: {task.dataset.name}", out=out, run_dir=run_dir, model=model,
+               options=recipe_options, seed=seed, pool=pool, index_dir=index_dir, caption_tokens=caption_tokens,
+               summary_tokens=summary_tokens, quiet=quiet, threads=threads, reuse=reuse)
 
 
 @eval_app.command("forgetting")
@@ -279,7 +258,7 @@ def forgetting(
     """Answers to general questions, with and without a photo, are identical with concepts loaded vs none."""
     from ..engine import YoLLaVA
     from ..paths import default_data_root
-    from .forgetting import forgetting_check, forgetting_markdown
+    from .forgetting import ForgettingTask, forgetting_markdown
 
     _threads(threads)
     try:
@@ -292,7 +271,7 @@ def forgetting(
         photo = [p if p.is_file() else sorted(p.glob("*.jpg"))[0] for p in photo]
     n_random = (0 if concepts else 3) if n_random is None else n_random
     try:
-        result = forgetting_check(engine, concepts or [], n_random, photo, max_new_tokens=max_new_tokens)
+        result = ForgettingTask(concepts or [], n_random, photo, max_new_tokens=max_new_tokens).run(engine)
     except YollavaError as e:
         _fail(str(e))
     typer.echo(f"{result['identical']}/{result['cases']} answers identical with {len(result['concepts_loaded'])} concepts loaded; "

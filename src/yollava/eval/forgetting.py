@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 
 from ..engine import ImageLike, YoLLaVA
+from .driver import Task
+from .registry import register_task
 
 GENERAL_QUESTIONS = [
     "What is the capital of France?",
@@ -100,3 +102,23 @@ def forgetting_markdown(result: dict, command: str | None = None) -> str:
             ans += " / " + r["answer_with"].replace("|", "\\|").replace("\n", " ")
         lines.append(f"| {r['question']} | {r['photo'] or '–'} | {'yes' if r['identical'] else '**no**'} | {ans[:160]} |")
     return "\n".join(lines) + "\n"
+
+
+@register_task("forgetting")
+class ForgettingTask(Task):
+    """Not run per (method, subject): one check of the base model with concepts loaded (:func:`forgetting_check`).
+    Registered so that its results have a report like every task's (``yollava eval report``)."""
+
+    def __init__(self, concepts: Sequence[str | Path] = (), n_random: int = 0, images: Sequence[ImageLike] = (),
+                 questions: Sequence[str] = GENERAL_QUESTIONS, photo_questions: Sequence[str] = PHOTO_QUESTIONS,
+                 max_new_tokens: int = 32, k: int = 16):
+        self.subjects = []
+        self.options = dict(concepts=concepts, n_random=n_random, images=images, questions=questions, photo_questions=photo_questions,
+                            max_new_tokens=max_new_tokens, k=k)
+
+    def run(self, engine: YoLLaVA) -> dict:
+        return forgetting_check(engine, **self.options)
+
+    @staticmethod
+    def markdown(results: dict, title: str | None = None) -> str:
+        return forgetting_markdown(results, results.get("command"))

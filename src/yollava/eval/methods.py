@@ -20,6 +20,10 @@ Every language-model method is a way of *introducing* the subject before a quest
 and ``head`` is not a language-model method: a logistic regression on the pooled vision features
 (the image pool's embedder, EfficientNet-Lite0 by default) of the training photos vs the negatives the
 training-set builder chose for the subject (MyVLM-style concept head). It only does recognition.
+
+Each is one class registered with ``@register_method`` (:mod:`yollava.eval.registry`); the benchmark
+driver (:mod:`yollava.eval.driver`) makes it by name and calls ``prepare`` / the task's scoring /
+``release`` for every subject.
 """
 
 from __future__ import annotations
@@ -36,9 +40,11 @@ import numpy as np
 
 from ..data.pool import atomic_write_json
 from ..engine import RECOGNITION_QUERY, YoLLaVA
-from ..personalize import DataConfig
+from ..recipes import DataConfig
 from ..train import TrainConfig
 from .datasets import Subject
+from .registry import _METHODS as _registered_methods
+from .registry import make_method, method_names, parse_methods, register_method
 from .scoring import yes_probabilities
 from .store import settings_differences
 
@@ -65,8 +71,9 @@ ABLATIONS = {  # the paper's data ablations (Table 7) and recipe v2's two kinds 
     "yollava-no-short": {"short_answers": False},
     "yollava-no-sentence": {"sentence_answers": False},
 }
-METHODS = ("yollava", "vanilla", "vanilla-sks", "text-human", "text-model", "head", *ABLATIONS)
-LLM_METHODS = tuple(m for m in METHODS if m != "head")
+#: the tasks each ablation is offered for on the command line (the others: every task)
+ABLATION_TASKS = {"yollava-no-short": ("recognition",), "yollava-no-sentence": ("recognition",)}
+ALL_TASKS = ("recognition", "qa", "caption")
 
 
 class Unavailable(Exception):
@@ -124,8 +131,19 @@ class Prompting:
 
 
 class Method:
+    """A way to answer the benchmark's questions about a subject. Subclass it, override ``prompting`` (a
+    language-model method) or ``recognition_scores`` (anything else), and register it with
+    ``@register_method("name")``: that is all a new baseline needs."""
+
     name: str = ""
+    #: whether it answers with the language model (False: recognition scores only)
     llm: bool = True
+    #: the tasks it is offered for on the command line (``register_method(tasks=...)`` overrides)
+    tasks: tuple[str, ...] = ALL_TASKS
+
+    def __init__(self, name: str | None = None):
+        if name:
+            self.name = name
 
     def prepare(self, ctx: EvalContext, subject: Subject) -> dict:
         """Train / describe / fit what the subject needs (cached); returns info for the record."""
@@ -147,6 +165,7 @@ class Method:
 
 
 # ---- Yo'LLaVA ------------------------------------------------------------------------------------
+@register_method("yollava")
 class YollavaMethod(Method):
     def __init__(self, name: str = "yollava", **data_overrides):
         self.name = name
@@ -243,6 +262,8 @@ def _training_info(meta: dict, cached: bool) -> dict:
 
 
 # ---- prompting baselines -------------------------------------------------------------------------
+@register_method("vanilla-sks", tasks=("recognition", "qa"), placeholder="sks")
+@register_method("vanilla")  # (decorators apply bottom-up: "vanilla" is registered first)
 class VanillaMethod(Method):
     """No information about the subject. ``vanilla`` names it by its plain name ("bo", "shiba gray");
     ``vanilla-sks`` by the meaningless placeholder "sks", as the paper's identifiers are: many subject
@@ -256,6 +277,7 @@ class VanillaMethod(Method):
         return Prompting("", [], self.placeholder or subject.plain)
 
 
+@register_method("text-human")
 class TextHumanMethod(Method):
     name = "text-human"
 
@@ -268,12 +290,14 @@ class TextHumanMethod(Method):
         return Prompting(plain_text(subject.description or ""), [], subject.plain)
 
 
+@register_method("text-model")
 class TextModelMethod(Method):
     """Paper Table 27: the base model captions each training photo, then summarises the captions."""
 
     name = "text-model"
 
-    def __init__(self):
+    def __init__(self, name: str | None = None):
+        super().__init__(name)
         self._descriptions: dict[str, str] = {}
 
     def path(self, ctx: EvalContext, subject: Subject) -> Path:
@@ -331,13 +355,16 @@ def _model_id(ctx: EvalContext) -> str:
 
 
 # ---- concept head --------------------------------------------------------------------------------
+@register_method("head")
 class HeadMethod(Method):
     """Logistic regression on pooled vision features: training photos vs the builder's negatives."""
 
     name = "head"
     llm = False
+    tasks = ("recognition",)
 
-    def __init__(self):
+    def __init__(self, name: str | None = None):
+        super().__init__(name)
         self._models: dict[str, Any] = {}
 
     def _embed(self, ctx: EvalContext, paths: list[Path]) -> np.ndarray:
@@ -387,29 +414,12 @@ class HeadMethod(Method):
         self._models.pop(subject.name, None)
 
 
-def make_method(name: str) -> Method:
-    if name == "yollava":
-        return YollavaMethod()
-    if name in ABLATIONS:
-        return YollavaMethod(name, **ABLATIONS[name])
-    if name == "vanilla":
-        return VanillaMethod()
-    if name == "vanilla-sks":
-        return VanillaMethod(name, placeholder="sks")
-    if name == "text-human":
-        return TextHumanMethod()
-    if name == "text-model":
-        return TextModelMethod()
-    if name == "head":
-        return HeadMethod()
-    raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+for _name, _overrides in ABLATIONS.items():
+    register_method(_name, tasks=ABLATION_TASKS.get(_name, ALL_TASKS), **_overrides)(YollavaMethod)
 
+#: the built-in methods, in the order they are listed (the registry may hold more: ``method_names()``)
+METHODS = tuple(_registered_methods)
+LLM_METHODS = tuple(m for m in METHODS if m != "head")
 
-def parse_methods(spec: str | list[str], allowed: tuple[str, ...] = METHODS) -> list[str]:
-    names = [m.strip() for m in (spec.split(",") if isinstance(spec, str) else spec) if m.strip()]
-    bad = [m for m in names if m not in allowed]
-    if bad:
-        raise ValueError(f"unknown method(s) {', '.join(bad)}; choose from {', '.join(allowed)}")
-    if not names:
-        raise ValueError("no method given")
-    return list(dict.fromkeys(names))
+__all__ = ["ABLATIONS", "EvalContext", "LLM_METHODS", "METHODS", "Method", "Prompting", "Unavailable", "make_method", "method_names",
+           "parse_methods", "plain_text", "register_method"]

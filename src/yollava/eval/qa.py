@@ -29,21 +29,23 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from ..images import list_images
 from ..paths import default_data_root
-from ..personalize import DataConfig
+from ..recipes import DataConfig
 from ..train import TrainConfig
 from .datasets import Subject, yollava_descriptions, _strip_identifier
-from .methods import EvalContext, Unavailable, make_method
+from .driver import Task, run_benchmark
+from .methods import EvalContext, Method
+from .registry import method_names, register_task
+from .report import qa_markdown
 from .scoring import answer_loglikelihoods, option_probabilities
 from .store import RunStore
 
 QA_FILES = {"text": "yollava-text-only-qa.rap.json", "visual": "yollava-visual-qa.official.json"}
-QA_METHODS = ("yollava", "vanilla", "vanilla-sks", "text-human", "text-model", "yollava-no-hard", "yollava-no-conv")
 MCQ_PROMPT = "{question}\nA. {a}\nB. {b}\nAnswer with the option's letter from the given choices directly."
 _SKS = re.compile(r"<sks>|\bsks\b")
 PROTOCOL_VERSION = 2  # 2: every question asked with its options as given and swapped
@@ -122,6 +124,86 @@ def qa_subjects(names: list[str], data_root: str | Path | None = None) -> list[S
     return out
 
 
+@register_task("qa")
+class QATask(Task):
+    """Two-choice questions per subject, scored by the option letter (both orders) and by option likelihood."""
+
+    chance_line = True
+    markdown = staticmethod(qa_markdown)
+
+    def __init__(self, kind: str, *, subjects: list[str] | None = None, max_subjects: int | None = None,
+                 data_root: Path | None = None):
+        items, counts = load_qa(kind, data_root)
+        names = list(dict.fromkeys(it.subject for it in items))
+        if subjects:
+            unknown = [s for s in subjects if s not in names]
+            if unknown:
+                raise ValueError(f"no {kind} questions for {', '.join(unknown)} (have: {', '.join(names)})")
+            names = [s for s in names if s in subjects]
+        names = names[:max_subjects] if max_subjects else names
+        self.kind, self.items, self.counts = kind, items, counts
+        self.subjects = qa_subjects(names, data_root)
+
+    def protocol(self, common: dict[str, Any]) -> dict[str, Any]:
+        return {"task": "qa", "kind": self.kind, "version": PROTOCOL_VERSION, "prompt": MCQ_PROMPT, "model": common["model"],
+                "recipe": common["recipe"], "train": common["train"], "data": common["data"], "caption_tokens": common["caption_tokens"],
+                "summary_tokens": common["summary_tokens"], "training_photos": {s.name: [p.name for p in s.train] for s in self.subjects}}
+
+    def stored_protocol(self, protocol: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in protocol.items() if k != "training_photos"}
+
+    def score(self, ctx: EvalContext, method: Method, subject: Subject, info: dict, started: float) -> dict[str, Any]:
+        engine = ctx.engine
+        mine = [it for it in self.items if it.subject == subject.name]
+        p = method.prompting(ctx, subject)
+        t1 = time.perf_counter()
+        record: dict[str, Any] = {"info": info, "questions": [it.qid for it in mine], "n_training_photos": len(subject.train)}
+        for swapped, key in ((False, ""), (True, "_swapped")):
+            prompts = [p.ask_raw(it.prompt(p.mention, swapped)) for it in mine]
+            probs = option_probabilities(engine, prompts, [it.image for it in mine], ("A", "B"), concepts=p.concepts)
+            correct = [it.correct_letter(swapped) for it in mine]
+            record[f"answers{key}"] = ["A" if pa >= pb else "B" for pa, pb in probs]
+            record[f"correct{key}"] = correct
+            record[f"p_correct{key}"] = [round(pr[0] if c == "A" else pr[1], 6) for pr, c in zip(probs, correct)]
+        record |= _likelihood_answers(engine, p, mine)
+        record |= {"prepare_seconds": round(t1 - started, 2), "score_seconds": round(time.perf_counter() - t1, 2)}
+        record |= _qa_scores(record)
+        return record
+
+    def describe(self, record: dict) -> str:
+        return (f"accuracy {record['accuracy']:.2f} (as given {record['accuracy_as_given']:.2f}, "
+                f"both orders {record['accuracy_both_orders']:.2f}) on {len(record['questions'])} questions")
+
+    def finish(self, results: dict, protocol: dict, store: RunStore) -> dict:
+        counts = self.counts
+        return results | {
+            "kind": self.kind, "protocol": dict(protocol), "counts": counts, "run_dir": str(store.dir),
+            "notes": f"{counts['asked']} of {counts['questions_in_file']} questions in {counts['file']} asked "
+                     f"({counts['missing_photos']} need photos that are not here); training photos for yollava: <bo>, <mam> 10 "
+                     "official ones, every other subject the single photo in one_image_per_concept, <shiba-black> none."}
+
+    @classmethod
+    def summarise(cls, r: dict) -> dict:
+        return {**_qa_scores(r), "n": len(r["answers"]), "n_training_photos": r.get("n_training_photos")}
+
+    @classmethod
+    def pool(cls, rows: list[dict]) -> dict:
+        keys = ["answers", "correct", "answers_swapped", "correct_swapped"]
+        keys += [k for k in ("answers_likelihood", "answers_likelihood_sum") if rows and all(k in r for r in rows)]
+        merged = {key: [x for r in rows for x in r[key]] for key in keys}
+        pc = [p for r in rows for p in r["p_correct"] + r["p_correct_swapped"]]
+        return {"subjects": len(rows), "n": len(merged["answers"]), **_qa_scores(merged),
+                "answered_A": (sum(a == "A" for a in merged["answers"] + merged["answers_swapped"]) / (2 * len(merged["answers"]))
+                               if merged["answers"] else None),
+                "mean_p_correct": sum(pc) / len(pc) if pc else None}
+
+    @classmethod
+    def chart_series(cls, results: dict) -> dict[str, list]:
+        overall = results["overall"]
+        return {"option likelihood": [overall.get(m, {}).get("accuracy_likelihood") for m in results["methods"]],
+                "letter (both orders)": [overall.get(m, {}).get("accuracy") for m in results["methods"]]}
+
+
 def run_qa(
     engine,
     kind: str,
@@ -141,60 +223,9 @@ def run_qa(
     echo: Callable[[str], None] = print,
     reuse_from: list[Path] | None = None,
 ) -> dict:
-    train, data = train or TrainConfig(), data or DataConfig()
-    items, counts = load_qa(kind, data_root)
-    names = list(dict.fromkeys(it.subject for it in items))
-    if subjects:
-        unknown = [s for s in subjects if s not in names]
-        if unknown:
-            raise ValueError(f"no {kind} questions for {', '.join(unknown)} (have: {', '.join(names)})")
-        names = [s for s in names if s in subjects]
-    names = names[:max_subjects] if max_subjects else names
-    chosen = qa_subjects(names, data_root)
-    protocol = {"task": "qa", "kind": kind, "version": PROTOCOL_VERSION, "prompt": MCQ_PROMPT, "model": engine.fingerprint(),
-                "recipe": recipe, "train": asdict(train), "data": asdict(data), "caption_tokens": caption_tokens, "summary_tokens": summary_tokens,
-                "training_photos": {s.name: [p.name for p in s.train] for s in chosen}}
-    store = RunStore(run_dir, {k: v for k, v in protocol.items() if k != "training_photos"})
-    ctx = EvalContext(engine, store.dir, train, data, recipe_name=recipe, pool_fn=pool_fn, caption_tokens=caption_tokens, summary_tokens=summary_tokens, progress=progress, reuse_from=list(reuse_from or []))
-    done = store.done()
-    for mname in methods:
-        method = make_method(mname)
-        for subject in chosen:
-            if (mname, subject.name) in done:
-                echo(f"{mname} / {subject.name}: done earlier, skipped")
-                continue
-            mine = [it for it in items if it.subject == subject.name]
-            record: dict[str, Any] = {"task": "qa", "method": mname, "subject": subject.name}
-            t0 = time.perf_counter()
-            try:
-                info = method.prepare(ctx, subject)
-                p = method.prompting(ctx, subject)
-                t1 = time.perf_counter()
-                record |= {"info": info, "questions": [it.qid for it in mine], "n_training_photos": len(subject.train)}
-                for swapped, key in ((False, ""), (True, "_swapped")):
-                    prompts = [p.ask_raw(it.prompt(p.mention, swapped)) for it in mine]
-                    probs = option_probabilities(engine, prompts, [it.image for it in mine], ("A", "B"), concepts=p.concepts)
-                    correct = [it.correct_letter(swapped) for it in mine]
-                    record[f"answers{key}"] = ["A" if pa >= pb else "B" for pa, pb in probs]
-                    record[f"correct{key}"] = correct
-                    record[f"p_correct{key}"] = [round(pr[0] if c == "A" else pr[1], 6) for pr, c in zip(probs, correct)]
-                record |= _likelihood_answers(engine, p, mine)
-                record |= {"prepare_seconds": round(t1 - t0, 2), "score_seconds": round(time.perf_counter() - t1, 2)}
-                record |= _qa_scores(record)
-            except Unavailable as e:
-                record["unavailable"] = str(e)
-            finally:
-                method.release(ctx, subject)
-            store.append(record)
-            echo(f"{mname} / {subject.name}: " + (f"unavailable ({record['unavailable']})" if "unavailable" in record
-                                                   else f"accuracy {record['accuracy']:.2f} (as given {record['accuracy_as_given']:.2f}, "
-                                                        f"both orders {record['accuracy_both_orders']:.2f}) on {len(mine)} questions"))
-    results = aggregate_qa(store.records(), methods, [s.name for s in chosen])
-    results |= {"kind": kind, "protocol": {k: v for k, v in protocol.items()}, "counts": counts, "run_dir": str(store.dir),
-                "notes": f"{counts['asked']} of {counts['questions_in_file']} questions in {counts['file']} asked "
-                         f"({counts['missing_photos']} need photos that are not here); training photos for yollava: <bo>, <mam> 10 "
-                         "official ones, every other subject the single photo in one_image_per_concept, <shiba-black> none."}
-    return results
+    task = QATask(kind, subjects=subjects, max_subjects=max_subjects, data_root=data_root)
+    return run_benchmark(task, engine, methods, run_dir, train=train, data=data, recipe=recipe, pool_fn=pool_fn,
+                         caption_tokens=caption_tokens, summary_tokens=summary_tokens, progress=progress, echo=echo, reuse_from=reuse_from)
 
 
 def _likelihood_answers(engine, p, items: list[QAItem]) -> dict:
@@ -233,29 +264,8 @@ def _qa_scores(r: dict) -> dict:
 
 
 def aggregate_qa(records: list[dict], methods: list[str], subjects: list[str]) -> dict:
-    latest = {(r["method"], r["subject"]): r for r in records if r.get("task") == "qa"}
-    per_subject: dict[str, dict] = {m: {} for m in methods}
-    overall = {}
-    for m in methods:
-        rows: list[dict] = []
-        pc: list[float] = []
-        k = 0
-        for s in subjects:
-            r = latest.get((m, s))
-            if r is None:
-                continue
-            if "unavailable" in r:
-                per_subject[m][s] = {"unavailable": r["unavailable"]}
-                continue
-            per_subject[m][s] = {**_qa_scores(r), "n": len(r["answers"]), "n_training_photos": r.get("n_training_photos")}
-            rows.append(r)
-            pc += r["p_correct"] + r["p_correct_swapped"]
-            k += 1
-        keys = ["answers", "correct", "answers_swapped", "correct_swapped"]
-        keys += [k for k in ("answers_likelihood", "answers_likelihood_sum") if rows and all(k in r for r in rows)]
-        merged = {key: [x for r in rows for x in r[key]] for key in keys}
-        overall[m] = {"subjects": k, "n": len(merged["answers"]), **_qa_scores(merged),
-                      "answered_A": (sum(a == "A" for a in merged["answers"] + merged["answers_swapped"]) / (2 * len(merged["answers"]))
-                                     if merged["answers"] else None),
-                      "mean_p_correct": sum(pc) / len(pc) if pc else None}
-    return {"task": "qa", "methods": methods, "subjects": subjects, "overall": overall, "per_subject": per_subject}
+    return QATask.aggregate(records, methods, subjects)
+
+
+#: the methods ``yollava eval qa`` offers (registered for the "qa" task)
+QA_METHODS = method_names("qa")

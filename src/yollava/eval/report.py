@@ -24,15 +24,19 @@ def _f(x: Any, digits: int = 3) -> str:
 
 
 def write_report(results: dict, out: str | Path, title: str | None = None) -> list[Path]:
-    """Write ``out`` (JSON) and, beside it, ``<stem>.md`` and ``<stem>.png``; returns the three paths."""
+    """Write ``out`` (JSON) and, beside it, ``<stem>.md`` and ``<stem>.png`` (when the task draws a chart);
+    returns the paths. The task (``results["task"]``) writes its own markdown and names its chart's bars."""
+    from .registry import get_task
+
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, results)
     md = out.with_suffix(".md")
     png = out.with_suffix(".png")
-    task = results.get("task", "recognition")
-    text = {"recognition": recognition_markdown, "qa": qa_markdown, "caption": caption_markdown}[task](results, title)
-    md.write_text(text, encoding="utf-8")
+    task = get_task(results.get("task", "recognition"))
+    md.write_text(task.markdown(results, title), encoding="utf-8")
+    if task.chart_series(results) is None:
+        return [out, md]
     bar_chart(results, png, title)
     return [out, md, png]
 
@@ -157,17 +161,11 @@ def bar_chart(results: dict, path: str | Path, title: str | None = None) -> Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    task = results.get("task", "recognition")
+    from .registry import get_task
+
+    task = get_task(results.get("task", "recognition"))
     methods = results["methods"]
-    overall = results["overall"]
-    if task == "recognition":
-        series = {"weighted accuracy": [overall.get(m, {}).get("weighted_accuracy") for m in methods],
-                  "ROC-AUC": [overall.get(m, {}).get("auc") for m in methods]}
-    elif task == "qa":
-        series = {"option likelihood": [overall.get(m, {}).get("accuracy_likelihood") for m in methods],
-                  "letter (both orders)": [overall.get(m, {}).get("accuracy") for m in methods]}
-    else:
-        series = {"recall": [overall.get(m, {}).get("recall") for m in methods]}
+    series = task.chart_series(results)
     fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(methods) + 2), 3.8))
     width = 0.8 / len(series)
     for j, (label, values) in enumerate(series.items()):
@@ -177,13 +175,13 @@ def bar_chart(results: dict, path: str | Path, title: str | None = None) -> Path
         for b, v in zip(bars, values):
             ax.annotate("n/a" if v is None else f"{v:.2f}", (b.get_x() + b.get_width() / 2, b.get_height()),
                         ha="center", va="bottom", fontsize=7)
-    if task in ("recognition", "qa"):
+    if task.chance_line:
         ax.axhline(0.5, color="grey", lw=0.8, ls="--", label="chance")
     ax.set_xticks(range(len(methods)))
     ax.set_xticklabels(methods, rotation=20, ha="right")
     ax.set_ylim(0, 1.22)
     ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
-    ax.set_title(title or results.get("title") or task)
+    ax.set_title(title or results.get("title") or task.name)
     ax.legend(fontsize=8, loc="upper center", ncol=3, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import typer
 
+from ..cli_options import RECIPE_OPTIONS, recipe_options
+from ..recipes import RecipeOptions
 from .config import default_server_home
 
 HomeOpt = typer.Option(None, "--home", help="The server's state folder (database, users' concepts, jobs). Default: $YOLLAVA_HOME/server.")
@@ -25,20 +27,13 @@ def _home(home: Path | None) -> Path:
     return Path(home) if home else default_server_home()
 
 
+@recipe_options
 def serve_command(
     model: str = typer.Option("pocket", "--model", "-m", help="'pocket' (embedded default), or a local folder / HF-cache id of a LLaVA or Qwen2-VL checkpoint."),
     home: Path = HomeOpt,
     host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback by default; put TLS in front of anything else)."),
     port: int = typer.Option(8000, help="Port to listen on."),
-    recipe: str = typer.Option("fast", "--recipe", "-r", help="Training recipe for uploaded concepts: fast (default, minutes) | paper (hours on a CPU); the options below change single settings."),
-    epochs: int = typer.Option(None, help="Epochs (default: the recipe's)."),
-    k: int = typer.Option(None, help="Latent tokens per concept (default 16)."),
-    batch_size: int = typer.Option(None, help="Training batch size (default 8)."),
-    patience: int = typer.Option(None, help="Stop after this many epochs without a better held-back score."),
-    n_easy: int = typer.Option(None, help="Random pool photos as easy negatives (default 100; 0 for none)."),
-    n_hard: int = typer.Option(None, help="Retrieved hard negatives (default 100)."),
-    no_hard_negatives: bool = typer.Option(False, "--no-hard-negatives", help="Train without retrieved hard negatives."),
-    no_conversations: bool = typer.Option(False, "--no-conversations", help="Train without synthesised text-only conversations (much faster)."),
+    recipe_options: RecipeOptions = RECIPE_OPTIONS,
     pool: list[Path] = typer.Option(None, "--pool", help="Folder(s) of generic photos for negatives (default: the shared pool)."),
     max_photos: int = typer.Option(None, help="Photos per concept upload (default 20)."),
     max_request_mb: int = typer.Option(None, help="Largest request body in MiB (default 64)."),
@@ -68,25 +63,13 @@ def serve_command(
     from ..engine import YoLLaVA
     from .config import ServerConfig, limits_from_flags
 
-    from ..recipes import get_recipe
-
     try:
-        chosen = get_recipe(recipe)
+        chosen = recipe_options.to_recipe()
     except ValueError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
     config = ServerConfig(model=model, home=_home(home), host=host, port=port, resume_jobs=not no_resume, keep_uploads=keep_uploads,
                           recipe_name=chosen.name, train=chosen.train, data=chosen.data)
-    for field, value in (("epochs", epochs), ("k", k), ("batch_size", batch_size), ("patience", patience)):
-        if value is not None:
-            setattr(config.train, field, value)
-    for field, value in (("n_easy_negatives", n_easy), ("n_hard_negatives", n_hard)):
-        if value is not None:
-            setattr(config.data, field, value)
-    if no_hard_negatives:
-        config.data.hard_negatives = False
-    if no_conversations:
-        config.data.conversations = False
     config.pool_dirs = list(pool) if pool else None
     try:
         limits = limits_from_flags(

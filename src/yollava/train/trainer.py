@@ -62,6 +62,20 @@ class TrainConfig:
     #: recompute the frozen decoder's activations in backward (less memory, more compute; no prefix cache)
     gradient_checkpointing: bool = False
 
+    def __post_init__(self):
+        for name, minimum in (("k", 1), ("epochs", 1), ("batch_size", 1), ("eval_every", 1), ("seed", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"{name} must be an integer >= {minimum}, not {value!r}")
+        if self.patience is not None and (isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 1):
+            raise ValueError(f"patience must be None or an integer >= 1, not {self.patience!r}")
+        if not (isinstance(self.lr, (int, float)) and 0 < self.lr < float("inf")):
+            raise ValueError(f"lr must be a positive number, not {self.lr!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and 0 <= self.weight_decay < float("inf")):
+            raise ValueError(f"weight_decay must be a number >= 0, not {self.weight_decay!r}")
+        if not (isinstance(self.holdout_fraction, (int, float)) and 0 <= self.holdout_fraction < 1):
+            raise ValueError(f"holdout_fraction must be in [0, 1), not {self.holdout_fraction!r}")
+
 
 @dataclass
 class TrainResult:
