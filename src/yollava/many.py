@@ -18,7 +18,8 @@ from .data.builder import expand_photos
 from .engine import YoLLaVA
 from .errors import InvalidConceptNameError, NotEnoughPhotosError
 from .images import file_sha256
-from .personalize import DataConfig, build_data, check_photos
+from .personalize import build_data, check_photos
+from .recipes import DataConfig
 from .train import ConceptTrainer, TrainConfig
 
 log = logging.getLogger(__name__)

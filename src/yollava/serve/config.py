@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..paths import data_home
-from ..personalize import DataConfig
+from ..recipes import DataConfig
 from ..recipes import Recipe, get_recipe
 from ..train import TrainConfig
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from ..data.builder import build_training_set
 from ..data.templates import conversation_questions
 from ..data.training_set import TrainingSet
-from ..personalize import DataConfig
+from ..recipes import DataConfig
 from ..train import TrainConfig
 from .config import ServerConfig
 from .host import ModelHost, locked_steps

@@ -11,7 +11,7 @@ import time
 
 from PIL import Image
 
-from ..personalize import DataConfig
+from ..recipes import DataConfig
 from ..train import TrainConfig
 
 
