@@ -17,6 +17,7 @@ from PIL import Image
 
 import yollava.engine.model as engine_module
 from yollava.concepts import load_concept
+from yollava.data.templates import RECOGNITION_QUERY
 from yollava.engine import YoLLaVA
 from yollava.models import Message, load_model
 from yollava.models.tiny import TINY_BUILDERS
@@ -103,14 +104,32 @@ def test_cached_generation_agrees_with_a_full_forward(fam_engine: YoLLaVA, monke
     assert logits.argmax(-1).tolist() == chosen
 
 
-#: tiny random Qwen3-VL (q/k-norm bounds attention, deepstack adds large photo features to the first layers)
-#: learns the synthetic concept too slowly for this budget: held-back AUC 0.59-0.66 after 20 epochs
-#: (0.98 in one 12-epoch run without a held-back slice), so only the direction of learning is asserted.
-SLOW_LEARNERS = {"qwen3_vl"}
+def test_a_padded_batch_of_photos_scores_as_each_photo_alone(fam_engine: YoLLaVA):
+    """Photos of different sizes (with dynamic resolution: different photo-token counts and padding) in one batch: the
+    concept's scores and answer losses are those of each photo alone (3-D RoPE, deepstack features and
+    photo attention placed per row, concept rows reach every row)."""
+    fam_engine.new_concept("bo", k=3, seed=1)
+    photos = [Image.new("RGB", size, colour) for size, colour in
+              [((40, 56), (200, 30, 30)), ((64, 32), (30, 200, 30)), ((28, 28), (30, 30, 200)), ((56, 72), (220, 60, 40))]]
+    alone = [p for photo in photos for p in fam_engine.yes_probabilities("bo", [photo])]
+    assert fam_engine.yes_probabilities("bo", photos) == pytest.approx(alone, abs=1e-5)
+    items = [fam_engine.encode("Is <bo> in this photo?", image=p, answer=a) for p, a in zip(photos, ["Yes", "No", "No", "Yes"])]
+    if fam_engine.adapter.family.startswith("qwen"):  # dynamic resolution: rows of different lengths
+        assert len({len(e.input_ids) for e in items}) > 1
+    each = torch.stack([fam_engine.loss([e]) for e in items])
+    hidden, ids, answer = fam_engine.hidden_states(items)
+    batched = torch.stack([
+        torch.nn.functional.cross_entropy(fam_engine.bank.logits(hidden[i, :-1][answer[i, 1:]], fam_engine.adapter.lm_head).float(), ids[i, 1:][answer[i, 1:]])
+        for i in range(len(items))
+    ])
+    torch.testing.assert_close(batched, each, rtol=1e-5, atol=1e-5)
 
 
 def test_training_learns_a_concept_and_leaves_the_base_bit_identical(fam_engine: YoLLaVA, tmp_path):
-    q = "Is <bo> in this photo?"
+    # trained on the query that yes_probabilities reads, as the product recipe does (SHORT_QUERIES[0]): a
+    # tiny random base does not carry a concept from one wording to another (tiny Qwen3-VL trained on
+    # "Is <bo> in this photo?" separates on that wording, AUC 1.0, and is inverted on the query, AUC 0.01)
+    q = RECOGNITION_QUERY.format(identifier="<bo>")
     pos = make_photos(tmp_path / "pos", 16, reddish, seed=1)
     neg = make_photos(tmp_path / "neg", 32, other_colour, seed=2)
     samples = [Sample(q, "Yes", p, "positive") for p in pos] + [Sample(q, "No", p, "negative") for p in neg]
@@ -124,10 +143,7 @@ def test_training_learns_a_concept_and_leaves_the_base_bit_identical(fam_engine:
     test_neg = make_photos(tmp_path / "tneg", 10, other_colour, seed=12)
     scores = fam_engine.yes_probabilities("bo", test_pos + test_neg)
     m = recognition_metrics([True] * 10 + [False] * 10, scores, result.concept.threshold)
-    if fam_engine.adapter.family in SLOW_LEARNERS:
-        assert result.history[-1]["loss"] < 0.5 * result.history[0]["loss"], result.history
-    else:
-        assert m["auc"] >= 0.9, m
+    assert m["auc"] >= 0.9, m
 
     # save / load round trip: bit-exact rows, same logits in a fresh engine on the same checkpoint
     fam_engine.save_concept("bo", tmp_path / "saved")
