@@ -24,6 +24,9 @@ training-set builder chose for the subject (MyVLM-style concept head). It only d
 Each is one class registered with ``@register_method`` (:mod:`yollava.eval.registry`); the benchmark
 driver (:mod:`yollava.eval.driver`) makes it by name and calls ``prepare`` / the task's scoring /
 ``release`` for every subject.
+
+(Slightly over 400 lines on purpose: the built-in methods are registered in the order ``--help`` and the
+reports list them, which is this file's order; split them and the order depends on import order.)
 """
 
 from __future__ import annotations
