@@ -225,3 +225,29 @@ def test_stage2_samples_are_balanced_and_answerable():
     yes = sum(s.answer == "Yes" for s in samples)
     no = sum(s.answer == "No" for s in samples)
     assert yes > 20 and no > 20 and 0.6 < yes / no < 1.6
+
+
+def test_a_concept_loads_only_on_the_pocket_weights_it_was_trained_for(tiny_llm, tmp_path):
+    from yollava.concepts import load_concept
+    from yollava.engine import YoLLaVA
+    from yollava.errors import ConceptMismatchError
+
+    a = tiny_pocket(tiny_llm)
+    engine = YoLLaVA(a, tmp_path)
+    engine.new_concept("bo", k=2)
+    engine.save_concept("bo")
+    trained_for = a.fingerprint()["pocket_weights_sha256"]
+    assert load_concept(tmp_path, "bo", a.fingerprint()).name == "bo"  # the same weights: loads
+    b = tiny_pocket(tiny_llm)
+    with torch.no_grad():  # one projector value the sampled weights_sha256 never sees (it reads 16 per tensor)
+        b.model.projector[2].weight[-1, -1] += 0.5
+    fp = b.fingerprint()
+    assert {k for k in fp if fp[k] != a.fingerprint()[k]} == {"pocket_weights_sha256"}
+    with pytest.raises(ConceptMismatchError) as e:
+        load_concept(tmp_path, "bo", fp)
+    assert trained_for in str(e.value) and fp["pocket_weights_sha256"] in str(e.value)
+    # a concept file made before the hash was recorded still loads on matching weights
+    meta = json.loads((tmp_path / "bo.json").read_text())
+    del meta["base_model"]["pocket_weights_sha256"]
+    (tmp_path / "bo.json").write_text(json.dumps(meta))
+    assert load_concept(tmp_path, "bo", a.fingerprint()).name == "bo"
