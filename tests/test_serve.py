@@ -123,8 +123,10 @@ def test_concept_life_cycle(serve_engine, tiny_model_dirs, tmp_path):
         r = c.post("/v1/recognize", headers=h, json={"concepts": ["bo"], "image": photo})
         assert r.status_code == 200, r.text
         (res,) = r.json()["results"]
-        assert res["concept"] == "bo" and res["answer"] in ("Yes", "No") and 0.0 <= res["p_yes"] <= 1.0
-        assert res["present"] == (res["answer"] == "Yes")
+        assert res["concept"] == "bo" and res["present"] == (res["answer"] == "Yes") == (res["p_yes"] >= res["threshold"])
+        assert res["present"], res  # one of its own photos
+        blue = c.post("/v1/recognize", headers=h, json={"concepts": ["bo"], "image": data_url(jpeg_bytes((20, 40, 220)))})
+        assert blue.json()["results"][0]["p_yes"] < res["p_yes"], (res, blue.json())
 
         r = c.get("/v1/concepts/bo/export", headers=h)
         assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
@@ -227,11 +229,12 @@ def test_streaming_format(serve_engine, tmp_path):
             raw = r.read().decode()
         # stop strings cut the answer (and the generation) before them
         text = _stream_text(raw)
-        if len(text.strip()) > 2:
-            stop = text.strip()[1:3]
-            cut = chat(c, h, "Tell me about <bo>.", max_tokens=8, stop=[stop]).json()
-            assert cut["choices"][0]["message"]["content"] == text[: text.find(stop)].strip()
-            assert cut["choices"][0]["finish_reason"] == "stop"
+        assert text == full["choices"][0]["message"]["content"] and len(text.strip()) > 2, text  # never skipped
+        stop = text.strip()[1:3]
+        cut = chat(c, h, "Tell me about <bo>.", max_tokens=8, stop=[stop]).json()
+        assert cut["choices"][0]["message"]["content"] == text[: text.find(stop)].strip()
+        assert cut["choices"][0]["finish_reason"] == "stop"
+        assert cut["usage"]["completion_tokens"] < full["usage"]["completion_tokens"] == 8  # generation stopped too (2 of 8)
     events = raw.split("\n\n")
     assert events[-1] == "" and events[-2] == "data: [DONE]"
     assert all(e.startswith("data: ") for e in events[:-1])
