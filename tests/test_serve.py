@@ -90,6 +90,7 @@ def put_concept(engine: YoLLaVA, folder: Path, name: str, seed: int = 0) -> None
 
 
 # ---- the whole life cycle --------------------------------------------------------------------
+@pytest.mark.slow
 def test_concept_life_cycle(serve_engine, tiny_model_dirs, tmp_path):
     home = tmp_path / "home"
     app = make_server(serve_engine, home, epochs=2)
@@ -423,6 +424,7 @@ def test_cancel_and_delete_while_training(serve_engine, tmp_path):
 
 
 # ---- restarts --------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_restart_resumes_interrupted_job(serve_engine, tmp_path):
     """A server stopped mid-training resumes the job from its last epoch checkpoint when it starts again."""
     home = tmp_path / "home"
@@ -448,6 +450,7 @@ def test_restart_resumes_interrupted_job(serve_engine, tmp_path):
     assert not (home / "users" / "1" / "jobs").exists() or not list((home / "users" / "1" / "jobs").iterdir())
 
 
+@pytest.mark.slow
 def test_restart_fails_unresumable_jobs_with_a_reason(serve_engine, tmp_path):
     home = tmp_path / "home"
     app = make_server(serve_engine, home)
@@ -503,6 +506,7 @@ def test_users_commands(serve_engine, tmp_path):
     assert run("users", "key", "nobody").exit_code == 1
 
 
+@pytest.mark.slow
 def test_full_recipe_job(serve_engine, tmp_path):
     """Conversations synthesised by the base model and negatives from a (tiny) photo pool: the answer
     cache lives in the job's folder and goes with it; the pool index is the server's, not the user's."""
