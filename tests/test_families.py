@@ -109,7 +109,13 @@ def test_cached_generation_agrees_with_a_full_forward(fam_engine: YoLLaVA, monke
 SLOW_LEARNERS = {"qwen3_vl"}
 
 
-def test_training_learns_a_concept_and_leaves_the_base_bit_identical(fam_engine: YoLLaVA, tmp_path):
+#: the quick run (``-m "not slow"``) trains these two families; every family trains in the full run (~10 s each)
+QUICK_FAMILIES = ("llava", "qwen2_vl")
+
+
+@pytest.mark.parametrize("family", [f if f in QUICK_FAMILIES else pytest.param(f, marks=pytest.mark.slow) for f in FAMILIES])
+def test_training_learns_a_concept_and_leaves_the_base_bit_identical(family_dirs, family, tmp_path):
+    fam_engine = YoLLaVA(load_model(str(family_dirs(family))), concepts_dir=tmp_path / "concepts")
     q = "Is <bo> in this photo?"
     pos = make_photos(tmp_path / "pos", 16, reddish, seed=1)
     neg = make_photos(tmp_path / "neg", 32, other_colour, seed=2)
