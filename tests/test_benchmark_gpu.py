@@ -5,7 +5,10 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
 
+
+@pytest.mark.slow  # runs the benchmark script end to end (~15 s)
 def test_train_speed_gpu_tiny(tmp_path):
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "train_speed_gpu.py"
     spec = importlib.util.spec_from_file_location("train_speed_gpu", path)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from typer.testing import CliRunner
 
 from yollava.cli import app
@@ -17,6 +19,7 @@ def run(*args):
     return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
+@pytest.mark.slow  # personalises with the fast recipe: the shared photo pool and EfficientNet
 def test_concept_life_cycle(tiny_model_dirs, tmp_path):
     model, cdir = tiny_model_dirs["llava"], tmp_path / "concepts"
     photos = make_photos(tmp_path / "bo", 3, reddish)

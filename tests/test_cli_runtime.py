@@ -58,6 +58,7 @@ def test_global_dtype_option_reaches_the_model(tiny_model_dirs, tmp_path, monkey
     assert load_model(str(tiny_model_dirs["llava"])).model_dtype == torch.bfloat16
 
 
+@pytest.mark.slow
 def test_chat_prints_only_the_answer(tiny_model_dirs, tmp_path):
     """No deprecation warnings or 'Loading weights' bars unless --verbose; stdout is the answer."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "NO_COLOR": "1"}

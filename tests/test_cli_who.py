@@ -22,7 +22,7 @@ def run(*args):
 @pytest.fixture
 def setup(tiny_model_dirs, world, tmp_path, monkeypatch):  # noqa: F811
     embedder = PaletteEmbedder()
-    monkeypatch.setattr(W, "default_embedder", lambda: embedder)
+    monkeypatch.setattr(W.embedding, "default_embedder", lambda: embedder)  # where embedder_for looks it up
     model, cdir = tiny_model_dirs["llava"], tmp_path / "concepts"
     engine = YoLLaVA(load_model(str(model)), concepts_dir=cdir)
     store_subjects(engine, world)

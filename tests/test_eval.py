@@ -189,7 +189,13 @@ def test_prompt_scoring_matches_the_engine(llava_engine: YoLLaVA, world):
     ours = yes_probabilities(llava_engine, RECOGNITION_QUERY.format(identifier="<bo>"), photos, concepts=["bo"], batch_size=2)
     assert np.allclose(ours, llava_engine.yes_probabilities("bo", photos), atol=1e-6)
     plain = yes_probabilities(llava_engine, "Is there a mug? Answer with a single word or phrase.", [None, photos[0]])
-    assert all(0.0 <= p <= 1.0 for p in plain)
+    for p, img in zip(plain, [None, photos[0]]):  # P(yes) / (P(yes) + P(no)) of the first answer token, batch or not
+        hidden, _, _ = llava_engine.hidden_states([llava_engine.encode("Is there a mug? Answer with a single word or phrase.", image=img)])
+        probs = llava_engine.adapter.lm_head(hidden[0, -1]).float().softmax(-1)
+        first = lambda ws: sorted({llava_engine.adapter.tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in ws})  # noqa: E731
+        py, pn = probs[first(["Yes", "yes", " Yes"])].sum(), probs[first(["No", "no", " No"])].sum()
+        assert math.isclose(p, float(py / (py + pn)), abs_tol=1e-5)
+    assert plain[0] != plain[1]  # the photo is seen
     probs = option_probabilities(llava_engine, ["Dog or cat?\nA. Dog\nB. Cat", "Red?\nA. Yes\nB. No"], [None, photos[0]])
     assert all(len(p) == 2 and math.isclose(sum(p), 1.0, rel_tol=1e-5) for p in probs)
     assert plain_text("<bo> is a dog; <sks>?") == "bo is a dog; sks?"
@@ -213,7 +219,9 @@ def test_every_method_scores_in_unit_interval_and_resume_skips_done_pairs(llava_
         assert "unavailable" not in r, r
         assert len(r["scores"]) == len(r["labels"]) == 3 + 6 + 2 + 5  # positives, other subjects' test, hard, pool
         assert all(0.0 <= s <= 1.0 for s in r["scores"]), r["method"]
-        assert 0.0 <= r["metrics"]["weighted_accuracy"] <= 1.0
+        from yollava.train import recognition_metrics
+
+        assert r["metrics"] == recognition_metrics(r["labels"], r["scores"], r["threshold"]), r["method"]  # from these scores
     assert set(res["overall"]) == set(METHODS) and all(res["overall"][m]["subjects"] == 1 for m in METHODS)
     for m in ("yollava", "yollava-no-hard", "yollava-no-conv"):
         assert (run_dir / "concepts" / m / "red_mug.json").exists()
@@ -320,12 +328,20 @@ def test_qa_text_and_visual(llava_engine: YoLLaVA, world, tmp_path):
     assert res["subjects"] == ["bo", "cat-cup", "shiba-black"]
     assert res["per_subject"]["yollava"]["shiba-black"] == {"unavailable": "no training photo"}
     assert res["per_subject"]["yollava"]["cat-cup"]["n_training_photos"] == 1
-    assert res["overall"]["vanilla"]["n"] == 9 and 0.0 <= res["overall"]["vanilla"]["accuracy"] <= 1.0
+    assert res["overall"]["vanilla"]["n"] == 9
     assert res["overall"]["vanilla-sks"]["n"] == 9
-    assert 0.0 <= res["overall"]["vanilla"]["accuracy_likelihood"] <= 1.0  # option-likelihood scoring beside the letters
     assert res["per_subject"]["text-human"]["shiba-black"]["unavailable"].startswith("no human")
     records = [json.loads(x) for x in (tmp_path / "qa" / "records.jsonl").read_text().splitlines()]
-    assert all(0.0 <= p <= 1.0 for r in records if "p_correct" in r for p in r["p_correct"])
+    vanilla = [r for r in records if r["method"] == "vanilla"]
+    for r in (r for r in records if "p_correct" in r):  # the letter answered is the right one exactly when P(right) >= 0.5
+        for key in ("", "_swapped"):
+            assert [a == c for a, c in zip(r[f"answers{key}"], r[f"correct{key}"])] == [p >= 0.5 for p in r[f"p_correct{key}"]], r
+        per_mean = ["A" if a[0] / a[1] >= b[0] / b[1] else "B" for a, b in zip(r["loglik"][::2], r["loglik"][1::2])]
+        assert r["answers_likelihood"] == per_mean  # option-likelihood scoring beside the letters
+    right = sum(a == c for r in vanilla for k in ("", "_swapped") for a, c in zip(r[f"answers{k}"], r[f"correct{k}"]))
+    assert math.isclose(res["overall"]["vanilla"]["accuracy"], right / 18)
+    right = sum(a == c for r in vanilla for a, c in zip(r["answers_likelihood"], r["correct"]))
+    assert math.isclose(res["overall"]["vanilla"]["accuracy_likelihood"], right / 9)
     res = run_qa(llava_engine, "visual", ["vanilla"], tmp_path / "qav", data_root=root, progress=False, echo=lambda s: None)
     assert res["overall"]["vanilla"]["n"] == 1
     paths = write_report(res, tmp_path / "qav.json")
@@ -355,7 +371,10 @@ def test_caption_recall(llava_engine: YoLLaVA, world, tmp_path):
     data = DataConfig(n_easy_negatives=3, n_hard_negatives=0, hard_negatives=False, conversations=False)
     res = run_caption(llava_engine, ds, ["yollava", "vanilla"], tmp_path / "cap", subjects=["red_mug"], max_photos=2, train=train,
                       data=data, pool_fn=lambda: world["pool"], max_new_tokens=4, progress=False, echo=lambda s: None)
-    assert res["overall"]["yollava"]["n"] == 2 and 0.0 <= res["overall"]["yollava"]["recall"] <= 1.0
+    assert res["overall"]["yollava"]["n"] == 2
+    (rec,) = [json.loads(x) for x in (tmp_path / "cap" / "records.jsonl").read_text().splitlines() if '"yollava"' in x]
+    assert rec["mention"] == "<red_mug>" and rec["hits"] == [names_subject(c, "<red_mug>") for c in rec["captions"]]
+    assert res["overall"]["yollava"]["recall"] == sum(rec["hits"]) / 2
     assert res["overall"]["vanilla"]["n"] == 2
     paths = write_report(res, tmp_path / "cap.json")
     assert paths[2].exists()

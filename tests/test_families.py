@@ -125,7 +125,13 @@ def test_a_padded_batch_of_photos_scores_as_each_photo_alone(fam_engine: YoLLaVA
     torch.testing.assert_close(batched, each, rtol=1e-5, atol=1e-5)
 
 
-def test_training_learns_a_concept_and_leaves_the_base_bit_identical(fam_engine: YoLLaVA, tmp_path):
+#: the quick run (``-m "not slow"``) trains these two families; every family trains in the full run (~10 s each)
+QUICK_FAMILIES = ("llava", "qwen2_vl")
+
+
+@pytest.mark.parametrize("family", [f if f in QUICK_FAMILIES else pytest.param(f, marks=pytest.mark.slow) for f in FAMILIES])
+def test_training_learns_a_concept_and_leaves_the_base_bit_identical(family_dirs, family, tmp_path):
+    fam_engine = YoLLaVA(load_model(str(family_dirs(family))), concepts_dir=tmp_path / "concepts")
     # trained on the query that yes_probabilities reads, as the product recipe does (SHORT_QUERIES[0]): a
     # tiny random base does not carry a concept from one wording to another (tiny Qwen3-VL trained on
     # "Is <bo> in this photo?" separates on that wording, AUC 1.0, and is inverted on the query, AUC 0.01)

@@ -49,6 +49,7 @@ def test_local_run_trains_and_saves_every_subject(subjects_dir, llava_engine, tm
 
 
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed (pip install -e '.[test]')")
+@pytest.mark.slow
 def test_ray_run_on_a_local_instance(subjects_dir, tiny_model_dirs, tmp_path):
     import ray
 

@@ -100,6 +100,7 @@ def test_fast_training_set_asks_the_products_query_with_one_word_answers(llava_e
     assert sum(s.kind == "conversation" for s in ts.samples) == 2 * 10  # conversations about 2 photos
 
 
+@pytest.mark.slow
 def test_fast_recipe_separates_a_synthetic_concept_at_its_own_threshold(llava_engine: YoLLaVA, pool, tmp_path):
     photos = make_photos(tmp_path / "bo", 4, reddish, seed=1)
     before = {k: v.clone() for k, v in llava_engine.adapter.model.state_dict().items()}
@@ -122,6 +123,7 @@ def test_fast_recipe_separates_a_synthetic_concept_at_its_own_threshold(llava_en
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
+@pytest.mark.slow
 def test_each_named_recipe_round_trips_through_the_concept_json(llava_engine: YoLLaVA, pool, tmp_path, name):
     photos = make_photos(tmp_path / "bo", 3, reddish, seed=1)
     recipe = tiny(name).override(epochs=1)

@@ -54,6 +54,7 @@ def browser(tmp_path):
     driver.quit()
 
 
+@pytest.mark.slow
 def test_web_page(browser, tiny_model_dirs, tmp_path):
     engine = YoLLaVA(load_model(str(tiny_model_dirs["llava"])))
     train, data = tiny_recipe(epochs=2)

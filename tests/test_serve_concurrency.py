@@ -53,6 +53,7 @@ def _answer(url, headers, prompt, stream, max_tokens=6):
     return "".join(text)
 
 
+@pytest.mark.slow
 def test_concurrent_chats_during_training(tiny_model_dirs, tmp_path):
     engine = YoLLaVA(load_model(str(tiny_model_dirs["llava"])))
     home = tmp_path / "home"
@@ -96,6 +97,7 @@ def test_concurrent_chats_during_training(tiny_model_dirs, tmp_path):
         assert httpx.delete(f"{server.url}/v1/jobs/{job['id']}", headers=alice, timeout=120).json()["status"] == "cancelled"
 
 
+@pytest.mark.slow
 def test_disconnected_stream_frees_its_slot(tiny_model_dirs, tmp_path):
     engine = YoLLaVA(load_model(str(tiny_model_dirs["llava"])))
     app, (alice, _) = _server(engine, tmp_path / "home", max_concurrent_generations=1, queue_timeout_s=20)

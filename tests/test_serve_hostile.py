@@ -162,6 +162,7 @@ def remove_user_as_the_cli_does(home: Path, name: str) -> None:
 
 
 # ---- 1. a zip whose header lies about its size ----------------------------------------------
+@pytest.mark.slow
 def test_zip_header_lying_about_size_inflates_only_up_to_the_limit(serve_engine, tmp_path):
     home = tmp_path / "home"
     app = make_server(serve_engine, home, max_import_bytes=1_000_000)
@@ -202,6 +203,7 @@ BAD_META = [
 ]
 
 
+@pytest.mark.slow
 def test_bad_metadata_is_refused_and_nothing_is_written(serve_engine, tmp_path):
     home = tmp_path / "home"
     app = make_server(serve_engine, home)
@@ -223,6 +225,7 @@ def test_bad_metadata_is_refused_and_nothing_is_written(serve_engine, tmp_path):
         assert [x["name"] for x in c.get("/v1/concepts", headers=h).json()["data"]] == ["anna"]
 
 
+@pytest.mark.slow
 def test_bad_files_already_on_disk_are_listed_as_unreadable_and_can_be_deleted(serve_engine, tmp_path):
     """Files an older server let in: listing and GET still work, chat and recognize are 4xx, DELETE works."""
     home = tmp_path / "home"
@@ -249,6 +252,7 @@ def test_bad_files_already_on_disk_are_listed_as_unreadable_and_can_be_deleted(s
 
 
 # ---- 3. other shapes of bad concept: 4xx with a clear message -------------------------------
+@pytest.mark.slow
 def test_bad_tensors_are_4xx(serve_engine, tmp_path):
     home = tmp_path / "home"
     app = make_server(serve_engine, home)
@@ -370,6 +374,7 @@ def test_giant_photos_are_refused_from_their_header(serve_engine, tmp_path):
         assert c.get("/healthz").status_code == 200
 
 
+@pytest.mark.slow
 def test_photos_are_shrunk_while_decoding():
     decoder = PhotoDecoder(max_pixels=24_000_000, max_side=1536, concurrent=2)
     buf = io.BytesIO()
@@ -399,6 +404,7 @@ print((status("VmHWM") - base) / 1e6)
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux /proc")
+@pytest.mark.slow
 def test_four_big_photos_in_one_chat_stay_within_one_decode(tmp_path):
     """4 black 6000x4000 PNGs (70 KB each): decoding at full size kept ~480 MB; now one decode's worth."""
     path = tmp_path / "big.png"
@@ -500,6 +506,7 @@ def test_nothing_is_written_for_a_user_removed_mid_request(serve_engine, tmp_pat
         assert c.get("/healthz").status_code == 200
 
 
+@pytest.mark.slow
 def test_training_job_of_a_removed_user_saves_nothing(serve_engine, tmp_path, monkeypatch):
     from yollava.serve import jobs as jobs_module
 
@@ -536,6 +543,7 @@ def test_training_job_of_a_removed_user_saves_nothing(serve_engine, tmp_path, mo
 
 
 # ---- 9. quotas, the k cap, the prompt length ---------------------------------------------
+@pytest.mark.slow
 def test_quotas_and_caps(serve_engine, tmp_path):
     home = tmp_path / "home"
     app = make_server(serve_engine, home, max_concepts_per_user=2, max_k=8, max_meta_bytes=8192, max_prompt_tokens=200, max_chat_concepts=3)
@@ -574,6 +582,7 @@ def test_quotas_and_caps(serve_engine, tmp_path):
         assert snapshot(home) == before and app.state.server.db.list_jobs() == []
 
 
+@pytest.mark.slow
 def test_prompt_longer_than_the_context_is_refused(serve_engine, tmp_path):
     home = tmp_path / "home"
     app = make_server(serve_engine, home)  # the tiny model's context is 512 tokens
@@ -590,6 +599,7 @@ def test_prompt_longer_than_the_context_is_refused(serve_engine, tmp_path):
 
 
 # ---- 10. no server path in any message ----------------------------------------------------
+@pytest.mark.slow
 def test_error_messages_name_no_server_path(serve_engine, tiny_model_dirs, tmp_path):
     home = tmp_path / "home"
     app = make_server(serve_engine, home)
@@ -618,6 +628,7 @@ def test_error_messages_name_no_server_path(serve_engine, tiny_model_dirs, tmp_p
         assert not [f for f in forbidden if f in message], message
 
 
+@pytest.mark.slow
 def test_limits_are_set_from_serve_flags(tmp_path):
     from typer.testing import CliRunner
 

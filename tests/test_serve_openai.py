@@ -21,6 +21,7 @@ def _one_torch_thread():
         yield
 
 
+@pytest.mark.slow
 def test_openai_client(tiny_model_dirs, tmp_path):
     engine = YoLLaVA(load_model(str(tiny_model_dirs["qwen2_vl"])))  # the other family, for coverage
     train, data = tiny_recipe()

@@ -41,6 +41,7 @@ def start_server(model, home, port, log):
     raise AssertionError("server did not start")
 
 
+@pytest.mark.slow
 def test_killed_server_resumes_training(tiny_model_dirs, tmp_path):
     home, model = tmp_path / "home", tiny_model_dirs["llava"]
     r = CliRunner().invoke(serve_cli, ["users", "add", "alice", "--home", str(home)])

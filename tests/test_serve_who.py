@@ -77,6 +77,7 @@ def who(client, headers, colours, **kw):
     return r.json()
 
 
+@pytest.mark.slow
 def test_recognition_ready_before_conversation_ready(adapter, tmp_path, monkeypatch):
     gate = threading.Event()
     import yollava.serve.jobs as jobs

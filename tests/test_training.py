@@ -128,7 +128,8 @@ def test_personalize_end_to_end_saves_a_loadable_concept(llava_engine: YoLLaVA, 
     llava_engine.unload_concept("bo")
     llava_engine.load_concept("bo")
     r = llava_engine.recognize("bo", photos[0])
-    assert r.answer in ("Yes", "No") and 0.0 <= r.p_yes <= 1.0
+    assert r.threshold == result.concept.threshold and r.answer == ("Yes" if r.p_yes >= r.threshold else "No")
+    assert r.p_yes == llava_engine.yes_probabilities("bo", [photos[0]])[0]
 
 
 def test_naive_reference_computes_the_same_loss_and_update(llava_engine: YoLLaVA, tmp_path):

@@ -98,6 +98,15 @@ def read_meta(folder: str | Path, name: str, max_bytes: int = MAX_META_BYTES) ->
 
 def check_fingerprint(meta: dict[str, Any], fingerprint: dict[str, Any]) -> None:
     trained_for = meta.get("base_model") if isinstance(meta.get("base_model"), dict) else {}
+    # pocket: the projector + LoRA the concept was trained through (a concept made before the hash existed has
+    # none and is judged by the other keys, which cover the same weights less precisely)
+    mine, theirs = fingerprint.get("pocket_weights_sha256"), trained_for.get("pocket_weights_sha256")
+    if mine is not None and theirs is not None and mine != theirs:
+        raise ConceptMismatchError(
+            f"concept <{meta.get('name')}> was trained for pocket weights {theirs}, but the loaded pocket has weights "
+            f"{mine} (pocket_weights_sha256: the projector and LoRA, YOLLAVA_POCKET_WEIGHTS or the shipped ones); "
+            "load the weights it was trained for, or retrain the concept"
+        )
     keys = ("family", "config_sha256", "weights_sha256", "vocab_size", "hidden_size")
     if any(trained_for.get(k) != fingerprint.get(k) for k in keys):
         raise ConceptMismatchError(

@@ -1,9 +1,10 @@
-"""Shared by the pocket training and evaluation scripts: the pool, its fixed split, pixel facts,
-cached vision features, sample building and the training/scoring forward pass.
+"""Data for teaching ``pocket`` to see: the pool, its fixed split, facts from pixels, cached vision features.
 
 Data: ``<data>/pool`` only (imagenet/, caltech101/, cc12m/); never the yollava/ or myvlm/ folders.
 Split (fixed, by hashing names): ~10 % of class names are "unseen" (no photo and no mention in
 training); of the seen classes' Caltech photos ~12 % are held out; ~10 % of cc12m is held out.
+Moved here from ``scripts/pocket/common.py`` unchanged, except that the pool and the feature cache are
+arguments (defaults: ``<data>/pool`` and ``<cache>/pocket-train``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import colorsys
 import hashlib
 import json
-import random
 import sys
 import time
 from dataclasses import dataclass
@@ -21,15 +21,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "src"))
+from ....paths import cache_home, default_data_root
 
-from yollava.paths import cache_home, default_data_root  # noqa: E402
 
-POOL = default_data_root() / "pool"
-WORK = cache_home() / "pocket-train"  # cached features (regenerable, not committed)
-RUNS = ROOT / "runs" / "pocket"  # training outputs before they are copied into the package
-WEIGHTS_DIR = ROOT / "src" / "yollava" / "models" / "pocket" / "weights"
+def default_pool() -> Path:
+    return default_data_root() / "pool"
+
+
+def default_work_dir() -> Path:
+    """Where the pool's vision features are cached (regenerable, never committed)."""
+    return cache_home() / "pocket-train"
+
 
 # ---- classes -------------------------------------------------------------------------------
 CALTECH_NAMES = {
@@ -80,7 +82,8 @@ class Photo:
     split: str  # train | heldout_seen | heldout_unseen
 
 
-def list_pool(pool: Path = POOL) -> list[Photo]:
+def list_pool(pool: Path | None = None) -> list[Photo]:
+    pool = pool or default_pool()
     photos = []
     for i, p in enumerate(sorted((pool / "imagenet").glob("*.jpg"))):
         name = p.stem.split("_", 1)[1].replace("_", " ")
@@ -143,16 +146,17 @@ def main_colour(shares: np.ndarray) -> str | None:
 
 
 # ---- cached features -----------------------------------------------------------------------
-def load_features() -> dict:
-    """Pooled EfficientNet features (N, 10, 1280), colour shares (N, 11), photo list; see prepare.py."""
+def load_features(pool: Path | None = None, work: Path | None = None) -> dict:
+    """Pooled EfficientNet features (N, 10, 1280), colour shares (N, 11), photo list; see :func:`prepare_features`."""
     from safetensors.torch import load_file
 
-    path = WORK / "pool_features.safetensors"
+    pool, work = pool or default_pool(), work or default_work_dir()
+    path = work / "pool_features.safetensors"
     if not path.is_file():
         raise SystemExit(f"{path} is missing: run `python scripts/pocket/prepare.py` first")
     t = load_file(path)
-    meta = json.loads((WORK / "pool_features.json").read_text())
-    photos = {str(p.path.relative_to(POOL)): p for p in list_pool()}
+    meta = json.loads((work / "pool_features.json").read_text())
+    photos = {str(p.path.relative_to(pool)): p for p in list_pool(pool)}
     return {"pooled": t["pooled"], "colours": t["colours"].numpy(), "photos": [photos[r] for r in meta["paths"]]}
 
 
@@ -181,143 +185,6 @@ def cap(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-# ---- tokenising and the training forward pass ------------------------------------------------
-@dataclass
-class Sample:
-    index: int  # row in the feature table (the photo)
-    question: str
-    answer: str
-    kind: str
-
-
-class Batcher:
-    """Samples -> token ids laid out as the engine does (render, split at the marker, splice ids)."""
-
-    def __init__(self, adapter):
-        from yollava.models import Message
-
-        self.adapter, self.tok = adapter, adapter.tokenizer
-        system = adapter.render([Message("user", "x")], add_generation_prompt=False)
-        self.prefix_text = system[: system.index("<|im_start|>user")]
-        self.prefix_ids = self.tok(self.prefix_text, add_special_tokens=False)["input_ids"]
-        self.pad_id = self.tok.pad_token_id or 0
-        self.Message = Message
-
-    def encode(self, s: Sample) -> tuple[list[int], int]:
-        """Ids after the shared system prefix, and where the answer starts in them."""
-        rendered = self.adapter.render([self.Message("user", s.question, has_image=True)])
-        assert rendered.startswith(self.prefix_text)
-        before, after = rendered[len(self.prefix_text) :].split(self.adapter.image_marker)
-        ids = self.tok(before, add_special_tokens=False)["input_ids"] + self.adapter.image_token_ids
-        ids += self.tok(after, add_special_tokens=False)["input_ids"]
-        answer = self.tok(s.answer + self.adapter.end_of_turn, add_special_tokens=False)["input_ids"]
-        return ids + answer, len(ids)
-
-    def collate(self, samples: list[Sample]):
-        enc = [self.encode(s) for s in samples]
-        width = max(len(ids) for ids, _ in enc)
-        ids = torch.full((len(enc), width), self.pad_id)
-        mask = torch.zeros((len(enc), width), dtype=torch.long)
-        target = torch.zeros((len(enc), width), dtype=torch.bool)  # tokens the model must predict
-        for i, (row, start) in enumerate(enc):
-            ids[i, : len(row)] = torch.tensor(row)
-            mask[i, : len(row)] = 1
-            target[i, start : len(row)] = True
-        return ids, mask, target
-
-
-def forward_hidden(adapter, batcher: Batcher, ids, mask, visual):
-    """Hidden states of the ids after the system prefix (whose keys/values are computed once, no grad).
-
-    ``visual`` (B, n, hidden) fills the image-pad slots. Same numbers as a full forward pass."""
-    llm = adapter.model.llm.model
-    with torch.no_grad():
-        prefix = torch.tensor([batcher.prefix_ids])
-        cache = llm(inputs_embeds=adapter.embed_tokens(prefix), use_cache=True).past_key_values
-        cache.batch_repeat_interleave(ids.shape[0])
-    emb = adapter.embed_tokens(ids)
-    slots = (ids == adapter.image_token_id).unsqueeze(-1)
-    emb = emb.masked_scatter(slots, visual.to(emb.dtype))
-    full_mask = torch.cat([torch.ones(ids.shape[0], len(batcher.prefix_ids), dtype=mask.dtype), mask], dim=1)
-    return llm(inputs_embeds=emb, attention_mask=full_mask, past_key_values=cache, use_cache=True).last_hidden_state
-
-
-def answer_loss(adapter, hidden, ids, target) -> torch.Tensor:
-    """Cross-entropy on answer tokens only; lm_head runs only where needed."""
-    predicts = target[:, 1:]
-    logits = adapter.lm_head(hidden[:, :-1][predicts])
-    return F.cross_entropy(logits.float(), ids[:, 1:][predicts])
-
-
-def batches(samples: list[Sample], batch_size: int, rng: random.Random) -> list[list[Sample]]:
-    """Shuffle, then group samples of similar answer/question length to waste little padding."""
-    samples = samples[:]
-    rng.shuffle(samples)
-    chunks = [samples[i : i + batch_size * 16] for i in range(0, len(samples), batch_size * 16)]
-    out = []
-    for chunk in chunks:
-        chunk.sort(key=lambda s: len(s.question) + len(s.answer))
-        out += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
-    rng.shuffle(out)
-    return out
-
-
-class Log:
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.f = open(path, "a")
-        self.t0 = time.time()
-
-    def __call__(self, msg: str):
-        line = f"[{time.time() - self.t0:7.0f}s] {msg}"
-        print(line, flush=True)
-        self.f.write(line + "\n")
-        self.f.flush()
-
-
-def seed_all(seed: int):
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def train(adapter, batcher: Batcher, pooled: torch.Tensor, samples: list[Sample], params, *, lr: float,
-          epochs: float, batch_size: int, seed: int, log: Log, on_checkpoint=None, every: int = 50):
-    """AdamW with linear warm-up and cosine decay over ``epochs`` passes of ``samples``."""
-    import math
-
-    rng = random.Random(seed)
-    plan = []
-    while len(plan) < epochs * len(samples) / batch_size:
-        plan += batches(samples, batch_size, rng)
-    plan = plan[: max(1, round(epochs * len(samples) / batch_size))]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)  # params: tensors or groups with their own lr
-    params = [p for g in opt.param_groups for p in g["params"]]
-    warm = min(30, len(plan) // 10 + 1)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / len(plan)))))
-    log(f"{len(samples)} samples, {len(plan)} steps of {batch_size}, lr {lr}")
-    t0, ema, history = time.time(), None, []
-    for step, batch in enumerate(plan, 1):
-        ids, mask, target = batcher.collate(batch)
-        visual = adapter.model.projector(pooled[[s.index for s in batch]].float())
-        loss = answer_loss(adapter, forward_hidden(adapter, batcher, ids, mask, visual.flatten(0, 1)), ids, target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
-        history.append(loss.item())
-        if step % 10 == 0 or step == len(plan):
-            el = time.time() - t0
-            log(f"step {step}/{len(plan)} loss {loss.item():.3f} (avg {ema:.3f}) {el / (step * batch_size):.2f} s/sample, "
-                f"eta {el / step * (len(plan) - step) / 60:.1f} min")
-        if on_checkpoint and (step % every == 0 or step == len(plan)):
-            on_checkpoint(step, history)
-    return history
-
-
 def overlapping(a: str, b: str) -> bool:
     """Names that contain each other ("cougar" / "cougar face") are never used as each other's negatives."""
     a, b = a.lower(), b.lower()
@@ -340,3 +207,36 @@ def class_sources(photos) -> dict[str, set]:
         if p.name:
             out.setdefault(p.name, set()).add(p.source)
     return out
+
+
+def prepare_features(pool: Path | None = None, work: Path | None = None, batch_size: int = 32) -> Path:
+    """Run the frozen EfficientNet-Lite0 once over the pool and cache what training needs in ``work``:
+    ``pool_features.safetensors`` with ``pooled`` (N, 10, 1280) = the 3x3 grid + global average of the
+    (1280, 7, 7) feature map and ``colours`` (N, 11) = named-colour shares, and ``pool_features.json``."""
+    from safetensors.torch import save_file
+
+    from ....images import load_image
+    from ....vision.efficientnet import EfficientNetLite, preprocess
+    from ..model import PocketConfig, pool_feature_map
+
+    pool, work = pool or default_pool(), work or default_work_dir()
+    torch.manual_seed(0)
+    photos = list_pool(pool)
+    grid = PocketConfig().grid
+    print(f"{len(photos)} pool photos; splits:", {s: sum(p.split == s for p in photos) for s in ("train", "heldout_seen", "heldout_unseen")})
+    vision = EfficientNetLite()
+    pooled, colours = [], []
+    t0 = time.time()
+    for i in range(0, len(photos), batch_size):
+        imgs = [load_image(p.path) for p in photos[i : i + batch_size]]
+        with torch.no_grad():
+            pooled.append(pool_feature_map(vision.feature_map(preprocess(imgs)), grid))
+        colours += [colour_shares(img) for img in imgs]
+        print(f"\r{i + len(imgs)}/{len(photos)} photos, {time.time() - t0:.0f} s", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    work.mkdir(parents=True, exist_ok=True)
+    save_file({"pooled": torch.cat(pooled).contiguous(), "colours": torch.from_numpy(np.stack(colours)).float()},
+              work / "pool_features.safetensors")
+    (work / "pool_features.json").write_text(json.dumps({"grid": grid, "paths": [str(p.path.relative_to(pool)) for p in photos]}))
+    print(f"wrote {work / 'pool_features.safetensors'} in {time.time() - t0:.0f} s")
+    return work / "pool_features.safetensors"

@@ -1,0 +1,74 @@
+"""The concept-head baseline (logistic regression on the pool embedder's features) ranks perfectly when the
+subjects are separable in those features, and only then: synthetic subjects of distinct colours, a pool of other
+colours, the colour embedder."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from yollava.data.pool import ImagePool
+from yollava.engine import YoLLaVA
+from yollava.eval.datasets import load_folder
+from yollava.eval.recognition import run_recognition
+from yollava.personalize import DataConfig
+
+from .conftest import ColourEmbedder, make_photos
+
+
+def tinted(rgb, spread=20):
+    return lambda rng: tuple(max(0, min(255, c + rng.randint(-spread, spread))) for c in rgb)
+
+
+SUBJECTS = {"red_mug": (220, 30, 30), "green_toy": (30, 200, 40), "blue_cat": (30, 40, 210)}
+POOL = {"yellow": (230, 220, 40), "purple": (150, 40, 160), "grey": (128, 128, 128), "cyan": (40, 210, 210)}
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch, tmp_path):
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setenv("YOLLAVA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("YOLLAVA_HOME", str(tmp_path / "home"))
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def separable(tmp_path):
+    ds = tmp_path / "subjects"
+    for i, (name, rgb) in enumerate(SUBJECTS.items()):
+        make_photos(ds / name, 6, tinted(rgb), seed=10 + i, size=32)
+    for i, (name, rgb) in enumerate(POOL.items()):
+        make_photos(tmp_path / "pool" / name, 8, tinted(rgb), seed=50 + i, size=32)
+    pool = ImagePool.build_or_update([tmp_path / "pool"], tmp_path / "index", ColourEmbedder(), progress=False)
+    return ds, pool
+
+
+def _head(engine, ds_dir, pool, run_dir):
+    return run_recognition(engine, load_folder(ds_dir, train_per_subject=3, seed=0), ["head"], run_dir, pool_fn=lambda: pool,
+                           pool_negatives=4, pool_hard_negatives=2, data=DataConfig(n_easy_negatives=8, n_hard_negatives=6),
+                           progress=False, echo=lambda m: None)
+
+
+def test_head_reaches_auc_1_on_separable_subjects(llava_engine: YoLLaVA, separable, tmp_path):
+    ds, pool = separable
+    res = _head(llava_engine, ds, pool, tmp_path / "run")
+    per = res["per_subject"]["head"]
+    assert sorted(per) == sorted(SUBJECTS)
+    for name, m in per.items():
+        # 3 test photos of the subject vs the other subjects' 6 test photos and 4 + 2 held-out pool photos
+        assert m["auc"] == 1.0 and m["n_positive"] == 3 and m["n_negative"] == 12, (name, m)
+    assert res["overall"]["head"]["auc"] == 1.0 and res["overall"]["head"]["weighted_accuracy"] >= 0.9, res["overall"]["head"]
+
+
+def test_head_does_not_reach_auc_1_when_two_subjects_look_the_same(llava_engine: YoLLaVA, separable, tmp_path):
+    ds, pool = separable
+    shutil.rmtree(ds / "blue_cat")
+    make_photos(ds / "red_cup", 6, tinted(SUBJECTS["red_mug"]), seed=11, size=32)  # the red mug's look-alike
+    res = _head(llava_engine, ds, pool, tmp_path / "run")
+    per = res["per_subject"]["head"]
+    assert per["green_toy"]["auc"] == 1.0
+    assert per["red_mug"]["auc"] < 1.0 and per["red_cup"]["auc"] < 1.0, per  # the look-alike ranks among the positives
