@@ -81,9 +81,11 @@ def forgetting_check(
     for (q, img), (a0, l0), (a1, l1) in zip(cases, before, after):
         rows.append({"question": q, "photo": None if img is None else str(getattr(img, "name", img)), "answer_without": a0,
                      "answer_with": a1, "identical": a0 == a1, "max_logit_diff": float((l0 - l1).abs().max())})
+    # bit-for-bit is the promise: a logit that moved fails the check even when no greedy answer changed
     return {
         "task": "forgetting", "concepts_loaded": loaded, "cases": len(rows),
-        "identical": sum(r["identical"] for r in rows), "passed": all(r["identical"] for r in rows) and bool(loaded),
+        "identical": sum(r["identical"] for r in rows),
+        "passed": all(r["identical"] and r["max_logit_diff"] == 0.0 for r in rows) and bool(loaded),
         "max_logit_diff": max((r["max_logit_diff"] for r in rows), default=0.0), "rows": rows,
     }
 
