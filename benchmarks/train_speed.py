@@ -1,7 +1,8 @@
 """Training speed: the straightforward recipe vs ours, on the same concept, data and seed, in one run.
 
-    python benchmarks/train_speed.py                          # pocket on the CPU, <bo>
-    python benchmarks/train_speed.py --full                   # also train the whole default recipe (fast path)
+    python benchmarks/train_speed.py                          # pocket on the CPU, <bo>, the fast recipe's samples
+    python benchmarks/train_speed.py --full                   # also build the data and train the whole recipe, timed
+    python benchmarks/train_speed.py --recipe paper           # the paper recipe's samples and epochs
     python benchmarks/train_speed.py --model llava-7b-random  # a LLaVA-1.5-7B-shaped random model (GPU)
 
 Each row adds one ingredient of the fast path to the one above, timed on the same samples:
@@ -13,6 +14,10 @@ Each row adds one ingredient of the fast path to the one above, timed on the sam
   +batch 8         real batches (padding)
   +prefix cache    the frozen prompt prefix (system prompt + photo) run once, its keys/values reused
 Seconds for the whole recipe = one-off encoding + recipe samples / samples-per-second (steady state).
+
+The physical floor: the fast row's FLOPs (forward + input-gradient backward through the frozen LLM: about
+4 x LLM parameters x tokens after the cached prefix, per sample) against a matmul micro-benchmark of this
+machine at the same thread count (fp32 [tokens x hidden] @ [hidden x 4 hidden], the LLM's MLP shape).
 """
 
 from __future__ import annotations
@@ -31,10 +36,11 @@ import torch
 
 from yollava.engine import YoLLaVA
 from yollava.paths import default_data_root
-from yollava.personalize import DataConfig, build_data, load_pool
+from yollava.personalize import build_data, load_pool
+from yollava.recipes import get_recipe
 from yollava.train import ConceptTrainer, Sample, TrainConfig, recognition_metrics, split_holdout
 from yollava.train.naive import NaiveTrainer
-from yollava.train.trainer import _balanced
+from yollava.train.trainer import balanced_samples
 
 
 def peak_rss_mb() -> float:
@@ -58,9 +64,8 @@ def time_naive(engine: YoLLaVA, samples: list[Sample], cache_features: bool, ans
     for i, s in enumerate(samples):
         if cache_features:
             batch = [encoded[i]]
-        else:
-            engine._image_cache.clear()
-            batch = [engine.encode(s.question, image=s.image, answer=s.answer, concepts=[name])]
+        else:  # the photo through the vision tower again, every step
+            batch = [engine.with_bank(bank=engine.bank).encode(s.question, image=s.image, answer=s.answer, concepts=[name])]
         if answer_logits:
             loss = engine.loss(batch)
         else:
@@ -97,9 +102,9 @@ def time_batched(engine: YoLLaVA, samples: list[Sample], batch_size: int, prefix
     concept.requires_grad_(True)
     opt = torch.optim.AdamW([concept.input_rows, concept.output_row], lr=1e-3, weight_decay=0.0)
     encoded = [engine.encode(s.question, image=s.image, answer=s.answer, concepts=[name]) for s in samples]
-    trainer = ConceptTrainer(engine, name, TrainConfig(batch_size=batch_size, prefix_cache=prefix_cache), progress=False)
     cache: dict | None = {} if prefix_cache else None
-    batches = trainer._batches(encoded, 0)
+    config = TrainConfig(batch_size=batch_size, prefix_cache=prefix_cache)
+    batches = ConceptTrainer(engine, name, config, progress=False).batches(encoded, 0)  # one prefix length per batch
     phases = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0}
     t0 = time.perf_counter()
     for b in batches:
@@ -122,6 +127,27 @@ def time_batched(engine: YoLLaVA, samples: list[Sample], batch_size: int, prefix
     return total / len(samples)
 
 
+def matmul_gflops(tokens: int, hidden: int, seconds: float = 3.0) -> float:
+    """Achieved fp32 GFLOP/s of one [tokens x hidden] @ [hidden x 4 hidden] matmul at the current thread count."""
+    a, b = torch.randn(tokens, hidden), torch.randn(hidden, 4 * hidden)
+    for _ in range(3):
+        a @ b
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        n += 1
+    return 2 * tokens * hidden * 4 * hidden * n / (time.perf_counter() - t0) / 1e9
+
+
+def llm_parameters(engine: YoLLaVA) -> int:
+    """Parameters a token passes through in the language model (embedding and output layers excluded)."""
+    adapter = engine.adapter
+    skip = {id(adapter.embed_tokens.weight), id(adapter.lm_head.weight)}
+    model = adapter.model
+    lm = getattr(model, "llm", None) or getattr(model, "language_model", None) or getattr(getattr(model, "model", None), "language_model", None) or model
+    return sum(p.numel() for p in lm.parameters() if id(p) not in skip)
+
+
 def retarget(samples: list[Sample], name: str) -> list[Sample]:
     return [Sample(s.question.replace("<bo>", f"<{name}>"), s.answer.replace("<bo>", f"<{name}>"), s.image, s.kind) for s in samples]
 
@@ -131,7 +157,8 @@ def main() -> None:
     ap.add_argument("--model", default="pocket")
     ap.add_argument("--data-root", type=Path, default=None)
     ap.add_argument("--samples", type=int, default=16, help="samples timed per row (the same ones for every row)")
-    ap.add_argument("--epochs", type=int, default=15, help="the recipe's epochs (for the whole-recipe estimate)")
+    ap.add_argument("--recipe", default="fast", help="whose training samples and epochs: fast (default) | paper")
+    ap.add_argument("--epochs", type=int, default=None, help="the recipe's epochs (default: the recipe's)")
     ap.add_argument("--k", type=int, default=16)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--full", action="store_true", help="train the whole recipe with the fast path and score <bo>")
@@ -144,19 +171,27 @@ def main() -> None:
     root = (args.data_root or default_data_root()) / "yollava" / "bo"
     engine = YoLLaVA.from_pretrained(args.model, concepts_dir=Path("/tmp/yollava-speed-concepts"))
     device = str(engine.adapter.device)
-    data = DataConfig(conversations=not args.no_conversations)
-    ts = build_data(engine, "bo", sorted((root / "train").glob("*.jpg")), data, load_pool(progress=False))
-    train, held = split_holdout(ts.samples, 0.2, 0)
-    recipe = _balanced(train)
+    chosen = get_recipe(args.recipe)
+    if args.no_conversations:
+        chosen = chosen.override(conversations=False)
+    args.epochs = args.epochs or chosen.train.epochs
+    t0 = time.perf_counter()
+    pool = load_pool(progress=False)
+    pool_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ts = build_data(engine, "bo", sorted((root / "train").glob("*.jpg")), chosen.data, pool)
+    data_seconds = time.perf_counter() - t0  # conversation answers come from the answer cache when it has them
+    train, held = split_holdout(ts.samples, chosen.train.holdout_fraction, 0)
+    recipe = balanced_samples(train)
     rng = random.Random(0)
     timed = retarget(rng.sample(recipe, min(args.samples, len(recipe))), "speedtest")
 
     time_batched(engine, timed[:2], 1, False, args.k)  # warm-up (allocator, thread pool)
-    engine._image_cache.clear()
+    fresh = engine.with_bank()  # same model, empty photo cache: time encoding every photo of the recipe once
     t0 = time.perf_counter()
     for s in recipe:
         if s.image is not None:
-            engine.encode_image(s.image)
+            fresh.encode_image(s.image)
     encode_seconds = time.perf_counter() - t0
 
     rows = []
@@ -178,16 +213,26 @@ def main() -> None:
         print(f"{label:24s} {1 / sec:7.2f} samples/s", flush=True)
     naive_rate = rows[0]["samples_per_s"] if rows[0]["path"] == "naive" else None  # None with --only-fast
 
+    hidden = engine.adapter.embed_tokens.weight.shape[1]
+    params = llm_parameters(engine)
+    fast_tokens = PROFILE["tokens_after_prefix"]
+    gflops_machine = matmul_gflops(int(round(fast_tokens * 8)), hidden)
+    fast_s = rows[-1]["s_per_sample"]
+    flops_per_sample = 4 * params * fast_tokens
+    floor = {"llm_parameters": params, "flops_per_sample": flops_per_sample, "matmul_gflops": gflops_machine,
+             "achieved_gflops": flops_per_sample / fast_s / 1e9, "floor_s_per_sample": flops_per_sample / (gflops_machine * 1e9)}
+
     full = None
     if args.full:
         t0 = time.perf_counter()
-        result = ConceptTrainer(engine, "bo", TrainConfig(epochs=args.epochs, k=args.k), progress=True).fit(ts.samples)
+        config = chosen.train if args.epochs == chosen.train.epochs else chosen.override(epochs=args.epochs).train
+        result = ConceptTrainer(engine, "bo", config, progress=True).fit(ts.samples)
         wall = time.perf_counter() - t0
         test = sorted((root / "test").glob("*.jpg"))
         others = [p for p in sorted((root.parent / "one_image_per_concept").glob("*.jpg")) if p.stem != "bo"]
         scores = engine.yes_probabilities("bo", test + others)
         m = recognition_metrics([True] * len(test) + [False] * len(others), scores, result.concept.threshold)
-        full = {"wall_s": wall, "best_epoch": result.best_epoch, "epochs_run": len(result.history), "samples_seen": result.samples_seen, **m}
+        full = {"wall_s": wall, "data_s": data_seconds, "pool_s": pool_seconds, "best_epoch": result.best_epoch, "epochs_run": len(result.history), "samples_seen": result.samples_seen, **m}
 
     def _ratio(rate: float, base: float | None) -> str:
         return f"{rate / base:.1f}x" if base else "-"
@@ -196,7 +241,7 @@ def main() -> None:
         f"# Training speed: naive vs fast (`{' '.join(sys.argv[1:]) or 'defaults'}`)",
         "",
         f"model `{args.model}` on {device} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads); "
-        f"concept <bo>, recipe = {len(recipe)} samples/epoch x {args.epochs} epochs = {recipe_samples} samples; "
+        f"concept <bo>, recipe `{chosen.name}` = {len(recipe)} samples/epoch x {args.epochs} epochs = {recipe_samples} samples; "
         f"each row timed on the same {len(timed)} samples; photos encoded once in {encode_seconds:.1f}s; "
         f"load average during the run {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other jobs slow every row alike).",
         "",
@@ -207,16 +252,22 @@ def main() -> None:
         lines.append(f"| {r['path']} | {r['samples_per_s']:.2f} | {_ratio(r['samples_per_s'], naive_rate)} | {r['s_per_sample']:.2f} | {r['recipe_s']:.0f} | {r['peak_rss_mb']:.0f} |")
     lines += ["", f"Profile of the fast row, per sample: forward {PROFILE['forward']:.2f}s, backward {PROFILE['backward']:.2f}s, "
               f"optimizer {PROFILE['optimizer'] * 1000:.1f}ms; {PROFILE['tokens_after_prefix']:.0f} tokens run through the LLM "
-              f"(of {PROFILE['tokens_total']:.0f}; the rest is the cached prefix)."]
+              f"(of {PROFILE['tokens_total']:.0f}; the rest is the cached prefix).",
+              "", f"Physical floor: about {floor['flops_per_sample'] / 1e9:.1f} GFLOP per sample (4 x {floor['llm_parameters'] / 1e6:.0f} M LLM "
+              f"parameters x {fast_tokens:.0f} tokens); the fast row achieves {floor['achieved_gflops']:.1f} GFLOP/s, a matmul of the LLM's "
+              f"MLP shape on this machine {floor['matmul_gflops']:.1f} GFLOP/s ({torch.get_num_threads()} threads): floor "
+              f"{floor['floor_s_per_sample']:.2f} s/sample, the fast row is {fast_s / floor['floor_s_per_sample']:.1f}x it.",
+              "", f"Data: pool index opened in {pool_seconds:.1f}s; training set built in {data_seconds:.1f}s "
+              f"({len(ts.samples)} samples; conversation answers from the answer cache where present)."]
     if full:
-        lines += ["", f"Whole recipe, fast path, trained for real: {full['wall_s']:.0f}s wall, {full['epochs_run']} epochs, best epoch "
+        lines += ["", f"Whole recipe, fast path, trained for real: {full['wall_s']:.0f}s wall (+ {data_seconds:.0f}s data, {encode_seconds:.0f}s photos), {full['epochs_run']} epochs, best epoch "
                   f"{full['best_epoch']}; on <bo>'s 10 test photos vs {full['n_negative']} other subjects: weighted accuracy "
                   f"{full['weighted_accuracy']:.3f}, AUC {full['auc']:.3f}."]
     text = "\n".join(lines) + "\n"
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
-    args.out.with_suffix(".json").write_text(json.dumps({"rows": rows, "full": full, "profile": PROFILE}, indent=2, default=str))
+    args.out.with_suffix(".json").write_text(json.dumps({"rows": rows, "full": full, "profile": PROFILE, "floor": floor, "recipe": chosen.name}, indent=2, default=str))
 
 
 if __name__ == "__main__":

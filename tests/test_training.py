@@ -165,7 +165,7 @@ def test_several_concepts_train_together_in_shared_batches(llava_engine: YoLLaVA
     trainer = ConceptTrainer(llava_engine, "pair", TrainConfig(k=2, epochs=2, lr=1e-2, batch_size=8), checkpoint_dir=tmp_path / "ck", progress=False)
     results = trainer.fit_many(data)
     encoded = [llava_engine.encode(s.question, image=s.image, answer=s.answer) for n in data for s in data[n]]
-    assert any(min(b) < 12 <= max(b) for b in trainer._batches(encoded, 0))  # batches mix both concepts' samples
+    assert any(min(b) < 12 <= max(b) for b in trainer.batches(encoded, 0))  # batches mix both concepts' samples
     assert set(results) == {"bo", "anna"}
     for name, r in results.items():
         assert llava_engine.bank[name] is r.concept and not r.concept.input_rows.requires_grad

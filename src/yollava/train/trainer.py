@@ -237,7 +237,7 @@ class ConceptTrainer:
         labels = [s.is_positive for s in held]
         return {**recognition_metrics(labels, scores, 0.5), "scores": scores, "labels": labels}
 
-    def _batches(self, encoded: list, epoch: int) -> list[list[int]]:
+    def batches(self, encoded: list, epoch: int) -> list[list[int]]:
         """Shuffled batches for an epoch; with the prefix cache, each batch shares one prefix length."""
         cfg = self.config
         rng = random.Random(cfg.seed * 1000 + epoch)
@@ -291,7 +291,7 @@ class ConceptTrainer:
             with callbacks.step_context(state, "encode"):
                 encoded.append(engine.encode(s.question, image=self._image(s), answer=s.answer, concepts=[name]))
         prefix_cache: dict | None = {} if cfg.prefix_cache and not cfg.gradient_checkpointing else None
-        steps_per_epoch = state.steps_per_epoch = len(self._batches(encoded, 0))
+        steps_per_epoch = state.steps_per_epoch = len(self.batches(encoded, 0))
         state.global_step = start_epoch * steps_per_epoch
         callbacks.on_train_begin(state)
         label = ", ".join(f"<{n}>" for n in runs)
@@ -303,7 +303,7 @@ class ConceptTrainer:
                 callbacks.on_epoch_begin(state)
                 t0 = time.perf_counter()
                 losses = []
-                for batch_ids in self._batches(encoded, epoch):
+                for batch_ids in self.batches(encoded, epoch):
                     callbacks.on_step_begin(state)
                     with callbacks.step_context(state, "train"):
                         loss = engine.loss([encoded[i] for i in batch_ids], prefix_cache)
