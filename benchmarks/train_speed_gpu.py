@@ -38,10 +38,10 @@ def build(size: str, device: torch.device, dtype: torch.dtype):
     from transformers import CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
     from yollava.models.hf_llava import LlavaAdapter
-    from yollava.models.tiny import LLAVA_TEMPLATE, _tokenizer
+    from yollava.models.tiny import LLAVA_TEMPLATE, byte_level_tokenizer
 
     s = SHAPES[size]
-    tok = _tokenizer(["<unk>", "<s>", "</s>", "<pad>", "<image>"], unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    tok = byte_level_tokenizer(["<unk>", "<s>", "</s>", "<pad>", "<image>"], unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>")
     text = LlamaConfig(vocab_size=s["vocab"], hidden_size=s["hidden"], intermediate_size=s["intermediate"], num_hidden_layers=s["layers"],
                        num_attention_heads=s["heads"], num_key_value_heads=s["heads"], max_position_embeddings=4096,
                        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)

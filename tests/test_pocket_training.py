@@ -20,7 +20,7 @@ from yollava.models.pocket.adapter import PocketAdapter, load_pocket, merge_lora
 from yollava.models.pocket.model import PocketConfig, PocketVLM
 from yollava.models.pocket.training import PocketLoss, Sample, add_lora, lora_state, train, train_stage1, train_stage2
 from yollava.models.pocket.training.data import CATEGORIES, Photo
-from yollava.models.tiny import _tokenizer
+from yollava.models.tiny import byte_level_tokenizer
 
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|image_pad|>", "<|vision_end|>"]
 VISION_DIM, HIDDEN = 12, 32
@@ -39,7 +39,7 @@ def tiny_llm():
     """A random Qwen2 LLM and a tokenizer with the pocket's special tokens: what ``load_llm`` returns."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    tok = _tokenizer(SPECIAL, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tok = byte_level_tokenizer(SPECIAL, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     torch.manual_seed(0)
     cfg = Qwen2Config(vocab_size=len(tok), hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                       num_key_value_heads=2, tie_word_embeddings=False, initializer_range=0.2)

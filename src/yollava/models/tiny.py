@@ -32,7 +32,7 @@ QWEN_TEMPLATE = (
 )
 
 
-def _tokenizer(special: list[str], vocab_size: int = 600, **named):
+def byte_level_tokenizer(special: list[str], vocab_size: int = 600, **named):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -59,7 +59,7 @@ def build_tiny_llava(
     )
 
     path = Path(path)
-    tok = _tokenizer(["<unk>", "<s>", "</s>", "<pad>", "<image>"], unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    tok = byte_level_tokenizer(["<unk>", "<s>", "</s>", "<pad>", "<image>"], unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>")
     tok.add_bos_token = True
     image_id = tok.convert_tokens_to_ids("<image>")
     vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8)
@@ -96,7 +96,7 @@ def build_tiny_qwen2_vl(path: str | Path, hidden: int = 64, layers: int = 2, see
 
     path = Path(path)
     special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
-    tok = _tokenizer(special, unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tok = byte_level_tokenizer(special, unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     ids = {t: tok.convert_tokens_to_ids(t) for t in special}
     config = Qwen2VLConfig(
         text_config=dict(
@@ -186,9 +186,9 @@ def build_tiny_llava_next(path, hidden=64, layers=2, seed=0, init_range=0.02, on
     from .hf_llava_next import CHATML_TEMPLATE, NEXT_TEMPLATE
 
     if onevision:
-        tok = _tokenizer(["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"], unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+        tok = byte_level_tokenizer(["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"], unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     else:
-        tok = _tokenizer(["<unk>", "<s>", "</s>", "<pad>", "<image>"], unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+        tok = byte_level_tokenizer(["<unk>", "<s>", "</s>", "<pad>", "<image>"], unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>")
     pinpoints = [[32, 32], [32, 64], [64, 32], [64, 64]]
     common = dict(text_config=dict(model_type="qwen2" if onevision else "llama", **_text_config(tok, hidden, layers, init_range)),
                   image_token_index=tok.convert_tokens_to_ids("<image>"), image_grid_pinpoints=pinpoints, tie_word_embeddings=False)
@@ -218,7 +218,7 @@ def build_tiny_qwen_vl(path, hidden=64, layers=2, seed=0, init_range=0.02, versi
 
     from .hf_qwen_vl import QWEN_TEMPLATE
 
-    tok = _tokenizer(_QWEN_SPECIAL, unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tok = byte_level_tokenizer(_QWEN_SPECIAL, unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     ids = {t: tok.convert_tokens_to_ids(t) for t in _QWEN_SPECIAL}
     text = _text_config(tok, hidden, layers, init_range)
     tokens = dict(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
@@ -260,7 +260,7 @@ def build_tiny_idefics3(path, hidden=64, layers=2, seed=0, init_range=0.02, smol
 
     rows = [f"<row_{i}_col_{j}>" for i in range(1, 3) for j in range(1, 3)]
     special = ["<|endoftext|>", "<|im_start|>", "<end_of_utterance>", "<fake_token_around_image>", "<image>", "<global-img>", *rows]
-    tok = _tokenizer(special, unk_token=None, bos_token="<|im_start|>", eos_token="<end_of_utterance>", pad_token="<|endoftext|>")
+    tok = byte_level_tokenizer(special, unk_token=None, bos_token="<|im_start|>", eos_token="<end_of_utterance>", pad_token="<|endoftext|>")
     vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8)
     Config, IP = (SmolVLMConfig, SmolVLMImageProcessorPil) if smolvlm else (Idefics3Config, Idefics3ImageProcessorPil)
     cfg = Config(text_config=dict(model_type="llama", **_text_config(tok, hidden, layers, init_range)), vision_config=vision,
@@ -281,7 +281,7 @@ def build_tiny_gemma3(path, hidden=64, layers=2, seed=0, init_range=0.02) -> Pat
     from .hf_gemma3 import GEMMA3_TEMPLATE
 
     special = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>", "<end_of_image>", "<image_soft_token>"]
-    tok = _tokenizer(special, unk_token="<unk>", bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+    tok = byte_level_tokenizer(special, unk_token="<unk>", bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
                      extra_special_tokens={"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"})
     ids = {t: tok.convert_tokens_to_ids(t) for t in special}
     text = _text_config(tok, hidden, layers, init_range, tie=True)
@@ -301,7 +301,7 @@ def build_tiny_internvl(path, hidden=64, layers=2, seed=0, init_range=0.02) -> P
     from .hf_internvl import INTERNVL_TEMPLATE
 
     special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
-    tok = _tokenizer(special, unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+    tok = byte_level_tokenizer(special, unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                      extra_special_tokens={"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"})
     vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=[32, 32], patch_size=[8, 8])
     cfg = InternVLConfig(text_config=dict(model_type="qwen2", **_text_config(tok, hidden, layers, init_range)), vision_config=vision,
