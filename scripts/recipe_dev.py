@@ -41,6 +41,7 @@ VARIANTS = {
     "fast-lr3e-3": {"lr": 3e-3},
     "fast-lr1e-2": {"lr": 1e-2},
     "fast-2ep-lr3e-3": {"epochs": 2, "lr": 3e-3},
+    "fast-3ep": {"epochs": 3},
 }
 
 
@@ -101,6 +102,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--methods", default="yollava,head")
+    ap.add_argument("--subjects", default=None, help="comma-separated dev subjects (default: all; run parts side by side)")
     args = ap.parse_args()
     if args.analyse:
         print(analyse(args.analyse))
@@ -129,6 +131,7 @@ def main() -> None:
 
     engine = YoLLaVA.from_pretrained("pocket")
     results = run_recognition(engine, dataset, args.methods.split(","), args.out.parent / f"{args.out.stem}.run",
+                              subjects=args.subjects.split(",") if args.subjects else None,
                               train=recipe.train, data=recipe.data, pool_fn=pool_fn, pool_negatives=30,
                               pool_hard_negatives=10, protocol_extra={"recipe": recipe.to_dict(), "variant": args.variant})
     results["title"] = f"recipe dev: {args.variant}"
