@@ -123,7 +123,7 @@ class Recipe:
 RECIPES: dict[str, Recipe] = {
     "fast": Recipe(
         "fast",
-        "recipe v2: short Yes/No answers on every recognition photo, augmented positives, threshold set on unused pool photos",
+        "recipe v2: short Yes/No answers on every recognition photo, one epoch, threshold set on unused pool photos and augmented views of yours",
         "about 5 min per concept on 2 CPU cores with pocket",
         TrainConfig(epochs=1, lr=1e-3, batch_size=8, holdout_fraction=0.0, select_best_epoch=False),
         DataConfig(n_easy_negatives=60, n_hard_negatives=40, short_answers=True, sentence_negatives=20, positive_views=0,
