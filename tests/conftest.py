@@ -24,6 +24,25 @@ def tiny_model_dirs(tmp_path_factory) -> dict[str, Path]:
     return dirs
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models are dominated by thread synchronisation; on a shared 2-core machine one thread is ~4x faster.
+    Use per module: ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def private_dirs(tmp_path, monkeypatch):
+    """Synthesised answers, concepts and the like go to a temporary cache and home, not the user's."""
+    monkeypatch.setenv("YOLLAVA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("YOLLAVA_HOME", str(tmp_path / "home"))
+
+
 @pytest.fixture(params=["llava", "qwen2_vl"])
 def family(request) -> str:
     return request.param

@@ -52,22 +52,7 @@ def world(tmp_path_factory):
     return {"root": root, "ds": ds, "pool": pool, "pool_dir": pool_dir}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models are dominated by thread synchronisation; on a shared 2-core machine one thread is ~4x faster."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def _private_dirs(tmp_path, monkeypatch):
-    """Synthesised answers and the like go to a temporary cache, not the user's."""
-    monkeypatch.setenv("YOLLAVA_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("YOLLAVA_HOME", str(tmp_path / "home"))
+pytestmark = pytest.mark.usefixtures("one_thread", "private_dirs")
 
 
 def small_recipe():

@@ -17,14 +17,7 @@ from .conftest import make_photos, reddish
 QUESTIONS = dict(questions=["What is a dog?", "Name a colour."], photo_questions=["Describe this photo."], max_new_tokens=4, k=2)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch, tmp_path):
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setenv("YOLLAVA_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("YOLLAVA_HOME", str(tmp_path / "home"))
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread", "private_dirs")
 
 
 @pytest.fixture

@@ -26,14 +26,7 @@ SUBJECTS = {"red_mug": (220, 30, 30), "green_toy": (30, 200, 40), "blue_cat": (3
 POOL = {"yellow": (230, 220, 40), "purple": (150, 40, 160), "grey": (128, 128, 128), "cyan": (40, 210, 210)}
 
 
-@pytest.fixture(autouse=True)
-def _env(monkeypatch, tmp_path):
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setenv("YOLLAVA_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("YOLLAVA_HOME", str(tmp_path / "home"))
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread", "private_dirs")
 
 
 @pytest.fixture

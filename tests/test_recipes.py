@@ -19,13 +19,7 @@ from yollava.train import recognition_metrics
 from .conftest import ColourEmbedder, make_photos, other_colour, reddish
 
 
-@pytest.fixture(autouse=True)
-def _one_thread_private_dirs(tmp_path, monkeypatch):
-    monkeypatch.setenv("YOLLAVA_CACHE", str(tmp_path / "cache"))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread", "private_dirs")
 
 
 @pytest.fixture

@@ -58,18 +58,7 @@ def photo(path, colours, seed=0, size=32):
     return path
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def _private_dirs(tmp_path, monkeypatch):
-    monkeypatch.setenv("YOLLAVA_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("YOLLAVA_HOME", str(tmp_path / "home"))
+pytestmark = pytest.mark.usefixtures("one_thread", "private_dirs")
 
 
 @pytest.fixture(scope="module")
