@@ -34,7 +34,7 @@ def pool(tmp_path):
 def tiny(recipe: str) -> Recipe:
     """The named recipe at a size a tiny model trains in seconds (counts only; the rest as named)."""
     return get_recipe(recipe).override(k=2, n_easy_negatives=12, n_hard_negatives=8, conversation_tokens=3,
-                                       **({"calibration_negatives": 10} if recipe == "fast" else {}))
+                                       **({"calibration_negatives": 10} if get_recipe(recipe).data.calibration_negatives else {}))
 
 
 def test_paper_recipe_is_the_papers_settings_field_by_field():
@@ -61,6 +61,15 @@ def test_fast_is_the_default_and_overrides_rename_it():
         get_recipe("fast").override(epoch=3)
     with pytest.raises(ValueError, match="sentence_answers or short_answers"):
         recipe_from_options("fast", no_short_answers=True, no_sentence_answers=True)
+
+
+def test_accurate_is_fast_with_three_epochs_and_nothing_else():
+    fast, accurate = get_recipe("fast"), get_recipe("accurate")
+    assert accurate.data == fast.data
+    assert dataclasses.asdict(accurate.train) == {**dataclasses.asdict(fast.train), "epochs": 3}
+    # fast with --epochs 3 is the same training, but it keeps the name it was asked by
+    assert recipe_from_options("fast", epochs=3).train == accurate.train
+    assert recipe_from_options("accurate").name == "accurate" and recipe_from_options("accurate", epochs=1).name == "accurate-modified"
 
 
 def test_fast_training_set_asks_the_products_query_with_one_word_answers(llava_engine: YoLLaVA, pool, tmp_path):
