@@ -92,6 +92,18 @@ def test_changed_file_is_re_embedded(photo_dir, tmp_path):
     assert np.allclose(pool.vectors()[row], ColourEmbedder().embed([Image.open(target).convert("RGB")])[0], atol=1e-5)
 
 
+def test_touched_but_unchanged_file_is_not_re_embedded(photo_dir, tmp_path):
+    first = ImagePool.build_or_update([photo_dir], tmp_path / "idx", ColourEmbedder(), progress=False)
+    for photo in photo_dir.rglob("*.jpg"):  # what a copy or a sync does: new mtimes, same bytes
+        os.utime(photo, (2e9, 2e9))
+    emb = ColourEmbedder()
+    pool = ImagePool.build_or_update([photo_dir], tmp_path / "idx", emb, progress=False)
+    assert emb.calls == 0 and pool.paths == first.paths and not pool.report.removed
+    assert np.allclose(pool.vectors(), first.vectors())
+    # the new mtimes were saved: the next run does not even hash the files again
+    assert {e["mtime"] for e in json.loads((tmp_path / "idx" / "files.json").read_text())["files"]} == {2e9}
+
+
 def test_unreadable_files_are_skipped_with_a_warning(photo_dir, tmp_path, caplog):
     (photo_dir / "text.jpg").write_text("this is not a photo")
     good = (photo_dir / "p01.jpg").read_bytes()

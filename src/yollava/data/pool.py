@@ -176,11 +176,16 @@ class ImagePool:
         wanted = sorted({p for d in dirs for p in scan_images(d)})
         keep_entries, keep_rows, removed = [], [], []
         known = set()
+        retimed = 0  # same bytes, new mtime (a copy or sync touched them): kept, not re-embedded
         if old is not None:
             for row, e in enumerate(old.entries):
                 p = Path(e["path"])
                 st = p.stat() if p.is_file() else None
-                if st is not None and st.st_size == e["size"] and st.st_mtime == e["mtime"]:
+                unchanged = st is not None and st.st_size == e["size"] and st.st_mtime == e["mtime"]
+                if not unchanged and st is not None and st.st_size == e["size"] and e.get("sha256") == file_sha256(p):
+                    e, unchanged = {**e, "mtime": st.st_mtime}, True
+                    retimed += 1
+                if unchanged:
                     keep_entries.append(e)
                     keep_rows.append(row)
                     known.add(e["path"])
@@ -200,7 +205,7 @@ class ImagePool:
         dim = parts[0].shape[1] if parts else 0
         vectors = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
         pool = cls(keep_entries + new_entries, vectors, index_dir, name, embedder)
-        if new_entries or removed or old is None:
+        if new_entries or removed or retimed or old is None:
             pool.save()
         pool.report = IndexReport(ok, removed, skipped, len(pool), time.perf_counter() - t0)
         log.info("pool %s: %d photos (%d added, %d removed, %d skipped)", index_dir, len(pool), len(ok), len(removed), len(skipped))
