@@ -92,6 +92,7 @@ def time_naive(engine: YoLLaVA, samples: list[Sample], cache_features: bool, ans
 
 
 PROFILE: dict[str, float] = {}
+DEFINITION_FIRST: dict[str, float] = {}
 
 
 def time_batched(engine: YoLLaVA, samples: list[Sample], batch_size: int, prefix_cache: bool, k: int) -> float:
@@ -124,6 +125,74 @@ def time_batched(engine: YoLLaVA, samples: list[Sample], batch_size: int, prefix
     PROFILE.update({name: sec / len(samples) for name, sec in phases.items()})
     PROFILE["tokens_after_prefix"] = sum(len(e.input_ids) - (e.prefix_len if prefix_cache else 0) for e in encoded) / len(samples)
     PROFILE["tokens_total"] = sum(len(e.input_ids) for e in encoded) / len(samples)
+    return total / len(samples)
+
+
+def time_definition_first(engine: YoLLaVA, samples: list[Sample], batch_size: int, k: int) -> float:
+    """Step time if the concept definition came before the photo (the paper's system-prompt placement, issue 14's
+    first lever), on the same samples: the frozen system prompt run once and cached; the definition
+    (``<c> is <c_1>...<c_k>.``) run once per batch *with* gradient, its keys/values shared by every sample of the
+    batch; then each sample's photo + question + answer. Only timed here: the product's prompt keeps the definition
+    after the photo (moving it changes every concept), so this row's samples are the same tokens re-ordered."""
+    from transformers import DynamicCache
+
+    name = "speedtest"
+    if name in engine.bank:
+        engine.unload_concept(name)
+    concept = engine.new_concept(name, k)
+    concept.requires_grad_(True)
+    opt = torch.optim.AdamW([concept.input_rows, concept.output_row], lr=1e-3, weight_decay=0.0)
+    model, bank, vocab = engine.model, engine.bank, engine.adapter.vocab_size
+    image_id = engine.adapter.image_token_id
+    shared, per_sample = None, []
+    for s in samples:
+        e = engine.encode(s.question, image=s.image, answer=s.answer, concepts=[name])
+        p = e.prefix_len
+        concept_ids = [i for i in range(p, len(e.input_ids)) if e.input_ids[i] >= vocab]
+        latent = [i for i in concept_ids if e.input_ids[i] != e.input_ids[p]]  # the k latent tokens (not the identifier)
+        end = latent[-1] + 2  # through the full stop after the last latent token
+        first_photo_token = next((i for i in range(p) if e.input_ids[i] == image_id), p)
+        system, photo = e.input_ids[:first_photo_token], e.input_ids[first_photo_token:p]  # photo: its tokens and what follows them
+        head = system + e.input_ids[p:end]
+        # the same text in every sample (a text-only sample may split "user\n" into other tokens than one with a photo)
+        if shared is not None and model.decode(bank, shared[1]) != model.decode(bank, head):
+            raise AssertionError(f"every sample must share the system prompt and definition: {model.decode(bank, head)!r}")
+        shared = shared or (len(system), head)
+        per_sample.append(type(e)(photo + e.input_ids[end:], [False] * len(photo) + e.answer_mask[end:], e.images))
+    n_system, head = shared
+    with torch.no_grad():  # the frozen system prompt: once
+        _, system_past = model.adapter.decoder(model.embed(bank, torch.tensor([head[:n_system]]), [[]]), use_cache=True)
+    system_kv = [(layer.keys, layer.values) for layer in system_past.layers]
+    phases = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0}
+    order = list(range(len(per_sample)))
+    t0 = time.perf_counter()
+    for b in range(0, len(order), batch_size):
+        items = [per_sample[i] for i in order[b : b + batch_size]]
+        t = time.perf_counter()
+        past = DynamicCache(ddp_cache_data=system_kv)
+        definition = torch.tensor([head[n_system:]])
+        _, past = model.adapter.decoder(model.embed(bank, definition, [[]]), past_key_values=past, use_cache=True)
+        shared_kv = [(layer.keys.expand(len(items), -1, -1, -1), layer.values.expand(len(items), -1, -1, -1)) for layer in past.layers]
+        ids, mask, answer = model.collate(items)
+        full_mask = torch.cat([torch.ones(len(items), len(head), dtype=mask.dtype), mask], dim=1)
+        hidden, _ = model.adapter.decoder(model.embed(bank, ids, [e.images for e in items]), attention_mask=full_mask,
+                                          past_key_values=DynamicCache(ddp_cache_data=shared_kv), use_cache=True)
+        predicts = answer[:, 1:]
+        loss = torch.nn.functional.cross_entropy(model.logits(bank, hidden[:, :-1][predicts]).float(), ids[:, 1:][predicts])
+        phases["forward"] += time.perf_counter() - t
+        t = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        phases["backward"] += time.perf_counter() - t
+        t = time.perf_counter()
+        opt.step()
+        phases["optimizer"] += time.perf_counter() - t
+    assert concept.input_rows.grad is not None and concept.input_rows.grad.abs().sum() > 0  # the definition did train
+    total = time.perf_counter() - t0
+    DEFINITION_FIRST.clear()
+    DEFINITION_FIRST.update({name: sec / len(samples) for name, sec in phases.items()})
+    DEFINITION_FIRST["tokens_per_sample"] = sum(len(e.input_ids) for e in per_sample) / len(samples)
+    DEFINITION_FIRST["shared_tokens_per_batch"] = len(head) - n_system
     return total / len(samples)
 
 
@@ -164,6 +233,8 @@ def main() -> None:
     ap.add_argument("--full", action="store_true", help="train the whole recipe with the fast path and score <bo>")
     ap.add_argument("--no-conversations", action="store_true")
     ap.add_argument("--only-fast", action="store_true", help="time only the fast row (and its profile)")
+    ap.add_argument("--definition-first", action="store_true",
+                    help="also time the lever 'concept definition before the photo, shared per batch' on the same samples")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/train_speed.md"))
     args = ap.parse_args()
     if args.threads:
@@ -212,6 +283,12 @@ def main() -> None:
         rows.append({"path": label, "s_per_sample": sec, "samples_per_s": 1 / sec, "recipe_s": one_off + sec * recipe_samples, "peak_rss_mb": peak_rss_mb()})
         print(f"{label:24s} {1 / sec:7.2f} samples/s", flush=True)
     naive_rate = rows[0]["samples_per_s"] if rows[0]["path"] == "naive" else None  # None with --only-fast
+    lever = None
+    if args.definition_first:
+        sec = time_definition_first(engine, timed, 8, args.k)
+        lever = {"path": "lever: definition before the photo, shared per batch (timed only)", "s_per_sample": sec, "samples_per_s": 1 / sec,
+                 "recipe_s": encode_seconds + sec * recipe_samples, "peak_rss_mb": peak_rss_mb()}
+        print(f"{'definition first':24s} {1 / sec:7.2f} samples/s", flush=True)
 
     hidden = engine.adapter.embed_tokens.weight.shape[1]
     params = llm_parameters(engine)
@@ -248,7 +325,7 @@ def main() -> None:
         "| path | samples/s | x naive | s/sample | whole recipe (s, est.) | peak RSS (MB) |",
         "|---|---|---|---|---|---|",
     ]
-    for r in rows:
+    for r in rows + ([lever] if lever else []):
         lines.append(f"| {r['path']} | {r['samples_per_s']:.2f} | {_ratio(r['samples_per_s'], naive_rate)} | {r['s_per_sample']:.2f} | {r['recipe_s']:.0f} | {r['peak_rss_mb']:.0f} |")
     lines += ["", f"Profile of the fast row, per sample: forward {PROFILE['forward']:.2f}s, backward {PROFILE['backward']:.2f}s, "
               f"optimizer {PROFILE['optimizer'] * 1000:.1f}ms; {PROFILE['tokens_after_prefix']:.0f} tokens run through the LLM "
@@ -257,6 +334,10 @@ def main() -> None:
               f"parameters x {fast_tokens:.0f} tokens); the fast row achieves {floor['achieved_gflops']:.1f} GFLOP/s, a matmul of the LLM's "
               f"MLP shape on this machine {floor['matmul_gflops']:.1f} GFLOP/s ({torch.get_num_threads()} threads): floor "
               f"{floor['floor_s_per_sample']:.2f} s/sample, the fast row is {fast_s / floor['floor_s_per_sample']:.1f}x it.",
+              *([ "", f"Lever, definition before the photo (timed on the same samples, not a product path): "
+                  f"{DEFINITION_FIRST['tokens_per_sample']:.0f} tokens per sample + {DEFINITION_FIRST['shared_tokens_per_batch']:.0f} "
+                  f"definition tokens once per batch (vs {fast_tokens:.0f} per sample); forward {DEFINITION_FIRST['forward']:.2f}s, "
+                  f"backward {DEFINITION_FIRST['backward']:.2f}s per sample; {fast_s / lever['s_per_sample']:.2f}x the fast row."] if lever else []),
               "", f"Data: pool index opened in {pool_seconds:.1f}s; training set built in {data_seconds:.1f}s "
               f"({len(ts.samples)} samples; conversation answers from the answer cache where present)."]
     if full:
@@ -267,7 +348,7 @@ def main() -> None:
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
-    args.out.with_suffix(".json").write_text(json.dumps({"rows": rows, "full": full, "profile": PROFILE, "floor": floor, "recipe": chosen.name}, indent=2, default=str))
+    args.out.with_suffix(".json").write_text(json.dumps({"rows": rows, "definition_first": lever and {**lever, **DEFINITION_FIRST}, "full": full, "profile": PROFILE, "floor": floor, "recipe": chosen.name}, indent=2, default=str))
 
 
 if __name__ == "__main__":
