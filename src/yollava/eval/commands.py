@@ -295,3 +295,28 @@ def report(results_json: Path = typer.Argument(..., help="A results.json written
     results = json.loads(results_json.read_text(encoding="utf-8"))
     paths = write_report(results, results_json, results.get("title"))
     typer.echo("wrote " + ", ".join(map(str, paths)))
+
+
+@eval_app.command("compare")
+def compare(
+    first: Path = typer.Argument(..., help="A recognition results.json (e.g. the old recipe's)."),
+    second: Path = typer.Argument(..., help="Another recognition results.json over the same subjects (e.g. the new recipe's)."),
+    out: Path = typer.Option(..., "--out", help="Markdown file to write; a .png scatter plot is written beside it."),
+    labels: str = typer.Option("first,second", "--labels", help="Two names for the runs, comma-separated."),
+    methods: str = typer.Option(None, "--methods", help="Methods to compare (default: every method both runs have)."),
+):
+    """Two recognition runs subject by subject: weighted accuracy and AUC in each, their differences, a scatter plot."""
+    from .compare import compare_markdown, compare_plot, compare_runs
+
+    names = [s.strip() for s in labels.split(",")]
+    if len(names) != 2 or not all(names):
+        _fail(f"--labels needs two names separated by a comma, not {labels!r}")
+    try:
+        runs = [json.loads(p.read_text(encoding="utf-8")) for p in (first, second)]
+        comparison = compare_runs(*runs, methods=_split(methods))
+    except (OSError, ValueError) as e:  # JSONDecodeError is a ValueError
+        _fail(str(e))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(compare_markdown(comparison, *names, sources=(str(first), str(second))), encoding="utf-8")
+    png = compare_plot(comparison, *names, out.with_suffix(".png"))
+    typer.echo(f"wrote {out}, {png}")
