@@ -57,6 +57,24 @@ def test_wrong_inputs_fail_with_a_clear_message(tmp_path, second, args, message)
     assert not (tmp_path / "x.md").exists()
 
 
+def test_a_run_folder_in_progress_compares_on_its_finished_records(tmp_path):
+    folder = tmp_path / "three_epochs.run"
+    folder.mkdir()
+    records = [{"task": "recognition", "method": "yollava", "subject": s, "metrics": {"weighted_accuracy": w, "auc": a}}
+               for s, (w, a) in {"doll": (0.5, 0.7), "dog": (0.85, 0.98)}.items()]
+    records.append({"task": "recognition", "method": "head", "subject": "doll", "unavailable": "no features"})
+    (folder / "records.jsonl").write_text("\n".join(json.dumps(r) for r in records) + '\n{"task": "recogn')  # a cut last line
+    first = tmp_path / "a.json"
+    first.write_text(json.dumps(ONE_EPOCH))
+    out = tmp_path / "cmp.md"
+    result = runner.invoke(app, ["eval", "compare", str(first), str(folder), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "| yollava (mean of subjects) | 2 | 0.600 | 0.675 |" in out.read_text() and "## head" not in out.read_text()
+    (tmp_path / "empty").mkdir()
+    result = runner.invoke(app, ["eval", "compare", str(first), str(tmp_path / "empty"), "--out", str(out)])
+    assert result.exit_code == 1 and "not an eval run folder" in result.output
+
+
 def test_missing_or_broken_files_fail_with_a_clear_message(tmp_path):
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")

@@ -65,3 +65,30 @@ def test_head_does_not_reach_auc_1_when_two_subjects_look_the_same(llava_engine:
     per = res["per_subject"]["head"]
     assert per["green_toy"]["auc"] == 1.0
     assert per["red_mug"]["auc"] < 1.0 and per["red_cup"]["auc"] < 1.0, per  # the look-alike ranks among the positives
+
+
+def test_probes_use_the_heads_classifier_on_the_models_own_representations(llava_engine: YoLLaVA, separable, tmp_path):
+    """probe-visual reads the visual tokens the LLM receives, probe-llm the LLM's answer-position state: on
+    subjects of distinct colours both separate like the head; the features are exactly those representations."""
+    import numpy as np
+
+    from yollava.engine import RECOGNITION_QUERY
+    from yollava.eval.methods import EvalContext
+    from yollava.eval.registry import make_method
+
+    ds, pool = separable
+    res = run_recognition(llava_engine, load_folder(ds, train_per_subject=3, seed=0), ["head", "probe-visual", "probe-llm"], tmp_path / "run",
+                          pool_fn=lambda: pool, pool_negatives=4, pool_hard_negatives=2,
+                          data=DataConfig(n_easy_negatives=8, n_hard_negatives=6), progress=False, echo=lambda m: None)
+    for method in ("probe-visual", "probe-llm"):
+        assert res["overall"][method]["auc"] >= 0.9, (method, res["overall"][method])
+    photo = sorted((ds / "red_mug").glob("*"))[0]
+    other = sorted((ds / "green_toy").glob("*"))[0]
+    ctx = EvalContext(llava_engine, tmp_path / "ctx")
+    visual, state = make_method("probe-visual"), make_method("probe-llm")
+    assert np.allclose(visual.features(ctx, photo), llava_engine.encode_image(photo).features.float().flatten().numpy())
+    encoded = llava_engine.encode(RECOGNITION_QUERY.format(identifier="sks"), image=photo)
+    with torch.no_grad():
+        hidden = llava_engine.hidden_states([encoded])[0][0, -1]
+    assert np.allclose(state.features(ctx, photo), hidden.float().numpy(), atol=1e-5)
+    assert not np.allclose(state.features(ctx, photo), state.features(ctx, other), atol=1e-3)  # the photo reaches the answer state

@@ -299,20 +299,20 @@ def report(results_json: Path = typer.Argument(..., help="A results.json written
 
 @eval_app.command("compare")
 def compare(
-    first: Path = typer.Argument(..., help="A recognition results.json (e.g. the old recipe's)."),
-    second: Path = typer.Argument(..., help="Another recognition results.json over the same subjects (e.g. the new recipe's)."),
+    first: Path = typer.Argument(..., help="A recognition results.json (e.g. the old recipe's), or a run folder still in progress."),
+    second: Path = typer.Argument(..., help="Another recognition results.json or run folder over the same subjects (e.g. the new recipe's)."),
     out: Path = typer.Option(..., "--out", help="Markdown file to write; a .png scatter plot is written beside it."),
     labels: str = typer.Option("first,second", "--labels", help="Two names for the runs, comma-separated."),
     methods: str = typer.Option(None, "--methods", help="Methods to compare (default: every method both runs have)."),
 ):
     """Two recognition runs subject by subject: weighted accuracy and AUC in each, their differences, a scatter plot."""
-    from .compare import compare_markdown, compare_plot, compare_runs
+    from .compare import compare_markdown, compare_plot, compare_runs, load_run
 
     names = [s.strip() for s in labels.split(",")]
     if len(names) != 2 or not all(names):
         _fail(f"--labels needs two names separated by a comma, not {labels!r}")
     try:
-        runs = [json.loads(p.read_text(encoding="utf-8")) for p in (first, second)]
+        runs = [load_run(p) for p in (first, second)]
         comparison = compare_runs(*runs, methods=_split(methods))
     except (OSError, ValueError) as e:  # JSONDecodeError is a ValueError
         _fail(str(e))

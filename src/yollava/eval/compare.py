@@ -3,7 +3,8 @@
 The question this answers is "what did the change do to each subject", e.g. one epoch against three: a
 table of each method's weighted accuracy (at the threshold the user gets) and ROC-AUC per subject in
 both runs, their differences, and a scatter plot of one run against the other. Only subjects and methods
-present in both runs are compared, so a run still in progress can be compared on what it has so far.
+present in both runs are compared, and a run folder (its ``records.jsonl``) stands for a run still in
+progress, so it can be compared on what it has so far.
 """
 
 from __future__ import annotations
@@ -12,6 +13,26 @@ from pathlib import Path
 from typing import Any
 
 METRICS = ("weighted_accuracy", "auc")
+
+
+def load_run(path: str | Path) -> dict:
+    """A recognition ``results.json``, or a run folder whose ``records.jsonl`` holds the subjects finished so far."""
+    import json
+
+    from .store import RECORDS_FILE, read_records
+
+    path = Path(path)
+    if not path.is_dir():
+        return json.loads(path.read_text(encoding="utf-8"))
+    if not (path / RECORDS_FILE).exists():
+        raise ValueError(f"{path} is a folder without {RECORDS_FILE}: not an eval run folder")
+    per_subject: dict[str, dict] = {}
+    tasks = set()
+    for r in read_records(path / RECORDS_FILE):
+        tasks.add(r.get("task"))
+        if "metrics" in r:  # unavailable pairs have none
+            per_subject.setdefault(r["method"], {})[r["subject"]] = r["metrics"]
+    return {"task": tasks.pop() if len(tasks) == 1 else "mixed", "per_subject": per_subject}
 
 
 def compare_runs(a: dict, b: dict, methods: list[str] | None = None) -> dict[str, Any]:

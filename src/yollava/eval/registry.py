@@ -72,7 +72,7 @@ def _import_builtins() -> None:
         return
     _loading = True
     try:
-        from . import methods, recognition, qa, caption, forgetting  # noqa: F401, I001  (registration side effects, in listing order)
+        from . import methods, probes, recognition, qa, caption, forgetting  # noqa: F401, I001  (registration side effects, in listing order)
     except BaseException:
         _loading = False
         raise

@@ -32,6 +32,24 @@ def settings_differences(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [f"{prefix.rstrip('.')}: {a!r} (run folder) vs {b!r} (now)"]
 
 
+def read_records(path: str | Path) -> list[dict]:
+    """The finished (method, subject) records of a run folder's ``records.jsonl`` (a line cut by a crash is skipped:
+    that pair is simply redone)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
 class RunStore:
     def __init__(self, run_dir: str | Path, protocol: dict):
         self.dir = Path(run_dir)
@@ -51,18 +69,7 @@ class RunStore:
         self.path = self.dir / RECORDS_FILE
 
     def records(self) -> list[dict]:
-        if not self.path.exists():
-            return []
-        out = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                out.append(json.loads(line))
-            except ValueError:  # a line cut by a crash: that pair is simply redone
-                continue
-        return out
+        return read_records(self.path)
 
     def done(self) -> set[tuple[str, str]]:
         return {(r["method"], r["subject"]) for r in self.records()}

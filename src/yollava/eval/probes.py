@@ -1,0 +1,68 @@
+"""Diagnostic probes: where along the model does a subject's identity get lost? (recognition only)
+
+Each probe is the concept head's recipe (logistic regression, the subject's training photos vs the negatives
+the training-set builder chose, :class:`~yollava.eval.methods.HeadMethod`) on another representation of the
+photo, so the probes and ``head`` of one run differ only in what the classifier reads:
+
+- ``head``: the image pool's embedder (EfficientNet-Lite0 pooled features), as MyVLM's concept heads;
+- ``probe-visual``: the visual tokens the language model receives (the base model's own vision tower and
+  projector, every token, flattened);
+- ``probe-llm``: the frozen language model's last hidden state at the answer position of the product's
+  recognition query about a placeholder subject ("Can you see if sks is in this photo? ..."), no concept.
+
+A concept can only use what reaches the language model: if ``probe-visual`` separates a subject as well as
+``head`` but the learned concept does not, the recipe is what bounds it; if ``probe-visual`` is already far
+below ``head``, the base model's vision path is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..engine import RECOGNITION_QUERY
+from .methods import EvalContext, HeadMethod
+from .registry import register_method
+
+
+class _FeatureProbe(HeadMethod):
+    """The concept head's classifier on features this class computes (cached per photo for the run)."""
+
+    def __init__(self, name: str | None = None):
+        super().__init__(name)
+        self._features: dict[str, np.ndarray] = {}
+
+    def features(self, ctx: EvalContext, path: Path) -> np.ndarray:
+        raise NotImplementedError
+
+    def _embed(self, ctx: EvalContext, paths: list[Path]) -> np.ndarray:
+        for p in paths:
+            if str(p) not in self._features:
+                self._features[str(p)] = self.features(ctx, p)
+        x = np.stack([self._features[str(p)] for p in paths])
+        return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-8)  # the head's features are unit vectors too
+
+
+@register_method("probe-visual", tasks=("recognition",))
+class VisualTokensProbe(_FeatureProbe):
+    """Logistic regression on the visual tokens the language model receives (flattened)."""
+
+    def features(self, ctx: EvalContext, path: Path) -> np.ndarray:
+        with torch.no_grad():
+            return ctx.engine.encode_image(path).features.float().flatten().cpu().numpy()
+
+
+@register_method("probe-llm", tasks=("recognition",))
+class AnswerStateProbe(_FeatureProbe):
+    """Logistic regression on the frozen LLM's last hidden state where the recognition answer is predicted."""
+
+    placeholder = "sks"
+
+    def features(self, ctx: EvalContext, path: Path) -> np.ndarray:
+        engine = ctx.engine
+        encoded = engine.encode(RECOGNITION_QUERY.format(identifier=self.placeholder), image=path)
+        with torch.no_grad():
+            hidden, _, _ = engine.hidden_states([encoded])
+        return hidden[0, len(encoded.input_ids) - 1].float().cpu().numpy()
