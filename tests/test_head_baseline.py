@@ -73,7 +73,7 @@ def test_probes_use_the_heads_classifier_on_the_models_own_representations(llava
     import numpy as np
 
     from yollava.engine import RECOGNITION_QUERY
-    from yollava.eval.methods import EvalContext
+    from yollava.eval.methods import EvalContext, Unavailable
     from yollava.eval.registry import make_method
 
     ds, pool = separable
@@ -92,3 +92,5 @@ def test_probes_use_the_heads_classifier_on_the_models_own_representations(llava
         hidden = llava_engine.hidden_states([encoded])[0][0, -1]
     assert np.allclose(state.features(ctx, photo), hidden.float().numpy(), atol=1e-5)
     assert not np.allclose(state.features(ctx, photo), state.features(ctx, other), atol=1e-3)  # the photo reaches the answer state
+    with pytest.raises(Unavailable, match="pocket's pooled grid"):  # a family without it says so (a record, not a crash)
+        make_method("probe-pooled").features(ctx, photo)

@@ -5,6 +5,8 @@ the training-set builder chose, :class:`~yollava.eval.methods.HeadMethod`) on an
 photo, so the probes and ``head`` of one run differ only in what the classifier reads:
 
 - ``head``: the image pool's embedder (EfficientNet-Lite0 pooled features), as MyVLM's concept heads;
+- ``probe-pooled`` (``pocket`` only): the vision tower's pooled grid before the projector (what the projector reads,
+  every token, flattened): with ``probe-visual`` it tells pooling apart from the projector;
 - ``probe-visual``: the visual tokens the language model receives (the base model's own vision tower and
   projector, every token, flattened);
 - ``probe-llm``: the frozen language model's last hidden state at the answer position of the product's
@@ -23,7 +25,8 @@ import numpy as np
 import torch
 
 from ..engine import RECOGNITION_QUERY
-from .methods import EvalContext, HeadMethod
+from ..images import load_image
+from .methods import EvalContext, HeadMethod, Unavailable
 from .registry import register_method
 
 
@@ -43,6 +46,17 @@ class _FeatureProbe(HeadMethod):
                 self._features[str(p)] = self.features(ctx, p)
         x = np.stack([self._features[str(p)] for p in paths])
         return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-8)  # the head's features are unit vectors too
+
+
+@register_method("probe-pooled", tasks=("recognition",))
+class PooledGridProbe(_FeatureProbe):
+    """Logistic regression on ``pocket``'s pooled feature grid, before its projector (flattened)."""
+
+    def features(self, ctx: EvalContext, path: Path) -> np.ndarray:
+        model = ctx.engine.adapter.model
+        if not hasattr(model, "pooled_features"):
+            raise Unavailable(f"probe-pooled reads pocket's pooled grid; {ctx.engine.adapter.family} has none")
+        return model.pooled_features([load_image(path)])[0].float().flatten().cpu().numpy()
 
 
 @register_method("probe-visual", tasks=("recognition",))
