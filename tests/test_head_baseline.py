@@ -77,11 +77,13 @@ def test_probes_use_the_heads_classifier_on_the_models_own_representations(llava
     from yollava.eval.registry import make_method
 
     ds, pool = separable
-    res = run_recognition(llava_engine, load_folder(ds, train_per_subject=3, seed=0), ["head", "probe-visual", "probe-llm"], tmp_path / "run",
+    res = run_recognition(llava_engine, load_folder(ds, train_per_subject=3, seed=0), ["head", "probe-visual", "probe-llm", "probe-llm-z"], tmp_path / "run",
                           pool_fn=lambda: pool, pool_negatives=4, pool_hard_negatives=2,
                           data=DataConfig(n_easy_negatives=8, n_hard_negatives=6), progress=False, echo=lambda m: None)
-    for method in ("probe-visual", "probe-llm"):
+    for method in ("probe-visual", "probe-llm", "probe-llm-z"):
         assert res["overall"][method]["auc"] >= 0.9, (method, res["overall"][method])
+    assert "StandardScaler" in make_method("probe-llm-z").classifier().__repr__()
+    assert "StandardScaler" not in make_method("probe-llm").classifier().__repr__()
     photo = sorted((ds / "red_mug").glob("*"))[0]
     other = sorted((ds / "green_toy").glob("*"))[0]
     ctx = EvalContext(llava_engine, tmp_path / "ctx")

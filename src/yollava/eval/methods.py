@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from sklearn.linear_model import LogisticRegression
 
 from ..data.pool import atomic_write_json
 from ..engine import RECOGNITION_QUERY, YoLLaVA
@@ -384,8 +385,6 @@ class HeadMethod(Method):
         return np.stack([vectors[rows[str(p)]] if str(p) in rows else ctx._embeddings[str(p)] for p in paths])
 
     def prepare(self, ctx: EvalContext, subject: Subject) -> dict:
-        from sklearn.linear_model import LogisticRegression
-
         from ..data.builder import build_training_set
 
         if not subject.train:
@@ -400,11 +399,15 @@ class HeadMethod(Method):
         t0 = time.perf_counter()
         x = self._embed(ctx, list(ts.positives) + negatives)
         y = np.array([1] * len(ts.positives) + [0] * len(negatives))
-        clf = LogisticRegression(C=1.0, class_weight="balanced", max_iter=5000)
+        clf = self.classifier()
         clf.fit(x, y)
         self._models[subject.name] = clf
         return {"n_positive": len(ts.positives), "n_negative": len(negatives), "n_hard": len(ts.hard_negatives),
-                "fit_seconds": round(time.perf_counter() - t0, 3), "classifier": "LogisticRegression(C=1, class_weight=balanced)"}
+                "fit_seconds": round(time.perf_counter() - t0, 3), "classifier": str(clf)}
+
+    def classifier(self):
+        """A fresh, unfitted scikit-learn classifier with ``predict_proba`` (the probes change it)."""
+        return LogisticRegression(C=1.0, class_weight="balanced", max_iter=5000)
 
     def recognition_scores(self, ctx: EvalContext, subject: Subject, images: list[Path]) -> list[float]:
         clf = self._models[subject.name]

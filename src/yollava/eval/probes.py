@@ -12,6 +12,9 @@ photo, so the probes and ``head`` of one run differ only in what the classifier 
 - ``probe-llm``: the frozen language model's last hidden state at the answer position of the product's
   recognition query about a placeholder subject ("Can you see if sks is in this photo? ..."), no concept.
 
+Each probe also comes as ``<name>-z``: the same features standardised per dimension on the subject's training photos
+before the classifier (language-model embeddings have a few huge dimensions that dominate a unit-length vector).
+
 A concept can only use what reaches the language model: if ``probe-visual`` separates a subject as well as
 ``head`` but the learned concept does not, the recipe is what bounds it; if ``probe-visual`` is already far
 below ``head``, the base model's vision path is.
@@ -19,6 +22,7 @@ below ``head``, the base model's vision path is.
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -30,27 +34,45 @@ from .methods import EvalContext, HeadMethod, Unavailable
 from .registry import register_method
 
 
-class _FeatureProbe(HeadMethod):
-    """The concept head's classifier on features this class computes (cached per photo for the run)."""
+#: base model -> {(probe kind, photo path): features}, shared by a probe and its ``-z`` twin in one process
+_FEATURES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-    def __init__(self, name: str | None = None):
+
+class _FeatureProbe(HeadMethod):
+    """The concept head's classifier on features this class computes (cached per photo for the process)."""
+
+    kind = ""
+
+    def __init__(self, name: str | None = None, standardize: bool = False):
         super().__init__(name)
-        self._features: dict[str, np.ndarray] = {}
+        self.standardize = standardize
 
     def features(self, ctx: EvalContext, path: Path) -> np.ndarray:
         raise NotImplementedError
 
+    def classifier(self):
+        if not self.standardize:
+            return super().classifier()
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        return make_pipeline(StandardScaler(), super().classifier())
+
     def _embed(self, ctx: EvalContext, paths: list[Path]) -> np.ndarray:
+        cache = _FEATURES.setdefault(ctx.engine.model, {})
         for p in paths:
-            if str(p) not in self._features:
-                self._features[str(p)] = self.features(ctx, p)
-        x = np.stack([self._features[str(p)] for p in paths])
+            if (self.kind, str(p)) not in cache:
+                cache[self.kind, str(p)] = self.features(ctx, p)
+        x = np.stack([cache[self.kind, str(p)] for p in paths])
         return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-8)  # the head's features are unit vectors too
 
 
+@register_method("probe-pooled-z", tasks=("recognition",), standardize=True)
 @register_method("probe-pooled", tasks=("recognition",))
 class PooledGridProbe(_FeatureProbe):
     """Logistic regression on ``pocket``'s pooled feature grid, before its projector (flattened)."""
+
+    kind = "pooled"
 
     def features(self, ctx: EvalContext, path: Path) -> np.ndarray:
         model = ctx.engine.adapter.model
@@ -59,18 +81,24 @@ class PooledGridProbe(_FeatureProbe):
         return model.pooled_features([load_image(path)])[0].float().flatten().cpu().numpy()
 
 
+@register_method("probe-visual-z", tasks=("recognition",), standardize=True)
 @register_method("probe-visual", tasks=("recognition",))
 class VisualTokensProbe(_FeatureProbe):
     """Logistic regression on the visual tokens the language model receives (flattened)."""
+
+    kind = "visual"
 
     def features(self, ctx: EvalContext, path: Path) -> np.ndarray:
         with torch.no_grad():
             return ctx.engine.encode_image(path).features.float().flatten().cpu().numpy()
 
 
+@register_method("probe-llm-z", tasks=("recognition",), standardize=True)
 @register_method("probe-llm", tasks=("recognition",))
 class AnswerStateProbe(_FeatureProbe):
     """Logistic regression on the frozen LLM's last hidden state where the recognition answer is predicted."""
+
+    kind = "llm"
 
     placeholder = "sks"
 
