@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from yollava.models.hf_common import decoder_forward
 from yollava.models import Message
 from yollava.models.pocket import adapter as pocket_adapter
 from yollava.models.pocket.adapter import PocketAdapter, load_pocket, merge_lora, save_pocket_weights
@@ -94,12 +95,12 @@ def scripts_loss(adapter: PocketAdapter, pooled: torch.Tensor, samples: list[Sam
         ids[i, : len(row)], mask[i, : len(row)], target[i, start: len(row)] = torch.tensor(row), 1, True
     llm = adapter.model.llm.model
     with torch.no_grad():
-        cache = llm(inputs_embeds=adapter.embed_tokens(torch.tensor([prefix_ids])), use_cache=True).past_key_values
+        _, cache = decoder_forward(llm, adapter.embed_tokens(torch.tensor([prefix_ids])), None, None, None, True)
         cache.batch_repeat_interleave(ids.shape[0])
     visual = adapter.model.projector(pooled[[s.index for s in samples]].float()).flatten(0, 1)
     emb = adapter.embed_tokens(ids).masked_scatter((ids == adapter.image_token_id).unsqueeze(-1), visual)
     full_mask = torch.cat([torch.ones(ids.shape[0], len(prefix_ids), dtype=mask.dtype), mask], dim=1)
-    hidden = llm(inputs_embeds=emb, attention_mask=full_mask, past_key_values=cache, use_cache=True).last_hidden_state
+    hidden, _ = decoder_forward(llm, emb, full_mask, None, cache, True)  # (the kv-cache keyword this transformers takes)
     predicts = target[:, 1:]
     return F.cross_entropy(adapter.lm_head(hidden[:, :-1][predicts]).float(), ids[:, 1:][predicts])
 
