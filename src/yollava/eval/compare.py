@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 METRICS = ("weighted_accuracy", "auc")
+TITLES = {"weighted_accuracy": "weighted accuracy at the concept's threshold", "auc": "ROC-AUC"}
 
 
 def load_run(path: str | Path) -> dict:
@@ -105,7 +106,7 @@ def compare_plot(comparison: dict, label_a: str, label_b: str, path: str | Path)
             if pts:
                 ax.scatter(*zip(*pts), label=m, alpha=0.75, s=28)
         ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
-        ax.set(xlim=(0, 1.02), ylim=(0, 1.02), xlabel=label_a, ylabel=label_b, title=metric.replace("_", " ") + " per subject")
+        ax.set(xlim=(0, 1.02), ylim=(0, 1.02), xlabel=label_a, ylabel=label_b, title=f"{TITLES[metric]}, per subject")
         ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     path = Path(path)
