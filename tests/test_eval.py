@@ -242,6 +242,25 @@ def test_every_method_scores_in_unit_interval_and_resume_skips_done_pairs(llava_
     with pytest.raises(ProtocolMismatch, match="seed"):
         run_recognition(llava_engine, load_folder(world["ds"], 2, seed=1), ["vanilla"], run_dir, **dict(kw, seed=1))
 
+    # another run folder under the same protocol reuses the finished records (and computes nothing); under another
+    # protocol it does not
+    import yollava.eval.methods as methods_module
+
+    def no_scoring(*a, **k):
+        raise AssertionError("scored again")
+
+    real_scores = methods_module.yes_probabilities
+    methods_module.yes_probabilities = no_scoring
+    try:
+        reused = run_recognition(llava_engine, ds, ["vanilla"], tmp_path / "again", reuse_from=[run_dir], **kw2)
+        with pytest.raises(AssertionError, match="scored again"):
+            run_recognition(llava_engine, load_folder(world["ds"], 2, seed=1), ["vanilla"], tmp_path / "other", reuse_from=[run_dir], **dict(kw2, seed=1))
+    finally:
+        methods_module.yes_probabilities = real_scores
+    assert reused["per_subject"]["vanilla"] == both["per_subject"]["vanilla"]
+    copied = [json.loads(x) for x in (tmp_path / "again" / "records.jsonl").read_text().splitlines()]
+    assert copied and all(r["reused_from"] == str(run_dir) for r in copied)
+
     # the report files
     paths = write_report(both, tmp_path / "out" / "results.json", "test")
     assert [p.name for p in paths] == ["results.json", "results.md", "results.png"] and all(p.stat().st_size > 0 for p in paths)

@@ -109,7 +109,7 @@ PoolOpt = typer.Option(None, "--pool", help="Folder(s) of generic photos for neg
 IndexDirOpt = typer.Option(None, "--index-dir", help="Pool index folder (default: in the cache).")
 CaptionTokOpt = typer.Option(96, "--caption-tokens", help="text-model: max tokens per training-photo caption.")
 SummaryTokOpt = typer.Option(48, "--summary-tokens", help="text-model: max tokens of the summarised description.")
-ReuseOpt = typer.Option(None, "--reuse", help="Other run folder(s) whose concepts / model-written descriptions to reuse when made from the same photos with the same settings.")
+ReuseOpt = typer.Option(None, "--reuse", help="Other run folder(s) whose concepts / model-written descriptions to reuse when made from the same photos with the same settings, and whose finished records to reuse when made under exactly the same protocol.")
 ThreadsOpt = typer.Option(None, "--threads", help="torch CPU threads (on a busy shared machine 1 can be several times faster than the default).")
 
 

@@ -144,12 +144,17 @@ def run_benchmark(
     ctx = EvalContext(engine, store.dir, train, data, recipe_name=recipe, pool_fn=task.training_pool(store, pool_fn),
                       caption_tokens=caption_tokens, summary_tokens=summary_tokens, progress=progress, reuse_from=list(reuse_from or []))
     done = store.done()
+    reusable = store.reusable_records(list(reuse_from or []))
     methods = list(methods)
     for mname in methods:
         method = make_method(mname)
         for subject in task.subjects:
             if (mname, subject.name) in done:
                 echo(f"{mname} / {subject.name}: done earlier, skipped")
+                continue
+            if (mname, subject.name) in reusable:  # made under this very protocol in another run folder
+                store.append(reusable[mname, subject.name])
+                echo(f"{mname} / {subject.name}: reused from {reusable[mname, subject.name]['reused_from']}")
                 continue
             record: dict[str, Any] = {"task": task.name, "method": mname, "subject": subject.name}
             started = time.perf_counter()
