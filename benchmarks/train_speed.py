@@ -95,13 +95,32 @@ PROFILE: dict[str, float] = {}
 DEFINITION_FIRST: dict[str, float] = {}
 
 
-def time_batched(engine: YoLLaVA, samples: list[Sample], batch_size: int, prefix_cache: bool, k: int) -> float:
-    name = "speedtest"
+def fresh_concept(engine: YoLLaVA, k: int, name: str = "speedtest"):
+    """A new trainable concept ``name`` (replacing one left by an earlier row) and AdamW on its rows only."""
     if name in engine.bank:
         engine.unload_concept(name)
     concept = engine.new_concept(name, k)
     concept.requires_grad_(True)
-    opt = torch.optim.AdamW([concept.input_rows, concept.output_row], lr=1e-3, weight_decay=0.0)
+    return concept, torch.optim.AdamW([concept.input_rows, concept.output_row], lr=1e-3, weight_decay=0.0)
+
+
+def timed_step(phases: dict[str, float], opt: torch.optim.Optimizer, compute_loss) -> None:
+    """One training step, its forward (``compute_loss()``), backward and optimizer seconds added to ``phases``."""
+    t = time.perf_counter()
+    loss = compute_loss()
+    phases["forward"] += time.perf_counter() - t
+    t = time.perf_counter()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    phases["backward"] += time.perf_counter() - t
+    t = time.perf_counter()
+    opt.step()
+    phases["optimizer"] += time.perf_counter() - t
+
+
+def time_batched(engine: YoLLaVA, samples: list[Sample], batch_size: int, prefix_cache: bool, k: int) -> float:
+    name = "speedtest"
+    concept, opt = fresh_concept(engine, k, name)
     encoded = [engine.encode(s.question, image=s.image, answer=s.answer, concepts=[name]) for s in samples]
     cache: dict | None = {} if prefix_cache else None
     config = TrainConfig(batch_size=batch_size, prefix_cache=prefix_cache)
@@ -109,16 +128,7 @@ def time_batched(engine: YoLLaVA, samples: list[Sample], batch_size: int, prefix
     phases = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0}
     t0 = time.perf_counter()
     for b in batches:
-        t = time.perf_counter()
-        loss = engine.loss([encoded[i] for i in b], cache)
-        phases["forward"] += time.perf_counter() - t
-        t = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        phases["backward"] += time.perf_counter() - t
-        t = time.perf_counter()
-        opt.step()
-        phases["optimizer"] += time.perf_counter() - t
+        timed_step(phases, opt, lambda: engine.loss([encoded[i] for i in b], cache))
     total = time.perf_counter() - t0
     # where a fast step goes: the frozen LLM's forward and backward over the tokens after the cached prefix
     PROFILE.clear()
@@ -137,11 +147,7 @@ def time_definition_first(engine: YoLLaVA, samples: list[Sample], batch_size: in
     from transformers import DynamicCache
 
     name = "speedtest"
-    if name in engine.bank:
-        engine.unload_concept(name)
-    concept = engine.new_concept(name, k)
-    concept.requires_grad_(True)
-    opt = torch.optim.AdamW([concept.input_rows, concept.output_row], lr=1e-3, weight_decay=0.0)
+    concept, opt = fresh_concept(engine, k, name)
     model, bank, vocab = engine.model, engine.bank, engine.adapter.vocab_size
     image_id = engine.adapter.image_token_id
     shared, per_sample = None, []
@@ -166,27 +172,21 @@ def time_definition_first(engine: YoLLaVA, samples: list[Sample], batch_size: in
     phases = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0}
     order = list(range(len(per_sample)))
     t0 = time.perf_counter()
-    for b in range(0, len(order), batch_size):
-        items = [per_sample[i] for i in order[b : b + batch_size]]
-        t = time.perf_counter()
-        past = DynamicCache(ddp_cache_data=system_kv)
-        definition = torch.tensor([head[n_system:]])
-        _, past = model.adapter.decoder(model.embed(bank, definition, [[]]), past_key_values=past, use_cache=True)
+    def batch_loss(items: list) -> torch.Tensor:
+        # the definition once, with gradient, after the cached system prompt; its keys/values shared by the batch
+        _, past = model.adapter.decoder(model.embed(bank, torch.tensor([head[n_system:]]), [[]]),
+                                        past_key_values=DynamicCache(ddp_cache_data=system_kv), use_cache=True)
         shared_kv = [(layer.keys.expand(len(items), -1, -1, -1), layer.values.expand(len(items), -1, -1, -1)) for layer in past.layers]
         ids, mask, answer = model.collate(items)
         full_mask = torch.cat([torch.ones(len(items), len(head), dtype=mask.dtype), mask], dim=1)
         hidden, _ = model.adapter.decoder(model.embed(bank, ids, [e.images for e in items]), attention_mask=full_mask,
                                           past_key_values=DynamicCache(ddp_cache_data=shared_kv), use_cache=True)
         predicts = answer[:, 1:]
-        loss = torch.nn.functional.cross_entropy(model.logits(bank, hidden[:, :-1][predicts]).float(), ids[:, 1:][predicts])
-        phases["forward"] += time.perf_counter() - t
-        t = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        phases["backward"] += time.perf_counter() - t
-        t = time.perf_counter()
-        opt.step()
-        phases["optimizer"] += time.perf_counter() - t
+        return torch.nn.functional.cross_entropy(model.logits(bank, hidden[:, :-1][predicts]).float(), ids[:, 1:][predicts])
+
+    for b in range(0, len(order), batch_size):
+        items = [per_sample[i] for i in order[b : b + batch_size]]
+        timed_step(phases, opt, lambda: batch_loss(items))
     assert concept.input_rows.grad is not None and concept.input_rows.grad.abs().sum() > 0  # the definition did train
     total = time.perf_counter() - t0
     DEFINITION_FIRST.clear()
