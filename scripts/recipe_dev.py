@@ -42,6 +42,9 @@ VARIANTS = {
     "fast-lr1e-2": {"lr": 1e-2},
     "fast-2ep-lr3e-3": {"epochs": 2, "lr": 3e-3},
     "fast-3ep": {"epochs": 3},
+    "fast-weighted": {"balance_by": "weight"},  # each positive once, its loss weighted (speed issue: fewer samples)
+    "fast-weighted-k8": {"balance_by": "weight", "k": 8},
+    "fast-weighted-lr2e-3": {"balance_by": "weight", "lr": 2e-3},
 }
 
 

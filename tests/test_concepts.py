@@ -218,3 +218,27 @@ def test_prefix_cache_gives_the_same_loss_and_gradients(llava_engine: YoLLaVA):
     torch.testing.assert_close(concept.output_row.grad, grads[1], rtol=1e-3, atol=1e-4)
     again = llava_engine.loss(batch, cache)  # reuse: no new entries, same value
     assert len(cache) == 2 and torch.allclose(again, full, atol=1e-6)
+
+
+def test_weighted_loss_equals_the_batch_with_the_item_repeated(llava_engine: YoLLaVA):
+    """A positive weighted 3x gives the loss and gradients of the batch with it repeated 3 times
+    (the trainer's ``balance_by="weight"``); wrong weights fail clearly."""
+    concept = llava_engine.new_concept("bo", k=3)
+    concept.requires_grad_(True)
+    imgs = [Image.new("RGB", (40, 40), c) for c in [(200, 0, 0), (0, 0, 200)]]
+    pos = llava_engine.encode("Is <bo> here?", image=imgs[0], answer="Yes, <bo> is here.")
+    neg = llava_engine.encode("Is <bo> here?", image=imgs[1], answer="No.")
+    repeated = llava_engine.loss([pos, pos, pos, neg])
+    repeated.backward()
+    grads = concept.input_rows.grad.clone()
+    concept.zero_grad()
+    weighted = llava_engine.loss([pos, neg], weights=[3.0, 1.0])
+    weighted.backward()
+    torch.testing.assert_close(weighted, repeated, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(concept.input_rows.grad, grads, rtol=1e-3, atol=1e-5)
+    plain = llava_engine.loss([pos, neg])
+    assert not torch.allclose(plain, weighted, atol=1e-4)  # the weight is not a no-op
+    with pytest.raises(ValueError, match="one per item"):
+        llava_engine.loss([pos, neg], weights=[1.0])
+    with pytest.raises(ValueError, match="finite and > 0"):
+        llava_engine.loss([pos, neg], weights=[float("nan"), 1.0])

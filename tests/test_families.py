@@ -104,6 +104,21 @@ def test_cached_generation_agrees_with_a_full_forward(fam_engine: YoLLaVA, monke
     assert logits.argmax(-1).tolist() == chosen
 
 
+def test_batched_generation_gives_each_prompts_own_answer(fam_engine: YoLLaVA, monkeypatch):
+    """Prompts of different lengths (photo or none, a concept or none) generated together, left-padded: the
+    same greedy tokens as each prompt alone (positions counted from each prompt's first real token)."""
+    fam_engine.new_concept("bo", k=2, seed=3)
+    monkeypatch.setattr(type(fam_engine.adapter), "eos_token_ids", property(lambda self: []))
+    prompts = [("What is <bo> doing?", Image.new("RGB", (48, 40), (20, 160, 60))), ("Describe <bo> in a few words, please.", None),
+               ("Hi", None), ("What colour is this?", Image.new("RGB", (40, 56), (200, 30, 30)))]
+    items = [fam_engine.encode(q, image=img) for q, img in prompts]
+    assert len({len(e.input_ids) for e in items}) > 1  # padding is exercised
+    alone = [list(fam_engine.model.generate_ids(fam_engine.bank, e, 6)) for e in items]
+    together = fam_engine.model.generate_batch_ids(fam_engine.bank, items, 6)
+    assert together == alone and all(len(a) == 6 for a in alone)
+    assert fam_engine.chat_many(prompts, max_new_tokens=6) == [fam_engine.chat(q, image=img, max_new_tokens=6) for q, img in prompts]
+
+
 def test_a_padded_batch_of_photos_scores_as_each_photo_alone(fam_engine: YoLLaVA):
     """Photos of different sizes (with dynamic resolution: different photo-token counts and padding) in one batch: the
     concept's scores and answer losses are those of each photo alone (3-D RoPE, deepstack features and

@@ -51,6 +51,26 @@ def test_holdout_is_stratified_and_disjoint():
     assert split_holdout(samples, 0.2, seed=0) == (train, held)
 
 
+def test_balance_by_weight_trains_each_positive_once_with_its_loss_weighted(llava_engine: YoLLaVA, tmp_path):
+    samples = recognition_samples(tmp_path, n_pos=4, n_neg=12)
+    cfg = TrainConfig(k=2, epochs=1, lr=1e-2, batch_size=4, seed=0, holdout_fraction=0.0, select_best_epoch=False)
+    assert len(trainer_module.epoch_samples(samples, cfg)[0]) == 12 + 4 * 3  # repeat: positives 3x
+    weighted_cfg = TrainConfig(**{**cfg.__dict__, "balance_by": "weight"})
+    epoch, weights = trainer_module.epoch_samples(samples, weighted_cfg)
+    assert epoch == samples and weights == [3.0 if s.is_positive else 1.0 for s in samples]
+    seen = []
+    real_loss = llava_engine.loss
+    llava_engine.loss = lambda items, cache=None, w=None: seen.append(w) or real_loss(items, cache, w)
+    try:
+        result = ConceptTrainer(llava_engine, "bo", weighted_cfg, progress=False).fit(samples)
+    finally:
+        llava_engine.loss = real_loss
+    assert result.samples_seen == 16 and len(seen) == 4  # 16 samples, not 24: 4 steps of 4
+    assert sorted(x for w in seen for x in w) == [1.0] * 12 + [3.0] * 4
+    with pytest.raises(ValueError, match="balance_by"):
+        TrainConfig(balance_by="oversample")
+
+
 def test_training_resumes_after_interruption(llava_engine: YoLLaVA, tmp_path, monkeypatch):
     samples = recognition_samples(tmp_path, n_pos=4, n_neg=8)
     cfg = TrainConfig(k=2, epochs=3, lr=1e-2, batch_size=4, seed=0)

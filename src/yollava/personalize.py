@@ -47,15 +47,15 @@ def _answering_model(engine: YoLLaVA) -> dict:
 
 
 def build_data(engine: YoLLaVA, name: str, photos: list[Path], data: DataConfig, pool=None, seed: int = 0) -> TrainingSet:
-    def answer(question: str, image: Path) -> str:
-        return engine.chat(question, image=image, max_new_tokens=data.conversation_tokens)
+    def answer_many(pairs: list[tuple[str, Path]]) -> list[str]:
+        return engine.chat_many(pairs, max_new_tokens=data.conversation_tokens)
 
     needs_pool = data.needs_pool
     return build_training_set(
         name,
         photos,
         pool if pool is not None or not needs_pool else load_pool(),
-        answer_fn=answer if data.conversations else None,
+        answer_many=answer_many if data.conversations else None,
         seed=seed,
         model_fingerprint=json.dumps(_answering_model(engine), sort_keys=True),
         **data.builder_options(),

@@ -42,6 +42,10 @@ from .training_set import HardNegative, TrainingSet
 log = logging.getLogger(__name__)
 
 AnswerFn = Callable[[str, Path], str]
+#: the base model answering several (question, photo) pairs at once, in order (batched generation)
+AnswerManyFn = Callable[[list[tuple[str, Path]]], list[str]]
+#: questions answered per call of an AnswerManyFn (the answers are cached after each call)
+ANSWER_BATCH = 20
 
 
 def expand_photos(photos: Iterable[str | Path]) -> list[Path]:
@@ -70,12 +74,19 @@ class AnswerCache:
     def key(sha256: str, question: str, fingerprint: str) -> str:
         return json.dumps([sha256, question, fingerprint])
 
+    def get(self, sha256: str, question: str, fingerprint: str) -> str | None:
+        return self.data.get(self.key(sha256, question, fingerprint))
+
+    def put(self, sha256: str, question: str, fingerprint: str, answer: str) -> None:
+        self.data[self.key(sha256, question, fingerprint)] = str(answer)
+        self.dirty = True
+
     def get_or_ask(self, sha256: str, question: str, fingerprint: str, ask: Callable[[], str]) -> str:
-        k = self.key(sha256, question, fingerprint)
-        if k not in self.data:
-            self.data[k] = str(ask())
-            self.dirty = True
-        return self.data[k]
+        answer = self.get(sha256, question, fingerprint)
+        if answer is None:
+            answer = str(ask())
+            self.put(sha256, question, fingerprint, answer)
+        return answer
 
     def save(self) -> None:
         if self.dirty:
@@ -154,12 +165,34 @@ def _negatives(pool, pos_paths, pos_shas, pos_vecs, *, n_easy, n_hard, hard, nea
     return chosen, easy, calibration
 
 
+def _answer_missing(cache: AnswerCache, missing: list[tuple[Path, str, str]], fingerprint: str, answer_fn: AnswerFn | None,
+                    answer_many: AnswerManyFn | None, label: str) -> None:
+    """Ask the base model the ``(photo, sha256, question)`` not in ``cache`` yet, a batch (or one) at a time,
+    saving the cache after each, so an interrupted build keeps what it was told."""
+    bar = tqdm(total=len(missing), desc=label, unit="answer", leave=False, disable=not missing)
+    try:
+        step = ANSWER_BATCH if answer_many is not None else 1
+        for i in range(0, len(missing), step):
+            chunk = missing[i : i + step]
+            answers = answer_many([(q, p) for p, _, q in chunk]) if answer_many is not None else [answer_fn(chunk[0][2], chunk[0][0])]
+            if len(answers) != len(chunk):
+                raise RuntimeError(f"answer_many returned {len(answers)} answers for {len(chunk)} questions")
+            for (_, sha, q), answer in zip(chunk, answers):
+                cache.put(sha, q, fingerprint, answer)
+            cache.save()
+            bar.update(len(chunk))
+    finally:
+        cache.save()
+        bar.close()
+
+
 def build_training_set(
     name: str,
     photos: Iterable[str | Path],
     pool: ImagePool | None,
     *,
     answer_fn: AnswerFn | None = None,
+    answer_many: AnswerManyFn | None = None,
     category: str = "object",
     n_easy_negatives: int = 100,
     n_hard_negatives: int = 100,
@@ -182,7 +215,8 @@ def build_training_set(
     """Build the training set for concept ``name`` from the user's ``photos`` (files or folders).
 
     ``answer_fn(question, image_path) -> str`` is the base model answering a question about a photo
-    (needed when ``conversations``); its answers are cached under ``cache_dir`` (default
+    (needed when ``conversations``, unless ``answer_many(pairs) -> answers`` answers several at once, which is
+    then used instead: batched generation); its answers are cached under ``cache_dir`` (default
     ``$YOLLAVA_CACHE/answers``) keyed by photo sha256, question and ``model_fingerprint``.
     ``conversation_photos`` limits the photos asked about (the official ``<bo>`` data uses 4); default all.
     ``positives_per_photo`` distinct positive templates per photo (the paper pairs each photo with one;
@@ -198,8 +232,9 @@ def build_training_set(
     want_negatives = n_easy_negatives > 0 or (hard_negatives and n_hard_negatives > 0) or calibration_negatives > 0
     if want_negatives and pool is None:
         raise ValueError("negatives need an image pool (pass pool=ImagePool..., or n_easy_negatives=0, hard_negatives=False)")
-    if conversations and answer_fn is None:
-        raise ValueError("conversations need answer_fn(question, image_path) -> str (the base model), or conversations=False")
+    if conversations and answer_fn is None and answer_many is None:
+        raise ValueError("conversations need answer_fn(question, image_path) -> str (the base model) or answer_many, "
+                         "or conversations=False")
     paths = expand_photos(photos)
     pos_paths, pos_shas, pos_vecs, skipped = _checked_positives(paths, pool, want_negatives)
     if not pos_paths:
@@ -248,21 +283,15 @@ def build_training_set(
     if conversations:
         cache = AnswerCache(cache_dir)
         questions = conversation_questions(category)
-        try:
-            asked = list(zip(pos_paths, pos_shas))[:conversation_photos]
-            bar = tqdm(total=len(asked) * len(questions), desc=f"conversations about {identifier}", unit="answer", leave=False)
-            for p, sha in asked:
-                for q in questions:
-                    answer = cache.get_or_ask(sha, q, model_fingerprint, lambda: answer_fn(q, p)).strip()
-                    bar.update(1)
-                    if not answer:
-                        log.warning("empty answer to %r about %s; sample left out", q, p)
-                        continue
-                    samples.append(Sample(replace_subject(q, identifier), replace_subject(answer, identifier), None, "conversation"))
-                cache.save()
-            bar.close()
-        finally:
-            cache.save()
+        asked = [(p, sha, q) for p, sha in list(zip(pos_paths, pos_shas))[:conversation_photos] for q in questions]
+        _answer_missing(cache, [a for a in asked if cache.get(a[1], a[2], model_fingerprint) is None], model_fingerprint,
+                        answer_fn, answer_many, f"conversations about {identifier}")
+        for p, sha, q in asked:
+            answer = cache.get(sha, q, model_fingerprint).strip()
+            if not answer:
+                log.warning("empty answer to %r about %s; sample left out", q, p)
+                continue
+            samples.append(Sample(replace_subject(q, identifier), replace_subject(answer, identifier), None, "conversation"))
 
     config = {
         "category": category, "n_easy_negatives": n_easy_negatives, "n_hard_negatives": n_hard_negatives,

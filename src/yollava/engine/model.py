@@ -211,8 +211,13 @@ class ConceptModel:
         hidden, _ = self.adapter.decoder(self.embed(bank, ids, [[] for _ in items]), attention_mask=full_mask, past_key_values=past, use_cache=True)
         return hidden, ids, answer
 
-    def loss(self, bank: ConceptBank, items: Sequence[Encoded], prefix_cache: dict | None = None) -> torch.Tensor:
+    def loss(self, bank: ConceptBank, items: Sequence[Encoded], prefix_cache: dict | None = None,
+             weights: Sequence[float] | None = None) -> torch.Tensor:
         """Next-token cross-entropy on answer tokens only; logits are computed only where needed.
+
+        ``weights`` (one per item): each item's answer tokens count that many times in the mean, so a weight
+        of 3 gives the loss of the batch with that item repeated 3 times (positives balanced by weight
+        instead of by repeated samples).
 
         With ``prefix_cache`` (a dict the caller keeps across steps), the frozen part of each prompt
         before the first concept token (system prompt + photo) is run once without gradients and its
@@ -223,7 +228,16 @@ class ConceptModel:
             hidden, ids, answer = self.hidden_states(bank, items)
         predicts = answer[:, 1:]  # position t predicts token t+1
         logits = self.logits(bank, hidden[:, :-1][predicts])
-        return F.cross_entropy(logits.float(), ids[:, 1:][predicts])
+        targets = ids[:, 1:][predicts]
+        if weights is None:
+            return F.cross_entropy(logits.float(), targets)
+        if len(weights) != len(items):
+            raise ValueError(f"loss weights: one per item ({len(items)}), not {len(weights)}")
+        w = torch.as_tensor(weights, dtype=torch.float32, device=logits.device)
+        if not (torch.isfinite(w).all() and (w > 0).all()):
+            raise ValueError(f"loss weights must be finite and > 0, not {list(weights)}")
+        w = w.unsqueeze(1).expand(predicts.shape)[predicts]
+        return (F.cross_entropy(logits.float(), targets, reduction="none") * w).sum() / w.sum()
 
     # ---- scoring ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -262,6 +276,43 @@ class ConceptModel:
             step_ids = torch.tensor([[nxt]], device=ids.device)
             step_pos = None if positions is None else positions[..., -1:] + step + 1
             hidden, past = decoder(self.embed(bank, step_ids, [[]]), position_ids=step_pos, past_key_values=past, use_cache=True)
+
+    @torch.no_grad()
+    def generate_batch_ids(self, bank: ConceptBank, items: Sequence[Encoded], max_new_tokens: int = 128) -> list[list[int]]:
+        """Greedy answers to several prompts at once: left-padded, positions counted from each prompt's first
+        real token, so each answer is :meth:`generate_ids`'s up to float summation order. On a CPU one batched
+        decoding step costs little more than a single one (reading the weights dominates), so synthesising a
+        concept's conversation answers this way is several times faster. Families that set
+        ``supports_batched_generation = False`` answer one prompt at a time."""
+        if not self.adapter.supports_batched_generation or len(items) == 1:
+            return [list(self.generate_ids(bank, e, max_new_tokens)) for e in items]
+        decoder, lm_head = self.adapter.generation_modules()
+        dev = self.adapter.device
+        width = max(len(e.input_ids) for e in items)
+        ids = torch.full((len(items), width), self.adapter.tokenizer.pad_token_id or 0, dtype=torch.long)
+        mask = torch.zeros((len(items), width), dtype=torch.long)
+        for i, e in enumerate(items):
+            ids[i, width - len(e.input_ids):] = torch.tensor(e.input_ids)
+            mask[i, width - len(e.input_ids):] = 1
+        ids, mask = ids.to(dev), mask.to(dev)
+        positions = (mask.cumsum(-1) - 1).clamp_min(0)
+        hidden, past = decoder(self.embed(bank, ids, [e.images for e in items]), attention_mask=mask, position_ids=positions, use_cache=True)
+        eos = torch.tensor(sorted(self.adapter.eos_token_ids), device=dev)
+        out: list[list[int]] = [[] for _ in items]
+        done = torch.zeros(len(items), dtype=torch.bool, device=dev)
+        last = positions[:, -1:]
+        for _ in range(max_new_tokens):
+            nxt = self.logits(bank, hidden[:, -1], lm_head).float().argmax(-1)
+            done |= torch.isin(nxt, eos)
+            if bool(done.all()):
+                break
+            for i in (~done).nonzero().flatten().tolist():
+                out[i].append(int(nxt[i]))
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            last = last + 1
+            hidden, past = decoder(self.embed(bank, nxt[:, None], [[] for _ in items]), attention_mask=mask, position_ids=last,
+                                   past_key_values=past, use_cache=True)
+        return out
 
 
 def _sample(logits: torch.Tensor, temperature: float, top_p: float, gen: torch.Generator | None) -> int:

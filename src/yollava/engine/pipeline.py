@@ -189,9 +189,9 @@ class YoLLaVA:
     def hidden_states(self, items: Sequence[Encoded]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.model.hidden_states(self.bank, items)
 
-    def loss(self, items: Sequence[Encoded], prefix_cache: dict | None = None) -> torch.Tensor:
-        """Next-token cross-entropy on answer tokens only (see :meth:`ConceptModel.loss`)."""
-        return self.model.loss(self.bank, items, prefix_cache)
+    def loss(self, items: Sequence[Encoded], prefix_cache: dict | None = None, weights: Sequence[float] | None = None) -> torch.Tensor:
+        """Next-token cross-entropy on answer tokens only, optionally weighted per item (see :meth:`ConceptModel.loss`)."""
+        return self.model.loss(self.bank, items, prefix_cache, weights)
 
     def first_token_probabilities(self, items: Sequence[Encoded], prefix_cache: dict | None = None) -> torch.Tensor:
         """The distribution of the first answer token after each prompt (``(batch, vocab + concept tokens)``)."""
@@ -279,6 +279,18 @@ class YoLLaVA:
         """Yield the answer as it is generated (text pieces); greedy when ``temperature == 0``."""
         enc = self.encode(prompt, image=image, concepts=concepts)
         yield from self.stream_encoded(enc, max_new_tokens, temperature, top_p, seed)
+
+    @torch.no_grad()
+    def chat_many(self, prompts: Sequence[tuple[str, ImageLike | None]], concepts: Sequence[str] = (), max_new_tokens: int = 128,
+                  batch_size: int = 20) -> list[str]:
+        """Greedy answers to several ``(prompt, photo or None)`` at once (batched; see
+        :meth:`ConceptModel.generate_batch_ids`): the answers :meth:`chat` gives one by one, up to float
+        summation order, in a fraction of the time."""
+        answers: list[str] = []
+        for i in range(0, len(prompts), batch_size):
+            items = [self.encode(p, image=img, concepts=concepts) for p, img in prompts[i : i + batch_size]]
+            answers += [self.model.decode(self.bank, ids).strip() for ids in self.model.generate_batch_ids(self.bank, items, max_new_tokens)]
+        return answers
 
     def chat(self, prompt: str, image: ImageLike | None = None, concepts: Sequence[str] = (), **kwargs) -> str:
         """Answer ``prompt`` (which may name concepts like ``<bo>``), with or without a photo."""

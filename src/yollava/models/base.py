@@ -57,6 +57,9 @@ class VLMAdapter(ABC):
     #: reused for the rest: False where positions or attention masks depend on the whole prompt (3-D RoPE,
     #: photos that attend to themselves whole); a family that overrides :meth:`position_ids` sets it False
     supports_prefix_cache: bool = True
+    #: whether several prompts can be generated at once, left-padded with positions counted from each
+    #: prompt's first real token: False for the same families (their own position ids)
+    supports_batched_generation: bool = True
 
     def __init__(self, model: nn.Module, tokenizer, model_id: str):
         self.model = model.eval()

@@ -19,6 +19,7 @@ GEMMA3_TEMPLATE = (
 
 class Gemma3Adapter(VisualPositionsMixin, ProcessorAdapter):
     supports_prefix_cache = False  # its own position ids / photo masks (see VLMAdapter.supports_prefix_cache)
+    supports_batched_generation = False
     family = "gemma3"
     template = GEMMA3_TEMPLATE
     eot = "<end_of_turn>"

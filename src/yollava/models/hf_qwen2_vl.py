@@ -12,6 +12,7 @@ from .hf_common import HFAdapter, load_hf, render_with_template
 
 class Qwen2VLAdapter(HFAdapter):
     supports_prefix_cache = False  # its own position ids / photo masks (see VLMAdapter.supports_prefix_cache)
+    supports_batched_generation = False
     family = "qwen2_vl"
     image_marker = "<|vision_start|><|image_pad|><|vision_end|>"
 

@@ -22,6 +22,7 @@ class Qwen25VLAdapter(ProcessorAdapter):
     """The processor expands ``<|image_pad|>`` alone; ``<|vision_start|>``/``<|vision_end|>`` come from the template."""
 
     supports_prefix_cache = False  # its own position ids / photo masks (see VLMAdapter.supports_prefix_cache)
+    supports_batched_generation = False
 
     family = "qwen2_5_vl"
     template = QWEN_TEMPLATE

@@ -49,8 +49,11 @@ class TrainConfig:
     seed: int = 0
     #: share of recognition photos (each class) held back to pick the best epoch and the threshold
     holdout_fraction: float = 0.2
-    #: repeat positive recognition samples so they weigh as much as the negatives
+    #: make positive recognition samples weigh as much as the negatives
     balance_positives: bool = True
+    #: how: "repeat" each positive that many times in an epoch, or "weight" its loss that many times (each
+    #: positive once: fewer samples and steps per epoch)
+    balance_by: str = "repeat"
     #: stop after this many evaluations without a better held-back score (None: run all epochs)
     patience: int | None = None
     #: recognition is scored every this many epochs (and at the last)
@@ -73,6 +76,8 @@ class TrainConfig:
             raise ValueError(f"lr must be a positive number, not {self.lr!r}")
         if not (isinstance(self.weight_decay, (int, float)) and 0 <= self.weight_decay < float("inf")):
             raise ValueError(f"weight_decay must be a number >= 0, not {self.weight_decay!r}")
+        if self.balance_by not in ("repeat", "weight"):
+            raise ValueError(f"balance_by must be 'repeat' or 'weight', not {self.balance_by!r}")
         if not (isinstance(self.holdout_fraction, (int, float)) and 0 <= self.holdout_fraction < 1):
             raise ValueError(f"holdout_fraction must be in [0, 1), not {self.holdout_fraction!r}")
 
@@ -109,14 +114,29 @@ def split_holdout(samples: list[Sample], fraction: float, seed: int) -> tuple[li
     return train, held
 
 
+def positive_weight(samples: list[Sample]) -> int:
+    """How many times each positive must count for the positives to weigh about as much as the recognition negatives."""
+    pos = sum(s.is_positive for s in samples)
+    neg = sum(s.is_recognition and not s.is_positive for s in samples)
+    return max(1, round(neg / pos)) if pos and neg > pos else 1
+
+
 def balanced_samples(samples: list[Sample]) -> list[Sample]:
     """The positives repeated so that they weigh about as much as the recognition negatives (the trainer's epoch)."""
-    pos = [s for s in samples if s.is_positive]
-    neg = [s for s in samples if s.is_recognition and not s.is_positive]
-    if not pos or len(neg) <= len(pos):
+    repeats = positive_weight(samples)
+    if repeats == 1:
         return samples
-    repeats = max(1, round(len(neg) / len(pos)))
-    return [s for s in samples if not s.is_positive] + pos * repeats
+    return [s for s in samples if not s.is_positive] + [s for s in samples if s.is_positive] * repeats
+
+
+def epoch_samples(samples: list[Sample], config: TrainConfig) -> tuple[list[Sample], list[float] | None]:
+    """One concept's samples of an epoch and their loss weights (``None``: all 1), as ``config`` balances them."""
+    if not config.balance_positives:
+        return samples, None
+    if config.balance_by == "repeat":
+        return balanced_samples(samples), None
+    weight = float(positive_weight(samples))
+    return samples, [weight if s.is_positive else 1.0 for s in samples]
 
 
 @dataclass
@@ -259,11 +279,15 @@ class ConceptTrainer:
         cfg, engine = self.config, self.engine
         runs: dict[str, _ConceptRun] = {}
         train: list[tuple[str, Sample]] = []
+        weights: list[float] | None = [] if cfg.balance_positives and cfg.balance_by == "weight" else None
         for name, samples in data.items():
             if not any(s.is_positive for s in samples):
                 raise NotEnoughPhotosError(f"training data for <{name}> has no positive photo")
             tr, held = split_holdout(samples, cfg.holdout_fraction, cfg.seed)
-            train += [(name, s) for s in (balanced_samples(tr) if cfg.balance_positives else tr)]
+            epoch, epoch_weights = epoch_samples(tr, cfg)
+            train += [(name, s) for s in epoch]
+            if weights is not None:
+                weights += epoch_weights
             if name in engine.bank:
                 engine.unload_concept(name)
             concept = engine.new_concept(name, cfg.k, seed=cfg.seed)
@@ -306,7 +330,8 @@ class ConceptTrainer:
                 for batch_ids in self.batches(encoded, epoch):
                     callbacks.on_step_begin(state)
                     with callbacks.step_context(state, "train"):
-                        loss = engine.loss([encoded[i] for i in batch_ids], prefix_cache)
+                        batch_weights = None if weights is None else [weights[i] for i in batch_ids]
+                        loss = engine.loss([encoded[i] for i in batch_ids], prefix_cache, batch_weights)
                         opt.zero_grad(set_to_none=True)
                         loss.backward()
                         opt.step()
