@@ -38,9 +38,9 @@ from yollava.engine import YoLLaVA
 from yollava.paths import default_data_root
 from yollava.personalize import build_data, load_pool
 from yollava.recipes import get_recipe
-from yollava.train import ConceptTrainer, Sample, TrainConfig, recognition_metrics, split_holdout
+from yollava.train import ConceptTrainer, Sample, TrainConfig, TrainerCallback, recognition_metrics, split_holdout
 from yollava.train.naive import NaiveTrainer
-from yollava.train.trainer import balanced_samples
+from yollava.train.trainer import epoch_samples
 
 
 def peak_rss_mb() -> float:
@@ -221,6 +221,60 @@ def retarget(samples: list[Sample], name: str) -> list[Sample]:
     return [Sample(s.question.replace("<bo>", f"<{name}>"), s.answer.replace("<bo>", f"<{name}>"), s.image, s.kind) for s in samples]
 
 
+class PhaseClock(TrainerCallback):
+    """When training begins (every sample encoded) and ends."""
+
+    def on_train_begin(self, state):
+        self.train_begin = time.perf_counter()
+
+    def on_train_end(self, state):
+        self.train_end = time.perf_counter()
+
+
+def time_end_to_end(engine: YoLLaVA, recipe, root: Path, pool) -> dict:
+    """``personalize()`` on <bo>'s training photos, as a user runs it, with an empty answer cache (so the
+    conversation answers are synthesised), then <bo> scored on its test photos vs the other subjects."""
+    import tempfile
+
+    from yollava.personalize import personalize
+
+    synthesis = {"s": 0.0, "answers": 0, "end": None}
+    chat_many = engine.chat_many
+
+    def timed_chat_many(prompts, **kwargs):  # the synthesis phase, timed from the outside
+        t = time.perf_counter()
+        out = chat_many(prompts, **kwargs)
+        synthesis["end"] = time.perf_counter()
+        synthesis["s"] += synthesis["end"] - t
+        synthesis["answers"] += len(out)
+        return out
+
+    clock = PhaseClock()
+    old_cache = os.environ.get("YOLLAVA_CACHE")
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["YOLLAVA_CACHE"] = tmp  # answers, training-set copy and checkpoints start empty (model and pool are loaded)
+        engine.chat_many = timed_chat_many
+        try:
+            t0 = time.perf_counter()
+            result = personalize(engine, "bo", sorted((root / "train").glob("*.jpg")), recipe=recipe, pool=pool, overwrite=True,
+                                 checkpoint_dir=Path(tmp) / "checkpoints", callbacks=[clock], progress=True)
+            t_end = time.perf_counter()
+        finally:
+            del engine.chat_many
+            if old_cache is None:
+                os.environ.pop("YOLLAVA_CACHE", None)
+            else:
+                os.environ["YOLLAVA_CACHE"] = old_cache
+    synth_end = synthesis["end"] or t0
+    test = sorted((root / "test").glob("*.jpg"))
+    others = [p for p in sorted((root.parent / "one_image_per_concept").glob("*.jpg")) if p.stem != "bo"]
+    scores = engine.yes_probabilities("bo", test + others)
+    m = recognition_metrics([True] * len(test) + [False] * len(others), scores, result.concept.threshold)
+    return {"total_s": t_end - t0, "before_answers_s": synth_end - synthesis["s"] - t0, "synthesis_s": synthesis["s"],
+            "answers": synthesis["answers"], "encode_s": clock.train_begin - synth_end, "train_s": clock.train_end - clock.train_begin,
+            "save_s": t_end - clock.train_end, "samples_seen": result.samples_seen, **m}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="pocket")
@@ -235,6 +289,8 @@ def main() -> None:
     ap.add_argument("--only-fast", action="store_true", help="time only the fast row (and its profile)")
     ap.add_argument("--definition-first", action="store_true",
                     help="also time the lever 'concept definition before the photo, shared per batch' on the same samples")
+    ap.add_argument("--end-to-end", action="store_true",
+                    help="also run personalize() on <bo>'s photos as a user does (fresh answer cache: conversations synthesised), phases timed")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/train_speed.md"))
     args = ap.parse_args()
     if args.threads:
@@ -253,7 +309,7 @@ def main() -> None:
     ts = build_data(engine, "bo", sorted((root / "train").glob("*.jpg")), chosen.data, pool)
     data_seconds = time.perf_counter() - t0  # conversation answers come from the answer cache when it has them
     train, held = split_holdout(ts.samples, chosen.train.holdout_fraction, 0)
-    recipe = balanced_samples(train)
+    recipe = epoch_samples(train, chosen.train)[0]  # one epoch's samples as the recipe balances them
     rng = random.Random(0)
     timed = retarget(rng.sample(recipe, min(args.samples, len(recipe))), "speedtest")
 
@@ -311,6 +367,8 @@ def main() -> None:
         m = recognition_metrics([True] * len(test) + [False] * len(others), scores, result.concept.threshold)
         full = {"wall_s": wall, "data_s": data_seconds, "pool_s": pool_seconds, "best_epoch": result.best_epoch, "epochs_run": len(result.history), "samples_seen": result.samples_seen, **m}
 
+    end_to_end = time_end_to_end(engine, chosen, root, pool) if args.end_to_end else None
+
     def _ratio(rate: float, base: float | None) -> str:
         return f"{rate / base:.1f}x" if base else "-"
 
@@ -344,11 +402,19 @@ def main() -> None:
         lines += ["", f"Whole recipe, fast path, trained for real: {full['wall_s']:.0f}s wall (+ {data_seconds:.0f}s data, {encode_seconds:.0f}s photos), {full['epochs_run']} epochs, best epoch "
                   f"{full['best_epoch']}; on <bo>'s 10 test photos vs {full['n_negative']} other subjects: weighted accuracy "
                   f"{full['weighted_accuracy']:.3f}, AUC {full['auc']:.3f}."]
+    if end_to_end:
+        e = end_to_end
+        lines += ["", f"End to end, `personalize()` as a user runs it (recipe `{chosen.name}`; photos checked, visual signature, pool "
+                  f"negatives, {e['answers']} conversation answers synthesised with an empty answer cache, photos encoded, trained, "
+                  f"threshold calibrated, saved): **{e['total_s']:.0f} s** = {e['before_answers_s']:.0f} s photos + signature + negatives, "
+                  f"{e['synthesis_s']:.0f} s synthesis, {e['encode_s']:.0f} s encoding samples, {e['train_s']:.0f} s training + calibration, "
+                  f"{e['save_s']:.0f} s saving; {e['samples_seen']} samples trained; on <bo>'s 10 test photos vs {e['n_negative']} other "
+                  f"subjects: weighted accuracy {e['weighted_accuracy']:.3f}, AUC {e['auc']:.3f} at its own threshold {e['threshold']:.2f}."]
     text = "\n".join(lines) + "\n"
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
-    args.out.with_suffix(".json").write_text(json.dumps({"rows": rows, "definition_first": lever and {**lever, **DEFINITION_FIRST}, "full": full, "profile": PROFILE, "floor": floor, "recipe": chosen.name}, indent=2, default=str))
+    args.out.with_suffix(".json").write_text(json.dumps({"rows": rows, "definition_first": lever and {**lever, **DEFINITION_FIRST}, "full": full, "end_to_end": end_to_end, "profile": PROFILE, "floor": floor, "recipe": chosen.name}, indent=2, default=str))
 
 
 if __name__ == "__main__":

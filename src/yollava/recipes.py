@@ -188,7 +188,7 @@ def recipe_from_options(
     lr: float | None = None, batch_size: int | None = None, patience: int | None = None, seed: int | None = None,
     n_easy: int | None = None, n_hard: int | None = None, conversation_tokens: int | None = None,
     no_hard_negatives: bool = False, no_conversations: bool = False, no_short_answers: bool = False,
-    no_sentence_answers: bool = False, gradient_checkpointing: bool = False,
+    no_sentence_answers: bool = False, gradient_checkpointing: bool = False, balance_by: str | None = None,
 ) -> Recipe:
     """A named recipe with the command-line overrides every command shares (None / False: unchanged)."""
     base = get_recipe(recipe)
@@ -197,7 +197,7 @@ def recipe_from_options(
         n_easy_negatives=n_easy, n_hard_negatives=n_hard, conversation_tokens=conversation_tokens,
         hard_negatives=False if no_hard_negatives else None, conversations=False if no_conversations else None,
         short_answers=False if no_short_answers else None, sentence_answers=False if no_sentence_answers else None,
-        gradient_checkpointing=True if gradient_checkpointing else None,
+        gradient_checkpointing=True if gradient_checkpointing else None, balance_by=balance_by,
     )
     return resolve_recipe(base, changed.train, changed.data)
 
@@ -233,6 +233,8 @@ class RecipeOptions:
     no_short_answers: bool = field(default=False, metadata=_opt(
         "Ablation: no one-word Yes/No recognition answers (the paper's data)."))
     no_sentence_answers: bool = field(default=False, metadata=_opt("Ablation: no sentence recognition answers (Tables 16-17)."))
+    balance_by: str | None = field(default=None, metadata=_opt(
+        "How positives are made to weigh as much as the negatives: 'repeat' them, or 'weight' their loss (each once: fewer steps)."))
     gradient_checkpointing: bool = field(default=False, metadata=_opt(
         "Recompute the frozen decoder's activations in backward: less (GPU) memory, about a third more compute, no prefix cache."))
 
