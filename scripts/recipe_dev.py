@@ -45,6 +45,8 @@ VARIANTS = {
     "fast-weighted": {"balance_by": "weight"},  # each positive once, its loss weighted (speed issue: fewer samples)
     "fast-weighted-k8": {"balance_by": "weight", "k": 8},
     "fast-weighted-lr2e-3": {"balance_by": "weight", "lr": 2e-3},
+    "fast-weighted-lr3e-3": {"balance_by": "weight", "lr": 3e-3},
+    "fast-weighted-bs4": {"balance_by": "weight", "batch_size": 4},
 }
 
 

@@ -190,6 +190,26 @@ def test_answer_cache_avoids_re_asking(world):
     assert (world[2] / "answers" / "answers.json").is_file()
 
 
+def test_batched_answers_give_the_same_training_set_in_batches(world, tmp_path):
+    """``answer_many`` (batched generation) is asked the same questions as ``answer_fn``, 20 at a time, and
+    the training set is the same; answers are cached after each batch."""
+    one_by_one = FakeModel()
+    a = build(world, n_easy_negatives=0, hard_negatives=False, answer_fn=one_by_one, cache_dir=tmp_path / "a")
+    batches = []
+
+    def answer_many(pairs):
+        batches.append(len(pairs))
+        return [FakeModel()(q, img) for q, img in pairs]
+
+    b = build(world, n_easy_negatives=0, hard_negatives=False, answer_fn=None, answer_many=answer_many, cache_dir=tmp_path / "b")
+    assert a.samples == b.samples and batches == [20, 10] and len(one_by_one.calls) == 30
+    build(world, n_easy_negatives=0, hard_negatives=False, answer_fn=None, answer_many=answer_many, cache_dir=tmp_path / "b")
+    assert batches == [20, 10]  # all cached: not asked again
+    with pytest.raises(RuntimeError, match="2 answers for 20"):
+        build(world, n_easy_negatives=0, hard_negatives=False, answer_fn=None, answer_many=lambda pairs: ["a", "b"],
+              cache_dir=tmp_path / "c")
+
+
 def test_photo_problems(world, tmp_path):
     photos, pool, _ = world
     with pytest.raises(NotEnoughPhotosError):
