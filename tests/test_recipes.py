@@ -138,6 +138,17 @@ def test_each_named_recipe_round_trips_through_the_concept_json(llava_engine: Yo
     assert Recipe.from_dict(stored).train == recipe.train and Recipe.from_dict(stored).data == recipe.data
 
 
+def test_a_recipe_stored_before_balance_by_existed_reads_back_as_repeat():
+    """Concepts saved before ``balance_by`` existed were trained with repeated positives, whatever the named
+    recipe's default is now; a stored value wins."""
+    stored = get_recipe("fast").override(balance_by="weight").to_dict()
+    del stored["train"]["balance_by"]
+    assert Recipe.from_dict(stored).train.balance_by == "repeat"
+    stored["train"]["balance_by"] = "weight"
+    assert Recipe.from_dict(stored).train.balance_by == "weight"
+    assert Recipe.from_dict({"name": "fast"}).train == get_recipe("fast").train  # no stored settings: the recipe as named
+
+
 def test_both_configs_check_their_values_and_data_config_lives_beside_the_recipe():
     import importlib
 
