@@ -1,7 +1,9 @@
 """Generation speed on `pocket`: transformers' fp32 `generate`, our engine in fp32, our engine with int8 weights.
 
 Same LLM, same prompt, greedy, one client; printed as a table (tokens/s, time to first token with a photo)
-with the torch threads and the load average, and how far the int8 runtime's logits are from fp32's.
+with the torch threads and the load average, and how far the int8 runtime's logits are from fp32's. Then
+conversation synthesis (what `personalize` asks the base model: 10 questions about each of 2 photos of <bo>,
+32 tokens, fp32) one answer at a time vs batched (`chat_many`), and whether the answers are the same.
 
     python benchmarks/generate_speed.py --threads 2 --tokens 64 --out benchmarks/results/generate_speed.md
 """
@@ -23,6 +25,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--no-synthesis", action="store_true", help="skip the conversation-synthesis timing")
     args = ap.parse_args()
 
     import torch
@@ -90,6 +93,19 @@ def main() -> None:
     same = sum(a == b for a, b in zip(ref_answers, q_answers))
     adapter.set_generation("fp32")
 
+    synthesis = None
+    if not args.no_synthesis:
+        from yollava.data.templates import conversation_questions
+
+        photos = sorted((default_data_root() / "yollava" / "bo" / "train").glob("*.jpg"))[:2] or [photo, photo]
+        pairs = [(q, p) for p in photos for q in conversation_questions("object")]
+        t0 = time.perf_counter()
+        one_by_one = [engine.chat(q, image=p, max_new_tokens=32, reference=True) for q, p in pairs]
+        t1 = time.perf_counter()
+        batched = engine.chat_many(pairs, max_new_tokens=32, reference=True)
+        t2 = time.perf_counter()
+        synthesis = (len(pairs), t1 - t0, t2 - t1, sum(a == b for a, b in zip(one_by_one, batched)))
+
     load = os.getloadavg()
     base = rows[0][1]
     lines = [f"# Generation speed on `pocket` ({args.threads} torch thread(s), load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f})", "",
@@ -103,6 +119,11 @@ def main() -> None:
               f"same first token {top1}/{len(PROMPTS)}; same 24-token greedy answer {same}/{len(PROMPTS)}. "
               "Recognition scores, training and concept files always use the fp32 model; within one runtime a "
               "prompt that names no concept gives the same answer with and without concepts loaded (tests/test_pocket.py)."]
+    if synthesis:
+        n, seq, bat, same = synthesis
+        lines += ["", f"Conversation synthesis (fp32, the model itself; {n} answers of up to 32 tokens about 2 photos of <bo>, as "
+                  f"`personalize` asks them): one at a time {seq:.1f} s, batched (`chat_many`, left-padded) {bat:.1f} s = "
+                  f"{seq / bat:.1f}x; the same answer {same}/{n}."]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

@@ -39,16 +39,11 @@ def check_photos(photos: list[str | Path]) -> list[Path]:
     return paths
 
 
-def _answering_model(engine: YoLLaVA) -> dict:
-    """What the cached conversation answers depend on: the base model, and its generation runtime when that is
-    not the model itself (int8 answers must not be served from, or into, the fp32 answers' cache)."""
-    runtime = engine.adapter.generation_runtime
-    return engine.fingerprint() if runtime in ("fp32", "default") else {**engine.fingerprint(), "generation": runtime}
-
-
 def build_data(engine: YoLLaVA, name: str, photos: list[Path], data: DataConfig, pool=None, seed: int = 0) -> TrainingSet:
+    """The training set; conversation answers are synthesised by the model itself (``reference``), batched,
+    whatever runtime chat uses, so they are cached under the model's fingerprint alone."""
     def answer_many(pairs: list[tuple[str, Path]]) -> list[str]:
-        return engine.chat_many(pairs, max_new_tokens=data.conversation_tokens)
+        return engine.chat_many(pairs, max_new_tokens=data.conversation_tokens, reference=True)
 
     needs_pool = data.needs_pool
     return build_training_set(
@@ -57,7 +52,7 @@ def build_data(engine: YoLLaVA, name: str, photos: list[Path], data: DataConfig,
         pool if pool is not None or not needs_pool else load_pool(),
         answer_many=answer_many if data.conversations else None,
         seed=seed,
-        model_fingerprint=json.dumps(_answering_model(engine), sort_keys=True),
+        model_fingerprint=json.dumps(engine.fingerprint(), sort_keys=True),
         **data.builder_options(),
     )
 

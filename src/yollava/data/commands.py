@@ -80,7 +80,7 @@ def _model_answer_fn(model: str, max_new_tokens: int):
     fingerprint = json.dumps(engine.fingerprint(), sort_keys=True, default=str)
 
     def answer(question: str, image: Path) -> str:
-        return engine.chat(question, image=image, max_new_tokens=max_new_tokens)
+        return engine.chat(question, image=image, max_new_tokens=max_new_tokens, reference=True)
 
     return answer, fingerprint
 

@@ -53,9 +53,11 @@ def _engine(model: str):
     from ..engine import YoLLaVA
 
     try:
-        return YoLLaVA.from_pretrained(model)
+        engine = YoLLaVA.from_pretrained(model)
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
+    engine.adapter.use_reference_generation()  # evaluations answer with the model itself, not chat's faster runtime
+    return engine
 
 
 def _pool_fn(pool_dirs: list[Path] | None, index_dir: Path | None):
@@ -265,6 +267,7 @@ def forgetting(
         engine = YoLLaVA.from_pretrained(model, concepts_dir)
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
+    engine.adapter.use_reference_generation()
     if not photo:
         root = Path(data_root or default_data_root())
         photo = [p for p in (root / "yollava" / "bo" / "test" / "0.jpg", root / "pool" / "imagenet") if p.exists()]

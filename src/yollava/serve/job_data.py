@@ -72,7 +72,8 @@ class JobData:
         def answer(question: str, image) -> str:
             """The base model's answer, one token at a time under the model lock (chats interleave)."""
             live.check()
-            pieces = locked_steps(engine.stream_chat(question, image=image, max_new_tokens=data.conversation_tokens), self.host.lock, live.check)
+            pieces = locked_steps(engine.stream_chat(question, image=image, max_new_tokens=data.conversation_tokens, reference=True),
+                                  self.host.lock, live.check)
             text = "".join(pieces).strip()
             with live.lock:
                 live.progress["answers"] = live.progress.get("answers", 0) + 1
