@@ -47,6 +47,8 @@ VARIANTS = {
     "fast-weighted-lr2e-3": {"balance_by": "weight", "lr": 2e-3},
     "fast-weighted-lr3e-3": {"balance_by": "weight", "lr": 3e-3},
     "fast-weighted-bs4": {"balance_by": "weight", "batch_size": 4},
+    "fast-weighted-x3": {"balance_by": "weight", "positive_repeats": 3},  # positives 3x, weighted for the rest
+    "fast-neg60": {"n_easy_negatives": 36, "n_hard_negatives": 24, "sentence_negatives": 12},  # fewer negatives, repeats as fast
 }
 
 

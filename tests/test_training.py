@@ -69,6 +69,10 @@ def test_balance_by_weight_trains_each_positive_once_with_its_loss_weighted(llav
     assert sorted(x for w in seen for x in w) == [1.0] * 12 + [3.0] * 4
     with pytest.raises(ValueError, match="balance_by"):
         TrainConfig(balance_by="oversample")
+    # between the two: each positive twice, weighted 1.5 (2 x 1.5 = the 3 repeats it needs)
+    epoch, weights = trainer_module.epoch_samples(samples, TrainConfig(**{**weighted_cfg.__dict__, "positive_repeats": 2}))
+    assert len(epoch) == 12 + 4 * 2 and sorted(set(weights)) == [1.0, 1.5]
+    assert sum(w for s, w in zip(epoch, weights) if s.is_positive) == 12
 
 
 def test_training_resumes_after_interruption(llava_engine: YoLLaVA, tmp_path, monkeypatch):

@@ -51,9 +51,10 @@ class TrainConfig:
     holdout_fraction: float = 0.2
     #: make positive recognition samples weigh as much as the negatives
     balance_positives: bool = True
-    #: how: "repeat" each positive that many times in an epoch, or "weight" its loss that many times (each
-    #: positive once: fewer samples and steps per epoch)
+    #: how: "repeat" each positive that many times in an epoch, or "weight" its loss (each positive
+    #: ``positive_repeats`` times, its loss weighted for the rest: fewer samples and steps per epoch)
     balance_by: str = "repeat"
+    positive_repeats: int = 1
     #: stop after this many evaluations without a better held-back score (None: run all epochs)
     patience: int | None = None
     #: recognition is scored every this many epochs (and at the last)
@@ -66,7 +67,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
 
     def __post_init__(self):
-        for name, minimum in (("k", 1), ("epochs", 1), ("batch_size", 1), ("eval_every", 1), ("seed", 0)):
+        for name, minimum in (("k", 1), ("epochs", 1), ("batch_size", 1), ("eval_every", 1), ("seed", 0), ("positive_repeats", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"{name} must be an integer >= {minimum}, not {value!r}")
@@ -135,8 +136,10 @@ def epoch_samples(samples: list[Sample], config: TrainConfig) -> tuple[list[Samp
         return samples, None
     if config.balance_by == "repeat":
         return balanced_samples(samples), None
-    weight = float(positive_weight(samples))
-    return samples, [weight if s.is_positive else 1.0 for s in samples]
+    balance = positive_weight(samples)
+    repeats = min(config.positive_repeats, balance)
+    epoch = [s for s in samples if not s.is_positive] + [s for s in samples if s.is_positive] * repeats if repeats > 1 else samples
+    return epoch, [balance / repeats if s.is_positive else 1.0 for s in epoch]
 
 
 @dataclass
