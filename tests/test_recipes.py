@@ -14,7 +14,7 @@ from yollava.data.templates import RECOGNITION_QUERY, SHORT_QUERIES
 from yollava.engine import YoLLaVA
 from yollava.personalize import build_data, personalize
 from yollava.recipes import RECIPES, Recipe, get_recipe, recipe_from_options, resolve_recipe
-from yollava.train import recognition_metrics
+from yollava.train import Sample, recognition_metrics
 
 from .conftest import ColourEmbedder, make_photos, other_colour, reddish
 
@@ -41,7 +41,7 @@ def test_paper_recipe_is_the_papers_settings_field_by_field():
     paper = get_recipe("paper")
     assert dataclasses.asdict(paper.train) == {
         "k": 16, "lr": 1e-3, "epochs": 15, "batch_size": 8, "weight_decay": 0.0, "seed": 0, "holdout_fraction": 0.2,
-        "balance_positives": True, "balance_by": "repeat", "positive_repeats": 1, "patience": None, "eval_every": 1, "prefix_cache": True, "select_best_epoch": True,
+        "balance_positives": True, "balance_by": None, "positive_repeats": None, "patience": None, "eval_every": 1, "prefix_cache": True, "select_best_epoch": True,
         "gradient_checkpointing": False}
     assert dataclasses.asdict(paper.data) == {
         "category": "object", "n_easy_negatives": 100, "n_hard_negatives": 100, "hard_negatives": True, "conversations": True,
@@ -138,12 +138,20 @@ def test_each_named_recipe_round_trips_through_the_concept_json(llava_engine: Yo
     assert Recipe.from_dict(stored).train == recipe.train and Recipe.from_dict(stored).data == recipe.data
 
 
-def test_a_recipe_stored_before_balance_by_existed_reads_back_as_repeat():
-    """Concepts saved before ``balance_by`` existed were trained with repeated positives, whatever the named
-    recipe's default is now; a stored value wins."""
-    stored = get_recipe("fast").override(balance_by="weight").to_dict()
-    del stored["train"]["balance_by"]
-    assert Recipe.from_dict(stored).train.balance_by == "repeat"
+def test_settings_added_later_leave_old_run_folders_and_concepts_valid():
+    """``balance_by`` / ``positive_repeats`` came after run folders and concepts were stored: their defaults are
+    None (the behaviour those had: positives repeated), so an old run folder's protocol still matches and an old
+    recipe reads back as it trained; a stored value wins."""
+    from yollava.eval.store import settings_differences
+    from yollava.train.trainer import epoch_samples
+
+    stored = get_recipe("fast").to_dict()
+    for key in ("balance_by", "positive_repeats"):
+        del stored["train"][key]
+    assert settings_differences(stored, get_recipe("fast").to_dict()) == []
+    assert settings_differences(stored, get_recipe("fast").override(balance_by="weight").to_dict()) != []
+    samples = [Sample("q", "Yes", f"p{i}.jpg", "positive") for i in range(2)] + [Sample("q", "No", f"n{i}.jpg", "negative") for i in range(6)]
+    assert len(epoch_samples(samples, Recipe.from_dict(stored).train)[0]) == 6 + 2 * 3  # repeated, as before
     stored["train"]["balance_by"] = "weight"
     assert Recipe.from_dict(stored).train.balance_by == "weight"
     assert Recipe.from_dict({"name": "fast"}).train == get_recipe("fast").train  # no stored settings: the recipe as named

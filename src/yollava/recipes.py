@@ -88,10 +88,6 @@ class DataConfig:
         return self.n_easy_negatives > 0 or (self.hard_negatives and self.n_hard_negatives > 0) or self.calibration_negatives > 0
 
 
-#: training settings added after concepts were first stored, with the behaviour a stored recipe without them had
-BEFORE_SETTING_EXISTED: dict[str, Any] = {"balance_by": "repeat"}
-
-
 @dataclass(frozen=True)
 class Recipe:
     name: str
@@ -106,12 +102,12 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Recipe:
-        """Rebuild a stored recipe; settings this version does not know are ignored, and a setting added since
-        the recipe was stored takes the value that was then the only behaviour (:data:`BEFORE_SETTING_EXISTED`)."""
+        """Rebuild a stored recipe; settings this version does not know are ignored (and a setting added since
+        the recipe was stored defaults to None / False: the behaviour it had)."""
         base = RECIPES.get(str(d.get("name", "")).removesuffix("-modified"), RECIPES["paper"])
         known_t = {f.name for f in fields(TrainConfig)}
         known_d = {f.name for f in fields(DataConfig)}
-        stored_train = {**BEFORE_SETTING_EXISTED, **d.get("train", {})} if "train" in d else {}
+        stored_train = d.get("train", {})
         train = replace(base.train, **{k: v for k, v in stored_train.items() if k in known_t})
         data = replace(base.data, **{k: v for k, v in d.get("data", {}).items() if k in known_d})
         return replace(base, name=d.get("name", base.name), train=train, data=data)

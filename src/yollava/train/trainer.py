@@ -51,10 +51,11 @@ class TrainConfig:
     holdout_fraction: float = 0.2
     #: make positive recognition samples weigh as much as the negatives
     balance_positives: bool = True
-    #: how: "repeat" each positive that many times in an epoch, or "weight" its loss (each positive
-    #: ``positive_repeats`` times, its loss weighted for the rest: fewer samples and steps per epoch)
-    balance_by: str = "repeat"
-    positive_repeats: int = 1
+    #: how: "repeat" (or None) each positive that many times in an epoch, or "weight" its loss (each positive
+    #: ``positive_repeats`` (None: 1) times, its loss weighted for the rest: fewer samples and steps per epoch).
+    #: Both added after run folders and concepts were first stored: None is the behaviour they had.
+    balance_by: str | None = None
+    positive_repeats: int | None = None
     #: stop after this many evaluations without a better held-back score (None: run all epochs)
     patience: int | None = None
     #: recognition is scored every this many epochs (and at the last)
@@ -67,7 +68,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
 
     def __post_init__(self):
-        for name, minimum in (("k", 1), ("epochs", 1), ("batch_size", 1), ("eval_every", 1), ("seed", 0), ("positive_repeats", 1)):
+        for name, minimum in (("k", 1), ("epochs", 1), ("batch_size", 1), ("eval_every", 1), ("seed", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"{name} must be an integer >= {minimum}, not {value!r}")
@@ -77,8 +78,11 @@ class TrainConfig:
             raise ValueError(f"lr must be a positive number, not {self.lr!r}")
         if not (isinstance(self.weight_decay, (int, float)) and 0 <= self.weight_decay < float("inf")):
             raise ValueError(f"weight_decay must be a number >= 0, not {self.weight_decay!r}")
-        if self.balance_by not in ("repeat", "weight"):
+        if self.balance_by not in (None, "repeat", "weight"):
             raise ValueError(f"balance_by must be 'repeat' or 'weight', not {self.balance_by!r}")
+        if self.positive_repeats is not None and (isinstance(self.positive_repeats, bool) or not isinstance(self.positive_repeats, int)
+                                                  or self.positive_repeats < 1):
+            raise ValueError(f"positive_repeats must be None or an integer >= 1, not {self.positive_repeats!r}")
         if not (isinstance(self.holdout_fraction, (int, float)) and 0 <= self.holdout_fraction < 1):
             raise ValueError(f"holdout_fraction must be in [0, 1), not {self.holdout_fraction!r}")
 
@@ -134,10 +138,10 @@ def epoch_samples(samples: list[Sample], config: TrainConfig) -> tuple[list[Samp
     """One concept's samples of an epoch and their loss weights (``None``: all 1), as ``config`` balances them."""
     if not config.balance_positives:
         return samples, None
-    if config.balance_by == "repeat":
+    if config.balance_by != "weight":
         return balanced_samples(samples), None
     balance = positive_weight(samples)
-    repeats = min(config.positive_repeats, balance)
+    repeats = min(config.positive_repeats or 1, balance)
     epoch = [s for s in samples if not s.is_positive] + [s for s in samples if s.is_positive] * repeats if repeats > 1 else samples
     return epoch, [balance / repeats if s.is_positive else 1.0 for s in epoch]
 
