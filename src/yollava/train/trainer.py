@@ -126,23 +126,24 @@ def positive_weight(samples: list[Sample]) -> int:
     return max(1, round(neg / pos)) if pos and neg > pos else 1
 
 
+def _positives_repeated(samples: list[Sample], times: int) -> list[Sample]:
+    return samples if times == 1 else [s for s in samples if not s.is_positive] + [s for s in samples if s.is_positive] * times
+
+
 def balanced_samples(samples: list[Sample]) -> list[Sample]:
     """The positives repeated so that they weigh about as much as the recognition negatives (the trainer's epoch)."""
-    repeats = positive_weight(samples)
-    if repeats == 1:
-        return samples
-    return [s for s in samples if not s.is_positive] + [s for s in samples if s.is_positive] * repeats
+    return _positives_repeated(samples, positive_weight(samples))
 
 
 def epoch_samples(samples: list[Sample], config: TrainConfig) -> tuple[list[Sample], list[float] | None]:
     """One concept's samples of an epoch and their loss weights (``None``: all 1), as ``config`` balances them."""
     if not config.balance_positives:
         return samples, None
-    if config.balance_by != "weight":
-        return balanced_samples(samples), None
     balance = positive_weight(samples)
+    if config.balance_by != "weight":
+        return _positives_repeated(samples, balance), None
     repeats = min(config.positive_repeats or 1, balance)
-    epoch = [s for s in samples if not s.is_positive] + [s for s in samples if s.is_positive] * repeats if repeats > 1 else samples
+    epoch = _positives_repeated(samples, repeats)
     return epoch, [balance / repeats if s.is_positive else 1.0 for s in epoch]
 
 
