@@ -81,13 +81,6 @@ class AnswerCache:
         self.data[self.key(sha256, question, fingerprint)] = str(answer)
         self.dirty = True
 
-    def get_or_ask(self, sha256: str, question: str, fingerprint: str, ask: Callable[[], str]) -> str:
-        answer = self.get(sha256, question, fingerprint)
-        if answer is None:
-            answer = str(ask())
-            self.put(sha256, question, fingerprint, answer)
-        return answer
-
     def save(self) -> None:
         if self.dirty:
             atomic_write_json(self.path, self.data)
