@@ -176,9 +176,13 @@ def test_int8_generation_is_the_cpu_default_answers_and_leaves_scores_and_concep
     assert adapter.default_generation() == "int8"  # on a CPU
     adapter.set_generation("fp32")
     reference = engine.chat("What is in this photo?", image=photo, max_new_tokens=8)
+    checksums = {k: v.double().sum().item() for k, v in adapter.model.llm.state_dict().items()}
     adapter.set_generation("int8")
     try:
         assert adapter.generation_runtime == "int8"
+        adapter.prepare_generation()  # the int8 copy shares the fp32 tensors it does not replace: they must stay as they were
+        assert {k: v.double().sum().item() for k, v in adapter.model.llm.state_dict().items()} == checksums
+        assert all(type(m) is not type(adapter.generation_modules()[1]) for m in adapter.model.llm.modules())
         plain = engine.chat(question, max_new_tokens=16)
         assert "4" in plain
         # synthesised training answers ask for the model itself, whatever the chat runtime

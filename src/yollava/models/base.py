@@ -139,6 +139,10 @@ class VLMAdapter(ABC):
         """Name of the runtime :meth:`generation_modules` uses (``"fp32"``, ``"int8"``, ...)."""
         return "default"
 
+    def prepare_generation(self) -> None:
+        """Make the generation runtime ready now rather than on the first answer (a server calls it at start).
+        A no-op for families without another runtime."""
+
     def use_reference_generation(self) -> None:
         """Generate with the model itself from now on, not a faster runtime (evaluations: their answers must
         not depend on what chat defaults to). A no-op for families without another runtime."""

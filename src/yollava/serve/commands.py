@@ -98,6 +98,7 @@ def serve_command(
     except (FileNotFoundError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
+    engine.adapter.prepare_generation()  # the first chat should not pay for making the int8 copy
     app = create_app(config, engine)
     if not app.state.server.db.list_users():
         typer.echo(f"no users yet: create one with `yollava users add NAME --home {config.home}`", err=True)

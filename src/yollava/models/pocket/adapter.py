@@ -75,6 +75,9 @@ class PocketAdapter(VLMAdapter):
     def use_reference_generation(self) -> None:
         self.set_generation("fp32")
 
+    def prepare_generation(self) -> None:
+        self.generation_modules()  # makes the int8 copy when chat uses it
+
     def _enable_int8_generation(self) -> None:
         """Generate with an int8 copy of the frozen LLM: every Linear, the output layer included, keeps its
         weights as int8 with one scale per output row and multiplies them with bf16 activations (weight-only
@@ -87,7 +90,8 @@ class PocketAdapter(VLMAdapter):
         llm = self.model.llm
         embed, llm.model.embed_tokens = llm.model.embed_tokens, None  # inputs come as embeddings: no copy of the table
         try:
-            decoder = copy.deepcopy(llm.model)
+            # the copy shares the fp32 tensors (norms keep theirs; every Linear is replaced below): no 1.4 GB copy
+            decoder = copy.deepcopy(llm.model, memo={id(t): t for t in [*llm.model.parameters(), *llm.model.buffers()]})
         finally:
             llm.model.embed_tokens = embed
         for name, module in list(decoder.named_modules()):
