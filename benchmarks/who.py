@@ -114,6 +114,7 @@ def load_engine(args, concepts_dir: Path):
 
     t0 = time.perf_counter()
     engine = YoLLaVA.from_pretrained(args.model, concepts_dir=concepts_dir)
+    engine.adapter.use_reference_generation()  # an evaluation: its chat answers (resumed from chat.jsonl) stay fp32
     log.info("model %s loaded (%.1fs)", args.model, time.perf_counter() - t0)
     return engine
 
