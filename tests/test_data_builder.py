@@ -242,7 +242,8 @@ def test_cli_build_and_show(world, tmp_path, monkeypatch):
     monkeypatch.setattr("yollava.data.pool.default_embedder", ColourEmbedder)
     monkeypatch.setenv("YOLLAVA_CACHE", str(tmp_path / "cache"))
     model = FakeModel()
-    monkeypatch.setattr(commands, "_model_answer_fn", lambda name, max_new_tokens: (model, f"fake:{name}"))
+    monkeypatch.setattr(commands, "_model_answer_fn",
+                        lambda name, max_new_tokens: (lambda pairs: [model(q, img) for q, img in pairs], f"fake:{name}"))
     runner = CliRunner()
     pool_dir = photos[0].parent.parent / "pool"
     r = runner.invoke(commands.pool_app, ["index", str(pool_dir), "--index-dir", str(tmp_path / "i2")])

@@ -71,7 +71,8 @@ def pool_index(
 
 
 def _model_answer_fn(model: str, max_new_tokens: int):
-    """The base model as ``answer_fn``; the engine is imported only when conversations are built."""
+    """The base model as the builder's ``answer_many`` (batched, the model itself as ``personalize`` uses it);
+    the engine is imported only when conversations are built."""
     try:
         from ..engine import YoLLaVA
     except ImportError as e:  # pragma: no cover - depends on the engine being installed
@@ -79,10 +80,10 @@ def _model_answer_fn(model: str, max_new_tokens: int):
     engine = YoLLaVA.from_pretrained(model) if model else YoLLaVA.from_pretrained()
     fingerprint = json.dumps(engine.fingerprint(), sort_keys=True, default=str)
 
-    def answer(question: str, image: Path) -> str:
-        return engine.chat(question, image=image, max_new_tokens=max_new_tokens, reference=True)
+    def answer_many(pairs: list[tuple[str, Path]]) -> list[str]:
+        return engine.chat_many(pairs, max_new_tokens=max_new_tokens, reference=True)
 
-    return answer, fingerprint
+    return answer_many, fingerprint
 
 
 @data_app.command("build")
@@ -107,9 +108,9 @@ def data_build(
     except ValueError as e:
         _fail(str(e))
     image_pool = _index(pool or default_pool_dirs(), index_dir) if data.needs_pool else None
-    answer_fn, fingerprint = (None, "") if not data.conversations else _model_answer_fn(model, data.conversation_tokens)
+    answer_many, fingerprint = (None, "") if not data.conversations else _model_answer_fn(model, data.conversation_tokens)
     try:
-        ts = build_training_set(name, photos, image_pool, answer_fn=answer_fn, seed=seed, model_fingerprint=fingerprint,
+        ts = build_training_set(name, photos, image_pool, answer_many=answer_many, seed=seed, model_fingerprint=fingerprint,
                                 **data.builder_options())
     except (YollavaError, ValueError) as e:
         _fail(str(e))
