@@ -221,6 +221,14 @@ def retarget(samples: list[Sample], name: str) -> list[Sample]:
     return [Sample(s.question.replace("<bo>", f"<{name}>"), s.answer.replace("<bo>", f"<{name}>"), s.image, s.kind) for s in samples]
 
 
+def score_bo(engine: YoLLaVA, root: Path, threshold: float) -> dict:
+    """<bo> on its 10 test photos vs the other subjects' photos, at ``threshold``."""
+    test = sorted((root / "test").glob("*.jpg"))
+    others = [p for p in sorted((root.parent / "one_image_per_concept").glob("*.jpg")) if p.stem != "bo"]
+    scores = engine.yes_probabilities("bo", test + others)
+    return recognition_metrics([True] * len(test) + [False] * len(others), scores, threshold)
+
+
 class PhaseClock(TrainerCallback):
     """When training begins (every sample encoded) and ends."""
 
@@ -266,10 +274,7 @@ def time_end_to_end(engine: YoLLaVA, recipe, root: Path, pool) -> dict:
             else:
                 os.environ["YOLLAVA_CACHE"] = old_cache
     synth_end = synthesis["end"] or t0
-    test = sorted((root / "test").glob("*.jpg"))
-    others = [p for p in sorted((root.parent / "one_image_per_concept").glob("*.jpg")) if p.stem != "bo"]
-    scores = engine.yes_probabilities("bo", test + others)
-    m = recognition_metrics([True] * len(test) + [False] * len(others), scores, result.concept.threshold)
+    m = score_bo(engine, root, result.concept.threshold)
     return {"total_s": t_end - t0, "before_answers_s": synth_end - synthesis["s"] - t0, "synthesis_s": synthesis["s"],
             "answers": synthesis["answers"], "encode_s": clock.train_begin - synth_end, "train_s": clock.train_end - clock.train_begin,
             "save_s": t_end - clock.train_end, "samples_seen": result.samples_seen, **m}
@@ -361,10 +366,7 @@ def main() -> None:
         config = chosen.train if args.epochs == chosen.train.epochs else chosen.override(epochs=args.epochs).train
         result = ConceptTrainer(engine, "bo", config, progress=True).fit(ts.samples)
         wall = time.perf_counter() - t0
-        test = sorted((root / "test").glob("*.jpg"))
-        others = [p for p in sorted((root.parent / "one_image_per_concept").glob("*.jpg")) if p.stem != "bo"]
-        scores = engine.yes_probabilities("bo", test + others)
-        m = recognition_metrics([True] * len(test) + [False] * len(others), scores, result.concept.threshold)
+        m = score_bo(engine, root, result.concept.threshold)
         full = {"wall_s": wall, "data_s": data_seconds, "pool_s": pool_seconds, "best_epoch": result.best_epoch, "epochs_run": len(result.history), "samples_seen": result.samples_seen, **m}
 
     end_to_end = time_end_to_end(engine, chosen, root, pool) if args.end_to_end else None
