@@ -107,8 +107,7 @@ class Recipe:
         base = RECIPES.get(str(d.get("name", "")).removesuffix("-modified"), RECIPES["paper"])
         known_t = {f.name for f in fields(TrainConfig)}
         known_d = {f.name for f in fields(DataConfig)}
-        stored_train = d.get("train", {})
-        train = replace(base.train, **{k: v for k, v in stored_train.items() if k in known_t})
+        train = replace(base.train, **{k: v for k, v in d.get("train", {}).items() if k in known_t})
         data = replace(base.data, **{k: v for k, v in d.get("data", {}).items() if k in known_d})
         return replace(base, name=d.get("name", base.name), train=train, data=data)
 

@@ -162,12 +162,14 @@ def _answer_missing(cache: AnswerCache, missing: list[tuple[Path, str, str]], fi
                     answer_many: AnswerManyFn | None, label: str) -> None:
     """Ask the base model the ``(photo, sha256, question)`` not in ``cache`` yet, a batch (or one) at a time,
     saving the cache after each, so an interrupted build keeps what it was told."""
+    step = ANSWER_BATCH
+    if answer_many is None:  # one question per call
+        answer_many, step = (lambda pairs: [answer_fn(q, p) for q, p in pairs]), 1
     bar = tqdm(total=len(missing), desc=label, unit="answer", leave=False, disable=not missing)
     try:
-        step = ANSWER_BATCH if answer_many is not None else 1
         for i in range(0, len(missing), step):
             chunk = missing[i : i + step]
-            answers = answer_many([(q, p) for p, _, q in chunk]) if answer_many is not None else [answer_fn(chunk[0][2], chunk[0][0])]
+            answers = answer_many([(q, p) for p, _, q in chunk])
             if len(answers) != len(chunk):
                 raise RuntimeError(f"answer_many returned {len(answers)} answers for {len(chunk)} questions")
             for (_, sha, q), answer in zip(chunk, answers):

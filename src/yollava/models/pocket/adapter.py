@@ -54,7 +54,6 @@ class PocketAdapter(VLMAdapter):
         ids = tokenizer.convert_tokens_to_ids(["<|vision_start|>", "<|image_pad|>", "<|vision_end|>"])
         self._vision_start, self._image_pad, self._vision_end = ids
         self._int8: tuple[nn.Module, nn.Module] | None = None
-        self._generation = "fp32"
         self.set_generation(generation or os.environ.get("YOLLAVA_GENERATION") or self.default_generation())
 
     # ---- generation runtime ----------------------------------------------------------------
