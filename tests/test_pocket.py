@@ -198,3 +198,37 @@ def test_int8_generation_is_the_cpu_default_answers_and_leaves_scores_and_concep
     engine.unload_concept("bo")
     with pytest.raises(ValueError, match="'fp32' or 'int8'"):
         adapter.set_generation("int4")
+
+
+def test_bf16_training_copy_trains_like_fp32_and_leaves_the_model_and_scores_alone(adapter, photo):
+    from yollava.runtime import native_bf16
+
+    engine = YoLLaVA(adapter)
+    assert adapter.fast_training_precision() == ("bf16" if native_bf16(adapter.device) else None)
+    concept = engine.new_concept("bo", k=4, seed=0)
+    concept.requires_grad_(True)
+    items = [engine.encode("Is <bo> in this photo?", image=photo, answer=a) for a in ("Yes", "No, <bo> is not in this photo.")]
+    scores = engine.yes_probabilities("bo", [photo])
+    checksums = {k: v.double().sum().item() for k, v in adapter.model.llm.state_dict().items()}
+
+    def loss_and_grad(precision, cache=None):
+        concept.zero_grad(set_to_none=True)
+        loss = engine.loss(items, cache, precision=precision)
+        loss.backward()
+        return loss.item(), torch.cat([concept.input_rows.grad.flatten(), concept.output_row.grad.flatten()])
+
+    loss32, grad32 = loss_and_grad(None)
+    loss16, grad16 = loss_and_grad("bf16")
+    cached16 = loss_and_grad("bf16", {})  # the prefix cache keeps bf16 keys/values for a bf16 loss
+    decoder, head = adapter.training_modules("bf16")
+    assert head.weight.dtype == torch.bfloat16 and head is not adapter.lm_head
+    assert adapter.training_modules("bf16")[1] is head  # made once
+    assert not any(p.requires_grad for p in head.parameters())
+    assert abs(loss16 - loss32) < 0.05 and abs(cached16[0] - loss16) < 0.05
+    assert F.cosine_similarity(grad16, grad32, dim=0) > 0.99 and F.cosine_similarity(cached16[1], grad32, dim=0) > 0.99
+    # the copy shares the rotary buffers but made new parameters: the fp32 model is exactly as it was
+    assert {k: v.double().sum().item() for k, v in adapter.model.llm.state_dict().items()} == checksums
+    assert all(p.dtype == torch.float32 and p.grad is None for p in adapter.model.llm.parameters())
+    concept.requires_grad_(False)
+    assert engine.yes_probabilities("bo", [photo]) == scores  # scoring always runs the fp32 model
+    engine.unload_concept("bo")

@@ -60,7 +60,7 @@ def test_balance_by_weight_trains_each_positive_once_with_its_loss_weighted(llav
     assert epoch == samples and weights == [3.0 if s.is_positive else 1.0 for s in samples]
     seen = []
     real_loss = llava_engine.loss
-    llava_engine.loss = lambda items, cache=None, w=None: seen.append(w) or real_loss(items, cache, w)
+    llava_engine.loss = lambda items, cache=None, w=None, precision=None: seen.append(w) or real_loss(items, cache, w, precision)
     try:
         result = ConceptTrainer(llava_engine, "bo", weighted_cfg, progress=False).fit(samples)
     finally:
@@ -222,3 +222,22 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(llava_engine: 
     cfg = TrainConfig(k=2, epochs=1, lr=1e-2, batch_size=4, gradient_checkpointing=True)
     ConceptTrainer(llava_engine, "bo", cfg, progress=False).fit(samples)
     assert all(torch.equal(before[k], v) for k, v in llava_engine.adapter.model.state_dict().items())
+
+
+def test_training_precision_is_checked_resolved_and_recorded(llava_engine: YoLLaVA, tmp_path):
+    with pytest.raises(ValueError, match="precision must be"):
+        TrainConfig(precision="fp16")
+    with pytest.raises(ValueError, match="gradient checkpointing"):
+        TrainConfig(precision="bf16", gradient_checkpointing=True)
+    adapter = llava_engine.adapter  # an fp32 HF model: no bf16 copy of its own
+    assert TrainConfig(precision="auto").training_precision(adapter) is None
+    assert TrainConfig(precision="auto", gradient_checkpointing=True).training_precision(adapter) is None
+    with pytest.raises(ValueError, match="cannot train in 'bf16'"):
+        adapter.training_modules("bf16")
+    samples = recognition_samples(tmp_path, n_pos=2, n_neg=2)
+    cfg = TrainConfig(k=2, epochs=1, lr=1e-2, batch_size=4, holdout_fraction=0.0, select_best_epoch=False, precision="auto")
+    result = ConceptTrainer(llava_engine, "bo", cfg, progress=False).fit(samples)
+    assert result.concept.meta["metrics"]["precision"] == "fp32"
+    assert result.concept.meta["recipe"]["precision"] == "auto"  # the setting as asked, beside what it resolved to
+    with pytest.raises(ValueError, match="cannot train in 'bf16'"):
+        ConceptTrainer(llava_engine, "bo", TrainConfig(**{**cfg.__dict__, "precision": "bf16"}), progress=False).fit(samples)

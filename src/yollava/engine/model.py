@@ -168,13 +168,15 @@ class ConceptModel:
         """Output logits with ``bank``'s concept columns appended."""
         return bank.logits(hidden, self.adapter.lm_head if lm_head is None else lm_head)
 
-    def hidden_states(self, bank: ConceptBank, items: Sequence[Encoded]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The decoder's last hidden states of a batch, with its ``(ids, answer mask)``."""
+    def hidden_states(self, bank: ConceptBank, items: Sequence[Encoded], decoder=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The decoder's last hidden states of a batch, with its ``(ids, answer mask)``. ``decoder``: another
+        runtime of the frozen decoder (:meth:`VLMAdapter.training_modules`); default the model itself."""
+        decoder = decoder or self.adapter.decoder
         ids, mask, answer = self.collate(items)
         images = [e.images for e in items]
         embeds = self.embed(bank, ids, images)
         positions = self.adapter.position_ids(ids, mask, images)
-        hidden, _ = self.adapter.decoder(embeds, attention_mask=mask, position_ids=positions)
+        hidden, _ = decoder(embeds, attention_mask=mask, position_ids=positions)
         return hidden, ids, answer
 
     def can_cache_prefix(self, items: Sequence[Encoded]) -> bool:
@@ -189,18 +191,19 @@ class ConceptModel:
             and all(self.adapter.image_token_id not in e.input_ids[p:] for e in items)
         )
 
-    def suffix_hidden_states(self, bank: ConceptBank, items: Sequence[Encoded], cache: dict):
+    def suffix_hidden_states(self, bank: ConceptBank, items: Sequence[Encoded], cache: dict, decoder=None):
         """Hidden states of the tokens after the (equal) prefix; each distinct prefix (ids + photos) is run
-        once without gradients and its keys/values are kept in ``cache``."""
+        once without gradients and its keys/values are kept in ``cache`` (one cache per ``decoder``)."""
         from transformers import DynamicCache
 
+        decoder = decoder or self.adapter.decoder
         p = items[0].prefix_len
         keys = [(tuple(e.input_ids[:p]), tuple(id(img) for img in e.images)) for e in items]
         missing = list({k: i for i, k in enumerate(keys) if k not in cache}.items())
         if missing:
             with torch.no_grad():
                 ids = torch.tensor([items[i].input_ids[:p] for _, i in missing], device=self.adapter.device)
-                _, past = self.adapter.decoder(self.embed(bank, ids, [items[i].images for _, i in missing]), use_cache=True)
+                _, past = decoder(self.embed(bank, ids, [items[i].images for _, i in missing]), use_cache=True)
             for j, (key, _) in enumerate(missing):
                 cache[key] = [(layer.keys[j : j + 1], layer.values[j : j + 1]) for layer in past.layers]
         per_layer = zip(*(cache[k] for k in keys))
@@ -208,11 +211,11 @@ class ConceptModel:
         suffix = [Encoded(e.input_ids[p:], e.answer_mask[p:], []) for e in items]
         ids, mask, answer = self.collate(suffix)
         full_mask = torch.cat([torch.ones(len(items), p, dtype=mask.dtype, device=mask.device), mask], dim=1)
-        hidden, _ = self.adapter.decoder(self.embed(bank, ids, [[] for _ in items]), attention_mask=full_mask, past_key_values=past, use_cache=True)
+        hidden, _ = decoder(self.embed(bank, ids, [[] for _ in items]), attention_mask=full_mask, past_key_values=past, use_cache=True)
         return hidden, ids, answer
 
     def loss(self, bank: ConceptBank, items: Sequence[Encoded], prefix_cache: dict | None = None,
-             weights: Sequence[float] | None = None) -> torch.Tensor:
+             weights: Sequence[float] | None = None, precision: str | None = None) -> torch.Tensor:
         """Next-token cross-entropy on answer tokens only; logits are computed only where needed.
 
         ``weights`` (one per item): each item's answer tokens count that many times in the mean, so a weight
@@ -221,13 +224,18 @@ class ConceptModel:
 
         With ``prefix_cache`` (a dict the caller keeps across steps), the frozen part of each prompt
         before the first concept token (system prompt + photo) is run once without gradients and its
-        keys/values are reused; this needs equal prefix lengths in the batch (the trainer buckets them)."""
+        keys/values are reused; this needs equal prefix lengths in the batch (the trainer buckets them).
+
+        ``precision``: run the frozen decoder and output layer in this precision (``"bf16"``, see
+        :meth:`VLMAdapter.training_modules`; ``None``: the model's own). A ``prefix_cache`` holds one precision's
+        keys/values: keep one per precision."""
+        decoder, lm_head = self.adapter.training_modules(precision)
         if prefix_cache is not None and self.can_cache_prefix(items):
-            hidden, ids, answer = self.suffix_hidden_states(bank, items, prefix_cache)
+            hidden, ids, answer = self.suffix_hidden_states(bank, items, prefix_cache, decoder)
         else:
-            hidden, ids, answer = self.hidden_states(bank, items)
+            hidden, ids, answer = self.hidden_states(bank, items, decoder)
         predicts = answer[:, 1:]  # position t predicts token t+1
-        logits = self.logits(bank, hidden[:, :-1][predicts])
+        logits = self.logits(bank, hidden[:, :-1][predicts], lm_head)
         targets = ids[:, 1:][predicts]
         if weights is None:
             return F.cross_entropy(logits.float(), targets)

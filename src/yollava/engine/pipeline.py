@@ -189,9 +189,11 @@ class YoLLaVA:
     def hidden_states(self, items: Sequence[Encoded]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.model.hidden_states(self.bank, items)
 
-    def loss(self, items: Sequence[Encoded], prefix_cache: dict | None = None, weights: Sequence[float] | None = None) -> torch.Tensor:
-        """Next-token cross-entropy on answer tokens only, optionally weighted per item (see :meth:`ConceptModel.loss`)."""
-        return self.model.loss(self.bank, items, prefix_cache, weights)
+    def loss(self, items: Sequence[Encoded], prefix_cache: dict | None = None, weights: Sequence[float] | None = None,
+             precision: str | None = None) -> torch.Tensor:
+        """Next-token cross-entropy on answer tokens only, optionally weighted per item and in another precision
+        of the frozen model (see :meth:`ConceptModel.loss`)."""
+        return self.model.loss(self.bank, items, prefix_cache, weights, precision)
 
     def first_token_probabilities(self, items: Sequence[Encoded], prefix_cache: dict | None = None) -> torch.Tensor:
         """The distribution of the first answer token after each prompt (``(batch, vocab + concept tokens)``)."""

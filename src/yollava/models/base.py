@@ -134,6 +134,21 @@ class VLMAdapter(ABC):
         synthesised training answers use, so a concept's data does not depend on the chat runtime)."""
         return self.decoder, self.lm_head
 
+    def training_modules(self, precision: str | None = None) -> tuple[Any, nn.Module]:
+        """``(decoder, lm_head)`` the training loss runs through. ``None``: the model itself, in its own precision.
+        ``"bf16"``: a bf16 version of the frozen decoder and output layer (concept rows stay fp32 and are cast where
+        they enter, as for a bf16 base); by default only a model that already runs in bf16 has one. A family may keep
+        a bf16 copy of an fp32 model (``pocket`` does). Recognition scores and generation never use it."""
+        if precision is None or (precision == "bf16" and self.model_dtype == torch.bfloat16):
+            return self.decoder, self.lm_head
+        raise ValueError(f"{self.family or type(self).__name__} cannot train in {precision!r} ({self.model_dtype} model); "
+                         "use precision None (the model's own) or 'auto'")
+
+    def fast_training_precision(self) -> str | None:
+        """What a recipe's ``precision="auto"`` trains in here: ``None`` (the model's own precision) unless the
+        family keeps a faster copy for this hardware."""
+        return None
+
     @property
     def generation_runtime(self) -> str:
         """Name of the runtime :meth:`generation_modules` uses (``"fp32"``, ``"int8"``, ...)."""

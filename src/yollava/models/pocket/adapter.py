@@ -14,6 +14,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ...runtime import native_bf16
 from ..base import EncodedImage, Message, VLMAdapter
 from ..hf_common import decoder_forward
 from .llm import load_llm
@@ -54,6 +55,7 @@ class PocketAdapter(VLMAdapter):
         ids = tokenizer.convert_tokens_to_ids(["<|vision_start|>", "<|image_pad|>", "<|vision_end|>"])
         self._vision_start, self._image_pad, self._vision_end = ids
         self._int8: tuple[nn.Module, nn.Module] | None = None
+        self._bf16: tuple[nn.Module, nn.Module] | None = None
         self.set_generation(generation or os.environ.get("YOLLAVA_GENERATION") or self.default_generation())
 
     # ---- generation runtime ----------------------------------------------------------------
@@ -77,6 +79,18 @@ class PocketAdapter(VLMAdapter):
     def prepare_generation(self) -> None:
         self.generation_modules()  # makes the int8 copy when chat uses it
 
+    def _decoder_copy(self) -> nn.Module:
+        """A copy of the frozen decoder (without its embedding table: inputs come as embeddings) that shares every
+        fp32 tensor with it: no 1.4 GB copy. The caller replaces modules or parameters in the copy, never in place."""
+        import copy
+
+        llm = self.model.llm
+        embed, llm.model.embed_tokens = llm.model.embed_tokens, None
+        try:
+            return copy.deepcopy(llm.model, memo={id(t): t for t in [*llm.model.parameters(), *llm.model.buffers()]})
+        finally:
+            llm.model.embed_tokens = embed
+
     def _enable_int8_generation(self) -> None:
         """Generate with an int8 copy of the frozen LLM: every Linear, the output layer included, keeps its
         weights as int8 with one scale per output row and multiplies them with bf16 activations (weight-only
@@ -84,20 +98,12 @@ class PocketAdapter(VLMAdapter):
         quantisation does, lose too much on Qwen's outlier channels). On a CPU one decoding step is bound by
         reading the weights, and int8 reads a quarter of the bytes. Training, recognition scores and the
         fingerprint stay fp32."""
-        import copy
-
-        llm = self.model.llm
-        embed, llm.model.embed_tokens = llm.model.embed_tokens, None  # inputs come as embeddings: no copy of the table
-        try:
-            # the copy shares the fp32 tensors (norms keep theirs; every Linear is replaced below): no 1.4 GB copy
-            decoder = copy.deepcopy(llm.model, memo={id(t): t for t in [*llm.model.parameters(), *llm.model.buffers()]})
-        finally:
-            llm.model.embed_tokens = embed
+        decoder = self._decoder_copy()  # norms keep the shared fp32 tensors; every Linear is replaced below
         for name, module in list(decoder.named_modules()):
             for child_name, child in list(module.named_children()):
                 if isinstance(child, nn.Linear):
                     setattr(module, child_name, Int8Linear(child))
-        self._int8 = (decoder.eval(), Int8Linear(llm.lm_head).eval())
+        self._int8 = (decoder.eval(), Int8Linear(self.model.llm.lm_head).eval())
 
     def generation_modules(self, reference: bool = False):
         if reference or self._generation == "fp32" or self.device.type != "cpu":  # (the int8 kernel is a CPU one)
@@ -114,6 +120,33 @@ class PocketAdapter(VLMAdapter):
     @property
     def generation_runtime(self) -> str:
         return self._generation
+
+    # ---- training runtime ------------------------------------------------------------------
+    def fast_training_precision(self) -> str | None:
+        """bf16 where the hardware multiplies it natively (AVX-512 BF16 / AMX CPUs, recent GPUs): a training step
+        there is about 3x faster than fp32 (README "Speed"); elsewhere the model's own fp32."""
+        return "bf16" if native_bf16(self.device) else None
+
+    def training_modules(self, precision: str | None = None):
+        """``"bf16"``: a bf16 copy of the frozen LLM's decoder and output layer (made on first use, kept; the fp32
+        model is untouched). Inputs are cast to bf16 where they enter, so concept rows keep fp32 values and
+        gradients; the rotary frequencies stay fp32 (shared buffers), as in a model loaded in bf16 by transformers."""
+        if precision != "bf16":
+            return super().training_modules(precision)
+        if self._bf16 is None:
+            decoder = self._decoder_copy()
+            for module in decoder.modules():
+                for name, p in list(module.named_parameters(recurse=False)):
+                    module._parameters[name] = nn.Parameter(p.detach().to(torch.bfloat16), requires_grad=False)  # new tensors: the shared fp32 ones stay
+            head = nn.Linear(self.hidden_size, self.lm_head.out_features, bias=False, dtype=torch.bfloat16)
+            head.weight = nn.Parameter(self.lm_head.weight.detach().to(torch.bfloat16), requires_grad=False)
+            self._bf16 = (decoder.eval(), head.eval())
+        decoder, head = self._bf16
+
+        def run(inputs_embeds, attention_mask=None, position_ids=None, past_key_values=None, use_cache=False):
+            return decoder_forward(decoder, inputs_embeds.to(torch.bfloat16), attention_mask, position_ids, past_key_values, use_cache)
+
+        return run, head
 
     # ---- the parts -------------------------------------------------------------------------
     @property
