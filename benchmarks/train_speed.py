@@ -13,6 +13,8 @@ Each row adds one ingredient of the fast path to the one above, timed on the sam
   +rows optimizer  AdamW on the concept's rows only (no whole-matrix update and restore)
   +batch 8         real batches (padding)
   +prefix cache    the frozen prompt prefix (system prompt + photo) run once, its keys/values reused
+  +bf16 model copy the frozen model's matmuls in bf16 (where the recipe's ``precision="auto"`` picks it: CPUs with
+                   AVX-512 BF16 / AMX); concept rows, gradients and AdamW stay fp32
 Seconds for the whole recipe = one-off encoding + recipe samples / samples-per-second (steady state).
 
 The physical floor: the fast row's FLOPs (forward + input-gradient backward through the frozen LLM: about
@@ -118,7 +120,7 @@ def timed_step(phases: dict[str, float], opt: torch.optim.Optimizer, compute_los
     phases["optimizer"] += time.perf_counter() - t
 
 
-def time_batched(engine: YoLLaVA, samples: list[Sample], batch_size: int, prefix_cache: bool, k: int) -> float:
+def time_batched(engine: YoLLaVA, samples: list[Sample], batch_size: int, prefix_cache: bool, k: int, precision: str | None = None) -> float:
     name = "speedtest"
     concept, opt = fresh_concept(engine, k, name)
     encoded = [engine.encode(s.question, image=s.image, answer=s.answer, concepts=[name]) for s in samples]
@@ -128,7 +130,7 @@ def time_batched(engine: YoLLaVA, samples: list[Sample], batch_size: int, prefix
     phases = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0}
     t0 = time.perf_counter()
     for b in batches:
-        timed_step(phases, opt, lambda: engine.loss([encoded[i] for i in b], cache))
+        timed_step(phases, opt, lambda: engine.loss([encoded[i] for i in b], cache, precision=precision))
     total = time.perf_counter() - t0
     # where a fast step goes: the frozen LLM's forward and backward over the tokens after the cached prefix
     PROFILE.clear()
@@ -138,7 +140,7 @@ def time_batched(engine: YoLLaVA, samples: list[Sample], batch_size: int, prefix
     return total / len(samples)
 
 
-def time_definition_first(engine: YoLLaVA, samples: list[Sample], batch_size: int, k: int) -> float:
+def time_definition_first(engine: YoLLaVA, samples: list[Sample], batch_size: int, k: int, precision: str | None = None) -> float:
     """Step time if the concept definition came before the photo (the paper's system-prompt placement, issue 14's
     first lever), on the same samples: the frozen system prompt run once and cached; the definition
     (``<c> is <c_1>...<c_k>.``) run once per batch *with* gradient, its keys/values shared by every sample of the
@@ -149,6 +151,7 @@ def time_definition_first(engine: YoLLaVA, samples: list[Sample], batch_size: in
     name = "speedtest"
     concept, opt = fresh_concept(engine, k, name)
     model, bank, vocab = engine.model, engine.bank, engine.adapter.vocab_size
+    decoder, lm_head = engine.adapter.training_modules(precision)  # the fast row's precision
     image_id = engine.adapter.image_token_id
     shared, per_sample = None, []
     for s in samples:
@@ -167,22 +170,22 @@ def time_definition_first(engine: YoLLaVA, samples: list[Sample], batch_size: in
         per_sample.append(type(e)(photo + e.input_ids[end:], [False] * len(photo) + e.answer_mask[end:], e.images))
     n_system, head = shared
     with torch.no_grad():  # the frozen system prompt: once
-        _, system_past = model.adapter.decoder(model.embed(bank, torch.tensor([head[:n_system]]), [[]]), use_cache=True)
+        _, system_past = decoder(model.embed(bank, torch.tensor([head[:n_system]]), [[]]), use_cache=True)
     system_kv = [(layer.keys, layer.values) for layer in system_past.layers]
     phases = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0}
     order = list(range(len(per_sample)))
     t0 = time.perf_counter()
     def batch_loss(items: list) -> torch.Tensor:
         # the definition once, with gradient, after the cached system prompt; its keys/values shared by the batch
-        _, past = model.adapter.decoder(model.embed(bank, torch.tensor([head[n_system:]]), [[]]),
+        _, past = decoder(model.embed(bank, torch.tensor([head[n_system:]]), [[]]),
                                         past_key_values=DynamicCache(ddp_cache_data=system_kv), use_cache=True)
         shared_kv = [(layer.keys.expand(len(items), -1, -1, -1), layer.values.expand(len(items), -1, -1, -1)) for layer in past.layers]
         ids, mask, answer = model.collate(items)
         full_mask = torch.cat([torch.ones(len(items), len(head), dtype=mask.dtype), mask], dim=1)
-        hidden, _ = model.adapter.decoder(model.embed(bank, ids, [e.images for e in items]), attention_mask=full_mask,
+        hidden, _ = decoder(model.embed(bank, ids, [e.images for e in items]), attention_mask=full_mask,
                                           past_key_values=DynamicCache(ddp_cache_data=shared_kv), use_cache=True)
         predicts = answer[:, 1:]
-        return torch.nn.functional.cross_entropy(model.logits(bank, hidden[:, :-1][predicts]).float(), ids[:, 1:][predicts])
+        return torch.nn.functional.cross_entropy(model.logits(bank, hidden[:, :-1][predicts], lm_head).float(), ids[:, 1:][predicts])
 
     for b in range(0, len(order), batch_size):
         items = [per_sample[i] for i in order[b : b + batch_size]]
@@ -196,9 +199,9 @@ def time_definition_first(engine: YoLLaVA, samples: list[Sample], batch_size: in
     return total / len(samples)
 
 
-def matmul_gflops(tokens: int, hidden: int, seconds: float = 3.0) -> float:
-    """Achieved fp32 GFLOP/s of one [tokens x hidden] @ [hidden x 4 hidden] matmul at the current thread count."""
-    a, b = torch.randn(tokens, hidden), torch.randn(hidden, 4 * hidden)
+def matmul_gflops(tokens: int, hidden: int, seconds: float = 3.0, dtype: torch.dtype = torch.float32) -> float:
+    """Achieved GFLOP/s of one [tokens x hidden] @ [hidden x 4 hidden] matmul in ``dtype`` at the current thread count."""
+    a, b = torch.randn(tokens, hidden, dtype=dtype), torch.randn(hidden, 4 * hidden, dtype=dtype)
     for _ in range(3):
         a @ b
     n, t0 = 0, time.perf_counter()
@@ -318,7 +321,10 @@ def main() -> None:
     rng = random.Random(0)
     timed = retarget(rng.sample(recipe, min(args.samples, len(recipe))), "speedtest")
 
+    fast_precision = chosen.train.training_precision(engine.adapter)
     time_batched(engine, timed[:2], 1, False, args.k)  # warm-up (allocator, thread pool)
+    if fast_precision:
+        time_batched(engine, timed[:2], 1, False, args.k, fast_precision)  # makes the copy, outside the timed rows
     fresh = engine.with_bank()  # same model, empty photo cache: time encoding every photo of the recipe once
     t0 = time.perf_counter()
     for s in recipe:
@@ -333,8 +339,10 @@ def main() -> None:
         ("+answer logits", lambda: time_naive(engine, timed, True, True, True, args.k)),
         ("+rows optimizer", lambda: time_naive(engine, timed, True, True, False, args.k)),
         ("+batch 8", lambda: time_batched(engine, timed, 8, False, args.k)),
-        ("+prefix cache (fast)", lambda: time_batched(engine, timed, 8, True, args.k)),
+        ("+prefix cache" + ("" if fast_precision else " (fast)"), lambda: time_batched(engine, timed, 8, True, args.k)),
     ]
+    if fast_precision:  # the recipe trains through a lower-precision copy of the frozen model on this machine
+        ladder.append((f"+{fast_precision} model copy (fast)", lambda: time_batched(engine, timed, 8, True, args.k, fast_precision)))
     if args.only_fast:
         ladder = ladder[-1:]
     recipe_samples = len(recipe) * args.epochs
@@ -346,7 +354,7 @@ def main() -> None:
     naive_rate = rows[0]["samples_per_s"] if rows[0]["path"] == "naive" else None  # None with --only-fast
     lever = None
     if args.definition_first:
-        sec = time_definition_first(engine, timed, 8, args.k)
+        sec = time_definition_first(engine, timed, 8, args.k, fast_precision)
         lever = {"path": "lever: definition before the photo, shared per batch (timed only)", "s_per_sample": sec, "samples_per_s": 1 / sec,
                  "recipe_s": encode_seconds + sec * recipe_samples, "peak_rss_mb": peak_rss_mb()}
         print(f"{'definition first':24s} {1 / sec:7.2f} samples/s", flush=True)
@@ -354,11 +362,15 @@ def main() -> None:
     hidden = engine.adapter.embed_tokens.weight.shape[1]
     params = llm_parameters(engine)
     fast_tokens = PROFILE["tokens_after_prefix"]
-    gflops_machine = matmul_gflops(int(round(fast_tokens * 8)), hidden)
+    fast_dtype = {"bf16": torch.bfloat16}.get(fast_precision, torch.float32)
+    gflops_machine = matmul_gflops(int(round(fast_tokens * 8)), hidden, dtype=fast_dtype)
+    gflops_fp32 = gflops_machine if fast_dtype == torch.float32 else matmul_gflops(int(round(fast_tokens * 8)), hidden)
     fast_s = rows[-1]["s_per_sample"]
     flops_per_sample = 4 * params * fast_tokens
     floor = {"llm_parameters": params, "flops_per_sample": flops_per_sample, "matmul_gflops": gflops_machine,
-             "achieved_gflops": flops_per_sample / fast_s / 1e9, "floor_s_per_sample": flops_per_sample / (gflops_machine * 1e9)}
+             "matmul_dtype": str(fast_dtype).removeprefix("torch."), "matmul_gflops_fp32": gflops_fp32,
+             "achieved_gflops": flops_per_sample / fast_s / 1e9, "floor_s_per_sample": flops_per_sample / (gflops_machine * 1e9),
+             "floor_fp32_s_per_sample": flops_per_sample / (gflops_fp32 * 1e9)}
 
     full = None
     if args.full:
@@ -391,9 +403,10 @@ def main() -> None:
               f"optimizer {PROFILE['optimizer'] * 1000:.1f}ms; {PROFILE['tokens_after_prefix']:.0f} tokens run through the LLM "
               f"(of {PROFILE['tokens_total']:.0f}; the rest is the cached prefix).",
               "", f"Physical floor: about {floor['flops_per_sample'] / 1e9:.1f} GFLOP per sample (4 x {floor['llm_parameters'] / 1e6:.0f} M LLM "
-              f"parameters x {fast_tokens:.0f} tokens); the fast row achieves {floor['achieved_gflops']:.1f} GFLOP/s, a matmul of the LLM's "
-              f"MLP shape on this machine {floor['matmul_gflops']:.1f} GFLOP/s ({torch.get_num_threads()} threads): floor "
-              f"{floor['floor_s_per_sample']:.2f} s/sample, the fast row is {fast_s / floor['floor_s_per_sample']:.1f}x it.",
+              f"parameters x {fast_tokens:.0f} tokens); the fast row achieves {floor['achieved_gflops']:.1f} GFLOP/s, a {floor['matmul_dtype']} "
+              f"matmul of the LLM's MLP shape on this machine {floor['matmul_gflops']:.1f} GFLOP/s ({torch.get_num_threads()} threads): floor "
+              f"{floor['floor_s_per_sample']:.2f} s/sample, the fast row is {fast_s / floor['floor_s_per_sample']:.1f}x it"
+              + (f"; in fp32 the same matmul runs at {floor['matmul_gflops_fp32']:.1f} GFLOP/s (floor {floor['floor_fp32_s_per_sample']:.2f} s/sample)." if fast_dtype != torch.float32 else "."),
               *([ "", f"Lever, definition before the photo (timed on the same samples, not a product path): "
                   f"{DEFINITION_FIRST['tokens_per_sample']:.0f} tokens per sample + {DEFINITION_FIRST['shared_tokens_per_batch']:.0f} "
                   f"definition tokens once per batch (vs {fast_tokens:.0f} per sample); forward {DEFINITION_FIRST['forward']:.2f}s, "

@@ -50,6 +50,8 @@ VARIANTS = {
     "fast-weighted-x3": {"balance_by": "weight", "positive_repeats": 3},  # positives 3x, weighted for the rest
     "fast-neg60": {"n_easy_negatives": 36, "n_hard_negatives": 24, "sentence_negatives": 12},  # fewer negatives, repeats as fast
     "fast-bf16": {"precision": "bf16"},  # fast with the frozen model in bf16 during training steps (speed issue)
+    "fast-seed1": {"seed": 1},  # seed noise, beside fast-bf16 (does bf16 move results more than another seed does?)
+    "fast-bf16-seed1": {"precision": "bf16", "seed": 1},
 }
 
 

@@ -29,7 +29,7 @@ TRAINING_COMMANDS = {
 
 FLAGS = ["--recipe", "fast", "--epochs", "2", "--k", "3", "--lr", "0.02", "--batch-size", "4", "--patience", "1", "--n-easy", "5",
          "--n-hard", "6", "--conversation-tokens", "7", "--no-hard-negatives", "--no-conversations", "--no-short-answers",
-         "--gradient-checkpointing", "--balance-by", "weight"]
+         "--gradient-checkpointing", "--balance-by", "weight", "--precision", "model"]
 
 
 def _command(path: str):
@@ -55,7 +55,7 @@ def test_every_training_command_takes_the_same_recipe_flags():
     group = recipe_flags()
     assert {"--recipe", "-r", "--epochs", "--k", "--lr", "--batch-size", "--patience", "--n-easy", "--n-hard", "--conversation-tokens",
             "--no-hard-negatives", "--no-conversations", "--no-short-answers", "--no-sentence-answers", "--gradient-checkpointing",
-            "--balance-by"} == set(group)
+            "--balance-by", "--precision"} == set(group)
     assert len(recipe_option_parameters()) == len(dataclasses.fields(RecipeOptions))  # one flag per field, nothing else
     reference = {f: o for f, o in _options(_command("personalize")).items() if f in group}
     assert set(reference) == set(group)
@@ -89,6 +89,7 @@ def test_the_same_flags_make_the_same_recipe_in_every_command(monkeypatch, tmp_p
     expected = get_recipe("fast").override(epochs=2, k=3, lr=0.02, batch_size=4, patience=1, n_easy_negatives=5, n_hard_negatives=6,
                                            conversation_tokens=7, hard_negatives=False, conversations=False, short_answers=False,
                                            gradient_checkpointing=True, balance_by="weight")
+    expected = dataclasses.replace(expected, train=dataclasses.replace(expected.train, precision=None))  # --precision model
     assert expected.name == "fast-modified"
     for path, recipe in made.items():
         assert recipe == expected, path

@@ -42,7 +42,7 @@ def test_paper_recipe_is_the_papers_settings_field_by_field():
     assert dataclasses.asdict(paper.train) == {
         "k": 16, "lr": 1e-3, "epochs": 15, "batch_size": 8, "weight_decay": 0.0, "seed": 0, "holdout_fraction": 0.2,
         "balance_positives": True, "balance_by": None, "positive_repeats": None, "patience": None, "eval_every": 1, "prefix_cache": True, "select_best_epoch": True,
-        "gradient_checkpointing": False}
+        "gradient_checkpointing": False, "precision": None}
     assert dataclasses.asdict(paper.data) == {
         "category": "object", "n_easy_negatives": 100, "n_hard_negatives": 100, "hard_negatives": True, "conversations": True,
         "conversation_photos": None, "conversation_tokens": 48, "sentence_answers": True, "sentence_negatives": None,
@@ -154,6 +154,20 @@ def test_settings_added_later_leave_old_run_folders_and_concepts_valid():
     assert len(epoch_samples(samples, Recipe.from_dict(stored).train)[0]) == 6 + 2 * 3  # repeated, as before
     stored["train"]["balance_by"] = "weight"
     assert Recipe.from_dict(stored).train.balance_by == "weight"
+    # a concept stored before ``precision`` trained in the model's own precision, whatever fast says now
+    del stored["train"]["precision"]
+    assert Recipe.from_dict(stored).train.precision is None
+    # an old run folder's protocol matches a run in the model's own precision; "auto" is another protocol
+    old = get_recipe("fast").to_dict()
+    del old["train"]["precision"]
+    assert settings_differences(old, recipe_from_options("fast", precision="model").to_dict()) == []
+    assert settings_differences(old, recipe_from_options("fast", precision="auto").to_dict()) == [
+        "train.precision: None (run folder) vs 'auto' (now)"]
+    assert recipe_from_options("fast", precision="model").train.precision is None
+    assert recipe_from_options("fast", precision="model").name == "fast"  # a runtime choice, not another recipe
+    assert recipe_from_options("fast", precision="bf16").train.precision == "bf16"
+    with pytest.raises(ValueError, match="precision must be"):
+        recipe_from_options("fast", precision="fp8")
     assert Recipe.from_dict({"name": "fast"}).train == get_recipe("fast").train  # no stored settings: the recipe as named
 
 

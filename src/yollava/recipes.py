@@ -7,7 +7,9 @@
   held-back photos); the yes/no threshold is set on augmented views of the positives against unused
   pool photos, so every one of the user's photos trains. The paper's sentence
   answers stay on the positives and some negatives, and text-only conversations on 2 photos, so
-  chat keeps natural answers and the concept's output row is trained.
+  chat keeps natural answers and the concept's output row is trained. Training steps run a bf16 copy of
+  the frozen model where the CPU multiplies bf16 natively (``precision="auto"``: about 3x faster there;
+  on the dev subjects within seed noise of fp32, ``benchmarks/results/recipe_dev/bf16.md``).
 - ``accurate``: ``fast`` for 3 epochs instead of 1 (chosen on the dev subjects of
   ``benchmarks/results/recipe_dev/threshold_rules.md``, never on a reported test set): concepts
   from 3-4 photos are under-trained after one epoch; three cost 3x the training time.
@@ -102,12 +104,17 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Recipe:
-        """Rebuild a stored recipe; settings this version does not know are ignored (and a setting added since
-        the recipe was stored defaults to None / False: the behaviour it had)."""
+        """Rebuild a stored recipe; settings this version does not know are ignored. A training setting missing
+        from a stored ``train`` dict whose default is None / False was added since the recipe was stored: it
+        takes that default, the behaviour the recipe had then (e.g. ``precision``: the model's own, even where
+        the named recipe now says "auto"). With no ``train`` dict at all, the named recipe's settings."""
         base = RECIPES.get(str(d.get("name", "")).removesuffix("-modified"), RECIPES["paper"])
         known_t = {f.name for f in fields(TrainConfig)}
         known_d = {f.name for f in fields(DataConfig)}
-        train = replace(base.train, **{k: v for k, v in d.get("train", {}).items() if k in known_t})
+        stored_train = d.get("train", {})
+        added_later = {f.name: f.default for f in fields(TrainConfig)
+                       if stored_train and f.name not in stored_train and (f.default is None or f.default is False)}
+        train = replace(base.train, **added_later, **{k: v for k, v in stored_train.items() if k in known_t})
         data = replace(base.data, **{k: v for k, v in d.get("data", {}).items() if k in known_d})
         return replace(base, name=d.get("name", base.name), train=train, data=data)
 
@@ -128,7 +135,7 @@ _FAST = Recipe(
     "fast",
     "recipe v2: short Yes/No answers on every recognition photo, one epoch, threshold set on unused pool photos and augmented views of yours",
     "about 3 min per concept on 2 idle CPU cores with pocket (160 s for <bo>, 10 photos)",
-    TrainConfig(epochs=1, lr=1e-3, batch_size=8, holdout_fraction=0.0, select_best_epoch=False),
+    TrainConfig(epochs=1, lr=1e-3, batch_size=8, holdout_fraction=0.0, select_best_epoch=False, precision="auto"),
     DataConfig(n_easy_negatives=60, n_hard_negatives=40, short_answers=True, sentence_negatives=20, positive_views=0,
                calibration_negatives=40, calibration_views=2, conversation_photos=2, conversation_tokens=32),
 )
@@ -168,12 +175,14 @@ def recipes_help() -> str:
 
 def _named(recipe: Recipe) -> Recipe:
     """``recipe`` named after the registered recipe it came from: ``"fast"`` when its settings are fast's
-    (the subject's category aside), else ``"fast-modified"``."""
+    (the subject's category and the training precision, a runtime choice recorded beside it, aside), else
+    ``"fast-modified"``."""
     base_name = recipe.name.removesuffix("-modified")
     registered = RECIPES.get(base_name)
     if registered is None:
         return recipe
-    same = recipe.train == registered.train and replace(recipe.data, category=registered.data.category) == registered.data
+    same = (replace(recipe.train, precision=registered.train.precision) == registered.train
+            and replace(recipe.data, category=registered.data.category) == registered.data)
     return replace(recipe, name=base_name if same else f"{base_name}-modified")
 
 
@@ -190,8 +199,12 @@ def recipe_from_options(
     n_easy: int | None = None, n_hard: int | None = None, conversation_tokens: int | None = None,
     no_hard_negatives: bool = False, no_conversations: bool = False, no_short_answers: bool = False,
     no_sentence_answers: bool = False, gradient_checkpointing: bool = False, balance_by: str | None = None,
+    precision: str | None = None,
 ) -> Recipe:
-    """A named recipe with the command-line overrides every command shares (None / False: unchanged)."""
+    """A named recipe with the command-line overrides every command shares (None / False: unchanged;
+    ``precision="model"``: the frozen model's own precision, TrainConfig's None)."""
+    if precision not in (None, "model", "bf16", "auto"):
+        raise ValueError(f"precision must be 'model', 'bf16' or 'auto', not {precision!r}")
     base = get_recipe(recipe)
     changed = base.override(
         category=category, epochs=epochs, k=k, lr=lr, batch_size=batch_size, patience=patience, seed=seed,
@@ -199,8 +212,10 @@ def recipe_from_options(
         hard_negatives=False if no_hard_negatives else None, conversations=False if no_conversations else None,
         short_answers=False if no_short_answers else None, sentence_answers=False if no_sentence_answers else None,
         gradient_checkpointing=True if gradient_checkpointing else None, balance_by=balance_by,
+        precision=None if precision == "model" else precision,
     )
-    return resolve_recipe(base, changed.train, changed.data)
+    train = replace(changed.train, precision=None) if precision == "model" else changed.train
+    return resolve_recipe(base, train, changed.data)
 
 
 def _opt(help: str, **extra: Any) -> Any:
@@ -238,6 +253,9 @@ class RecipeOptions:
         "How positives are made to weigh as much as the negatives: 'repeat' them, or 'weight' their loss (each once: fewer steps)."))
     gradient_checkpointing: bool = field(default=False, metadata=_opt(
         "Recompute the frozen decoder's activations in backward: less (GPU) memory, about a third more compute, no prefix cache."))
+    precision: str | None = field(default=None, metadata=_opt(
+        "The frozen model's precision in training steps: 'model' (its own, fp32 on a CPU), 'bf16' (a bf16 copy: about 3x "
+        "faster on CPUs with AVX-512 BF16 or AMX) or 'auto' (bf16 where the hardware has it). Scoring stays in the model's own."))
 
     def to_recipe(self, *, category: str | None = None, seed: int | None = None) -> Recipe:
         """The named recipe with these settings changed (and the subject's ``category`` / ``seed`` when given);
