@@ -224,9 +224,9 @@ def test_bf16_training_copy_trains_like_fp32_and_leaves_the_model_and_scores_alo
     assert head.weight.dtype == torch.bfloat16 and head is not adapter.lm_head
     assert adapter.training_modules("bf16")[1] is head  # made once
     assert not any(p.requires_grad for p in head.parameters())
-    assert abs(loss16 - loss32) < 0.05 and abs(cached16[0] - loss16) < 0.05
-    assert F.cosine_similarity(grad16, grad32, dim=0) > 0.99 and F.cosine_similarity(cached16[1], grad32, dim=0) > 0.99
-    # the copy shares the rotary buffers but made new parameters: the fp32 model is exactly as it was
+    assert abs(loss16 - loss32) < 0.02 and abs(cached16[0] - loss16) < 0.02
+    assert F.cosine_similarity(grad16, grad32, dim=0) > 0.995 and F.cosine_similarity(cached16[1], grad32, dim=0) > 0.995
+    # the copy shares the norms and rotary buffers but has its own bf16 Linear weights: the fp32 model is exactly as it was
     assert {k: v.double().sum().item() for k, v in adapter.model.llm.state_dict().items()} == checksums
     assert all(p.dtype == torch.float32 and p.grad is None for p in adapter.model.llm.parameters())
     concept.requires_grad_(False)

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
+import torch.nn.functional as F
 from torch import nn
 
 from ...runtime import native_bf16
@@ -45,6 +46,22 @@ class Int8Linear(nn.Module):
         if self.bias is not None:
             out = out + self.bias
         return out.reshape(*x.shape[:-1], out.shape[-1])
+
+
+class Bf16Linear(nn.Module):
+    """A frozen Linear whose matmul runs in bf16 (weights stored in bf16, the input cast on the way in) and whose
+    output is cast back to the input's precision: on CPUs with AVX-512 BF16 / AMX about 4x an fp32 matmul, while
+    what surrounds it stays fp32. Gradients flow to the input (the weights are buffers, never trained)."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.out_features = linear.out_features
+        self.register_buffer("weight", linear.weight.detach().to(torch.bfloat16))
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.linear(x.to(torch.bfloat16), self.weight).to(x.dtype)
+        return out if self.bias is None else out + self.bias
 
 
 class PocketAdapter(VLMAdapter):
@@ -128,23 +145,24 @@ class PocketAdapter(VLMAdapter):
         return "bf16" if native_bf16(self.device) else None
 
     def training_modules(self, precision: str | None = None):
-        """``"bf16"``: a bf16 copy of the frozen LLM's decoder and output layer (made on first use, kept; the fp32
-        model is untouched). Inputs are cast to bf16 where they enter, so concept rows keep fp32 values and
-        gradients; the rotary frequencies stay fp32 (shared buffers), as in a model loaded in bf16 by transformers."""
+        """``"bf16"``: a copy of the frozen LLM whose Linear layers, the output layer included, multiply in bf16
+        (:class:`Bf16Linear`; made on first use, kept; the fp32 model is untouched). Everything between the
+        matmuls stays fp32: the residual stream, norms, rotary positions and attention, so the loss and the
+        concept's gradients match fp32's closely (cosine 1.000 on a batch of ``<bo>``) and the rows, their
+        gradients and AdamW stay fp32. A copy converted to bf16 whole trained measurably worse on the dev subjects."""
         if precision != "bf16":
             return super().training_modules(precision)
         if self._bf16 is None:
-            decoder = self._decoder_copy()
-            for module in decoder.modules():
-                for name, p in list(module.named_parameters(recurse=False)):
-                    module._parameters[name] = nn.Parameter(p.detach().to(torch.bfloat16), requires_grad=False)  # new tensors: the shared fp32 ones stay
-            head = nn.Linear(self.hidden_size, self.lm_head.out_features, bias=False, dtype=torch.bfloat16)
-            head.weight = nn.Parameter(self.lm_head.weight.detach().to(torch.bfloat16), requires_grad=False)
-            self._bf16 = (decoder.eval(), head.eval())
+            decoder = self._decoder_copy()  # norms keep the shared fp32 tensors; every Linear is replaced below
+            for module in list(decoder.modules()):
+                for child_name, child in list(module.named_children()):
+                    if isinstance(child, nn.Linear):
+                        setattr(module, child_name, Bf16Linear(child))
+            self._bf16 = (decoder.eval(), Bf16Linear(self.lm_head).eval())
         decoder, head = self._bf16
 
         def run(inputs_embeds, attention_mask=None, position_ids=None, past_key_values=None, use_cache=False):
-            return decoder_forward(decoder, inputs_embeds.to(torch.bfloat16), attention_mask, position_ids, past_key_values, use_cache)
+            return decoder_forward(decoder, inputs_embeds, attention_mask, position_ids, past_key_values, use_cache)
 
         return run, head
 
