@@ -52,6 +52,10 @@ VARIANTS = {
     "fast-bf16": {"precision": "bf16"},  # fast with the frozen model in bf16 during training steps (speed issue)
     "fast-seed1": {"seed": 1},  # seed noise, beside fast-bf16 (does bf16 move results more than another seed does?)
     "fast-bf16-seed1": {"precision": "bf16", "seed": 1},
+    "fast-seed2": {"seed": 2},
+    "fast-bf16-seed2": {"precision": "bf16", "seed": 2},
+    "fast-seed3": {"seed": 3},
+    "fast-bf16-seed3": {"precision": "bf16", "seed": 3},
 }
 
 

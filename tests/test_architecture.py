@@ -81,9 +81,9 @@ def test_callback_sees_every_epoch_and_step(llava_engine: YoLLaVA, tmp_path):
     losses_seen_by_loss = []
     real_loss = llava_engine.loss
 
-    def loss(items, cache=None, weights=None):  # the train context must be held around every forward of a step
+    def loss(items, cache=None, weights=None, precision=None):  # the train context must be held around every forward of a step
         assert rec.inside == "train"
-        out = real_loss(items, cache, weights)
+        out = real_loss(items, cache, weights, precision)
         losses_seen_by_loss.append(out.item())
         return out
 
