@@ -50,13 +50,29 @@ VARIANTS = {
     "fast-weighted-x3": {"balance_by": "weight", "positive_repeats": 3},  # positives 3x, weighted for the rest
     "fast-neg60": {"n_easy_negatives": 36, "n_hard_negatives": 24, "sentence_negatives": 12},  # fewer negatives, repeats as fast
     "fast-bf16": {"precision": "bf16"},  # fast with the frozen model in bf16 during training steps (speed issue)
-    "fast-seed1": {"seed": 1},  # seed noise, beside fast-bf16 (does bf16 move results more than another seed does?)
+    # seed noise beside bf16 (does bf16 move results more than another seed does?); "model": fp32, fast before session 9
+    "fast-fp32": {"precision": "model"},  # = fast as committed in fast-no-views.run
+    "fast-seed1": {"seed": 1, "precision": "model"},
     "fast-bf16-seed1": {"precision": "bf16", "seed": 1},
-    "fast-seed2": {"seed": 2},
+    "fast-seed2": {"seed": 2, "precision": "model"},
     "fast-bf16-seed2": {"precision": "bf16", "seed": 2},
-    "fast-seed3": {"seed": 3},
+    "fast-seed3": {"seed": 3, "precision": "model"},
     "fast-bf16-seed3": {"precision": "bf16", "seed": 3},
 }
+
+
+def variant_recipe(variant: str):
+    """``fast`` with the variant's settings; ``precision="model"``: the model's own (fp32), as ``--precision model``."""
+    from dataclasses import replace
+
+    from yollava.recipes import get_recipe
+
+    settings = dict(VARIANTS[variant])
+    own_precision = settings.get("precision") == "model"
+    if own_precision:
+        del settings["precision"]
+    recipe = get_recipe("fast").override(**settings)
+    return replace(recipe, train=replace(recipe.train, precision=None)) if own_precision else recipe
 
 
 def _logit(p: float) -> float:
@@ -131,12 +147,11 @@ def main() -> None:
     from yollava.eval.report import write_report
     from yollava.paths import cache_home, default_data_root
     from yollava.personalize import load_pool
-    from yollava.recipes import get_recipe
 
     data_root = Path(os.environ.get("YOLLAVA_DATA", default_data_root()))
     root = dev_folder(data_root, cache_home() / "recipe_dev" / "subjects")
     dataset = load_folder(root, train_per_subject=4, seed=0, name="recipe-dev")
-    recipe = get_recipe("fast").override(**VARIANTS[args.variant])
+    recipe = variant_recipe(args.variant)
 
     def pool_fn():
         pool = load_pool(progress=True)
