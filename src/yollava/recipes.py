@@ -146,7 +146,7 @@ RECIPES: dict[str, Recipe] = {
         _FAST,
         name="accurate",
         summary="the fast recipe trained for 3 epochs: on the dev subjects weighted accuracy 0.863 -> 0.944 and AUC 0.919 -> 0.981 at the concept's own threshold",
-        cost="about 3x fast's training: 12-13 min per 4-photo concept on one CPU thread with pocket in fp32, about a third of that with bf16 steps",
+        cost="3x fast's training steps: 12-13 min per 4-photo concept on one CPU thread with pocket in fp32; a bf16 step is about 3x faster (train_speed.md), accurate not timed whole with it",
         train=replace(_FAST.train, epochs=3),
         data=replace(_FAST.data),  # its own copy: registry entries share no mutable config
     ),
