@@ -33,6 +33,9 @@ def test_doctor_reports_device_and_cache(tmp_path, monkeypatch):
     r = runner.invoke(app, ["doctor"])
     assert r.exit_code == 0, r.output
     assert "default: --device" in r.output and str(tmp_path) in r.output
+    from yollava.runtime import native_bf16
+
+    assert ("CPU bf16 matmuls: native" if native_bf16(torch.device("cpu")) else "CPU bf16 matmuls: emulated") in r.output
 
 
 def test_device_and_dtype_resolution(monkeypatch):

@@ -273,6 +273,8 @@ def doctor():
         console.print(f"cuda:{d['index']} {d['name']}: {d['free_gib']}/{d['total_gib']} GiB free, bf16 {'yes' if d['bf16'] else 'no'}")
     if not r["devices"]:
         console.print("no CUDA device: models run on the CPU in fp32")
+    console.print("CPU bf16 matmuls: " + ("native (recipes with precision 'auto' train pocket's steps in bf16, about 3x faster)"
+                                          if r["cpu_native_bf16"] else "emulated (precision 'auto' trains in fp32)"))
     console.print(f"default: --device {r['default_device']} --dtype {r['default_dtype']}")
     cache, found = cached_models()
     console.print(f"Hugging Face cache: {cache}")

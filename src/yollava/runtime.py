@@ -148,4 +148,5 @@ def device_report() -> dict:
     except ImportError:
         pass
     info["cpu_threads"] = torch.get_num_threads()
+    info["cpu_native_bf16"] = native_bf16(torch.device("cpu"))
     return info
