@@ -27,6 +27,7 @@ def test_concept_life_cycle(tiny_model_dirs, tmp_path):
     r = run("personalize", "bo", tmp_path / "bo", *common, "--epochs", 1, "--k", 2, "--n-easy", 0, "--no-hard-negatives", "--no-conversations")
     assert r.exit_code == 0, r.output
     assert (cdir / "bo.safetensors").exists() and (cdir / "bo.json").exists()
+    assert "training in fp32" in " ".join(r.output.split())  # an fp32 HF model: "auto" is its own precision, and it says so
 
     r = run("concepts", "list", "--concepts-dir", cdir)
     assert r.exit_code == 0 and "<bo>" in r.output

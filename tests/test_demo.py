@@ -24,5 +24,6 @@ def test_demo_runs_end_to_end(llava_engine, tmp_path, monkeypatch):
     out = run_demo(llava_engine, root, recipe, console)
     text = console.export_text()
     assert "Can you see if <bo> is in this photo?" in text and "text-only" in text
+    assert "training in fp32" in " ".join(text.split())
     assert out["metrics"]["n_positive"] == 3 and out["metrics"]["n_negative"] == 3
     assert (llava_engine.concepts_dir / "bo.json").exists()

@@ -83,7 +83,8 @@ def personalize(
     except YollavaError as e:
         _fail(str(e))
     h = result.holdout
-    console.print(f"saved <{name}> to {engine.concepts_dir} (recipe {chosen.name}, {result.seconds:.0f}s of training, "
+    precision = result.concept.meta.get("metrics", {}).get("precision", "?")
+    console.print(f"saved <{name}> to {engine.concepts_dir} (recipe {chosen.name}, {result.seconds:.0f}s of training in {precision}, "
                   f"threshold {result.concept.threshold:.2f}"
                   + (f", calibration weighted acc {h['weighted_accuracy']:.2f}" if h.get("weighted_accuracy") is not None else "") + ")")
 

@@ -32,6 +32,7 @@ def run_demo(engine: YoLLaVA, data_root: Path | None = None, recipe: Recipe | st
     result = personalize(engine, "bo", train_photos, recipe=recipe, pool=pool, overwrite=True)
     total = time.perf_counter() - t0
     console.print(f"saved <bo> in {engine.concepts_dir}: {total:.0f}s end to end, {result.seconds:.0f}s of it training "
+                  f"in {result.concept.meta['metrics']['precision']} "
                   f"(epoch kept: {result.best_epoch}, threshold {engine.bank['bo'].threshold:.2f})")
 
     console.rule("[bold]2. Can you see if <bo> is in this photo?")
