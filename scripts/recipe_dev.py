@@ -63,16 +63,10 @@ VARIANTS = {
 
 def variant_recipe(variant: str):
     """``fast`` with the variant's settings; ``precision="model"``: the model's own (fp32), as ``--precision model``."""
-    from dataclasses import replace
-
-    from yollava.recipes import get_recipe
+    from yollava.recipes import recipe_from_options
 
     settings = dict(VARIANTS[variant])
-    own_precision = settings.get("precision") == "model"
-    if own_precision:
-        del settings["precision"]
-    recipe = get_recipe("fast").override(**settings)
-    return replace(recipe, train=replace(recipe.train, precision=None)) if own_precision else recipe
+    return recipe_from_options("fast", precision=settings.pop("precision", None)).override(**settings)
 
 
 def _logit(p: float) -> float:

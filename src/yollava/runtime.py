@@ -25,6 +25,11 @@ _DTYPES = {
 }
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    """The short name ``--dtype`` takes for ``dtype`` (``"bf16"``, ``"fp16"``, ``"fp32"``; else torch's own)."""
+    return next((name for name, d in _DTYPES.items() if d == dtype), str(dtype).removeprefix("torch."))
+
+
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
     choice = str(device or os.environ.get("YOLLAVA_DEVICE") or "auto").lower()
     if choice == "auto":

@@ -32,13 +32,12 @@ from ..data.augment import augmented_view
 from ..engine import YoLLaVA
 from ..errors import NotEnoughPhotosError
 from ..images import load_image
+from ..runtime import dtype_name
 from .callbacks import CallbackList, TrainerCallback, TrainerState
 from .metrics import best_threshold, recognition_metrics
 from .samples import Sample
 
 log = logging.getLogger(__name__)
-
-_DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
 @dataclass
@@ -424,7 +423,7 @@ class ConceptTrainer:
             recognition_threshold=threshold,
             recipe=asdict(cfg),
             metrics={"best_epoch": run.best_epoch, "holdout": holdout, "history": history, "samples_seen": seen, "seconds": round(seconds, 2),
-                     "precision": self.precision or _DTYPE_NAMES.get(self.engine.adapter.model_dtype, str(self.engine.adapter.model_dtype))},
+                     "precision": self.precision or dtype_name(self.engine.adapter.model_dtype)},
             counts={kind: sum(s.kind == kind for s in samples) for kind in ("positive", "negative", "hard_negative", "conversation")},
         )
         return TrainResult(concept, run.best_epoch, history, holdout, seconds, seen)

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -96,17 +97,33 @@ class PocketAdapter(VLMAdapter):
     def prepare_generation(self) -> None:
         self.generation_modules()  # makes the int8 copy when chat uses it
 
-    def _decoder_copy(self) -> nn.Module:
-        """A copy of the frozen decoder (without its embedding table: inputs come as embeddings) that shares every
-        fp32 tensor with it: no 1.4 GB copy. The caller replaces modules or parameters in the copy, never in place."""
+    def _copy_with_linears(self, make: Callable[[nn.Linear], nn.Module]) -> tuple[nn.Module, nn.Module]:
+        """A copy of the frozen decoder (without its embedding table: inputs come as embeddings) with every Linear
+        replaced by ``make(linear)``, and ``make(lm_head)``. Every other tensor (norms, rotary buffers) is shared
+        with the model, not copied (no 1.4 GB copy), and the model itself is never changed."""
         import copy
 
         llm = self.model.llm
         embed, llm.model.embed_tokens = llm.model.embed_tokens, None
         try:
-            return copy.deepcopy(llm.model, memo={id(t): t for t in [*llm.model.parameters(), *llm.model.buffers()]})
+            decoder = copy.deepcopy(llm.model, memo={id(t): t for t in [*llm.model.parameters(), *llm.model.buffers()]})
         finally:
             llm.model.embed_tokens = embed
+        for module in list(decoder.modules()):
+            for name, child in list(module.named_children()):
+                if isinstance(child, nn.Linear):
+                    setattr(module, name, make(child))
+        return decoder.eval(), make(llm.lm_head).eval()
+
+    @staticmethod
+    def _runner(modules: tuple[nn.Module, nn.Module]):
+        """``(decoder function, lm_head)`` of a copy made by :meth:`_copy_with_linears`."""
+        decoder, head = modules
+
+        def run(inputs_embeds, attention_mask=None, position_ids=None, past_key_values=None, use_cache=False):
+            return decoder_forward(decoder, inputs_embeds, attention_mask, position_ids, past_key_values, use_cache)
+
+        return run, head
 
     def _enable_int8_generation(self) -> None:
         """Generate with an int8 copy of the frozen LLM: every Linear, the output layer included, keeps its
@@ -115,24 +132,14 @@ class PocketAdapter(VLMAdapter):
         quantisation does, lose too much on Qwen's outlier channels). On a CPU one decoding step is bound by
         reading the weights, and int8 reads a quarter of the bytes. Training, recognition scores and the
         fingerprint stay fp32."""
-        decoder = self._decoder_copy()  # norms keep the shared fp32 tensors; every Linear is replaced below
-        for name, module in list(decoder.named_modules()):
-            for child_name, child in list(module.named_children()):
-                if isinstance(child, nn.Linear):
-                    setattr(module, child_name, Int8Linear(child))
-        self._int8 = (decoder.eval(), Int8Linear(self.model.llm.lm_head).eval())
+        self._int8 = self._copy_with_linears(Int8Linear)
 
     def generation_modules(self, reference: bool = False):
         if reference or self._generation == "fp32" or self.device.type != "cpu":  # (the int8 kernel is a CPU one)
             return self.decoder, self.lm_head
         if self._int8 is None:
             self._enable_int8_generation()
-        decoder, head = self._int8
-
-        def run(inputs_embeds, attention_mask=None, position_ids=None, past_key_values=None, use_cache=False):
-            return decoder_forward(decoder, inputs_embeds, attention_mask, position_ids, past_key_values, use_cache)
-
-        return run, head
+        return self._runner(self._int8)
 
     @property
     def generation_runtime(self) -> str:
@@ -154,18 +161,8 @@ class PocketAdapter(VLMAdapter):
         if precision != "bf16":
             return super().training_modules(precision)
         if self._bf16 is None:
-            decoder = self._decoder_copy()  # norms keep the shared fp32 tensors; every Linear is replaced below
-            for module in list(decoder.modules()):
-                for child_name, child in list(module.named_children()):
-                    if isinstance(child, nn.Linear):
-                        setattr(module, child_name, Bf16Linear(child))
-            self._bf16 = (decoder.eval(), Bf16Linear(self.lm_head).eval())
-        decoder, head = self._bf16
-
-        def run(inputs_embeds, attention_mask=None, position_ids=None, past_key_values=None, use_cache=False):
-            return decoder_forward(decoder, inputs_embeds, attention_mask, position_ids, past_key_values, use_cache)
-
-        return run, head
+            self._bf16 = self._copy_with_linears(Bf16Linear)
+        return self._runner(self._bf16)
 
     # ---- the parts -------------------------------------------------------------------------
     @property
