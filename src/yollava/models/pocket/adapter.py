@@ -160,9 +160,14 @@ class PocketAdapter(VLMAdapter):
         less closely, cosine 0.998, and was no better on the dev subjects: ``recipe_dev/bf16.md``.)"""
         if precision != "bf16":
             return super().training_modules(precision)
+        return self._runner(self.bf16_copy())
+
+    def bf16_copy(self) -> tuple[nn.Module, nn.Module]:
+        """The bf16 training copy itself, ``(decoder, output layer)``, made on first use: for code that extends it
+        (pocket's own training wraps its Linear layers in a LoRA, :mod:`.training.lora`)."""
         if self._bf16 is None:
             self._bf16 = self._copy_with_linears(Bf16Linear)
-        return self._runner(self._bf16)
+        return self._bf16
 
     # ---- the parts -------------------------------------------------------------------------
     @property

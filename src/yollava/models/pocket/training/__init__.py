@@ -8,13 +8,14 @@
 - :mod:`.evaluate`: naming / presence / yes-no / colour metrics on held-out photos.
 """
 
-from .data import default_pool, default_work_dir, list_pool, load_features, prepare_features
+from .data import default_pool, default_work_dir, list_pool, load_features, prepare_feature_maps, prepare_features
+from .views import load_views, prepare_views
 from .loop import (LORA_TARGETS, PocketLoss, add_lora, lora_state, output_folder, random_pocket, train, train_stage1, train_stage2,
                    word_alignment)
 from .samples import Sample, stage1_samples, stage2_samples
 
 __all__ = [
-    "LORA_TARGETS", "PocketLoss", "Sample", "add_lora", "default_pool", "default_work_dir", "list_pool", "load_features",
+    "LORA_TARGETS", "PocketLoss", "Sample", "add_lora", "default_pool", "default_work_dir", "list_pool", "load_features", "load_views", "prepare_feature_maps", "prepare_views",
     "lora_state", "output_folder", "prepare_features", "random_pocket", "stage1_samples", "stage2_samples", "train", "train_stage1",
     "train_stage2", "word_alignment",
 ]

@@ -146,18 +146,29 @@ def main_colour(shares: np.ndarray) -> str | None:
 
 
 # ---- cached features -----------------------------------------------------------------------
-def load_features(pool: Path | None = None, work: Path | None = None) -> dict:
-    """Pooled EfficientNet features (N, 10, 1280), colour shares (N, 11), photo list; see :func:`prepare_features`."""
+def load_features(pool: Path | None = None, work: Path | None = None, grid: int = 3) -> dict:
+    """Pooled EfficientNet features (N, grid*grid + 1, 1280), colour shares (N, 11), photo list.
+
+    From the 7x7 feature maps (:func:`prepare_feature_maps`, any ``grid``) where they are cached, else from v1's
+    cache of the 3x3 grid (:func:`prepare_features`, ``grid`` 3 only)."""
     from safetensors.torch import load_file
 
+    from ..model import pool_feature_map
+
     pool, work = pool or default_pool(), work or default_work_dir()
-    path = work / "pool_features.safetensors"
-    if not path.is_file():
-        raise SystemExit(f"{path} is missing: run `python scripts/pocket/prepare.py` first")
-    t = load_file(path)
-    meta = json.loads((work / "pool_features.json").read_text())
+    maps, v1 = work / "pool_fmaps.safetensors", work / "pool_features.safetensors"
     photos = {str(p.path.relative_to(pool)): p for p in list_pool(pool)}
-    return {"pooled": t["pooled"], "colours": t["colours"].numpy(), "photos": [photos[r] for r in meta["paths"]]}
+    if maps.is_file():
+        t = load_file(maps)
+        meta = json.loads((work / "pool_fmaps.json").read_text())
+        fmaps = t["fmaps"]
+        pooled = torch.cat([pool_feature_map(fmaps[i : i + 256].float(), grid).half() for i in range(0, len(fmaps), 256)])
+        return {"pooled": pooled, "colours": t["colours"].numpy(), "photos": [photos[r] for r in meta["paths"]], "grid": grid}
+    if not v1.is_file() or grid != 3:
+        raise SystemExit(f"{maps} is missing: run `python scripts/pocket/prepare.py` first")
+    t = load_file(v1)
+    meta = json.loads((work / "pool_features.json").read_text())
+    return {"pooled": t["pooled"], "colours": t["colours"].numpy(), "photos": [photos[r] for r in meta["paths"]], "grid": 3}
 
 
 def class_similarity(feats: dict, train_only: bool) -> tuple[list[str], torch.Tensor]:
@@ -240,3 +251,33 @@ def prepare_features(pool: Path | None = None, work: Path | None = None, batch_s
     (work / "pool_features.json").write_text(json.dumps({"grid": grid, "paths": [str(p.path.relative_to(pool)) for p in photos]}))
     print(f"wrote {work / 'pool_features.safetensors'} in {time.time() - t0:.0f} s")
     return work / "pool_features.safetensors"
+
+
+def prepare_feature_maps(pool: Path | None = None, work: Path | None = None, batch_size: int = 32) -> Path:
+    """Run the frozen EfficientNet-Lite0 once over the pool and cache its whole (1280, 7, 7) feature map per photo
+    (fp16, ``pool_fmaps.safetensors``, ~630 MB) and the colour shares, so that any visual-token grid can be
+    trained and compared without running the vision tower again (:func:`load_features` pools them)."""
+    from safetensors.torch import save_file
+
+    from ....images import load_image
+    from ....vision.efficientnet import EfficientNetLite, preprocess
+
+    pool, work = pool or default_pool(), work or default_work_dir()
+    photos = list_pool(pool)
+    print(f"{len(photos)} pool photos; splits:", {s: sum(p.split == s for p in photos) for s in ("train", "heldout_seen", "heldout_unseen")})
+    vision = EfficientNetLite()
+    maps, colours = [], []
+    t0 = time.time()
+    for i in range(0, len(photos), batch_size):
+        imgs = [load_image(p.path) for p in photos[i : i + batch_size]]
+        with torch.no_grad():
+            maps.append(vision.feature_map(preprocess(imgs)).half())
+        colours += [colour_shares(img) for img in imgs]
+        print(f"\r{i + len(imgs)}/{len(photos)} photos, {time.time() - t0:.0f} s", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    work.mkdir(parents=True, exist_ok=True)
+    save_file({"fmaps": torch.cat(maps).contiguous(), "colours": torch.from_numpy(np.stack(colours)).float()},
+              work / "pool_fmaps.safetensors")
+    (work / "pool_fmaps.json").write_text(json.dumps({"paths": [str(p.path.relative_to(pool)) for p in photos]}))
+    print(f"wrote {work / 'pool_fmaps.safetensors'} in {time.time() - t0:.0f} s")
+    return work / "pool_fmaps.safetensors"

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 from ....engine import YoLLaVA
-from ...base import EncodedImage
+from ...base import EncodedImage, Message
 from .data import (ANIMAL_ONLY_NEGATIVES, CATEGORIES, COLOURS, article, cap, class_similarity, class_sources,
                    hard_negatives, main_colour)
 
@@ -39,13 +39,27 @@ class Scorer:
         first = lambda words: sorted({tok(w, add_special_tokens=False)["input_ids"][0] for w in words})  # noqa: E731
         self.yes, self.no = first(["Yes", "yes", " Yes"]), first(["No", "no", " No"])
 
-    def prompt(self, idx: int, question: str) -> torch.Tensor:
-        """Input embeddings of the whole prompt (system prefix included) for one photo, tokenised by the engine."""
-        visual = self.a.model.projector(self.pooled[idx].float())
-        enc = self.engine.encode(question, image=EncodedImage(features=visual, token_ids=self.a.image_token_ids))
+    def images(self, idx: int | tuple[int, ...]) -> list[EncodedImage]:
+        rows = [idx] if isinstance(idx, int) else list(idx)
+        visual = self.a.model.projector(self.pooled[rows].float())
+        return [EncodedImage(features=v, token_ids=self.a.image_token_ids) for v in visual]
+
+    def prompt(self, idx: int | tuple[int, ...], question: str) -> torch.Tensor:
+        """Input embeddings of the whole prompt (system prefix included) for one photo (a row of the table) or several
+        in order (a tuple of rows), tokenised by the engine."""
+        images = self.images(idx)
+        marker = self.a.image_marker
+        rendered = self.a.render([Message("user", "".join(f"{marker}\n" for _ in images) + question)])
+        enc = self.engine.model.encoded(self.engine.bank, rendered, images)
         ids = torch.tensor([enc.input_ids])
         emb = self.a.embed_tokens(ids)
-        return emb.masked_scatter((ids == self.a.image_token_id).unsqueeze(-1), visual[None]), ids.shape[1]
+        visual = torch.cat([img.features for img in images])[None]
+        return emb.masked_scatter((ids == self.a.image_token_id).unsqueeze(-1), visual), ids.shape[1]
+
+    @torch.no_grad()
+    def answer(self, idx: int, question: str, max_new_tokens: int = 60) -> str:
+        """The model's greedy answer about one photo (the product's own chat path)."""
+        return self.engine.chat(question, image=self.images(idx)[0], max_new_tokens=max_new_tokens)
 
     @torch.no_grad()
     def p_yes(self, items: list[tuple[int, str]], batch_size: int = 8) -> list[float]:
@@ -163,3 +177,57 @@ CHANCE = {"naming_seen_top1": 0.02, "naming_seen_top5": 0.10, "naming_unseen_top
           "generic_yesno_acc": 0.5, "generic_yesno_auc": 0.5, "colour_top1": 1 / 11}
 for t in ("seen", "unseen"):
     CHANCE.update({f"presence_{t}_weighted_acc_hard": 0.5, f"presence_{t}_auc_hard": 0.5})
+
+
+SAME_Q = "Is the object in the second photo the same one as in the first? Answer with a single word or phrase."
+WHERE_Q = "Where is the {name} in this photo: on the left or on the right? Answer with a single word or phrase."
+
+
+def evaluate_views(adapter, feats, views, seed: int) -> dict:
+    """Instance matching on held-out pairs (two views of one photo vs a view of another photo of the same class, or the
+    nearest photo for one-photo classes): P(yes) to :data:`SAME_Q`, AUC and accuracy at 0.5 (balanced); where on a
+    held-out collage (left / right by likelihood; chance 0.50)."""
+    offset = len(feats["photos"])
+    table = torch.cat([feats["pooled"], views["pooled"]])
+    sc, m = Scorer(adapter, table), {}
+    row = lambda k, role: offset + views["row_of"][k, role]  # noqa: E731
+    for split, tag in (("heldout_seen", "seen"), ("heldout_unseen", "unseen")):
+        ks = [k for k, v in enumerate(views["plan"]) if v["kind"] == "pair" and v["split"] == split]
+        if not ks:
+            continue
+        same = np.array(sc.p_yes([((row(k, "view0"), row(k, "view1")), SAME_Q) for k in ks]))
+        diff = np.array(sc.p_yes([((row(k, "view0"), row(k, "other")), SAME_Q) for k in ks]))
+        m[f"instance_{tag}_weighted_acc"] = 0.5 * (same >= 0.5).mean() + 0.5 * (diff < 0.5).mean()
+        m[f"instance_{tag}_auc"] = roc_auc_score([1] * len(ks) + [0] * len(ks), np.r_[same, diff])
+    ks = [k for k, v in enumerate(views["plan"]) if v["kind"] == "collage" and v["split"] == "heldout_seen"]
+    rng, correct = random.Random(seed + 2), []
+    for k in ks:
+        side = rng.choice(["left", "right"])
+        name = feats["photos"][views["plan"][k][side]].name
+        scores = sc.rank(row(k, "collage"), WHERE_Q.format(name=name), ["Left", "Right"])
+        correct.append(["left", "right"][int(scores.argmax())] == side)
+    if correct:
+        m["where_collage_acc"] = float(np.mean(correct))
+    return {k: float(v) for k, v in m.items()}
+
+
+def sample_answers(adapter, feats, seed: int, n: int = 5) -> list[dict]:
+    """Unedited greedy answers on held-out photos: "What is in this photo?" and "Describe this photo." on ``n`` held-out
+    photos of seen classes, "What is the dog doing?" on up to ``n`` held-out dog photos; each with the class and the
+    photo's main colours, and whether the answer names the class (a word of its name) and a colour."""
+    rng = random.Random(seed + 3)
+    photos, sc = feats["photos"], Scorer(adapter, feats["pooled"])
+    seen = [i for i, p in enumerate(photos) if p.split == "heldout_seen" and p.name]
+    dogs = [i for i, p in enumerate(photos) if p.split != "train" and "dog" in p.categories]
+    picks = rng.sample(seen, n)
+    out = []
+    for question, ids in (("What is in this photo?", picks), ("Describe this photo.", picks),
+                          ("What is the dog doing?", rng.sample(dogs, min(n, len(dogs))))):
+        for i in ids:
+            answer = sc.answer(i, question)
+            colours = [COLOURS[j] for j in np.argsort(-feats["colours"][i])[:2]]
+            words = [w for w in photos[i].name.lower().replace("-", " ").split() if len(w) > 2]
+            out.append({"question": question, "photo": str(photos[i].path.name), "class": photos[i].name, "answer": answer,
+                        "names_class": any(w.rstrip("s") in answer.lower() for w in words),
+                        "names_colour": any(c in answer.lower() for c in COLOURS), "main_colours": colours})
+    return out

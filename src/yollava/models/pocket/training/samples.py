@@ -26,10 +26,14 @@ from .data import (ANIMAL_ONLY_NEGATIVES, CATEGORIES, COLOURS, article, cap, cla
 
 @dataclass
 class Sample:
-    index: int  # row in the feature table (the photo)
+    index: int | tuple[int, ...]  # row(s) in the feature table: the photo, or the photos in prompt order (() = none)
     question: str
     answer: str
     kind: str
+
+    @property
+    def rows(self) -> tuple[int, ...]:
+        return (self.index,) if isinstance(self.index, int) else tuple(self.index)
 
 
 CAPTION_QUESTIONS = ["What is in this photo?", "Describe this photo briefly.", "What does this photo show?"]
@@ -121,3 +125,61 @@ def stage2_samples(feats, n: int, rng: random.Random, n_hard: int = 10) -> list[
                 samples.append(Sample(i, f"Is there a lot of {rng.choice(cands)} in this photo?", "Yes" if yes else "No",
                                       f"colour_{'yes' if yes else 'no'}"))
     return samples
+
+
+# ---- pocket v2 --------------------------------------------------------------------------------
+SAME_QUESTIONS = [
+    "Is the object in the second photo the same one as in the first? Answer with a single word or phrase.",
+    "Do these two photos show the very same object? Answer with a single word or phrase.",
+]
+WHERE_QUESTION = "Where is the {name} in this photo: on the left or on the right? Answer with a single word or phrase."
+DESCRIBE_QUESTIONS = ["Describe this photo.", "Describe this photo briefly.", "What is in this photo?"]
+DESCRIBE_CLASS = "Describe what {a} looks like in one sentence."
+
+
+def describe_answer(name: str, description: str | None, shares: np.ndarray) -> str:
+    """"A photo of a {class}. {the LLM's own sentence about the class} Mostly {colours}." (colours from the pixels)."""
+    order = np.argsort(-shares)
+    top = [COLOURS[order[0]]] + ([COLOURS[order[1]]] if shares[order[1]] >= 0.2 else [])
+    text = f"A photo of {article(name)}."
+    if description:
+        text += " " + description
+    return text + f" The main colours are {' and '.join(top)}." if len(top) > 1 else text + f" It is mostly {top[0]}."
+
+
+def v2_samples(feats: dict, views: dict, descriptions: dict[str, str], n: int, rng: random.Random,
+               split: str = "train") -> list[Sample]:
+    """pocket v2's mix, balanced Yes/No everywhere: v1's stage 2 (presence with look-alike classes, generic yes/no,
+    naming, colours) for 45 %, instance matching of two photos for 28 %, where-on-a-collage for 8 %, descriptions in
+    the LLM's own words for 12 % and the same descriptions asked without a photo for 4 % (so text-only answers stay
+    the LLM's own). View rows are offset by the number of pool rows (one table: pool, then views)."""
+    photos = feats["photos"]
+    offset = len(photos)
+    pairs = [k for k, v in enumerate(views["plan"]) if v["kind"] == "pair" and v["split"] == split]
+    collages = [k for k, v in enumerate(views["plan"]) if v["kind"] == "collage" and v["split"] == split]
+    row = lambda k, role: offset + views["row_of"][k, role]  # noqa: E731
+    described = [i for i, p in enumerate(photos) if p.split == split and p.name and p.name in descriptions]
+    base = stage2_samples(feats, int(n * 0.45) + 1, rng)
+    out = list(base[: int(n * 0.45)])
+    while len(out) < n:
+        r = rng.random()
+        if r < 0.51:  # instance matching
+            k = rng.choice(pairs)
+            same = rng.random() < 0.5
+            a, b = row(k, "view0"), row(k, "view1" if same else "other")
+            if rng.random() < 0.5:
+                a, b = b, a
+            out.append(Sample((a, b), rng.choice(SAME_QUESTIONS), "Yes" if same else "No", "same_yes" if same else "same_no"))
+        elif r < 0.65:  # where on a collage
+            k = rng.choice(collages)
+            side = rng.choice(["left", "right"])
+            name = photos[views["plan"][k][side]].name
+            out.append(Sample((row(k, "collage"),), WHERE_QUESTION.format(name=name), cap(side), "where"))
+        elif r < 0.93:  # describe, in the LLM's own words
+            i = rng.choice(described)
+            name = photos[i].name
+            out.append(Sample(i, rng.choice(DESCRIBE_QUESTIONS), describe_answer(name, descriptions[name], feats["colours"][i]), "describe"))
+        else:  # the same words without a photo: text-only answers stay the LLM's own
+            name = rng.choice(sorted(descriptions))
+            out.append(Sample((), DESCRIBE_CLASS.format(a=article(name)), descriptions[name], "text_only"))
+    return out
