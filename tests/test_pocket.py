@@ -232,3 +232,15 @@ def test_bf16_training_copy_trains_like_fp32_and_leaves_the_model_and_scores_alo
     concept.requires_grad_(False)
     assert engine.yes_probabilities("bo", [photo]) == scores  # scoring always runs the fp32 model
     engine.unload_concept("bo")
+
+
+def test_pocket_v1_stays_loadable_by_name_and_loads_the_concepts_committed_on_it():
+    from yollava.concepts import load_concept
+    from yollava.models import load_model
+
+    v1 = load_model("pocket-v1", progress=False)
+    assert v1.model.config.grid == 3 and v1.model.config.n_visual_tokens == 10
+    fp = v1.fingerprint()
+    assert fp["pocket_version"] == 1 and fp["pocket_weights_sha256"] == "1f1daf6ac23f4389"  # v1's hash in every committed run
+    committed = __import__("pathlib").Path(__file__).parents[1] / "benchmarks/results/eval_caption_bo/results.run/concepts/yollava"
+    assert load_concept(committed, "bo", fp).name == "bo"

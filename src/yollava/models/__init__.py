@@ -46,7 +46,7 @@ def _import_families() -> None:
 def hf_families() -> list[str]:
     """``model_type`` values a Hugging Face checkpoint may have."""
     _import_families()
-    return sorted(k for k in _LOADERS if k != "pocket")
+    return sorted(k for k in _LOADERS if not k.startswith("pocket"))
 
 
 def cache_path(model_id: str) -> Path:
@@ -71,7 +71,7 @@ def load_model(name_or_path: str = DEFAULT_MODEL, **kwargs) -> VLMAdapter:
     except (OSError, ValueError) as e:
         where = "" if Path(name_or_path).exists() or name_or_path.count("/") != 1 else f" (looked for {cache_path(name_or_path)})"
         raise FileNotFoundError(
-            f"cannot load model {name_or_path!r}: not a built-in name (pocket), "
+            f"cannot load model {name_or_path!r}: not a built-in name (pocket, pocket-v1), "
             f"not a local folder, and not in the Hugging Face cache{where}; no download happens here. ({e})"
         ) from None
     loader = _LOADERS.get(config.model_type)

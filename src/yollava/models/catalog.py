@@ -23,7 +23,7 @@ class Family:
 
 
 FAMILIES = [
-    Family("pocket", "pocket (embedded)", "pocket", "EfficientNet-Lite0 -> 10 tokens -> Qwen2.5-0.5B", "real weights, CPU (README evaluations)"),
+    Family("pocket", "pocket (embedded)", "pocket", "EfficientNet-Lite0 -> 4x4+1 tokens -> Qwen2.5-0.5B (+ LoRA); pocket-v1: 3x3+1", "real weights, CPU (README evaluations)"),
     Family("llava", "LLaVA-1.5", "llava-hf/llava-1.5-7b-hf", "CLIP 336 px, 576 tokens"),
     Family("llava_next", "LLaVA-NeXT (1.6)", "llava-hf/llava-v1.6-mistral-7b-hf", "any-resolution tiles, unpadded grid + row newlines"),
     Family("llava_onevision", "LLaVA-OneVision", "llava-hf/llava-onevision-qwen2-0.5b-ov-hf", "SigLIP any-resolution tiles (anyres_max_9)"),

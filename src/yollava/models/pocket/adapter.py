@@ -25,6 +25,7 @@ from .model import PocketConfig, PocketVLM
 log = logging.getLogger(__name__)
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
+V1_WEIGHTS_DIR = WEIGHTS_DIR / "v1"  # pocket v1 (``--model pocket-v1``)
 WEIGHTS_JSON = "pocket.json"
 SYSTEM_PROMPT = "You are a helpful assistant."
 RANDOM_SEED = 0
@@ -215,6 +216,7 @@ class PocketAdapter(VLMAdapter):
     def fingerprint(self) -> dict[str, Any]:
         fp = super().fingerprint()  # its weights_sha256 samples 16 values per tensor
         fp["pocket_weights_sha256"] = self.weights_sha256()  # the whole projector + the LoRA file
+        fp["pocket_version"] = self.model.config.version
         return fp
 
     def weights_sha256(self) -> str:
@@ -260,7 +262,7 @@ def load_pocket(name: str = "pocket", weights_dir: str | Path | None = None, pro
     llm, tokenizer = load_llm(progress=progress)
     meta_path = weights_dir / WEIGHTS_JSON
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else None
-    config = PocketConfig(grid=meta["grid"]) if meta else PocketConfig()
+    config = PocketConfig(grid=meta["grid"], version=meta.get("version", 1)) if meta else PocketConfig()
     if meta is None:
         log.warning("no trained pocket weights in %s: the projector is random (seed %d); it cannot see", weights_dir, RANDOM_SEED)
         with torch.random.fork_rng():

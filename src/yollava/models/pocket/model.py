@@ -23,13 +23,18 @@ class PocketConfig:
     hidden_size: int = 896
     llm: str = "Qwen2.5-Coder-0.5B-Instruct-Q4_K_M"
     weights_sha256: str = ""  # of the shipped projector + LoRA (set by the loader)
+    version: int = 1  # of the shipped weights (pocket.json "version"; v1 files have none)
 
     @property
     def n_visual_tokens(self) -> int:
         return self.grid * self.grid + 1
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """What the fingerprint's config hash covers; ``version`` is left out so that v1's hash is what it always was
+        (the fingerprint carries it as ``pocket_version``)."""
+        out = asdict(self)
+        out.pop("version")
+        return out
 
 
 def pool_feature_map(fmap: torch.Tensor, grid: int) -> torch.Tensor:

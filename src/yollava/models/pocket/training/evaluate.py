@@ -231,3 +231,6 @@ def sample_answers(adapter, feats, seed: int, n: int = 5) -> list[dict]:
                         "names_class": any(w.rstrip("s") in answer.lower() for w in words),
                         "names_colour": any(c in answer.lower() for c in COLOURS), "main_colours": colours})
     return out
+for t in ("seen", "unseen"):
+    CHANCE.update({f"instance_{t}_weighted_acc": 0.5, f"instance_{t}_auc": 0.5})
+CHANCE["where_collage_acc"] = 0.5
