@@ -29,8 +29,9 @@ from .config import ServerConfig, recipe_from_dict
 from .db import ACTIVE, Database, User
 from .host import JobCancelled, ModelHost
 from .job_data import JobData, JobFailed
-from .job_progress import JobProgress, LiveJob, set_phase
+from .job_progress import JobProgress, LiveJob, learn_rates, plan_stages, set_phase, timeline
 from .spaces import UserSpace
+from .thumbnails import concept_thumbnails, job_thumbnails
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ class JobManager:
         self.redact = lambda text: text
         #: the server's WhoService (its embedder fits each new concept's head); None: the default embedder
         self.who = None
+        #: seconds each stage took per unit (or in all) in the jobs this process ran: the next job's estimate
+        self.rates: dict[str, float] = {}
 
     # ---- life cycle ------------------------------------------------------------------------
     def space(self, user_id: int) -> UserSpace:
@@ -99,8 +102,10 @@ class JobManager:
                 self._finish_failed(job, f"interrupted by a server restart, and its uploaded photos are gone ({len(photos)} of {job['n_photos']} left); upload them again")
             else:
                 was = job["status"]
-                self.db.update_job(job["id"], status="queued", phase=f"queued (resuming after a server restart; was {was})", resumed=job["resumed"] + 1)
-                self._enqueue(job["id"], job["user_id"], job["concept"])
+                live = self._enqueue(job["id"], job["user_id"], job["concept"], recipe_from_dict(job["recipe"])[1].conversations)
+                live.phase = f"queued (resuming after a server restart; was {was})"
+                _, progress = live.snapshot()
+                self.db.update_job(job["id"], status="queued", phase=live.phase, resumed=job["resumed"] + 1, progress=progress)
                 log.info("resuming training job %s (<%s> of user %d)", job["id"], job["concept"], job["user_id"])
 
     def _finish_failed(self, job: dict, reason: str) -> None:
@@ -108,8 +113,8 @@ class JobManager:
         if not self.config.keep_uploads:
             self.space(job["user_id"]).remove_job_dir(job["id"])
 
-    def _enqueue(self, job_id: str, user_id: int, concept: str) -> LiveJob:
-        live = LiveJob(job_id, user_id, concept)
+    def _enqueue(self, job_id: str, user_id: int, concept: str, conversations: bool, photos_seconds: float = 0.0) -> LiveJob:
+        live = LiveJob(job_id, user_id, concept, plan_stages(conversations, photos_seconds))
         with self._live_lock:
             self._live[job_id] = live
         self._queue.put(job_id)
@@ -121,8 +126,10 @@ class JobManager:
         jobs = self.db.list_jobs(user_id, ACTIVE, concept)
         return jobs[0] if jobs else None
 
-    def submit(self, user: User, concept: str, photos: list[tuple[bytes, str]], category: str, overwrite: bool) -> dict:
-        """Store the photos and queue the job. ``photos``: (bytes, suffix) already checked to be images."""
+    def submit(self, user: User, concept: str, photos: list[tuple[bytes, str]], category: str, overwrite: bool,
+               thumbnails: list[bytes] = (), photos_seconds: float = 0.0) -> dict:
+        """Store the photos (and their small ``thumbnails``, JPEG bytes) and queue the job. ``photos``: (bytes,
+        suffix) already checked to be images, which took ``photos_seconds``."""
         train, data = self.config.train, self.config.data
         recipe = {"name": self.config.recipe_name, "train": _asdict(train), "data": {**_asdict(data), "category": category},
                   "model": self.host.fingerprint}
@@ -132,20 +139,31 @@ class JobManager:
             photos_dir.mkdir(parents=True, exist_ok=True)
             for i, (blob, suffix) in enumerate(photos):
                 (photos_dir / f"photo-{i:02d}{suffix}").write_bytes(blob)
+            job_thumbnails(self.space(user.id), job_id).store(thumbnails)
         except OSError as e:
             self.db.update_job(job_id, status="failed", phase="failed", error=f"could not store the photos ({e})", finished=time.time())
             self.space(user.id).remove_job_dir(job_id)
             raise
-        self._enqueue(job_id, user.id, concept)
+        self._enqueue(job_id, user.id, concept, data.conversations, photos_seconds)
         return self.view(self.db.get_job(job_id))
 
     def view(self, job: dict) -> dict[str, Any]:
-        """The public form of a job (live progress while it runs)."""
+        """The public form of a job (live progress while it runs, every stage with its time spent and left)."""
         phase, progress = job["phase"], job["progress"]
         with self._live_lock:
             live = self._live.get(job["id"])
         if live is not None and job["status"] in ACTIVE:
             phase, progress = live.snapshot()
+        now = time.time()
+        remaining = None
+        if progress.get("stages"):
+            batch = (job["recipe"].get("train") or {}).get("batch_size") or 8
+            ahead = self._ahead(job, now) if job["status"] == "queued" else 0.0
+            stages, remaining = timeline(progress["stages"], now, self.rates, batch, ahead)
+            progress = {**progress, "stages": stages}
+        if job["status"] not in ACTIVE:
+            remaining = 0.0
+        end = job["finished"] if job["status"] not in ACTIVE and job["finished"] else now
         instant = self.instant_file(job)
         ready_at = None
         if job["status"] == "succeeded":
@@ -173,7 +191,29 @@ class JobManager:
             "recognition_ready": job["status"] == "succeeded" or (job["status"] in ACTIVE and ready_at is not None),
             "conversation_ready": job["status"] == "succeeded",
             "recognition_ready_seconds": ready_at,
+            # the whole job: since it was uploaded, and the estimate of what is left (None: not known yet)
+            "stage": next((st["key"] for st in progress.get("stages", ()) if st["status"] == "running"), None),
+            "elapsed_seconds": round(max(0.0, end - job["created"]), 1),
+            "remaining_seconds": remaining,
         }
+
+    def _ahead(self, job: dict, now: float) -> float | None:
+        """The time left of the jobs the worker runs before ``job`` (None if one of them cannot be estimated)."""
+        total = 0.0
+        for other in self.db.list_jobs(status=ACTIVE):
+            if other["id"] == job["id"] or other["created"] > job["created"]:
+                continue
+            with self._live_lock:
+                live = self._live.get(other["id"])
+            if live is None:
+                return None
+            _, progress = live.snapshot()
+            batch = (other["recipe"].get("train") or {}).get("batch_size") or 8
+            _, left = timeline(progress.get("stages", []), now, self.rates, batch, None)
+            if left is None:
+                return None
+            total += left
+        return total
 
     def instant_file(self, job: dict) -> Path:
         """The recognition-only concept a job writes once its concept head is fitted."""
@@ -236,6 +276,7 @@ class JobManager:
         train, data, recipe_name = recipe_from_dict(job["recipe"])
         photos = sorted((jdir / "photos").iterdir()) if (jdir / "photos").is_dir() else []
         self.db.update_job(job_id, status="running", phase="preparing", started=job["started"] or time.time(), error=None)
+        live.finish("queue")
         self._set(live, "preparing", {})
         engine = self.host.job_engine(space.concepts)
         try:
@@ -246,8 +287,16 @@ class JobManager:
             if signature is None:
                 raise JobCancelled()
             self._set(live, "preparing")
-            training_set = self.data.training_set(engine, live, name, jdir, photos, train, data, lambda *a: self._set(live, *a))
-            self._set(live, "training", {})  # the trainer's first event fills in the epochs and steps
+
+            def data_phase(phase: str, progress: dict | None = None) -> None:
+                if phase == "building training data" and (progress or {}).get("answers_total"):
+                    live.begin("answers", total=progress["answers_total"])
+                self._set(live, phase, progress)
+
+            training_set = self.data.training_set(engine, live, name, jdir, photos, train, data, data_phase)
+            live.finish("answers")  # a resumed job reloads its training set: nothing to synthesise
+            self._expect(live, training_set.samples, train)
+            self._set(live, "preparing the samples", {})  # the trainer's first event fills in the epochs and steps
             result = personalize(
                 engine, name, photos, recipe=recipe_name, train=train, data=data, training_set=training_set,
                 save=False, checkpoint_dir=jdir / "checkpoints", progress=False, visual=signature,
@@ -258,9 +307,11 @@ class JobManager:
                     raise JobCancelled()
                 if space.has_concept(name) and not job["overwrite"]:
                     raise JobFailed(f"a concept <{name}> appeared while this job ran (imported?); it was left as it is")
+                live.begin_once("save")
                 self._set(live, "saving")
                 engine.save_concept(name)
                 self.host.concepts.forget(space.concepts, name)
+                job_thumbnails(space, job_id).move_to(concept_thumbnails(space, name))
             summary = {
                 "best_epoch": result.best_epoch,
                 "epochs_run": len(result.history),
@@ -279,6 +330,7 @@ class JobManager:
             self._end(job, live, "succeeded", None, summary)
         except JobCancelled:
             if self._stopping.is_set():
+                live.stop_running("interrupted")
                 _, progress = live.snapshot()
                 self.db.update_job(job_id, status="queued", phase="interrupted (server stopped); resumes when the server restarts", progress=progress)
                 return
@@ -289,7 +341,8 @@ class JobManager:
             self._end(job, live, "failed", str(e))
         except Exception as e:
             log.exception("training job %s failed", job_id)
-            self._end(job, live, "failed", f"training failed: {e.__class__.__name__}: {e}")
+            self._end(job, live, "failed", f"training failed because of an error on the server ({e.__class__.__name__}); "
+                                           "try again, and tell the server's admin if it happens again")
 
     def _end(self, job: dict, live: LiveJob, status: str, error: str | None, result: dict | None = None) -> None:
         # Clean up before publishing the end: a client that sees "succeeded" must not find the job's files.
@@ -299,6 +352,11 @@ class JobManager:
             shutil.rmtree(self.space(job["user_id"]).root, ignore_errors=True)
         with contextlib.suppress(OSError):
             self.host.concepts.forget(self.instant_file(job).parent, job["concept"])  # its in-memory copy
+        if status == "succeeded":
+            live.finish("save")
+            learn_rates(self.rates, live.snapshot()[1]["stages"])
+        else:
+            live.stop_running(status)
         _, progress = live.snapshot()
         phase = {"succeeded": "done"}.get(status, status)
         self._set(live, phase)
@@ -351,12 +409,15 @@ class JobManager:
                     if signature is not None:
                         if live is not None:
                             live.recognition_ready = True
+                            live.finish("head")
                         return signature
             photos_dir = self.space(job["user_id"]).job_dir(job_id) / "photos"
             photos = sorted(photos_dir.iterdir()) if photos_dir.is_dir() else []
             if not photos or (live is not None and live.cancelled.is_set()):
                 return None
             train, data, recipe_name = recipe_from_dict(job["recipe"])
+            if live is not None:
+                live.begin("head")
             embedder = self.who.embedder if self.who is not None else embedder_for(self.host.engine)
             pool = self.data.pool_for(data) if (data.needs_pool or self.config.pool_dirs) else None
             signature = fit_signature(photos, embedder, pool, seed=train.seed)
@@ -369,12 +430,24 @@ class JobManager:
                 save_concept(concept, path.parent, self.host.fingerprint)
             if live is not None:
                 live.recognition_ready = True
+                live.finish("head")
                 if live.phase.startswith("queued"):
                     self._set(live, "recognition ready; queued for training")
             return signature
 
     def _set(self, live: LiveJob, phase: str, progress: dict | None = None) -> None:
         set_phase(self.db, live, phase, progress)
+
+    @staticmethod
+    def _expect(live: LiveJob, samples: list, train) -> None:
+        """The sizes of the stages to come, as the trainer will split and batch ``samples``."""
+        from ..train.trainer import epoch_samples, split_holdout
+
+        fitted, held = split_holdout(samples, train.holdout_fraction, train.seed)
+        n = len(epoch_samples(fitted, train)[0])
+        live.expect("encode", n)
+        live.expect("train", train.epochs * -(-n // max(1, train.batch_size)))
+        live.expect("calibrate", len(held))
 
 
 def _asdict(obj) -> dict:
