@@ -27,7 +27,8 @@ class Limits:
     max_json_depth: int = 32
     #: one uploaded photo / one photo in a data URL (decoded bytes)
     max_photo_bytes: int = 16 * 1024 * 1024
-    #: photos per concept upload
+    #: photos per concept upload (the method needs a few views of the subject: 3-10 work best)
+    min_photos: int = 3
     max_photos: int = 20
     #: pixels per photo, checked from the header before decoding (24 MP: 6000x4000)
     max_pixels: int = 24_000_000

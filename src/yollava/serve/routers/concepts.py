@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 import zipfile
 
 import anyio
@@ -18,6 +19,7 @@ from ..imports import import_concept
 from ..photos import FORMATS
 from ..quotas import check_quotas, writing_for
 from ..server import Server
+from ..thumbnails import concept_thumbnails, job_thumbnails, make_thumbnail
 from .common import concept_view, current_user, get_server, read_form, read_upload, truthy, unreadable_view
 
 router = APIRouter()
@@ -28,19 +30,20 @@ async def create_concept(request: Request, user: User = Depends(current_user), s
     form = await read_form(request, max_files=server.limits.max_photos + 8)
     name = form.get("name")
     if not isinstance(name, str) or not name.strip():
-        raise APIError(422, "give the concept a name (form field 'name', e.g. bo)", param="name")
+        raise APIError(422, "give the concept a name (form field 'name', e.g. bo)", param="name", code="name_required")
     name = checked_name(name.strip(" "))  # spaces around a typed name are dropped; "bo\n" is refused
-    if name in server.host.reserved_tokens or f"<{name}>" in server.host.reserved_tokens:
-        raise APIError(422, f"concept name {name!r} clashes with a special token of the model", param="name")
+    if _reserved(server, name):
+        raise APIError(422, f"the concept name <{name}> clashes with a special token of the model", param="name", code="reserved_name")
     category = form.get("category") or server.config.data.category
     if category not in ("object", "person"):
-        raise APIError(422, "category must be 'object' or 'person'", param="category")
+        raise APIError(422, "category must be 'object' or 'person'", param="category", code="invalid_category")
     overwrite = truthy(form.get("overwrite", "false"))
     files = [f for key in ("photos", "photos[]", "photo", "files") for f in form.getlist(key) if isinstance(f, UploadFile)]
+    least = server.limits.min_photos
     if not files:
-        raise APIError(422, "upload 1 or more photos of the subject (form field 'photos'; 3-10 work best)", param="photos")
+        raise APIError(422, f"upload {least} or more photos of the subject (form field 'photos'; 3-10 work best)", param="photos", code="too_few_photos")
     if len(files) > server.limits.max_photos:
-        raise APIError(413, f"at most {server.limits.max_photos} photos per concept ({len(files)} sent)", param="photos")
+        raise APIError(413, f"at most {server.limits.max_photos} photos per concept ({len(files)} sent)", param="photos", code="too_many_photos")
     space = server.space(user)
 
     def check(incoming: int) -> None:
@@ -53,18 +56,29 @@ async def create_concept(request: Request, user: User = Depends(current_user), s
         check_quotas(server, user.id, space, name, incoming)
 
     await anyio.to_thread.run_sync(check, sum(f.size or 0 for f in files))  # before reading the photos: cheap to report
-    photos = []
+    started = time.monotonic()
+    photos, thumbnails = [], []
     for i, f in enumerate(files):
         label = f"photo {i + 1} ({f.filename or 'unnamed'})"
         blob = await read_upload(f, server.limits.max_photo_bytes, label)
-        _, fmt = await anyio.to_thread.run_sync(lambda b=blob, lab=label: server.photos.open(b, label=lab, param="photos"))
+
+        def opened(b=blob, lab=label, param=f"photos[{i}]"):
+            image, fmt = server.photos.open(b, label=lab, param=param)
+            return make_thumbnail(image), fmt
+
+        thumb, fmt = await anyio.to_thread.run_sync(opened)
         photos.append((blob, FORMATS[fmt]))
+        thumbnails.append(thumb)
+    checked_in = time.monotonic() - started
 
     def submit() -> dict:
         with server.user_lock(user.id), server.jobs.concept_lock(user.id, name):  # checked again: two uploads may race
-            check(sum(len(b) for b, _ in photos))
+            check(sum(len(b) for b, _ in photos) + sum(len(t) for t in thumbnails))
             with writing_for(server, user.id, space):
-                return server.jobs.submit(user, name, photos, category, overwrite)
+                if len(photos) < least:  # the last check, so a removed user still hears 401 first
+                    raise APIError(422, f"upload at least {least} photos of the subject ({len(photos)} sent; 3-10 work best)",
+                                   param="photos", code="too_few_photos")
+                return server.jobs.submit(user, name, photos, category, overwrite, thumbnails, checked_in)
 
     job = await anyio.to_thread.run_sync(submit)
     return JSONResponse(job, status_code=202, headers={"Location": f"/v1/jobs/{job['id']}"})
@@ -117,6 +131,7 @@ async def concept_delete(name: str, user: User = Depends(current_user), server: 
         server.jobs.cancel_concept(user.id, name, wait=120)
         with server.jobs.concept_lock(user.id, name):
             found = space.remove_concept_files(name)
+            concept_thumbnails(space, name).remove()
             jobs = server.db.list_jobs(user.id, concept=name)
             for job in jobs:
                 space.remove_job_dir(job["id"])
@@ -162,7 +177,50 @@ async def concept_import(request: Request, user: User = Depends(current_user), s
 
     def run() -> dict:
         name = rename.strip(" ") if isinstance(rename, str) and rename.strip() else None
-        return import_concept(server, user, space, blob, name, overwrite, concept_view)
+        view = import_concept(server, user, space, blob, name, overwrite, concept_view)
+        with server.jobs.concept_lock(user.id, view["name"]):
+            concept_thumbnails(space, view["name"]).remove()  # the photos of a concept it replaced
+        return view
 
     view = await anyio.to_thread.run_sync(run)
     return JSONResponse(view, status_code=201)
+
+
+def _reserved(server: Server, name: str) -> bool:
+    return name in server.host.reserved_tokens or f"<{name}>" in server.host.reserved_tokens
+
+
+@router.get("/v1/concepts/{name}/thumbnails")
+async def concept_thumbnails_get(name: str, user: User = Depends(current_user), server: Server = Depends(get_server)):
+    """Small JPEGs of the concept's training photos as data URLs (none for an imported concept)."""
+    name = checked_name(name)
+    space = server.space(user)
+
+    def run() -> list[str]:
+        if space.has_concept(name):
+            return concept_thumbnails(space, name).data_urls()
+        job = server.jobs.active_job(user.id, name)
+        if job is None:
+            raise APIError(404, f"unknown concept <{name}>", param="name", code="concept_not_found")
+        return job_thumbnails(space, job["id"]).data_urls()
+
+    urls = await anyio.to_thread.run_sync(run)
+    return {"object": "list", "name": name, "data": urls}
+
+
+@router.get("/v1/concepts/{name}/available")
+async def concept_name_available(name: str, user: User = Depends(current_user), server: Server = Depends(get_server)):
+    """Whether a new concept could take ``name`` now (checked as a person types it): ``code`` says why not."""
+    try:
+        name = checked_name(name)
+    except APIError as e:
+        return {"object": "concept_name", "name": name, "available": False, "code": "invalid_name", "message": e.message}
+    space = server.space(user)
+    code = message = None
+    if _reserved(server, name):
+        code, message = "reserved_name", f"the concept name <{name}> clashes with a special token of the model"
+    elif server.jobs.active_job(user.id, name):
+        code, message = "job_exists", f"<{name}> is being trained right now"
+    elif space.has_concept(name):
+        code, message = "concept_exists", f"you already have a concept <{name}> (training again replaces it)"
+    return {"object": "concept_name", "name": name, "available": code is None, "code": code, "message": message}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import anyio
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 
 from ..db import ACTIVE, User
 from ..errors import APIError
@@ -16,13 +16,24 @@ router = APIRouter()
 def _own_job(server: Server, user: User, job_id: str) -> dict:
     job = server.db.get_job(job_id) if len(job_id) < 64 else None
     if job is None or job["user_id"] != user.id:
-        raise APIError(404, f"no training job {job_id!r}", param="id", code="job_not_found")
+        raise APIError(404, f"no training job {job_id[:64]}", param="id", code="job_not_found")
     return job
 
 
+_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+
 @router.get("/v1/jobs")
-async def jobs_list(user: User = Depends(current_user), server: Server = Depends(get_server)):
-    return {"object": "list", "data": [server.jobs.view(j) for j in server.db.list_jobs(user.id)]}
+async def jobs_list(status: str | None = Query(None, description="active (queued or running), or a comma-separated list of statuses"),
+                    user: User = Depends(current_user), server: Server = Depends(get_server)):
+    wanted: list[str] = []
+    for part in (status or "").split(","):
+        part = part.strip()
+        if part:
+            wanted += list(ACTIVE) if part == "active" else [part]
+    if any(s not in _STATUSES for s in wanted):
+        raise APIError(422, f"status must be 'active' or among {', '.join(_STATUSES)}", param="status", code="invalid_status")
+    return {"object": "list", "data": [server.jobs.view(j) for j in server.db.list_jobs(user.id, tuple(dict.fromkeys(wanted)) or None)]}
 
 
 @router.get("/v1/jobs/{job_id}")
