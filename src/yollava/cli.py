@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from .data.commands import data_app, pool_app
 from .errors import YollavaError
@@ -189,22 +189,55 @@ def recognize(
     engine = _engine(model, concepts_dir)
     try:
         if all_concepts:
-            table = Table("photo", "present (best first)", "P(yes)", "mode", "checked", "seconds")
-            for path in expand_photos([Path(name), *(photos or [])]):
+            paths = expand_photos([Path(name), *(photos or [])])
+            labels, title = photo_labels(paths, console.width // 2)
+            table = Table(Column("photo", overflow="fold"), "present (best first)", "P(yes)", "mode", "checked", "seconds", title=title)
+            for path, label in zip(paths, labels):
                 r = engine.who(path, mode=mode, strategy=strategy, top_k=top_k or DEFAULT_TOP_K, threshold=threshold)
-                table.add_row(str(path), " ".join(f"<{f.concept}>" for f in r.found) or "-",
+                table.add_row(label, " ".join(f"<{f.concept}>" for f in r.found) or "-",
                               " ".join(f"{f.p_yes:.3f}" for f in r.found), " ".join(sorted({f.mode for f in r.found})),
                               f"{len(r.checked)}/{r.n_concepts}", f"{r.seconds['total']:.2f}")
         else:
             if not photos:
                 _fail("give photos to check (or --all PHOTO... to find every concept)")
-            table = Table("photo", "answer", "P(yes)", "mode")
-            for path in expand_photos(photos):
+            paths = expand_photos(photos)
+            labels, title = photo_labels(paths, console.width // 2)
+            table = Table(Column("photo", overflow="fold"), "answer", "P(yes)", "mode", title=title)
+            for path, label in zip(paths, labels):
                 r = recognise_one(engine, name, path, mode=mode, threshold=threshold)
-                table.add_row(str(path), r.answer, f"{r.p_yes:.3f}", r.mode)
+                table.add_row(label, r.answer, f"{r.p_yes:.3f}", r.mode)
     except (YollavaError, ValueError) as e:
         _fail(str(e))
     console.print(table)
+
+
+def photo_labels(paths: list[Path], width: int) -> tuple[list[str], str | None]:
+    """How a table names each photo: its path below the folder all of them share (that folder is the
+    table's title), cut on the left to ``width`` characters if it is longer; the file name is never cut."""
+    import os
+
+    if not paths:
+        return [], None
+    try:
+        shared = Path(os.path.commonpath([str(p.parent) for p in paths]))
+    except ValueError:  # relative and absolute paths, or other drives
+        shared = None
+    labels = []
+    for p in paths:
+        text = str(p.relative_to(shared)) if shared is not None and shared != Path("") else str(p)
+        if len(text) > width:
+            parts, kept = Path(text).parts, p.name
+            for part in reversed(parts[:-1]):
+                if len(part) + len(kept) + 3 > width:
+                    break
+                kept = f"{part}/{kept}"
+            text = kept if kept == text else f"…/{kept}"
+        labels.append(text)
+    title = None
+    if shared is not None and str(shared) not in ("", "."):
+        title = str(shared) if len(str(shared)) <= 2 * width else "…" + str(shared)[-(2 * width - 1):]
+        title = f"photos in {title}"
+    return labels, title
 
 
 @app.command()
