@@ -648,3 +648,62 @@ def test_limits_are_set_from_serve_flags(tmp_path):
     assert r.exit_code == 0 and all(f in r.output for f in ("--max-concepts", "--max-storage-mb", "--max-k", "--max-prompt-tokens"))
     assert "above --max-k 64" in run("--k", "100").output
     assert "must be positive" in run("--max-concepts", "0").output
+
+
+# ==== round 3 (issue 28): six defects an adversarial probe found, and the smaller things it saw ==========
+def timed_get(url: str, timeout: float = 5.0) -> float:
+    start = time.monotonic()
+    assert httpx.get(url, timeout=timeout).status_code == 200
+    return time.monotonic() - start
+
+
+def healthz_while(url: str, request):
+    """``request()``'s response, after checking that /healthz from another client answers within 0.5 s all the
+    while it runs (probed at least 3 times)."""
+    result: list = []
+    worker = threading.Thread(target=lambda: result.append(request()), daemon=True)
+    worker.start()
+    waits: list[float] = []
+    while worker.is_alive() or len(waits) < 3:
+        try:
+            waits.append(timed_get(url + "/healthz"))
+        except httpx.TimeoutException:
+            waits.append(float("inf"))
+        assert max(waits) < 0.5, f"/healthz waited {waits[-1]:.1f} s (probes: {waits})"
+    worker.join(30)
+    assert result, "the request itself got no answer"
+    return result[0]
+
+
+# ---- 1. a JSON string of 40,000 escaped quotes stalled every client for 15 s (quadratic regex) -------
+def test_nesting_check_is_linear_and_exact():
+    from yollava import safejson
+
+    for n in (20_000, 1_000_000):  # 40 KB and 2 MB of \" after an opening quote (was 15 s for 80 KB, 4x that for twice as much)
+        start = time.monotonic()
+        assert safejson.nesting_depth('["' + '\\"' * n) == 1
+        assert time.monotonic() - start < 0.5, f"{time.monotonic() - start:.1f} s for {2 * n:,} bytes"
+    json_shape = safejson.json_shape
+    assert json_shape('{"a": "[[[\\"{{", "b": [1, [2, {"c": "]]"}]]}') == (4, 4)
+    assert json_shape('["\\\\", [[1]]]') == (3, 2)  # an escaped backslash ends the string: the brackets count
+    assert json_shape('["a\\"[[[", 1]') == (1, 2)  # an escaped quote does not: they do not
+    with pytest.raises(safejson.UnsafeJSONError, match="more than 100 values"):
+        safejson.loads("[" + "0," * 200 + "0]", max_values=100)
+
+
+def test_hostile_json_string_does_not_stall_the_server(serve_engine, tmp_path):
+    app = make_server(serve_engine, tmp_path / "home")
+    h = add_user(app, "alice")
+    meta, t = parts(serve_engine, tmp_path / "src")
+    hostile = '["' + '\\"' * 40_000  # 80 KB: 400 after 15.4 s, /healthz of another client waited 15.0 s
+    bad_meta = ('{"name": "bo", "x": ["' + '\\"' * 30_000).encode()  # 60 KB of metadata: 8.2 s
+    with ServerThread(app) as s:
+        post = lambda: httpx.post(s.url + "/v1/chat/completions", headers={**h, "Content-Type": "application/json"},  # noqa: E731
+                                  content=hostile, timeout=30)
+        assert_error(healthz_while(s.url, post), 400, "not valid JSON")
+        values = json.dumps({"messages": [{"role": "user", "content": "hi"}], "x": [0] * 200_000})
+        assert_error(httpx.post(s.url + "/v1/chat/completions", headers={**h, "Content-Type": "application/json"},
+                                content=values, timeout=30), 400, "more than 100,000 values")
+        upload = lambda: httpx.post(s.url + "/v1/concepts/import", headers=h, timeout=30,  # noqa: E731
+                                    files={"file": ("bo.zip", concept_zip(bad_meta, t), "application/zip")})
+        assert_error(healthz_while(s.url, upload), 422, "not valid JSON")

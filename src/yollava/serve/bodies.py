@@ -1,4 +1,8 @@
-"""JSON request bodies: bounded nesting, finite numbers and valid Unicode before any model sees them."""
+"""JSON request bodies: bounded nesting and size, finite numbers and valid Unicode before any model sees them.
+
+Every body is checked and parsed in a worker thread, never on the event loop; the checks run in linear time
+(:func:`yollava.safejson.json_shape`), so one hostile body cannot hold up other requests.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,10 @@ from pydantic import BaseModel, ValidationError
 from ..safejson import UnsafeJSONError, loads
 from .errors import APIError
 
-#: bodies above this size are parsed in a worker thread (the event loop keeps serving)
-_INLINE_BYTES = 256 * 1024
 
-
-def parse_body(body: bytes, max_depth: int):
+def parse_body(body: bytes, max_depth: int, max_values: int | None = None):
     try:
-        data = loads(body, max_depth=max_depth, what="request body")
+        data = loads(body, max_depth=max_depth, what="request body", max_values=max_values)
     except UnsafeJSONError as e:
         raise APIError(400, str(e)) from None
     if not isinstance(data, dict):
@@ -23,12 +24,8 @@ def parse_body(body: bytes, max_depth: int):
     return data
 
 
-async def read_json(request: Request, model: type[BaseModel], max_depth: int = 32):
-    body = await request.body()
-    if len(body) > _INLINE_BYTES:
-        data = await anyio.to_thread.run_sync(parse_body, body, max_depth)
-    else:
-        data = parse_body(body, max_depth)
+def _validated(body: bytes, model: type[BaseModel], max_depth: int, max_values: int | None):
+    data = parse_body(body, max_depth, max_values)
     try:
         return model.model_validate(data)
     except ValidationError as e:
@@ -38,3 +35,9 @@ async def read_json(request: Request, model: type[BaseModel], max_depth: int = 3
             param = param or where
             parts.append(f"{where}: {err.get('msg', 'invalid')}")
         raise APIError(422, "invalid request: " + "; ".join(parts), param=param) from None
+
+
+async def read_json(request: Request, model: type[BaseModel], max_depth: int = 32, max_values: int | None = None):
+    """The body as ``model``: 400 if it is not safe JSON, 422 if it does not fit the model (in a worker thread)."""
+    body = await request.body()
+    return await anyio.to_thread.run_sync(_validated, body, model, max_depth, max_values)

@@ -25,6 +25,9 @@ class Limits:
     max_request_bytes: int = 64 * 1024 * 1024
     #: nesting of a JSON request body ([ and {); deeper bodies are refused before parsing
     max_json_depth: int = 32
+    #: values in the arrays and objects of a JSON request body (a chat with 64 messages holds a few hundred);
+    #: more are refused before parsing
+    max_json_values: int = 100_000
     #: one uploaded photo / one photo in a data URL (decoded bytes)
     max_photo_bytes: int = 16 * 1024 * 1024
     #: photos per concept upload (the method needs a few views of the subject: 3-10 work best)

@@ -97,7 +97,7 @@ async def step(server: Server, gen, engine):
 
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request, user: User = Depends(current_user), server: Server = Depends(get_server)):
-    req = await read_json(request, ChatRequest, server.limits.max_json_depth)
+    req = await read_json(request, ChatRequest, server.limits.max_json_depth, server.limits.max_json_values)
     stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
     if len(stops) > 4:
         raise APIError(422, "at most 4 stop sequences", param="stop")

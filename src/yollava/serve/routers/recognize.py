@@ -19,7 +19,7 @@ router = APIRouter()
 
 @router.post("/v1/recognize")
 async def recognize(request: Request, user: User = Depends(current_user), server: Server = Depends(get_server)):
-    req = await read_json(request, RecognizeRequest, server.limits.max_json_depth)
+    req = await read_json(request, RecognizeRequest, server.limits.max_json_depth, server.limits.max_json_values)
     names = list(dict.fromkeys(checked_name(n, "concepts") for n in req.concepts)) if req.concepts is not None else None
     url = req.image.get("url") if isinstance(req.image, dict) else req.image
 

@@ -121,7 +121,9 @@
     invalid_api_key: () => "This key was not accepted. Check that you pasted all of it, or ask the server's admin for a new one.",
     user_removed: () => "Your account was removed from this server. Ask its admin for a new key.",
     name_required: () => "Give the concept a name first.",
-    invalid_name: () => "Names use only letters, digits, - and _, start with a letter or digit, and do not end in _ and a number.",
+    invalid_name: (e) => /windows/i.test(e.message || "")
+      ? "That name is reserved on Windows (CON, NUL, AUX, COM1…), so concepts cannot use it. Pick another name."
+      : "Names use only letters, digits, - and _, start with a letter or digit, and do not end in _ and a number.",
     reserved_name: (e) => `${named(e)} is a word the model already uses. Pick another name.`,
     invalid_category: () => "Choose whether it is a pet or object, or a person.",
     too_few_photos: () => `Add at least ${minPhotos()} photos of the subject (3–10 work best).`,
@@ -152,7 +154,7 @@
     if (s === 429) return "You have reached one of this server's limits. Delete something, or wait, then try again.";
     if (s === 503) return PLAIN.server_busy();
     if (s >= 500) return "Something went wrong on the server. Try again; if it happens again, tell the server's admin.";
-    if (s === 422 && err.param === "name") return PLAIN.invalid_name();
+    if (s === 422 && err.param === "name") return PLAIN.invalid_name(err);
     if (s === 422 && (err.param || "").startsWith("messages")) {
       if (/prompt|context|tokens/i.test(err.message)) return "This conversation is too long for the model. Start a new chat.";
       if (/photo/i.test(err.message)) return "The model cannot take this photo here (it takes at most one photo per message, and a few per chat).";
