@@ -616,7 +616,7 @@ def test_error_messages_name_no_server_path(serve_engine, tiny_model_dirs, tmp_p
         messages = [
             assert_error(import_zip(c, h, concept_zip(other_meta, other_t, stem="rex")), 409, "trained for base model")["message"],
             assert_error(import_zip(c, h, tampered, name="bo2"), 422, "hash")["message"],
-            assert_error(chat(c, h, "What is <gone>?"), 404, "unknown concept")["message"],
+            assert_error(chat(c, h, "What is <gone>?"), 422, "damaged")["message"],
             assert_error(chat(c, h, "What is <nope>?"), 404)["message"],
         ]
         job = server.db.add_job(server.db.get_user("alice"), "bo", {}, 1, False)
@@ -708,3 +708,95 @@ def test_hostile_json_string_does_not_stall_the_server(serve_engine, tmp_path):
         upload = lambda: httpx.post(s.url + "/v1/concepts/import", headers=h, timeout=30,  # noqa: E731
                                     files={"file": ("bo.zip", concept_zip(bad_meta, t), "application/zip")})
         assert_error(healthz_while(s.url, upload), 422, "not valid JSON")
+
+
+# ---- 2. finite float64 rows of 1e300: infinite as float32, every later request a 500 -----------------
+def test_rows_too_large_for_the_model_are_refused(serve_engine, tmp_path):
+    from safetensors.torch import save_file
+
+    home = tmp_path / "home"
+    app = make_server(serve_engine, home)
+    h = add_user(app, "alice")
+    meta, t = parts(serve_engine, tmp_path / "src")
+    huge = {"input_rows": t["input_rows"].double(), "output_row": t["output_row"].double()}
+    huge["input_rows"][1, 0] = 1e300
+    folder = home / "users" / "1" / "concepts"  # as the old server stored it after a 201
+    put_concept(serve_engine, folder, "big")
+    save_file(huge, str(folder / "big.safetensors"))
+    on_disk = json.loads((folder / "big.json").read_text())
+    on_disk["tensors_sha256"] = hashlib.sha256((folder / "big.safetensors").read_bytes()).hexdigest()
+    (folder / "big.json").write_text(json.dumps(on_disk))
+    put_concept(serve_engine, folder, "anna")
+    photo = data_url(jpeg_bytes())
+    with TestClient(app) as c:
+        before = snapshot(home)
+        assert_error(import_zip(c, h, concept_zip(meta, huge)), 422, "magnitude 1e+300")
+        assert snapshot(home) == before
+        assert_error(c.post("/v1/recognize", headers=h, json={"concepts": ["big"], "image": photo, "mode": "yollava"}), 422, "magnitude")
+        r = c.post("/v1/recognize", headers=h, json={"image": photo, "strategy": "all", "mode": "yollava"})
+        assert r.status_code == 200, r.text
+        assert [x["concept"] for x in r.json()["checked"]] == ["anna"]  # the bad file is left out, not a 500
+        assert_error(chat(c, h, "What is <big>?"), 422, "magnitude")
+        listed = {x["name"]: x for x in c.get("/v1/concepts", headers=h).json()["data"]}
+        assert listed["anna"]["status"] == "ready"
+        # values up to the bound still work everywhere, in float64 too
+        edge = {"input_rows": torch.full_like(t["input_rows"], 100.0).double(), "output_row": torch.full_like(t["output_row"], -100.0).double()}
+        assert import_zip(c, h, concept_zip(meta, edge), name="edge").status_code == 201
+        assert c.post("/v1/recognize", headers=h, json={"concepts": ["edge"], "image": photo, "mode": "yollava"}).status_code == 200
+        assert chat(c, h, "What is <edge>?").status_code == 200
+
+
+# ---- 5. an export held the server's folders: "model_id": "<dir>/tinyllava", "index_dir": "<dir>/pool" ----
+def test_export_names_the_model_and_no_server_path(serve_engine, tiny_model_dirs, tmp_path):
+    home = tmp_path / "home"
+    app = make_server(serve_engine, home)
+    h = add_user(app, "alice")
+    folder = home / "users" / "1" / "concepts"
+    put_concept(serve_engine, folder, "bo")
+    meta = json.loads((folder / "bo.json").read_text())
+    meta["data"] = {"pool": {"index_dir": str(home / "pool"), "size": 3}, "model_fingerprint": meta["base_model"]}
+    meta["recipe"] = {"name": "fast", "data": {"pool_dirs": [str(tmp_path / "photos" / "pool")]}}
+    (folder / "bo.json").write_text(json.dumps(meta))
+    assert str(tiny_model_dirs["llava"]) in meta["base_model"]["model_id"]  # the server's model is a folder
+    forbidden = [str(tmp_path), str(home), str(tiny_model_dirs["llava"]), str(Path.home()), str(tiny_model_dirs["llava"].parent)]
+    with TestClient(app) as c:
+        r = c.get("/v1/concepts/bo/export", headers=h)
+        assert r.status_code == 200
+        with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
+            text = zf.read("bo.json").decode()
+        exported = json.loads(text)
+        assert not [f for f in forbidden if f in text], text
+        assert exported["base_model"]["model_id"] == tiny_model_dirs["llava"].name  # named, and fingerprinted
+        assert {k: v for k, v in exported["base_model"].items() if k != "model_id"} == {k: v for k, v in meta["base_model"].items() if k != "model_id"}
+        assert exported["data"]["pool"]["index_dir"] == "pool"
+        view = c.get("/v1/concepts/bo", headers=h).text
+        assert not [f for f in forbidden if f in view], view
+        r = import_zip(c, h, r.content, name="bo2")  # the export still imports (the fingerprint decides)
+        assert r.status_code == 201, r.text
+
+
+# ---- 6. a concept whose .safetensors is gone: "ready" in GET, 500 on export ---------------------------
+def test_damaged_concept_folder_is_listed_and_every_endpoint_is_4xx(serve_engine, tmp_path):
+    home = tmp_path / "home"
+    app = make_server(serve_engine, home)
+    h = add_user(app, "alice")
+    folder = home / "users" / "1" / "concepts"
+    for name in ("bo", "anna", "rex"):
+        put_concept(serve_engine, folder, name)
+    (folder / "bo.safetensors").unlink()
+    (folder / "rex.safetensors").write_bytes((folder / "rex.safetensors").read_bytes()[:-8] + b"garbage!")  # hash no longer matches
+    photo = data_url(jpeg_bytes())
+    with TestClient(app) as c:
+        listed = {x["name"]: x for x in c.get("/v1/concepts", headers=h).json()["data"]}
+        assert listed["anna"]["status"] == "ready"
+        assert listed["bo"]["status"] == "unreadable" and "damaged" in listed["bo"]["error"], listed["bo"]
+        got = c.get("/v1/concepts/bo", headers=h)
+        assert got.status_code == 200 and got.json()["status"] == "unreadable" and "bo.safetensors" in got.json()["error"]
+        assert_error(c.get("/v1/concepts/bo/export", headers=h), 422, "damaged")
+        assert_error(c.get("/v1/concepts/rex/export", headers=h), 422, "hash")
+        assert_error(chat(c, h, "What is <bo>?"), 422, "damaged")
+        assert_error(c.post("/v1/recognize", headers=h, json={"concepts": ["bo"], "image": photo}), 422, "damaged")
+        assert c.post("/v1/recognize", headers=h, json={"image": photo, "strategy": "all"}).status_code == 200
+        assert c.get("/v1/concepts/anna/export", headers=h).status_code == 200
+        assert c.delete("/v1/concepts/bo", headers=h).status_code == 200
+        assert not (folder / "bo.json").exists()

@@ -84,13 +84,21 @@ def save_concept(concept: Concept, folder: str | Path, fingerprint: dict[str, An
     return meta_path
 
 
+def damaged_message(name: str) -> str:
+    return (f"concept <{name}> is damaged: {name}.safetensors, the file with its rows, is missing (its metadata exists); "
+            "delete the concept and train or import it again")
+
+
 def read_meta(folder: str | Path, name: str, max_bytes: int = MAX_META_BYTES) -> dict[str, Any]:
-    """The concept's metadata, checked against the schema (:class:`CorruptConceptError` if it fails)."""
-    _, meta_path = concept_paths(folder, name)
+    """The concept's metadata, checked against the schema (:class:`CorruptConceptError` if it fails, or if the
+    concept's tensor file is missing beside it: the concept is damaged)."""
+    tensors_path, meta_path = concept_paths(folder, name)
     try:
         size = meta_path.stat().st_size
     except FileNotFoundError:
         raise UnknownConceptError(f"no concept <{name}> in {Path(folder)}") from None
+    if not tensors_path.is_file():
+        raise CorruptConceptError(damaged_message(name))
     if size > max_bytes:
         raise CorruptConceptError(f"concept <{name}>: metadata is {size:,} bytes; at most {max_bytes:,} are allowed")
     return parse_meta(meta_path.read_bytes(), name, max_bytes)
@@ -159,7 +167,7 @@ def load_concept(folder: str | Path, name: str, fingerprint: dict[str, Any] | No
     try:
         blob = tensors_path.read_bytes()
     except FileNotFoundError:
-        raise CorruptConceptError(f"concept <{name}>: {tensors_path.name} is missing (its metadata exists)") from None
+        raise CorruptConceptError(damaged_message(name)) from None
     return concept_from_bytes(name, meta, blob, fingerprint)
 
 

@@ -22,6 +22,13 @@ _FINGERPRINT_TEXT = ("family", "model_id", "config_sha256", "weights_sha256")
 _FINGERPRINT_INT = ("vocab_size", "hidden_size")
 #: optional tensors beside the rows: the concept's visual signature (see ``yollava.who``)
 VISUAL_TENSORS = ("prototype", "head.weight", "head.bias")
+#: the largest magnitude a value of a concept's rows may have. Trained rows stay far below it (at most 0.21 over
+#: the 229 concepts in benchmarks/results); a value within it stays finite in every dtype a model runs in
+#: (float16 included), and so do the logits of its output row. A float64 1e300 is finite, but infinite as
+#: float32, and every recognition and chat with it failed.
+MAX_ROW_VALUE = 100.0
+#: the same for the visual signature (the prototype is a unit vector; a concept head's weights are tens at most)
+MAX_VISUAL_VALUE = 10_000.0
 #: ``stage``: "recognition" = only the visual signature is usable yet (rows untrained); "trained" = both
 STAGES = ("recognition", "trained")
 
@@ -140,8 +147,20 @@ def check_rows(name: str, input_rows: Any, output_row: Any, hidden_size: int | N
     if max_k is not None and input_rows.shape[0] - 1 > max_k:
         bad(f"k = {input_rows.shape[0] - 1} latent tokens; at most {max_k} are allowed")
     for key, t in (("input_rows", input_rows), ("output_row", output_row)):
-        if not bool(torch.isfinite(t).all()):
-            bad(f"{key} holds NaN or infinite values")
+        problem = value_problem(key, t, MAX_ROW_VALUE)
+        if problem:
+            bad(problem)
+
+
+def value_problem(key: str, t: torch.Tensor, bound: float) -> str | None:
+    """Why the values of ``t`` are unusable (NaN, infinite, or larger than ``bound`` in magnitude), or None."""
+    if not bool(torch.isfinite(t).all()):
+        return f"{key} holds NaN or infinite values"
+    if t.numel():
+        largest = float(t.detach().abs().max())
+        if largest > bound:
+            return f"{key} holds a value of magnitude {largest:.3g}; at most {bound:g} is allowed (a trained concept's values are far smaller)"
+    return None
 
 
 def check_visual(name: str, tensors: dict[str, Any], meta: dict[str, Any] | None = None) -> None:
@@ -162,8 +181,9 @@ def check_visual(name: str, tensors: dict[str, Any], meta: dict[str, Any] | None
             bad(f"{key} is not a tensor")
         if t.dtype not in FLOAT_DTYPES:
             bad(f"{key} has dtype {str(t.dtype).replace('torch.', '')}; it must be float16, bfloat16, float32 or float64")
-        if not bool(torch.isfinite(t).all()):
-            bad(f"{key} holds NaN or infinite values")
+        problem = value_problem(key, t, MAX_VISUAL_VALUE)
+        if problem:
+            bad(problem)
     proto = extra.get("prototype")
     if proto is None:
         bad("head.weight/head.bias need a prototype tensor")

@@ -18,10 +18,12 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..concepts import Concept
-from ..concepts.io import concept_stamp, load_concept
+from ..concepts.io import concept_stamp, damaged_message, load_concept
 from ..engine import PromptLimit, YoLLaVA
-from ..errors import PromptTooLongError, UnknownConceptError
+from ..errors import CorruptConceptError, PromptTooLongError, UnknownConceptError
 
 __all__ = ["ChatSession", "ConceptStore", "FairLock", "JobCancelled", "ModelHost", "PromptTooLongError", "context_length",
            "locked_steps"]
@@ -156,6 +158,8 @@ class ConceptStore:
         stamp = concept_stamp(folder, name)
         if stamp is None:
             self._cache.pop(key, None)
+            if (folder / f"{name}.json").is_file():  # its metadata without its rows: damaged, not unknown
+                raise CorruptConceptError(damaged_message(name))
             raise UnknownConceptError(f"unknown concept <{name}>")
         with self._lock:
             hit = self._cache.get(key)
@@ -164,6 +168,8 @@ class ConceptStore:
         concept = load_concept(folder, name, self.fingerprint).to(device=self.device, dtype=self.dtype)
         for p in concept.parameters():
             p.requires_grad_(False)
+            if not bool(torch.isfinite(p).all()):  # checked again in the dtype the model computes in
+                raise CorruptConceptError(f"concept <{name}>: its rows are not finite as {str(p.dtype).replace('torch.', '')}, the model's dtype")
         with self._lock:
             self._cache[key] = (stamp, concept)
         return concept

@@ -1,4 +1,8 @@
-"""Importing a concept zip (as ``GET /v1/concepts/NAME/export`` makes it), trusting nothing in it.
+"""Exporting a concept as a zip (``GET /v1/concepts/NAME/export``), and importing one, trusting nothing in it.
+
+An export holds the two files of the concept, checked as an import would check them (a damaged concept is a
+422, not a broken zip), its metadata without any path of the server's disk: the base model is named and
+fingerprinted, never located.
 
 The zip's directory is checked before it is parsed (at most 8 entries, a small directory), each member
 is inflated through a stream that stops at its byte limit (a header that lies about the size cannot
@@ -10,13 +14,16 @@ user still present, are the two files written, each atomically.
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 import zlib
 
 from ..concepts import concept_from_bytes, parse_meta, read_meta, save_concept, validate_name
-from ..errors import InvalidConceptNameError, YollavaError
+from ..concepts.io import damaged_message
+from ..errors import CorruptConceptError, InvalidConceptNameError, UnknownConceptError, YollavaError
 from .errors import APIError, checked_name, from_yollava
 from .quotas import check_quotas, writing_for
+from .redact import without_paths
 
 _EOCD = b"PK\x05\x06"
 _MAX_ENTRIES = 8
@@ -101,6 +108,29 @@ def import_concept(server, user, space, blob: bytes, rename: str | None, overwri
             save_concept(concept, space.concepts, fingerprint)
         server.host.concepts.forget(space.concepts, name)
         return view(read_meta(space.concepts, name), space.concepts / f"{name}.json")
+
+
+def export_concept(server, space, name: str) -> bytes:
+    """The zip of the user's concept ``name`` (call with its concept lock held): 404 if there is none, 422 if
+    its files are damaged (the rows missing, or failing the checks an import makes)."""
+    folder = space.concepts
+    try:
+        meta = read_meta(folder, name)
+        try:
+            rows = (folder / f"{name}.safetensors").read_bytes()
+        except FileNotFoundError:
+            raise CorruptConceptError(damaged_message(name)) from None
+        concept_from_bytes(name, meta, rows)  # every check an import makes (the base model aside: it may have changed)
+    except UnknownConceptError:
+        raise APIError(404, f"unknown concept <{name}>", param="name", code="concept_not_found") from None
+    except YollavaError as e:
+        raise APIError(422, f"{e} (it cannot be exported)", param="name", code="concept_damaged") from None
+    public = without_paths(meta, server.redact)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(f"{name}.safetensors", rows)
+        zf.writestr(f"{name}.json", json.dumps(public, indent=2, sort_keys=True))
+    return buf.getvalue()
 
 
 def _valid(name: str) -> bool:

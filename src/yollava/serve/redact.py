@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any
 
 _PATH_TAIL = r"[^\s'\"(),;]*"
 
@@ -40,6 +41,25 @@ class Redactor:
         if not text or self._pattern is None:
             return text
         return self._pattern.sub(lambda m: Path(m.group(0).rstrip("/.:")).name or "(server path)", text)
+
+
+_ABSOLUTE = re.compile(r"(?:/|~/|[A-Za-z]:[\\/]|\\\\)[^\n]*")
+
+
+def without_paths(obj: Any, redact: Redactor | None = None) -> Any:
+    """``obj`` (metadata: dicts, lists, strings) with every string that is an absolute path replaced by its last
+    component (``/srv/yollava/models/llava-tiny`` -> ``llava-tiny``) and, with ``redact``, the server's paths
+    inside other strings too. What a concept carries off the server names models and pools, not folders."""
+    if isinstance(obj, str):
+        if _ABSOLUTE.fullmatch(obj):
+            path = PureWindowsPath(obj) if ("\\" in obj or obj[1:2] == ":") else PurePosixPath(obj)
+            return path.name or "(path)"
+        return redact(obj) if redact is not None else obj
+    if isinstance(obj, dict):
+        return {k: without_paths(v, redact) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [without_paths(v, redact) for v in obj]
+    return obj
 
 
 def server_redactor(home: Path, model: str | None, model_id: str | None) -> Redactor:

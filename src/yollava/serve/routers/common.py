@@ -11,6 +11,7 @@ from starlette.datastructures import UploadFile
 
 from ..db import User
 from ..errors import APIError
+from ..redact import without_paths
 from ..server import Server
 
 
@@ -59,7 +60,7 @@ def concept_view(meta: dict[str, Any], path: Path | None = None) -> dict[str, An
         "photos": len(meta.get("source_photos") or []),
         "best_epoch": metrics.get("best_epoch"),
         "holdout": metrics.get("holdout"),
-        "recipe": meta.get("recipe"),
+        "recipe": without_paths(meta.get("recipe")),
         "created": path.stat().st_mtime if path is not None and path.exists() else None,
         "recognition_ready": True,
         "conversation_ready": True,

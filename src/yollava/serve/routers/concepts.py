@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import time
-import zipfile
 
 import anyio
 from fastapi import APIRouter, Depends, Request
@@ -15,7 +13,7 @@ from ...concepts import list_concepts, read_meta
 from ...errors import CorruptConceptError, UnknownConceptError
 from ..db import ACTIVE, User
 from ..errors import APIError, checked_name
-from ..imports import import_concept
+from ..imports import export_concept, import_concept
 from ..photos import FORMATS
 from ..quotas import check_quotas, writing_for
 from ..server import Server
@@ -152,13 +150,7 @@ async def concept_export(name: str, user: User = Depends(current_user), server: 
 
     def run() -> bytes:
         with server.jobs.concept_lock(user.id, name):
-            if not space.has_concept(name):
-                raise APIError(404, f"unknown concept <{name}>", param="name", code="concept_not_found")
-            buf = io.BytesIO()
-            with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-                for suffix in (".safetensors", ".json"):
-                    zf.write(space.concepts / f"{name}{suffix}", f"{name}{suffix}")
-            return buf.getvalue()
+            return export_concept(server, space, name)  # 404 unknown, 422 damaged; no server path in it
 
     blob = await anyio.to_thread.run_sync(run)
     return Response(blob, media_type="application/zip", headers={"Content-Disposition": f'attachment; filename="{name}.zip"'})
