@@ -746,6 +746,28 @@ def test_rows_too_large_for_the_model_are_refused(serve_engine, tmp_path):
         assert chat(c, h, "What is <edge>?").status_code == 200
 
 
+# ---- 3. temperature or top_p of 1e-300: "probability tensor contains inf/nan" (500) -------------------
+def test_sampling_parameters_at_the_edges(serve_engine, tmp_path):
+    from yollava.engine.model import _sample
+
+    logits = torch.tensor([1.0, 3.0, -2.0, 2.9])
+    gen = torch.Generator().manual_seed(0)
+    for temperature, top_p in ((1e-300, 1.0), (1e-6, 1.0), (1.0, 1e-300), (1.0, 0.0), (1e-300, 1e-300)):
+        assert _sample(logits, temperature, top_p, gen) == 1, (temperature, top_p)  # greedy, not NaN
+    app = make_server(serve_engine, tmp_path / "home")
+    h = add_user(app, "alice")
+    with TestClient(app) as c:
+        greedy = chat(c, h, "hello", max_tokens=4).json()["choices"][0]["message"]["content"]
+        for options in ({"temperature": 1e-300}, {"temperature": 1.0, "top_p": 1e-300}, {"temperature": 0.5, "top_p": 0}, {"top_p": 1e-300}):
+            r = chat(c, h, "hello", max_tokens=4, seed=1, **options)
+            assert r.status_code == 200, (options, r.text)
+            assert r.json()["choices"][0]["message"]["content"] == greedy, options
+        for options, param in (({"temperature": 2.5}, "temperature"), ({"temperature": -0.1}, "temperature"), ({"top_p": 1.5}, "top_p"),
+                               ({"top_p": -1e-9}, "top_p"), ({"seed": 2**64}, "seed"), ({"seed": -(2**63) - 1}, "seed")):
+            assert assert_error(chat(c, h, "hello", **options), 422, param)["param"] == param, options
+        assert chat(c, h, "hello", temperature=2, top_p=1, seed=2**64 - 1).status_code == 200
+
+
 # ---- 5. an export held the server's folders: "model_id": "<dir>/tinyllava", "index_dir": "<dir>/pool" ----
 def test_export_names_the_model_and_no_server_path(serve_engine, tiny_model_dirs, tmp_path):
     home = tmp_path / "home"

@@ -325,12 +325,18 @@ class ConceptModel:
         return out
 
 
+#: below this temperature sampling is greedy: the distribution is the argmax to float precision anyway, and
+#: logits divided by 1e-300 overflow to inf (every probability NaN)
+MIN_TEMPERATURE = 1e-5
+
+
 def _sample(logits: torch.Tensor, temperature: float, top_p: float, gen: torch.Generator | None) -> int:
-    if temperature <= 0:
+    if temperature < MIN_TEMPERATURE:
         return int(logits.argmax())
     probs = (logits / temperature).softmax(-1)
     if top_p < 1.0:
         sorted_p, order = probs.sort(descending=True)
         keep = sorted_p.cumsum(-1) - sorted_p < top_p
+        keep[0] = True  # the most likely token always stays: a tiny top_p is greedy, never an empty set
         probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
     return int(torch.multinomial(probs / probs.sum(), 1, generator=gen))

@@ -25,9 +25,10 @@ class ChatRequest(BaseModel):
     stream: bool = False
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
+    #: OpenAI's ranges; a temperature below ``MIN_TEMPERATURE`` (1e-5) is greedy, as 0 is, and so is a tiny top_p
     temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    seed: int | None = None
+    top_p: float | None = Field(None, ge=0, le=1)
+    seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1)  # what a torch.Generator takes
     stop: str | list[str] | None = None
     n: int | None = Field(None, ge=1, le=1)
     stream_options: dict[str, Any] | None = None
