@@ -420,7 +420,7 @@ def test_photo_decoding_is_bounded_across_requests(serve_engine, tmp_path, monke
     app = make_server(serve_engine, tmp_path / "home", max_decoding=1)
     h = add_user(app, "alice")
     active, peak, lock = [0], [0], threading.Lock()
-    real = photos_module.open_photo
+    real = photos_module._shrunk  # the pixels are decoded in there, with the photo's memory reserved
 
     def slow_open(*args, **kwargs):
         with lock:
@@ -433,7 +433,7 @@ def test_photo_decoding_is_bounded_across_requests(serve_engine, tmp_path, monke
             with lock:
                 active[0] -= 1
 
-    monkeypatch.setattr(photos_module, "open_photo", slow_open)
+    monkeypatch.setattr(photos_module, "_shrunk", slow_open)
     body = {"max_tokens": 1, "messages": [{"role": "user", "content": [
         {"type": "text", "text": "what?"}, {"type": "image_url", "image_url": {"url": data_url(jpeg_bytes())}}]}]}
     with ServerThread(app) as s:
@@ -446,10 +446,17 @@ def test_photo_decoding_is_bounded_across_requests(serve_engine, tmp_path, monke
             t.join(120)
     assert results == [200, 200, 200] and peak[0] == 1  # three chats at once, one photo decoded at a time
     busy = PhotoDecoder(24_000_000, 1536, concurrent=1, timeout_s=0.1)
-    busy.slots.acquire()
+    assert busy.budget.acquire(1, 0.1)  # a photo of another request is being decoded
     with pytest.raises(APIError) as e:
         busy.open(jpeg_bytes())
     assert e.value.status == 503
+    budget = PhotoDecoder(24_000_000, 1536, concurrent=2, timeout_s=0.1, max_bytes=30 * 2**20)
+    assert budget.budget.acquire(20 * 2**20, 0.1)  # two decoders are free, but not the 18.5 MiB a 1.4 MP JPEG takes
+    with pytest.raises(APIError) as e:
+        budget.open(jpeg_bytes(size=1200))
+    assert e.value.status == 503
+    budget.budget.release(20 * 2**20)
+    assert budget.open(jpeg_bytes(size=1200))[0].size == (1200, 1200)
 
 
 # ---- 8. a removed user loses access at once, and nothing is written for them ----------------
@@ -766,6 +773,107 @@ def test_sampling_parameters_at_the_edges(serve_engine, tmp_path):
                                ({"top_p": -1e-9}, "top_p"), ({"seed": 2**64}, "seed"), ({"seed": -(2**63) - 1}, "seed")):
             assert assert_error(chat(c, h, "hello", **options), 422, param)["param"] == param, options
         assert chat(c, h, "hello", temperature=2, top_p=1, seed=2**64 - 1).status_code == 200
+
+
+# ---- 4. a 50 KB WebP declaring 24 MP took +275 MB to decode; 16 requests +1,161 MB, kept for good ------
+# a lossless 6000x4000 WebP of one grey (38 bytes): Image.new("RGB", (6000, 4000), (30, 30, 30)).save(f, "WEBP", lossless=True, method=0)
+WEBP_24MP = bytes.fromhex("524946461e000000574542505650384c110000002f6fd7e70307508f7ad4a3ff8188e87f0000")
+
+
+def _decode_memory(conn, photos: list[bytes]) -> None:
+    """In a child process: decode ``photos`` at once, one thread each, through a decoder made as the server
+    makes it; send back (peak RSS growth, RSS growth once the photos are freed), in MB."""
+    try:
+        def status(key):
+            for line in open("/proc/self/status"):
+                if line.startswith(key):
+                    return int(line.split()[1]) * 1024
+
+        limits = Limits()
+        decoder = PhotoDecoder(limits.max_pixels, limits.max_photo_side, limits.max_decoding)  # as the server makes it
+        small = io.BytesIO()
+        Image.new("RGB", (64, 64)).save(small, "WEBP", lossless=True)
+        decoder.open(small.getvalue())  # warm up the decoder's own tables
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset the peak-RSS counter
+        base = status("VmRSS")
+        kept = []
+        threads = [threading.Thread(target=lambda b=b: kept.append(decoder.open(b)[0])) for b in photos]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        peak = status("VmHWM") - base
+        kept.clear()
+        conn.send((peak / 1e6, (status("VmRSS") - base) / 1e6))
+    except BaseException as e:  # noqa: BLE001
+        conn.send(repr(e))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux /proc")
+def test_photo_decoding_memory_stays_within_the_documented_bound():
+    """Two 24 MP WebPs decoded at once, as two requests would (each took +388 MB: both together +776 MB): the
+    peak stays within the decoding budget the README states (max_decode_bytes: 400 MiB), and the memory goes
+    back afterwards. Measured in a child process (forked: no second start-up of torch)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    here, there = ctx.Pipe()
+    child = ctx.Process(target=_decode_memory, args=(there, [WEBP_24MP, WEBP_24MP]))
+    child.start()
+    try:
+        assert here.poll(60), "the child did not answer within 60 s"
+        got = here.recv()
+    finally:
+        child.join(10)
+        if child.is_alive():
+            child.kill()
+    assert isinstance(got, tuple), got
+    peak_mb, after_mb = got
+    bound_mb = Limits().max_decode_bytes / 1e6 + 2 * 1536 * 1025 * 4 / 1e6 + 25  # the budget, the 2 photos kept, slack
+    assert peak_mb < bound_mb, f"peak RSS +{peak_mb:.0f} MB decoding 2 photos at once (bound {bound_mb:.0f} MB)"
+    assert after_mb < 40, f"RSS stayed +{after_mb:.0f} MB after the photos were freed"
+
+
+def test_photo_decoding_budget():
+    from yollava.serve.photos import decode_cost
+
+    decoder = PhotoDecoder(24_000_000, 1536, concurrent=2)
+    assert decoder.budget.max_bytes == Limits().max_decode_bytes  # the server's default budget
+    buf = io.BytesIO()
+    Image.new("RGB", (3000, 2000), (30, 30, 30)).save(buf, "WEBP", lossless=True, method=0)
+    img, fmt = decoder.open(buf.getvalue())
+    assert (fmt, img.width, img.mode) == ("WEBP", 1536, "RGB")
+    assert decoder.budget.peak == decode_cost("WEBP", (3000, 2000), 1536) and decoder.budget.used == 0
+    small = PhotoDecoder(24_000_000, 1536, concurrent=2, max_bytes=200 * 2**20)
+    assert decode_cost("PNG", (6000, 4000), 1536) < 200 * 2**20 < decode_cost("WEBP", (6000, 4000), 1536)
+    with pytest.raises(APIError) as e:
+        small.open(WEBP_24MP)  # needs ~390 MiB: refused before anything is decoded
+    assert e.value.status == 413 and "more than the 200 MiB" in e.value.message and small.budget.peak == 0
+    assert small.open(black_png(3000, 2000))[0].width == 1536
+    header_only = WEBP_24MP[:30]  # 12000x12000 declared: refused from the header, before Pillow's decoder allocates it
+    big = header_only[:21] + ((12000 - 1) | ((12000 - 1) << 14) | (0x1 << 28)).to_bytes(4, "little") + header_only[25:]
+    with pytest.raises(APIError) as e:
+        decoder.open(big)
+    assert e.value.status == 413 and "12000x12000" in e.value.message
+
+
+# (and a smaller thing: a photo that is not one was "cannot identify image file <_io.BytesIO object at 0x7f...>")
+def test_image_errors_name_no_python_object(serve_engine, tmp_path):
+    app = make_server(serve_engine, tmp_path / "home")
+    h = add_user(app, "alice")
+    jpeg = jpeg_bytes(size=64)
+    with TestClient(app) as c:
+        for blob in (b"this is not a photo", jpeg[: len(jpeg) // 2], b"RIFF\x10\x00\x00\x00WEBPVP8X" + bytes(8)):
+            messages = [
+                assert_error(c.post("/v1/recognize", headers=h, json={"image": data_url(blob)}), 422, "not a readable image")["message"],
+                assert_error(chat(c, h, [{"type": "text", "text": "what?"}, {"type": "image_url", "image_url": {"url": data_url(blob)}}]),
+                             422, "not a readable image")["message"],
+                assert_error(c.post("/v1/concepts", headers=h, data={"name": "bo"}, files=[("photos", ("0.jpg", blob, "image/jpeg"))]),
+                             422, "not a readable image")["message"],
+            ]
+            for m in messages:
+                assert " at 0x" not in m and "BytesIO" not in m and "Error:" not in m, m
 
 
 # ---- 5. an export held the server's folders: "model_id": "<dir>/tinyllava", "index_dir": "<dir>/pool" ----

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -12,6 +13,21 @@ from .errors import InvalidImageError
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 #: refuse decompression bombs early; far above any real photo (20k x 20k is 400 MP)
 MAX_PIXELS = 64_000_000
+
+
+_OBJECT_REPR = re.compile(r"<[^<>]{0,200} at 0x[0-9a-fA-F]+>")
+_QUOTED_NAME = re.compile(r"""\s*'[^']*'$""")
+
+
+def unreadable_reason(e: BaseException) -> str:
+    """Why Pillow could not read a photo, in words for a person: no Python object (``<_io.BytesIO object at
+    0x7f...>``), no exception class, no file name (the caller says which photo it was)."""
+    if isinstance(e, UnidentifiedImageError):
+        return "not a readable image (not a JPEG, PNG, WebP, BMP, GIF or TIFF file)"
+    if isinstance(e, MemoryError):
+        return "not a readable image (it needs more memory than is available)"
+    text = _QUOTED_NAME.sub("", _OBJECT_REPR.sub("the file", str(e))).strip().rstrip(".:")
+    return f"not a readable image ({text})" if text else "not a readable image (damaged or incomplete file)"
 
 
 def load_image(source: str | Path | Image.Image) -> Image.Image:
@@ -30,7 +46,7 @@ def load_image(source: str | Path | Image.Image) -> Image.Image:
     except InvalidImageError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise InvalidImageError(path, f"not a readable image ({e.__class__.__name__}: {e})") from None
+        raise InvalidImageError(path, unreadable_reason(e)) from None
 
 
 def file_sha256(path: str | Path) -> str:

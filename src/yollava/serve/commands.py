@@ -46,6 +46,7 @@ def serve_command(
     max_megapixels: float = typer.Option(None, help="Largest photo accepted, megapixels, read from its header (default 24)."),
     max_photo_side: int = typer.Option(None, help="Decoded photos are shrunk to this many pixels on the longer side (default 1536)."),
     max_decoding: int = typer.Option(None, help="Photos decoded at once across all requests (default 2)."),
+    max_decode_mb: int = typer.Option(None, help="Memory the photos being decoded may take at once, all requests, MiB (default 400)."),
     max_prompt_tokens: int = typer.Option(None, help="Longest prompt in tokens, concepts and photos included (default 4096)."),
     no_resume: bool = typer.Option(False, "--no-resume", help="Mark jobs left unfinished by a previous run as failed instead of resuming them."),
     keep_uploads: bool = typer.Option(False, "--keep-uploads", help="Keep uploaded photos and checkpoints after a job ends."),
@@ -75,7 +76,7 @@ def serve_command(
         limits = limits_from_flags(
             max_photos=max_photos, max_request_mb=max_request_mb, max_concurrent=max_concurrent, max_concepts=max_concepts,
             max_storage_mb=max_storage_mb, max_k=max_k, max_meta_kb=max_meta_kb, max_import_mb=max_import_mb,
-            max_megapixels=max_megapixels, max_photo_side=max_photo_side, max_decoding=max_decoding, max_prompt_tokens=max_prompt_tokens,
+            max_megapixels=max_megapixels, max_photo_side=max_photo_side, max_decoding=max_decoding, max_decode_mb=max_decode_mb, max_prompt_tokens=max_prompt_tokens,
         )
     except ValueError as e:
         typer.echo(f"error: {e}", err=True)

@@ -38,8 +38,12 @@ class Limits:
     #: decoded photos are shrunk to at most this many pixels on their longer side (JPEGs while decoding);
     #: the models see 336-1024 px, so nothing they use is lost
     max_photo_side: int = 1536
-    #: photos being decoded at once, across all requests (each may briefly need 4 bytes x max_pixels)
+    #: photos being decoded at once, across all requests
     max_decoding: int = 2
+    #: memory the photos being decoded may take at once, across all requests: each photo is charged what
+    #: its format needs per pixel (a WebP 16.5 bytes, a PNG 5; see ``photos.DECODE_BYTES_PER_PIXEL``)
+    #: before it is decoded; one that alone needs more is refused (413)
+    max_decode_bytes: int = 400 * 1024 * 1024
     #: photos in one chat conversation
     max_chat_images: int = 4
     #: messages in one chat request
@@ -86,6 +90,7 @@ LIMIT_FLAGS = {
     "max_megapixels": ("max_pixels", 1_000_000),
     "max_photo_side": ("max_photo_side", 1),
     "max_decoding": ("max_decoding", 1),
+    "max_decode_mb": ("max_decode_bytes", _MIB),
     "max_prompt_tokens": ("max_prompt_tokens", 1),
 }
 

@@ -87,7 +87,8 @@ class Server:
         self.limits = limits
         self.model_name = config.served_model_name
         self.step_limiter = anyio.CapacityLimiter(limits.max_concurrent_generations + 2)
-        self.photos = PhotoDecoder(limits.max_pixels, limits.max_photo_side, limits.max_decoding, limits.queue_timeout_s)
+        self.photos = PhotoDecoder(limits.max_pixels, limits.max_photo_side, limits.max_decoding, limits.queue_timeout_s,
+                                   max_bytes=limits.max_decode_bytes)
         self._slots: asyncio.Semaphore | None = None
         self._user_locks: dict[int, threading.Lock] = defaultdict(threading.Lock)
 
