@@ -658,28 +658,35 @@ def test_limits_are_set_from_serve_flags(tmp_path):
 
 
 # ==== round 3 (issue 28): six defects an adversarial probe found, and the smaller things it saw ==========
-def timed_get(url: str, timeout: float = 5.0) -> float:
+def timed_get(client, url: str) -> float:
     start = time.monotonic()
-    assert httpx.get(url, timeout=timeout).status_code == 200
+    assert client.get(url).status_code == 200
     return time.monotonic() - start
 
 
-def healthz_while(url: str, request):
+def healthz_while(url: str, request, tries: int = 2):
     """``request()``'s response, after checking that /healthz from another client answers within 0.5 s all the
-    while it runs (probed at least 3 times)."""
-    result: list = []
-    worker = threading.Thread(target=lambda: result.append(request()), daemon=True)
-    worker.start()
-    waits: list[float] = []
-    while worker.is_alive() or len(waits) < 3:
-        try:
-            waits.append(timed_get(url + "/healthz"))
-        except httpx.TimeoutException:
-            waits.append(float("inf"))
-        assert max(waits) < 0.5, f"/healthz waited {waits[-1]:.1f} s (probes: {waits})"
-    worker.join(30)
-    assert result, "the request itself got no answer"
-    return result[0]
+    while it runs (probed at least 3 times). On a busy shared machine one probe can wait that long for a CPU, so
+    the request is made again once before failing; a server that stalls on it (15 s before the fix) fails both."""
+    seen = []
+    for _ in range(tries):
+        result: list = []
+        with httpx.Client(timeout=5) as probe:
+            timed_get(probe, url + "/healthz")  # connected before the request starts
+            worker = threading.Thread(target=lambda: result.append(request()), daemon=True)
+            worker.start()
+            waits: list[float] = []
+            while (worker.is_alive() or len(waits) < 3) and max(waits, default=0) < 0.5:
+                try:
+                    waits.append(timed_get(probe, url + "/healthz"))
+                except httpx.TimeoutException:
+                    waits.append(float("inf"))
+        worker.join(30)
+        assert result, "the request itself got no answer"
+        seen.append([round(w, 2) for w in waits])
+        if max(waits) < 0.5:
+            return result[0]
+    raise AssertionError(f"/healthz waited {max(seen[-1]):.1f} s while the request ran (probes, per try: {seen})")
 
 
 # ---- 1. a JSON string of 40,000 escaped quotes stalled every client for 15 s (quadratic regex) -------
@@ -689,7 +696,7 @@ def test_nesting_check_is_linear_and_exact():
     for n in (20_000, 1_000_000):  # 40 KB and 2 MB of \" after an opening quote (was 15 s for 80 KB, 4x that for twice as much)
         start = time.monotonic()
         assert safejson.nesting_depth('["' + '\\"' * n) == 1
-        assert time.monotonic() - start < 0.5, f"{time.monotonic() - start:.1f} s for {2 * n:,} bytes"
+        assert time.monotonic() - start < 1, f"{time.monotonic() - start:.1f} s for {2 * n:,} bytes"
     json_shape = safejson.json_shape
     assert json_shape('{"a": "[[[\\"{{", "b": [1, [2, {"c": "]]"}]]}') == (4, 4)
     assert json_shape('["\\\\", [[1]]]') == (3, 2)  # an escaped backslash ends the string: the brackets count
@@ -705,7 +712,7 @@ def test_hostile_json_string_does_not_stall_the_server(serve_engine, tmp_path):
     hostile = '["' + '\\"' * 40_000  # 80 KB: 400 after 15.4 s, /healthz of another client waited 15.0 s
     bad_meta = ('{"name": "bo", "x": ["' + '\\"' * 30_000).encode()  # 60 KB of metadata: 8.2 s
     with ServerThread(app) as s:
-        timed_get(s.url + "/healthz", timeout=30)  # the first request of a server warms it up
+        assert httpx.get(s.url + "/v1/me", headers=h, timeout=30).status_code == 200  # the key is checked (scrypt) once
         post = lambda: httpx.post(s.url + "/v1/chat/completions", headers={**h, "Content-Type": "application/json"},  # noqa: E731
                                   content=hostile, timeout=30)
         assert_error(healthz_while(s.url, post), 400, "not valid JSON")
@@ -930,3 +937,80 @@ def test_damaged_concept_folder_is_listed_and_every_endpoint_is_4xx(serve_engine
         assert c.get("/v1/concepts/anna/export", headers=h).status_code == 200
         assert c.delete("/v1/concepts/bo", headers=h).status_code == 200
         assert not (folder / "bo.json").exists()
+
+
+# ---- smaller things the probe saw ------------------------------------------------------------------
+def test_special_tokens_typed_in_chat_are_text(serve_engine, tiny_model_dirs, tmp_path):
+    """``</s>`` typed in a question became the end-of-sequence token (and ``<s>``, ``<unk>``, ``<pad>`` theirs)."""
+    typed = "Is this the end </s> or <s> the <unk> start <pad>?"
+    qwen = {"</s>": "<|im_end|>", "<s>": "<|im_start|>", "<unk>": "<|endoftext|>", "<pad>": "<|vision_start|>"}
+    for engine in (serve_engine, YoLLaVA(load_model(str(tiny_model_dirs["qwen2_vl"])))):
+        tok = engine.adapter.tokenizer
+        special = set(tok.all_special_ids) | {i for i, a in tok.added_tokens_decoder.items() if a.special}
+        text = typed
+        if engine is not serve_engine:
+            for a, b in qwen.items():
+                text = text.replace(a, b)
+        history = [("user", "hello", None), ("assistant", "hi", None)]
+        plain = engine.encode_conversation([*history, ("user", "Is this the end?", None)])
+        typed_enc = engine.encode_conversation([*history, ("user", text, None)])
+        template = [i for i in plain.input_ids if i in special]
+        assert template, "the template's own markers are special tokens"
+        assert [i for i in typed_enc.input_ids if i in special] == template  # nothing typed became one
+        asked = engine.encode("What is " + text)
+        assert not [i for i in asked.input_ids if i in special and i not in engine.encode("What is").input_ids]
+    app = make_server(serve_engine, tmp_path / "home")
+    h = add_user(app, "alice")
+    with TestClient(app) as c:
+        r = chat(c, h, typed)
+        assert r.status_code == 200, r.text
+        assert r.json()["usage"]["prompt_tokens"] == len(serve_engine.encode_conversation([("user", typed, None)]).input_ids)
+
+
+def test_security_headers_and_opt_in_docs(serve_engine, tmp_path):
+    app = make_server(serve_engine, tmp_path / "home", max_request_bytes=1024)  # the 2 KB post below: BodyLimit's own 413
+    h = add_user(app, "alice")
+    with TestClient(app) as c:
+        for r in (c.get("/"), c.get("/healthz"), c.get("/v1/me", headers=h), c.get("/v1/me"), c.get("/no/such/page"),
+                  c.post("/v1/recognize", headers=h, content=b"x" * 2048)):
+            csp = {d.split()[0]: d.split()[1:] for d in r.headers["content-security-policy"].split("; ")}
+            assert csp["frame-ancestors"] == ["'none'"] and csp["connect-src"] == ["'self'"], csp
+            assert {"'self'", "'unsafe-inline'"} <= set(csp["script-src"]) and {"'self'", "'unsafe-inline'"} <= set(csp["style-src"])
+            assert {"data:", "blob:"} <= set(csp["img-src"]) and csp["object-src"] == ["'none'"]
+            assert r.headers["x-frame-options"] == "DENY" and r.headers["x-content-type-options"] == "nosniff", r.url
+        for path in ("/docs", "/openapi.json", "/redoc"):
+            assert_error(c.get(path), 404)
+    train, data = tiny_recipe()
+    with TestClient(create_app(ServerConfig(model="tiny", home=tmp_path / "home2", train=train, data=data, docs=True), serve_engine)) as c:
+        assert c.get("/docs").status_code == 200 and c.get("/openapi.json").status_code == 200
+
+
+def test_database_file_is_private(tmp_path):
+    home = tmp_path / "home"
+    db = Database(home / "server.db")
+    db.add_user("alice")
+    for p in home.glob("server.db*"):
+        assert p.stat().st_mode & 0o777 == 0o600, (p.name, oct(p.stat().st_mode))
+    db.close()
+    (home / "server.db").chmod(0o644)  # made by an older version
+    Database(home / "server.db").close()
+    assert (home / "server.db").stat().st_mode & 0o777 == 0o600
+
+
+def test_no_latent_tokens_and_windows_device_names_are_refused(serve_engine, tmp_path):
+    home = tmp_path / "home"
+    app = make_server(serve_engine, home)
+    h = add_user(app, "alice")
+    meta, t = parts(serve_engine, tmp_path / "src")
+    k0 = {"input_rows": t["input_rows"][:1], "output_row": t["output_row"]}
+    photos = [("photos", ("0.jpg", jpeg_bytes(), "image/jpeg"))]
+    with TestClient(app) as c:
+        before = snapshot(home)
+        assert_error(import_zip(c, h, concept_zip({**meta, "k": 0}, k0)), 422, "k must be a whole number >= 1")
+        assert_error(import_zip(c, h, concept_zip({k: v for k, v in meta.items() if k != "k"}, k0)), 422, "k = 0")
+        for name in ("CON", "con", "Nul", "COM1", "LPT9", "aux", "PRN"):
+            assert_error(import_zip(c, h, concept_zip(meta, t), name=name), 422, "Windows")
+            assert_error(import_zip(c, h, concept_zip({**meta, "name": name}, t, stem=name)), 422, "Windows")
+            assert_error(c.post("/v1/concepts", headers=h, data={"name": name}, files=photos), 422, "Windows")
+        assert snapshot(home) == before
+        assert import_zip(c, h, concept_zip(meta, t), name="CONSOLE").status_code == 201  # only the device names themselves

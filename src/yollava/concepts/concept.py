@@ -18,6 +18,9 @@ DEFAULT_NUM_LATENT = 16
 # Always matched against the whole string (fullmatch): with re.match, "$" also matches before a final "\n".
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _LATENT_SHAPE = re.compile(r"_\d+\Z")
+#: device names Windows reserves in any folder and with any extension (CON.json cannot be created there,
+#: where exported concepts are unpacked); compared case-insensitively
+WINDOWS_RESERVED = frozenset({"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(10)), *(f"LPT{i}" for i in range(10))})
 
 
 def validate_name(name: str) -> str:
@@ -26,6 +29,11 @@ def validate_name(name: str) -> str:
         raise InvalidConceptNameError(
             f"invalid concept name {name!r}: use 1-64 letters, digits, '_' or '-', starting with a letter "
             "or digit (no spaces, slashes, dots or angle brackets)"
+        )
+    if name.upper() in WINDOWS_RESERVED:
+        raise InvalidConceptNameError(
+            f"invalid concept name {name!r}: {name.upper()} is a device name Windows reserves (no file can be called "
+            f"{name}.json there); choose another name"
         )
     if _LATENT_SHAPE.search(name):
         raise InvalidConceptNameError(

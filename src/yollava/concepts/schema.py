@@ -63,8 +63,8 @@ def meta_problems(meta: Any) -> list[str]:
     version = meta.get("format_version")
     if version is not None and version != 1:
         problems.append(f"format_version {_show(version)} is not supported (this version reads 1)")
-    if "k" in meta and not _count(meta["k"]):
-        problems.append(f"k must be a whole number >= 0 (got {_show(meta['k'])})")
+    if "k" in meta and not (_count(meta["k"]) and meta["k"] >= 1):
+        problems.append(f"k must be a whole number >= 1 (got {_show(meta['k'])})")
     sha = _optional(meta, "tensors_sha256", str, "a hex string", problems)
     if sha is not None and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha)):
         problems.append("tensors_sha256 must be 64 lowercase hex digits")
@@ -139,6 +139,8 @@ def check_rows(name: str, input_rows: Any, output_row: Any, hidden_size: int | N
             bad(f"{key} has dtype {str(t.dtype).replace('torch.', '')}; it must be float16, bfloat16, float32 or float64")
     if input_rows.dim() != 2 or input_rows.shape[0] < 1 or input_rows.shape[1] < 1:
         bad(f"input_rows must be a (k+1, hidden) matrix, got shape {tuple(input_rows.shape)}")
+    if input_rows.shape[0] < 2:
+        bad("k = 0 latent tokens; a concept has at least 1 (<name> is <name_1>...<name_k>)")
     hidden = input_rows.shape[1]
     if output_row.shape != (hidden,):
         bad(f"output_row must have shape ({hidden},), got {tuple(output_row.shape)}")

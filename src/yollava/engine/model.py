@@ -11,6 +11,7 @@ never modified.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from PIL import Image
 from ..concepts import ConceptBank
 from ..errors import UnknownConceptError
 from ..models import EncodedImage, VLMAdapter
+from . import user_text
 
 TOKEN_LIKE = re.compile(r"<[A-Za-z0-9][A-Za-z0-9_-]*>")
 
@@ -85,7 +87,18 @@ class ConceptModel:
         return names
 
     def text_ids(self, bank: ConceptBank, text: str) -> list[int]:
-        """Token ids of ``text``; concept tokens (``<bo>``, ``<bo_1>``) get ``bank``'s ids."""
+        """Token ids of ``text``; concept tokens (``<bo>``, ``<bo_1>``) get ``bank``'s ids. In spans marked as
+        typed by a person (:func:`.user_text.mark`) special-token strings stay text."""
+        ids: list[int] = []
+        for piece, literal in user_text.segments(text, self._special_strings):
+            ids += self._text_ids(bank, piece, {"split_special_tokens": True} if literal else {})
+        return ids
+
+    @functools.cached_property
+    def _special_strings(self) -> tuple[str, ...]:
+        return user_text.special_strings(self.adapter.tokenizer)
+
+    def _text_ids(self, bank: ConceptBank, text: str, options: dict) -> list[int]:
         ids: list[int] = []
         reserved = bank.reserved_tokens
         pos = 0
@@ -97,11 +110,11 @@ class ConceptModel:
             if concept_id is None:
                 raise UnknownConceptError(bank.unknown_message(tok[1:-1]))
             if m.start() > pos:
-                ids += self.adapter.tokenizer(text[pos : m.start()], add_special_tokens=False)["input_ids"]
+                ids += self.adapter.tokenizer(text[pos : m.start()], add_special_tokens=False, **options)["input_ids"]
             ids.append(concept_id)
             pos = m.end()
         if pos < len(text):
-            ids += self.adapter.tokenizer(text[pos:], add_special_tokens=False)["input_ids"]
+            ids += self.adapter.tokenizer(text[pos:], add_special_tokens=False, **options)["input_ids"]
         return ids
 
     def prompt_ids(self, bank: ConceptBank, rendered: str, images: list[EncodedImage]) -> list[int]:

@@ -24,6 +24,7 @@ from ..errors import ConceptNotReadyError, PromptTooLongError, UnknownConceptErr
 from ..images import load_image
 from ..models import DEFAULT_MODEL, EncodedImage, Message, VLMAdapter, load_model
 from ..paths import default_concepts_dir
+from . import user_text
 from .model import ConceptModel, Encoded, ImageLike
 
 
@@ -155,6 +156,7 @@ class YoLLaVA:
     def user_message(self, question: str, concepts: Sequence[str] = (), has_image: bool = False) -> Message:
         """``<bo> is <bo_1>...<bo_k>.`` for each concept, then the question."""
         prefix = self._introductions(list(dict.fromkeys([*concepts, *self.mentioned_concepts(question)])))
+        question = user_text.mark(question)  # typed text: "</s>" in it stays text, never the special token
         return Message("user", f"{prefix} {question}" if prefix else question, has_image)
 
     def _checked(self, enc: Encoded) -> Encoded:
@@ -177,6 +179,7 @@ class YoLLaVA:
         prefix = " ".join(self.bank[n].system_prefix for n in names)
         messages, images = [], []
         for role, text, image in conversation:
+            text = user_text.mark(text)  # typed text: "</s>" in it stays text, never the special token
             if prefix and role == "user":
                 text, prefix = f"{prefix} {text}", ""
             if image is not None:

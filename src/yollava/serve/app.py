@@ -18,9 +18,9 @@ from .config import ServerConfig
 from .errors import install_error_handlers
 from .routers import ROUTERS
 from .routers.common import concept_view, unreadable_view
-from .server import BodyLimit, Server
+from .server import BodyLimit, SecurityHeaders, Server
 
-__all__ = ["BodyLimit", "Server", "concept_view", "create_app", "unreadable_view"]
+__all__ = ["BodyLimit", "SecurityHeaders", "Server", "concept_view", "create_app", "unreadable_view"]
 
 
 def create_app(config: ServerConfig | None = None, engine: YoLLaVA | None = None) -> FastAPI:
@@ -35,10 +35,13 @@ def create_app(config: ServerConfig | None = None, engine: YoLLaVA | None = None
         finally:
             await anyio.to_thread.run_sync(server.jobs.stop)
 
-    app = FastAPI(title="yollava", version="1", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    docs = ("/docs", "/docs/oauth2-redirect") if config.docs else ()  # the API documentation is opt-in
+    app = FastAPI(title="yollava", version="1", lifespan=lifespan, docs_url="/docs" if config.docs else None,
+                  openapi_url="/openapi.json" if config.docs else None, redoc_url=None)
     app.state.server = server
     install_error_handlers(app, server.redact)
     app.add_middleware(BodyLimit, limit=config.limits.max_request_bytes)
+    app.add_middleware(SecurityHeaders, docs_paths=docs)  # outermost: also on BodyLimit's own 413
     for router in ROUTERS:
         app.include_router(router)
     return app

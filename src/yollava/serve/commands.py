@@ -52,6 +52,7 @@ def serve_command(
     keep_uploads: bool = typer.Option(False, "--keep-uploads", help="Keep uploaded photos and checkpoints after a job ends."),
     threads: int = typer.Option(None, help="CPU threads for the model (torch.set_num_threads); 1 is often fastest on a busy shared machine."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
+    docs: bool = typer.Option(False, "--docs", help="Serve the interactive API documentation at /docs (and /openapi.json)."),
 ):
     """Serve the model over HTTP: OpenAI-compatible chat, concept training, recognition, and a web page at /."""
     try:
@@ -70,7 +71,7 @@ def serve_command(
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
     config = ServerConfig(model=model, home=_home(home), host=host, port=port, resume_jobs=not no_resume, keep_uploads=keep_uploads,
-                          recipe_name=chosen.name, train=chosen.train, data=chosen.data)
+                          recipe_name=chosen.name, train=chosen.train, data=chosen.data, docs=docs)
     config.pool_dirs = list(pool) if pool else None
     try:
         limits = limits_from_flags(

@@ -129,6 +129,8 @@ class ServerConfig:
     keep_uploads: bool = False
     #: the model id reported in OpenAI responses (default: ``model``)
     model_name: str | None = None
+    #: serve the interactive API documentation at /docs and the schema at /openapi.json (off by default)
+    docs: bool = False
 
     def __post_init__(self):
         self.home = Path(self.home)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import secrets
 import sqlite3
 import threading
@@ -77,12 +78,25 @@ def _hash_secret(secret: str, salt: bytes) -> bytes:
     return hashlib.scrypt(secret.encode(), salt=salt, **_SCRYPT)
 
 
+def private(path: Path) -> None:
+    """Create ``path`` readable and writable by its owner only (0600), or make it so; also its SQLite
+    companions (-wal, -shm, -journal), which SQLite creates with the database file's mode."""
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    for p in (path, *(path.with_name(path.name + suffix) for suffix in ("-wal", "-shm", "-journal"))):
+        try:
+            if p.stat().st_mode & 0o077:
+                p.chmod(0o600)
+        except FileNotFoundError:
+            pass
+
+
 class Database:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         if not self.path.parent.exists():
             self.path.parent.mkdir(parents=True)
             self.path.parent.chmod(0o700)  # the server home: users' concepts and key hashes
+        private(self.path)
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
         self._conn.row_factory = sqlite3.Row

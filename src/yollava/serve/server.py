@@ -62,6 +62,46 @@ class BodyLimit:
         return await self.app(scope, counted, send)
 
 
+#: a single self-contained page: its own scripts and styles (inline or from this server), photos as data:
+#: and blob: URLs, requests only to this server; no frames, plugins, forms or base URLs elsewhere
+CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+                           "img-src 'self' data: blob:; connect-src 'self'; font-src 'self' data:; object-src 'none'; "
+                           "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+#: the API documentation page (only served with ``ServerConfig(docs=True)``) loads Swagger UI from its CDN
+DOCS_CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+                                "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: https:; "
+                                "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+SECURITY_HEADERS = {
+    b"content-security-policy": CONTENT_SECURITY_POLICY.encode(),
+    b"x-frame-options": b"DENY",
+    b"x-content-type-options": b"nosniff",
+    b"referrer-policy": b"no-referrer",
+}
+
+
+class SecurityHeaders:
+    """Every response gets :data:`SECURITY_HEADERS` (a handler's own value of one of them wins): the page
+    cannot be framed by another site (clickjacking), and runs only its own code."""
+
+    def __init__(self, app, docs_paths: tuple[str, ...] = ()):
+        self.app, self.docs_paths = app, docs_paths
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        extra = dict(SECURITY_HEADERS)
+        if scope.get("path") in self.docs_paths:
+            extra[b"content-security-policy"] = DOCS_CONTENT_SECURITY_POLICY.encode()
+
+        async def with_headers(message):
+            if message["type"] == "http.response.start":
+                have = {k.lower() for k, _ in message.get("headers", [])}
+                message = {**message, "headers": [*message.get("headers", []), *((k, v) for k, v in extra.items() if k not in have)]}
+            await send(message)
+
+        return await self.app(scope, receive, with_headers)
+
+
 class Server:
     """Everything one server process holds: settings, database, model, jobs, generation slots."""
 
