@@ -23,7 +23,7 @@ def main():
     ap.add_argument("--work", type=Path, default=None, help=f"the feature cache (default {default_work_dir()})")
     ap.add_argument("--grid", type=int, default=GRID, help="visual tokens: grid x grid + 1 global")
     ap.add_argument("--stage-a-epochs", type=int, default=6)
-    ap.add_argument("--samples", type=int, default=4000)
+    ap.add_argument("--samples", type=int, default=2400)
     ap.add_argument("--lr", type=float, default=2e-4, help="LoRA learning rate")
     ap.add_argument("--projector-lr", type=float, default=1e-4)
     ap.add_argument("--rank", type=int, default=8)

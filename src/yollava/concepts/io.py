@@ -110,6 +110,15 @@ def check_fingerprint(meta: dict[str, Any], fingerprint: dict[str, Any]) -> None
     # none and is judged by the other keys, which cover the same weights less precisely)
     mine, theirs = fingerprint.get("pocket_weights_sha256"), trained_for.get("pocket_weights_sha256")
     if mine is not None and theirs is not None and mine != theirs:
+        old, new = trained_for.get("pocket_version", 1), fingerprint.get("pocket_version", 1)
+        if old != new:
+            name = meta.get("name")
+            model = "pocket-v1" if old == 1 else "pocket"  # v1 stays loadable by name; newer ones ship as "pocket"
+            raise ConceptMismatchError(
+                f"concept <{name}> was trained on pocket v{old}, but the loaded model is pocket v{new}. Use it as it is with "
+                f"--model {model} (Python: YoLLaVA.from_pretrained({model!r})), or retrain it on v{new} from its photos: "
+                f"yollava personalize {name} PHOTOS... --overwrite"
+            )
         raise ConceptMismatchError(
             f"concept <{meta.get('name')}> was trained for pocket weights {theirs}, but the loaded pocket has weights "
             f"{mine} (pocket_weights_sha256: the projector and LoRA, YOLLAVA_POCKET_WEIGHTS or the shipped ones); "
