@@ -49,7 +49,11 @@ def _one_torch_thread():
 
 @pytest.fixture(scope="module")
 def serve_engine(tiny_model_dirs) -> YoLLaVA:
-    return YoLLaVA(load_model(str(tiny_model_dirs["llava"])))
+    from yollava.who import embedder_for
+
+    engine = YoLLaVA(load_model(str(tiny_model_dirs["llava"])))
+    embedder_for(engine).embed([Image.new("RGB", (32, 32))])  # loaded once here, not by whichever test starts a server first
+    return engine
 
 
 def make_server(engine, home: Path, epochs: int = 1, **limits):
@@ -325,6 +329,8 @@ def test_hostile_json_bodies_are_4xx(serve_engine, tmp_path):
         assert_error(c.post("/v1/chat/completions", headers=h, content=split), 400, "surrogate")
         nan = '{"messages": [{"role": "user", "content": "hi"}], "temperature": NaN}'
         assert_error(c.post("/v1/chat/completions", headers=h, content=nan), 400, "NaN")
+        values = json.dumps({"messages": [{"role": "user", "content": "hi"}], "x": [0] * 200_000})  # 600 KB, 200,001 values
+        assert_error(c.post("/v1/chat/completions", headers=h, content=values), 400, "more than 100,000 values")
         pair = '{"messages": [{"role": "user", "content": "dog \\ud83d\\udc36"}], "max_tokens": 2}'  # a valid pair is fine
         assert c.post("/v1/chat/completions", headers=h, content=pair).status_code == 200
         assert chat(c, h, "What is <bo>?").status_code == 200
@@ -682,9 +688,9 @@ def healthz_while(url: str, request, tries: int = 2):
                 except httpx.TimeoutException:
                     waits.append(float("inf"))
         worker.join(30)
-        assert result, "the request itself got no answer"
         seen.append([round(w, 2) for w in waits])
         if max(waits) < 0.5:
+            assert result, "the request itself got no answer"
             return result[0]
     raise AssertionError(f"/healthz waited {max(seen[-1]):.1f} s while the request ran (probes, per try: {seen})")
 
@@ -716,9 +722,6 @@ def test_hostile_json_string_does_not_stall_the_server(serve_engine, tmp_path):
         post = lambda: httpx.post(s.url + "/v1/chat/completions", headers={**h, "Content-Type": "application/json"},  # noqa: E731
                                   content=hostile, timeout=30)
         assert_error(healthz_while(s.url, post), 400, "not valid JSON")
-        values = json.dumps({"messages": [{"role": "user", "content": "hi"}], "x": [0] * 200_000})
-        assert_error(httpx.post(s.url + "/v1/chat/completions", headers={**h, "Content-Type": "application/json"},
-                                content=values, timeout=30), 400, "more than 100,000 values")
         upload = lambda: httpx.post(s.url + "/v1/concepts/import", headers=h, timeout=30,  # noqa: E731
                                     files={"file": ("bo.zip", concept_zip(bad_meta, t), "application/zip")})
         assert_error(healthz_while(s.url, upload), 422, "not valid JSON")
@@ -785,6 +788,8 @@ def test_sampling_parameters_at_the_edges(serve_engine, tmp_path):
 # ---- 4. a 50 KB WebP declaring 24 MP took +275 MB to decode; 16 requests +1,161 MB, kept for good ------
 # a lossless 6000x4000 WebP of one grey (38 bytes): Image.new("RGB", (6000, 4000), (30, 30, 30)).save(f, "WEBP", lossless=True, method=0)
 WEBP_24MP = bytes.fromhex("524946461e000000574542505650384c110000002f6fd7e70307508f7ad4a3ff8188e87f0000")
+#: the memory the README's limits table gives photos being decoded at once (Limits.max_decode_bytes)
+DECODE_BUDGET_MIB = 400
 
 
 def _decode_memory(conn, photos: list[bytes]) -> None:
@@ -837,7 +842,7 @@ def test_photo_decoding_memory_stays_within_the_documented_bound():
             child.kill()
     assert isinstance(got, tuple), got
     peak_mb, after_mb = got
-    bound_mb = Limits().max_decode_bytes / 1e6 + 2 * 1536 * 1025 * 4 / 1e6 + 25  # the budget, the 2 photos kept, slack
+    bound_mb = DECODE_BUDGET_MIB * 2**20 / 1e6 + 2 * 1536 * 1025 * 4 / 1e6 + 25  # the budget, the 2 photos kept, slack
     assert peak_mb < bound_mb, f"peak RSS +{peak_mb:.0f} MB decoding 2 photos at once (bound {bound_mb:.0f} MB)"
     assert after_mb < 40, f"RSS stayed +{after_mb:.0f} MB after the photos were freed"
 
@@ -846,7 +851,7 @@ def test_photo_decoding_budget():
     from yollava.serve.photos import decode_cost
 
     decoder = PhotoDecoder(24_000_000, 1536, concurrent=2)
-    assert decoder.budget.max_bytes == Limits().max_decode_bytes  # the server's default budget
+    assert decoder.budget.max_bytes == Limits().max_decode_bytes == DECODE_BUDGET_MIB * 2**20  # the server's default, as documented
     buf = io.BytesIO()
     Image.new("RGB", (3000, 2000), (30, 30, 30)).save(buf, "WEBP", lossless=True, method=0)
     img, fmt = decoder.open(buf.getvalue())
