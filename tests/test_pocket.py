@@ -66,9 +66,9 @@ def test_gguf_checksum_is_checked(tmp_path, monkeypatch):
 
 def test_encode_images(adapter, photo):
     enc = adapter.encode_images([photo, photo.resize((100, 400))])
-    assert len(enc) == 2 and enc[0].features.shape == (10, 896)
+    assert len(enc) == 2 and enc[0].features.shape == (17, 896)  # v2: 4x4 grid + 1 global
     ids = enc[0].token_ids
-    assert len(ids) == 12 and ids.count(adapter.image_token_id) == 10
+    assert len(ids) == 19 and ids.count(adapter.image_token_id) == 17
     assert adapter.tokenizer.convert_ids_to_tokens([ids[0], ids[-1]]) == ["<|vision_start|>", "<|vision_end|>"]
 
 
