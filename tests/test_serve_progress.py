@@ -22,14 +22,11 @@ from yollava.models import load_model  # noqa: E402
 from yollava.serve import ServerConfig, create_app  # noqa: E402
 from yollava.serve import jobs as jobs_module  # noqa: E402
 from yollava.serve.job_progress import STAGES, learn_rates, plan_stages, timeline  # noqa: E402
-from yollava.serve.testing import jpeg_bytes, one_torch_thread, tiny_recipe  # noqa: E402
+from yollava.serve.testing import jpeg_bytes, tiny_recipe  # noqa: E402
 from yollava.train import TrainerCallback  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    with one_torch_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest's
 
 
 @pytest.fixture(scope="module")

@@ -226,8 +226,6 @@ def prepare_features(pool: Path | None = None, work: Path | None = None, batch_s
     (1280, 7, 7) feature map and ``colours`` (N, 11) = named-colour shares, and ``pool_features.json``."""
     from safetensors.torch import save_file
 
-    from ....images import load_image
-    from ....vision.efficientnet import EfficientNetLite, preprocess
     from ..model import PocketConfig, pool_feature_map
 
     pool, work = pool or default_pool(), work or default_work_dir()
@@ -235,18 +233,10 @@ def prepare_features(pool: Path | None = None, work: Path | None = None, batch_s
     photos = list_pool(pool)
     grid = PocketConfig().grid
     print(f"{len(photos)} pool photos; splits:", {s: sum(p.split == s for p in photos) for s in ("train", "heldout_seen", "heldout_unseen")})
-    vision = EfficientNetLite()
-    pooled, colours = [], []
     t0 = time.time()
-    for i in range(0, len(photos), batch_size):
-        imgs = [load_image(p.path) for p in photos[i : i + batch_size]]
-        with torch.no_grad():
-            pooled.append(pool_feature_map(vision.feature_map(preprocess(imgs)), grid))
-        colours += [colour_shares(img) for img in imgs]
-        print(f"\r{i + len(imgs)}/{len(photos)} photos, {time.time() - t0:.0f} s", end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
+    pooled, colours = _encode_pool(photos, batch_size, lambda fmap: pool_feature_map(fmap, grid))
     work.mkdir(parents=True, exist_ok=True)
-    save_file({"pooled": torch.cat(pooled).contiguous(), "colours": torch.from_numpy(np.stack(colours)).float()},
+    save_file({"pooled": pooled, "colours": colours},
               work / "pool_features.safetensors")
     (work / "pool_features.json").write_text(json.dumps({"grid": grid, "paths": [str(p.path.relative_to(pool)) for p in photos]}))
     print(f"wrote {work / 'pool_features.safetensors'} in {time.time() - t0:.0f} s")
@@ -259,25 +249,33 @@ def prepare_feature_maps(pool: Path | None = None, work: Path | None = None, bat
     trained and compared without running the vision tower again (:func:`load_features` pools them)."""
     from safetensors.torch import save_file
 
-    from ....images import load_image
-    from ....vision.efficientnet import EfficientNetLite, preprocess
-
     pool, work = pool or default_pool(), work or default_work_dir()
     photos = list_pool(pool)
     print(f"{len(photos)} pool photos; splits:", {s: sum(p.split == s for p in photos) for s in ("train", "heldout_seen", "heldout_unseen")})
-    vision = EfficientNetLite()
-    maps, colours = [], []
     t0 = time.time()
-    for i in range(0, len(photos), batch_size):
-        imgs = [load_image(p.path) for p in photos[i : i + batch_size]]
-        with torch.no_grad():
-            maps.append(vision.feature_map(preprocess(imgs)).half())
-        colours += [colour_shares(img) for img in imgs]
-        print(f"\r{i + len(imgs)}/{len(photos)} photos, {time.time() - t0:.0f} s", end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
+    maps, colours = _encode_pool(photos, batch_size, lambda fmap: fmap.half())
     work.mkdir(parents=True, exist_ok=True)
-    save_file({"fmaps": torch.cat(maps).contiguous(), "colours": torch.from_numpy(np.stack(colours)).float()},
+    save_file({"fmaps": maps, "colours": colours},
               work / "pool_fmaps.safetensors")
     (work / "pool_fmaps.json").write_text(json.dumps({"paths": [str(p.path.relative_to(pool)) for p in photos]}))
     print(f"wrote {work / 'pool_fmaps.safetensors'} in {time.time() - t0:.0f} s")
     return work / "pool_fmaps.safetensors"
+
+
+def _encode_pool(photos: list[Photo], batch_size: int, keep) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frozen vision tower over ``photos`` in batches: ``(keep(feature maps) of all photos, colour shares (N, 11))``,
+    with the count and seconds on stderr."""
+    from ....images import load_image
+    from ....vision.efficientnet import EfficientNetLite, preprocess
+
+    vision = EfficientNetLite()
+    kept, colours = [], []
+    t0 = time.time()
+    for i in range(0, len(photos), batch_size):
+        imgs = [load_image(p.path) for p in photos[i : i + batch_size]]
+        with torch.no_grad():
+            kept.append(keep(vision.feature_map(preprocess(imgs))))
+        colours += [colour_shares(img) for img in imgs]
+        print(f"\r{i + len(imgs)}/{len(photos)} photos, {time.time() - t0:.0f} s", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    return torch.cat(kept).contiguous(), torch.from_numpy(np.stack(colours)).float()
