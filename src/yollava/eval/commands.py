@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import typer
+from typer.core import TyperCommand
 
 from ..cli_options import RECIPE_OPTIONS, recipe_options
 from ..errors import YollavaError
@@ -24,7 +25,24 @@ from ..recipes import RecipeOptions
 eval_app = typer.Typer(help="Benchmarks and baselines: recognition, question answering, caption recall, no forgetting.",
                        no_args_is_help=True)
 
-DEFAULT_METHODS = "yollava,vanilla,text-human,text-model,head"
+
+
+class _BenchmarkCommand(TyperCommand):
+    """A benchmark command (named like its task) whose ``--methods`` help lists the methods the task accepts
+    and its default from the method registry (:mod:`yollava.eval.registry`). Filled in when help is shown,
+    so starting the CLI does not import the methods."""
+
+    def format_help(self, ctx, formatter):
+        from .registry import default_methods, method_names
+
+        for param in self.params:
+            if param.name == "methods":
+                param.help = (f"Comma-separated, from: {', '.join(method_names(self.name))} "
+                              f"(default: {','.join(default_methods(self.name))}).")
+        return super().format_help(ctx, formatter)
+
+
+MethodsOpt = typer.Option(None, "--methods", help="Comma-separated registered methods (default: the task's defaults).")
 
 
 @eval_app.callback()
@@ -32,7 +50,7 @@ def _eval_group():
     """Benchmarks and baselines: recognition, question answering, caption recall, no forgetting."""
 
 
-ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m", help="'pocket' (embedded default) or a local LLaVA / Qwen2-VL folder.")
+ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m", help="'pocket' (embedded default), or a local folder / HF-cache id of a checkpoint of any of the supported families (see `yollava models`).")
 DataRootOpt = typer.Option(None, "--data-root", help="The shared photo data (default: $YOLLAVA_DATA or ../shared/data).")
 RunDirOpt = typer.Option(None, "--run-dir", help="Working folder (concepts, descriptions, records.jsonl); default: <out stem>.run beside --out.")
 
@@ -120,12 +138,12 @@ def _benchmark(task_name: str, methods: str, make_task, title, *, out: Path, run
                threads: int | None, reuse: list[Path] | None) -> None:
     """What every benchmark command does: recipe, methods and task from the flags, then the one driver, then the report."""
     from .driver import run_benchmark
-    from .registry import method_names, parse_methods
+    from .registry import default_methods, method_names, parse_methods
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     chosen = _recipe(options, seed)
     try:
-        names = parse_methods(methods, method_names(task_name))
+        names = parse_methods(methods or list(default_methods(task_name)), method_names(task_name))
         task = make_task()
     except (YollavaError, ValueError, KeyError, FileNotFoundError) as e:
         _fail(str(e))
@@ -140,11 +158,11 @@ def _benchmark(task_name: str, methods: str, make_task, title, *, out: Path, run
     _finish(results, out, title(task), _command_line())
 
 
-@eval_app.command("recognition")
+@eval_app.command("recognition", cls=_BenchmarkCommand)
 @recipe_options
 def recognition(
     dataset: str = typer.Option("bo", "--dataset", "-d", help="bo | myvlm | a folder DIR/<subject>/*.jpg"),
-    methods: str = typer.Option(DEFAULT_METHODS, "--methods", help="Comma-separated: yollava, vanilla, vanilla-sks, text-human, text-model, head, yollava-no-hard, yollava-no-conv."),
+    methods: str = MethodsOpt,
     out: Path = typer.Option(..., "--out", "-o", help="results.json (results.md and results.png are written beside it)."),
     model: str = ModelOpt,
     run_dir: Path = RunDirOpt,
@@ -182,11 +200,11 @@ def recognition(
                summary_tokens=summary_tokens, quiet=quiet, threads=threads, reuse=reuse)
 
 
-@eval_app.command("qa")
+@eval_app.command("qa", cls=_BenchmarkCommand)
 @recipe_options
 def qa(
     kind: str = typer.Option("text", "--kind", help="text (400 text-only questions) | visual (questions on <bo>'s test photos)."),
-    methods: str = typer.Option("yollava,vanilla,text-human", "--methods", help="Comma-separated: yollava, vanilla, vanilla-sks, text-human, text-model (and the yollava ablations)."),
+    methods: str = MethodsOpt,
     out: Path = typer.Option(..., "--out", "-o"),
     model: str = ModelOpt,
     run_dir: Path = RunDirOpt,
@@ -210,11 +228,11 @@ def qa(
                reuse=reuse)
 
 
-@eval_app.command("caption")
+@eval_app.command("caption", cls=_BenchmarkCommand)
 @recipe_options
 def caption(
     dataset: str = typer.Option("myvlm", "--dataset", "-d", help="bo | myvlm | a folder DIR/<subject>/*.jpg"),
-    methods: str = typer.Option("yollava,vanilla,text-human", "--methods"),
+    methods: str = MethodsOpt,
     out: Path = typer.Option(..., "--out", "-o"),
     model: str = ModelOpt,
     run_dir: Path = RunDirOpt,

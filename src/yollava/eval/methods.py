@@ -25,8 +25,10 @@ Each is one class registered with ``@register_method`` (:mod:`yollava.eval.regis
 driver (:mod:`yollava.eval.driver`) makes it by name and calls ``prepare`` / the task's scoring /
 ``release`` for every subject.
 
-(Slightly over 400 lines on purpose: the built-in methods are registered in the order ``--help`` and the
-reports list them, which is this file's order; split them and the order depends on import order.)
+``yollava eval <task> --help`` lists the registered methods and the task's default ``--methods``
+(``default_for=``) from the registry, in registration order: this file's order, then the probes
+(:mod:`yollava.eval.probes`; the registry imports the built-in modules in a fixed order, so a method moved to
+another module keeps a stable place). A report lists the methods in the order ``--methods`` gave them.
 """
 
 from __future__ import annotations
@@ -169,7 +171,7 @@ class Method:
 
 
 # ---- Yo'LLaVA ------------------------------------------------------------------------------------
-@register_method("yollava")
+@register_method("yollava", default_for=ALL_TASKS)
 class YollavaMethod(Method):
     def __init__(self, name: str = "yollava", **data_overrides):
         self.name = name
@@ -267,7 +269,7 @@ def _training_info(meta: dict, cached: bool) -> dict:
 
 # ---- prompting baselines -------------------------------------------------------------------------
 @register_method("vanilla-sks", tasks=("recognition", "qa"), placeholder="sks")
-@register_method("vanilla")  # (decorators apply bottom-up: "vanilla" is registered first)
+@register_method("vanilla", default_for=ALL_TASKS)  # (decorators apply bottom-up: "vanilla" is registered first)
 class VanillaMethod(Method):
     """No information about the subject. ``vanilla`` names it by its plain name ("bo", "shiba gray");
     ``vanilla-sks`` by the meaningless placeholder "sks", as the paper's identifiers are: many subject
@@ -281,7 +283,7 @@ class VanillaMethod(Method):
         return Prompting("", [], self.placeholder or subject.plain)
 
 
-@register_method("text-human")
+@register_method("text-human", default_for=ALL_TASKS)
 class TextHumanMethod(Method):
     name = "text-human"
 
@@ -294,7 +296,7 @@ class TextHumanMethod(Method):
         return Prompting(plain_text(subject.description or ""), [], subject.plain)
 
 
-@register_method("text-model")
+@register_method("text-model", default_for=("recognition",))
 class TextModelMethod(Method):
     """Paper Table 27: the base model captions each training photo, then summarises the captions."""
 
@@ -359,7 +361,7 @@ def _model_id(ctx: EvalContext) -> str:
 
 
 # ---- concept head --------------------------------------------------------------------------------
-@register_method("head")
+@register_method("head", default_for=("recognition",))
 class HeadMethod(Method):
     """Logistic regression on pooled vision features: training photos vs the builder's negatives."""
 

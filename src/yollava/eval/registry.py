@@ -5,7 +5,9 @@
 - **Methods** (the method and its baselines): a :class:`yollava.eval.methods.Method` subclass decorated
   with ``@register_method("name")``; the same class may be registered again under another name with
   constructor options (``@register_method("vanilla-sks", placeholder="sks")``). ``tasks=`` says which
-  tasks accept it on the command line (default: the class's ``tasks``). Adding a baseline is one class::
+  tasks accept it on the command line (default: the class's ``tasks``); ``default_for=`` the tasks whose
+  ``--methods`` default includes it. ``yollava eval <task> --help`` lists the methods and the default from
+  here (:func:`method_names`, :func:`default_methods`), in registration order. Adding a baseline is one class::
 
       @register_method("always-yes", tasks=("recognition",))
       class AlwaysYes(Method):
@@ -32,6 +34,8 @@ class MethodSpec:
     cls: type
     options: dict[str, Any] = field(default_factory=dict)
     tasks: tuple[str, ...] = ()
+    #: the tasks whose ``--methods`` default includes it
+    default_for: tuple[str, ...] = ()
 
     def make(self):
         method = self.cls(**self.options)
@@ -48,11 +52,15 @@ def register_task(name: str):
     return deco
 
 
-def register_method(name: str, *, tasks: tuple[str, ...] | None = None, **options: Any):
-    """Register a Method class under ``name``; ``options`` go to its constructor."""
+def register_method(name: str, *, tasks: tuple[str, ...] | None = None, default_for: tuple[str, ...] = (), **options: Any):
+    """Register a Method class under ``name``; ``options`` go to its constructor. ``default_for``: the tasks
+    that run it when ``--methods`` is not given."""
 
     def deco(cls):
-        _METHODS[name] = MethodSpec(name, cls, dict(options), tuple(tasks if tasks is not None else cls.tasks))
+        offered = tuple(tasks if tasks is not None else cls.tasks)
+        if not set(default_for) <= set(offered):
+            raise ValueError(f"method {name!r} is a default for {sorted(set(default_for) - set(offered))} but not offered there")
+        _METHODS[name] = MethodSpec(name, cls, dict(options), offered, tuple(default_for))
         return cls
 
     return deco
@@ -95,6 +103,12 @@ def method_names(task: str | None = None) -> tuple[str, ...]:
     """Registered methods (in registration order), or those that ``task`` accepts."""
     _import_builtins()
     return tuple(n for n, spec in _METHODS.items() if task is None or task in spec.tasks)
+
+
+def default_methods(task: str) -> tuple[str, ...]:
+    """The methods ``task`` runs when none are named (registered with ``default_for=``), in registration order."""
+    _import_builtins()
+    return tuple(n for n, spec in _METHODS.items() if task in spec.default_for)
 
 
 def make_method(name: str):
