@@ -1,8 +1,8 @@
 """Learn concepts: AdamW on each concept's k+1 input rows and its output row, nothing else.
 
-Recipe (paper §3, DESIGN.md): next-token loss on answer tokens, AdamW lr 1e-3, up to N epochs,
-keep the epoch with the best recognition on a held-back slice of photos that are never trained
-on, and set the yes/no threshold from that slice. Several concepts can train together: their
+Recipe (paper §3; the README's "How it works"): next-token loss on answer tokens, AdamW lr 1e-3, up to N
+epochs, score recognition on samples that are never trained on (the recipe's calibration samples, or a
+held-back slice of the photos) to keep the best epoch when asked and set the yes/no threshold. Several concepts can train together: their
 samples share batches, each sample using its own concept's rows (their parameters are disjoint, so
 each concept learns what it would learn alone, up to batch composition). An epoch checkpoint
 (safetensors + JSON) lets an interrupted run resume where it stopped. Callers follow or gate a run

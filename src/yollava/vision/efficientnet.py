@@ -2,7 +2,8 @@
 
 Used by the embedded ``pocket`` VLM (feature map) and by the image pool (pooled embedding).
 Input scaling ``(x*255-127)/128`` is what the Lite models were trained with (84.5 % top-1 on 200
-ImageNet photos here, vs 76.5 % with torchvision's mean/std; see DESIGN.md).
+ImageNet photos here, vs 76.5 % with torchvision's mean/std; measured when the encoder was added, commit
+dade284, and not kept in ``benchmarks/``).
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ Every recognition answer says which **mode** produced it:
   calibrated threshold;
 - ``fused``: the mean of the two calibrated log-odds margins, through a sigmoid, against 0.5;
 - ``auto`` (default): ``head`` while a concept's tokens are untrained, :data:`DEFAULT_TRAINED_MODE` for a
-  trained concept with a signature (chosen by ``benchmarks/who.py``, see docs/who.md), ``yollava`` for a
+  trained concept with a signature (chosen by ``benchmarks/who.py``: ``benchmarks/results/who/results.md``
+  and the README's "Who is in this photo?"), ``yollava`` for a
   concept made before signatures existed.
 
 :func:`who` answers "who is in this photo?" over every loaded and stored concept: a FAISS inner-product

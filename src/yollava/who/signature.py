@@ -18,7 +18,7 @@ from PIL import Image
 from ..concepts import Concept
 from .embedding import _normalise, embed_images, embedder_id
 
-#: the concept head's recipe, chosen on a development split (benchmarks/who_head.py, docs/who.md): 3 augmented
+#: the concept head's recipe, chosen on a development split (benchmarks/who_head.py, benchmarks/results/who/head_dev.json): 3 augmented
 #: views of each photo as extra positives, and "present" from P >= 0.6 (with multi-crop query views)
 DEFAULT_HEAD_VIEWS = 3
 DEFAULT_HEAD_THRESHOLD = 0.6

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 MODES = ("auto", "head", "yollava", "fused")
 #: the mode ``auto`` uses for a trained concept that has a head: the better one on MyVLM (benchmarks/who.py,
-#: docs/who.md; on `pocket` the head, see there). Concepts without a signature always use ``yollava``.
+#: benchmarks/results/who/results.md; on `pocket` the head). Concepts without a signature always use ``yollava``.
 DEFAULT_TRAINED_MODE = "head"
 #: how many candidates the prototype index hands to verification
 DEFAULT_TOP_K = 5
