@@ -137,7 +137,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from yollava.engine import YoLLaVA
     from yollava.eval.datasets import load_folder, subset_pool
-    from yollava.eval.recognition import run_recognition
+    from yollava.eval import get_task, run_benchmark
     from yollava.eval.report import write_report
     from yollava.paths import cache_home, default_data_root
     from yollava.personalize import load_pool
@@ -153,10 +153,10 @@ def main() -> None:
         return subset_pool(pool, banned)
 
     engine = YoLLaVA.from_pretrained("pocket")
-    results = run_recognition(engine, dataset, args.methods.split(","), args.out.parent / f"{args.out.stem}.run",
-                              subjects=args.subjects.split(",") if args.subjects else None,
-                              train=recipe.train, data=recipe.data, pool_fn=pool_fn, pool_negatives=30,
-                              pool_hard_negatives=10, protocol_extra={"recipe": recipe.to_dict(), "variant": args.variant})
+    task = get_task("recognition")(dataset, subjects=args.subjects.split(",") if args.subjects else None, pool_negatives=30,
+                                   pool_hard_negatives=10, protocol_extra={"recipe": recipe.to_dict(), "variant": args.variant})
+    results = run_benchmark(task, engine, args.methods.split(","), args.out.parent / f"{args.out.stem}.run",
+                            train=recipe.train, data=recipe.data, pool_fn=pool_fn)
     results["title"] = f"recipe dev: {args.variant}"
     write_report(results, args.out, results["title"])
     print(json.dumps(results.get("overall", {}), indent=1, default=str)[:3000])

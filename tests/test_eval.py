@@ -18,7 +18,8 @@ from yollava.eval import commands
 from yollava.eval.datasets import hold_out_pool_negatives, load_folder, seeded_split
 from yollava.eval.forgetting import forgetting_check
 from yollava.eval.methods import METHODS, plain_text
-from yollava.eval.recognition import aggregate, run_recognition
+from yollava.eval.driver import run_benchmark
+from yollava.eval.registry import get_task
 from yollava.eval.report import write_report
 from yollava.eval.scoring import option_probabilities, yes_probabilities
 from yollava.eval.store import ProtocolMismatch
@@ -85,6 +86,7 @@ def test_metrics_pool_subjects_like_the_paper():
     a = _record("m", "a", [True, True, False, False, False, False], [0.9, 0.4, 0.1, 0.2, 0.3, 0.4])
     # subject b: 1 positive (right), 2 negatives (1 right)
     b = _record("m", "b", [True, False, False], [0.8, 0.7, 0.1])
+    aggregate = get_task("recognition").aggregate
     res = aggregate([a, b], ["m"], ["a", "b"])
     o = res["overall"]["m"]
     assert o["n_positive"] == 3 and o["n_negative"] == 6
@@ -195,9 +197,10 @@ def test_every_method_scores_in_unit_interval_and_resume_skips_done_pairs(llava_
     train, data = small_recipe()
     run_dir = tmp_path / "run"
     log: list[str] = []
-    kw = dict(subjects=["red_mug"], train=train, data=data, pool_fn=lambda: world["pool"], pool_negatives=3, pool_hard_negatives=2,
-              caption_tokens=4, summary_tokens=4, progress=False, echo=log.append)
-    res = run_recognition(llava_engine, ds, list(METHODS), run_dir, **kw)
+    recognition = get_task("recognition")
+    kw = dict(train=train, data=data, pool_fn=lambda: world["pool"], caption_tokens=4, summary_tokens=4, progress=False, echo=log.append)
+    task = dict(subjects=["red_mug"], pool_negatives=3, pool_hard_negatives=2)
+    res = run_benchmark(recognition(ds, **task), llava_engine, list(METHODS), run_dir, **kw)
     records = [json.loads(line) for line in (run_dir / "records.jsonl").read_text().splitlines()]
     assert {r["method"] for r in records} == set(METHODS) and all(r["subject"] == "red_mug" for r in records)
     for r in records:
@@ -228,19 +231,19 @@ def test_every_method_scores_in_unit_interval_and_resume_skips_done_pairs(llava_
     orig = methods_mod.YollavaMethod.prepare
     methods_mod.YollavaMethod.prepare = boom
     try:
-        again = run_recognition(llava_engine, ds, list(METHODS), run_dir, **kw)
+        again = run_benchmark(recognition(ds, **task), llava_engine, list(METHODS), run_dir, **kw)
     finally:
         methods_mod.YollavaMethod.prepare = orig
     assert sum("done earlier, skipped" in line for line in log) == len(METHODS)
     assert again["overall"] == res["overall"]
-    kw2 = dict(kw, subjects=["red_mug", "green-toy"])
-    both = run_recognition(llava_engine, ds, ["vanilla", "text-human"], run_dir, **kw2)
+    task2 = dict(task, subjects=["red_mug", "green-toy"])
+    both = run_benchmark(recognition(ds, **task2), llava_engine, ["vanilla", "text-human"], run_dir, **kw)
     assert both["overall"]["vanilla"]["subjects"] == 2
     assert both["per_subject"]["text-human"]["green-toy"] == {"unavailable": "no human-written description of this subject"}
 
     # a different protocol in the same folder is refused
     with pytest.raises(ProtocolMismatch, match="seed"):
-        run_recognition(llava_engine, load_folder(world["ds"], 2, seed=1), ["vanilla"], run_dir, **dict(kw, seed=1))
+        run_benchmark(recognition(load_folder(world["ds"], 2, seed=1), **task, seed=1), llava_engine, ["vanilla"], run_dir, **kw)
 
     # another run folder under the same protocol reuses the finished records (and computes nothing); under another
     # protocol it does not
@@ -252,9 +255,10 @@ def test_every_method_scores_in_unit_interval_and_resume_skips_done_pairs(llava_
     real_scores = methods_module.yes_probabilities
     methods_module.yes_probabilities = no_scoring
     try:
-        reused = run_recognition(llava_engine, ds, ["vanilla"], tmp_path / "again", reuse_from=[run_dir], **kw2)
+        reused = run_benchmark(recognition(ds, **task2), llava_engine, ["vanilla"], tmp_path / "again", reuse_from=[run_dir], **kw)
         with pytest.raises(AssertionError, match="scored again"):
-            run_recognition(llava_engine, load_folder(world["ds"], 2, seed=1), ["vanilla"], tmp_path / "other", reuse_from=[run_dir], **dict(kw2, seed=1))
+            run_benchmark(recognition(load_folder(world["ds"], 2, seed=1), **task2, seed=1), llava_engine, ["vanilla"], tmp_path / "other",
+                          reuse_from=[run_dir], **kw)
     finally:
         methods_module.yes_probabilities = real_scores
     assert reused["per_subject"]["vanilla"] == both["per_subject"]["vanilla"]
@@ -319,7 +323,7 @@ def _fake_yollava_data(root: Path) -> Path:
 
 
 def test_qa_text_and_visual(llava_engine: YoLLaVA, world, tmp_path):
-    from yollava.eval.qa import load_qa, run_qa
+    from yollava.eval.qa import QATask, load_qa
 
     root = _fake_yollava_data(tmp_path / "data")
     items, counts = load_qa("visual", root)
@@ -327,8 +331,8 @@ def test_qa_text_and_visual(llava_engine: YoLLaVA, world, tmp_path):
     assert items[0].image.name == "1.jpg" and items[0].prompt("<bo>").startswith("What colour is <bo>?\nA. Brown\nB. Grey")
     train, data = small_recipe()
     data = DataConfig(n_easy_negatives=3, n_hard_negatives=0, hard_negatives=False, conversations=False)
-    res = run_qa(llava_engine, "text", ["yollava", "vanilla", "vanilla-sks", "text-human"], tmp_path / "qa", train=train, data=data,
-                 pool_fn=lambda: world["pool"], data_root=root, progress=False, echo=lambda s: None)
+    res = run_benchmark(QATask("text", data_root=root), llava_engine, ["yollava", "vanilla", "vanilla-sks", "text-human"], tmp_path / "qa",
+                        train=train, data=data, pool_fn=lambda: world["pool"], progress=False, echo=lambda s: None)
     assert res["subjects"] == ["bo", "cat-cup", "shiba-black"]
     assert res["per_subject"]["yollava"]["shiba-black"] == {"unavailable": "no training photo"}
     assert res["per_subject"]["yollava"]["cat-cup"]["n_training_photos"] == 1
@@ -346,7 +350,7 @@ def test_qa_text_and_visual(llava_engine: YoLLaVA, world, tmp_path):
     assert math.isclose(res["overall"]["vanilla"]["accuracy"], right / 18)
     right = sum(a == c for r in vanilla for a, c in zip(r["answers_likelihood"], r["correct"]))
     assert math.isclose(res["overall"]["vanilla"]["accuracy_likelihood"], right / 9)
-    res = run_qa(llava_engine, "visual", ["vanilla"], tmp_path / "qav", data_root=root, progress=False, echo=lambda s: None)
+    res = run_benchmark(get_task("qa")("visual", data_root=root), llava_engine, ["vanilla"], tmp_path / "qav", progress=False, echo=lambda s: None)
     assert res["overall"]["vanilla"]["n"] == 1
     paths = write_report(res, tmp_path / "qav.json")
     assert "| vanilla | 1 | 1 |" in paths[1].read_text()
@@ -355,7 +359,7 @@ def test_qa_text_and_visual(llava_engine: YoLLaVA, world, tmp_path):
 
 
 def test_qa_scores_are_not_fooled_by_a_skewed_answer_key():
-    from yollava.eval.qa import aggregate_qa
+    aggregate_qa = get_task("qa").aggregate
 
     # a model that always says "A", on a key where 9 of 10 answers are "A"
     r = {"task": "qa", "method": "m", "subject": "s", "answers": ["A"] * 10, "correct": ["A"] * 9 + ["B"],
@@ -366,15 +370,15 @@ def test_qa_scores_are_not_fooled_by_a_skewed_answer_key():
 
 
 def test_caption_recall(llava_engine: YoLLaVA, world, tmp_path):
-    from yollava.eval.caption import names_subject, run_caption
+    from yollava.eval.caption import CaptionTask, names_subject
 
     assert names_subject("A photo of <red_mug> on a table", "<red_mug>") and not names_subject("a red_mug", "<red_mug>")
     assert names_subject("A Red Mug on a table", "red mug") and names_subject("the red_mug", "red mug")
     ds = load_folder(world["ds"], 2, 0)
     train, _ = small_recipe()
     data = DataConfig(n_easy_negatives=3, n_hard_negatives=0, hard_negatives=False, conversations=False)
-    res = run_caption(llava_engine, ds, ["yollava", "vanilla"], tmp_path / "cap", subjects=["red_mug"], max_photos=2, train=train,
-                      data=data, pool_fn=lambda: world["pool"], max_new_tokens=4, progress=False, echo=lambda s: None)
+    res = run_benchmark(CaptionTask(ds, subjects=["red_mug"], max_photos=2, max_new_tokens=4), llava_engine, ["yollava", "vanilla"], tmp_path / "cap",
+                        train=train, data=data, pool_fn=lambda: world["pool"], progress=False, echo=lambda s: None)
     assert res["overall"]["yollava"]["n"] == 2
     (rec,) = [json.loads(x) for x in (tmp_path / "cap" / "records.jsonl").read_text().splitlines() if '"yollava"' in x]
     assert rec["mention"] == "<red_mug>" and rec["hits"] == [names_subject(c, "<red_mug>") for c in rec["captions"]]
@@ -391,15 +395,15 @@ def test_caption_recall(llava_engine: YoLLaVA, world, tmp_path):
     def no_training(*a, **k):
         raise AssertionError("trained again")
 
-    kw = dict(subjects=["red_mug"], max_photos=1, data=data, pool_fn=lambda: world["pool"], max_new_tokens=2, progress=False,
-              echo=lambda s: None, reuse_from=[tmp_path / "cap"])
+    task = CaptionTask(ds, subjects=["red_mug"], max_photos=1, max_new_tokens=2)
+    kw = dict(data=data, pool_fn=lambda: world["pool"], progress=False, echo=lambda s: None, reuse_from=[tmp_path / "cap"])
     real = personalize_mod.personalize
     personalize_mod.personalize = no_training
     try:
-        again = run_caption(llava_engine, ds, ["yollava"], tmp_path / "cap2", train=train, **kw)
+        again = run_benchmark(task, llava_engine, ["yollava"], tmp_path / "cap2", train=train, **kw)
         assert again["overall"]["yollava"]["n"] == 1 and (tmp_path / "cap2" / "concepts" / "yollava" / "red_mug.safetensors").exists()
         with pytest.raises(AssertionError, match="trained again"):
-            run_caption(llava_engine, ds, ["yollava"], tmp_path / "cap3", train=TrainConfig(k=2, epochs=2, lr=1e-2), **kw)
+            run_benchmark(task, llava_engine, ["yollava"], tmp_path / "cap3", train=TrainConfig(k=2, epochs=2, lr=1e-2), **kw)
     finally:
         personalize_mod.personalize = real
 
@@ -456,17 +460,16 @@ def test_option_likelihood_is_the_log_probability_of_the_option_text(llava_engin
 
 
 def test_likelihood_scoring_is_reported_beside_letter_scoring():
-    from yollava.eval.qa import aggregate_qa
-    from yollava.eval.report import qa_markdown
+    qa = get_task("qa")
 
     # always "A" by letter, but the option text it finds likelier is the right one 8 times in 10
     r = {"task": "qa", "method": "m", "subject": "s", "answers": ["A"] * 10, "correct": ["A"] * 9 + ["B"],
          "answers_swapped": ["A"] * 10, "correct_swapped": ["B"] * 9 + ["A"], "p_correct": [0.6] * 10, "p_correct_swapped": [0.4] * 10,
          "answers_likelihood": ["A"] * 7 + ["B"] * 3, "answers_likelihood_sum": ["A"] * 10}
-    res = aggregate_qa([r], ["m"], ["s"])
+    res = qa.aggregate([r], ["m"], ["s"])
     o = res["overall"]["m"]
     assert o["accuracy"] == 0.5 and o["accuracy_likelihood"] == 0.8 and o["accuracy_likelihood_sum"] == 0.9
-    assert "| m | 1 | 10 | **0.800** | 0.900 | **0.500** |" in qa_markdown({**res, "kind": "text"})
+    assert "| m | 1 | 10 | **0.800** | 0.900 | **0.500** |" in qa.markdown({**res, "kind": "text"})
 
 
 def test_a_setting_added_later_at_its_off_value_keeps_old_run_folders_valid(tmp_path):
@@ -505,8 +508,8 @@ def test_a_new_baseline_is_one_registered_class(llava_engine: YoLLaVA, world, tm
         assert "oracle" in method_names("recognition") and "oracle" not in method_names("qa")
         ds = load_folder(world["ds"], 2, 0)
         log: list[str] = []
-        kw = dict(subjects=["red_mug", "blue_cat"], progress=False, echo=log.append)
-        res = run_recognition(llava_engine, ds, ["oracle", "vanilla"], tmp_path / "run", **kw)
+        kw = dict(progress=False, echo=log.append)
+        res = run_benchmark(get_task("recognition")(ds, subjects=["red_mug", "blue_cat"]), llava_engine, ["oracle", "vanilla"], tmp_path / "run", **kw)
         o = res["overall"]["oracle"]
         assert o["subjects"] == 2 and o["weighted_accuracy"] == 1.0 and o["auc"] == 1.0 and o["n_positive"] == 6
         assert res["per_subject"]["oracle"]["red_mug"]["weighted_accuracy"] == 1.0 and res["overall"]["vanilla"]["subjects"] == 2
@@ -519,7 +522,7 @@ def test_a_new_baseline_is_one_registered_class(llava_engine: YoLLaVA, world, tm
         # resume: the finished pairs are not prepared or scored again, and aggregate the same
         prepared.clear()
         log.clear()
-        again = run_recognition(llava_engine, ds, ["oracle", "vanilla"], tmp_path / "run", **kw)
+        again = run_benchmark(get_task("recognition")(ds, subjects=["red_mug", "blue_cat"]), llava_engine, ["oracle", "vanilla"], tmp_path / "run", **kw)
         assert prepared == [] and sum("done earlier, skipped" in line for line in log) == 4 and again["overall"] == res["overall"]
 
         # the command line offers it where it is registered, and only there

@@ -12,7 +12,7 @@ import torch
 from yollava.data.pool import ImagePool
 from yollava.engine import YoLLaVA
 from yollava.eval.datasets import load_folder
-from yollava.eval.recognition import run_recognition
+from yollava.eval import get_task, run_benchmark
 from yollava.personalize import DataConfig
 
 from .conftest import ColourEmbedder, make_photos
@@ -41,9 +41,9 @@ def separable(tmp_path):
 
 
 def _head(engine, ds_dir, pool, run_dir):
-    return run_recognition(engine, load_folder(ds_dir, train_per_subject=3, seed=0), ["head"], run_dir, pool_fn=lambda: pool,
-                           pool_negatives=4, pool_hard_negatives=2, data=DataConfig(n_easy_negatives=8, n_hard_negatives=6),
-                           progress=False, echo=lambda m: None)
+    task = get_task("recognition")(load_folder(ds_dir, train_per_subject=3, seed=0), pool_negatives=4, pool_hard_negatives=2)
+    return run_benchmark(task, engine, ["head"], run_dir, pool_fn=lambda: pool, data=DataConfig(n_easy_negatives=8, n_hard_negatives=6),
+                         progress=False, echo=lambda m: None)
 
 
 def test_head_reaches_auc_1_on_separable_subjects(llava_engine: YoLLaVA, separable, tmp_path):
@@ -77,9 +77,9 @@ def test_probes_use_the_heads_classifier_on_the_models_own_representations(llava
     from yollava.eval.registry import make_method
 
     ds, pool = separable
-    res = run_recognition(llava_engine, load_folder(ds, train_per_subject=3, seed=0), ["head", "probe-visual", "probe-llm", "probe-llm-z"], tmp_path / "run",
-                          pool_fn=lambda: pool, pool_negatives=4, pool_hard_negatives=2,
-                          data=DataConfig(n_easy_negatives=8, n_hard_negatives=6), progress=False, echo=lambda m: None)
+    task = get_task("recognition")(load_folder(ds, train_per_subject=3, seed=0), pool_negatives=4, pool_hard_negatives=2)
+    res = run_benchmark(task, llava_engine, ["head", "probe-visual", "probe-llm", "probe-llm-z"], tmp_path / "run", pool_fn=lambda: pool,
+                        data=DataConfig(n_easy_negatives=8, n_hard_negatives=6), progress=False, echo=lambda m: None)
     for method in ("probe-visual", "probe-llm", "probe-llm-z"):
         assert res["overall"][method]["auc"] >= 0.9, (method, res["overall"][method])
     assert "StandardScaler" in make_method("probe-llm-z").classifier().__repr__()

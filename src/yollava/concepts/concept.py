@@ -90,7 +90,9 @@ class Concept(nn.Module):
 
     @property
     def threshold(self) -> float:
-        """Decision threshold on the yes-probability (calibrated on a held-back slice when trained)."""
+        """Decision threshold on the yes-probability: 0.5 until trained; training calibrates it on the recipe's
+        calibration samples (``fast``/``accurate``: unused pool photos and unseen augmented views of the positives,
+        :mod:`yollava.data.builder`; ``paper``: a held-back slice of the training photos)."""
         return float(self.meta.get("recognition_threshold", 0.5))
 
     @classmethod

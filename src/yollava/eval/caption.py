@@ -10,16 +10,13 @@ subject's plain name (case-insensitive) for the prompting baselines, which canno
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any, ClassVar
 
-from ..recipes import DataConfig
-from ..train import TrainConfig
 from .datasets import RecognitionDataset, Subject
-from .driver import Task, run_benchmark
+from .driver import Task
 from .methods import EvalContext, Method
 from .registry import method_names, register_task
-from .report import caption_markdown
+from .report import _f, _header
 from .store import RunStore
 
 CAPTION_QUERY = "Describe this photo."
@@ -36,7 +33,9 @@ def names_subject(caption: str, mention: str) -> bool:
 class CaptionTask(Task):
     """"Describe this photo." on each subject's test photos; a caption counts when it names the subject."""
 
-    markdown = staticmethod(caption_markdown)
+    #: the paper's numbers, quoted in the report
+    paper_note: ClassVar[str] = (
+        "Paper (MyVLM protocol): caption recall Yo'LLaVA 100.0 %, MyVLM 96.0 % (Table 6).")
 
     def __init__(self, dataset: RecognitionDataset, *, subjects: list[str] | None = None, max_subjects: int | None = None,
                  max_photos: int | None = None, max_new_tokens: int = 48, seed: int = 0):
@@ -86,39 +85,28 @@ class CaptionTask(Task):
                     {"subject": s, "photo": ph, "caption": c, "hit": h} for ph, c, h in list(zip(r["photos"], r["captions"], r["hits"]))[:1])
         return {"examples": examples}
 
+    # ---- the report -------------------------------------------------------------------------
+    @classmethod
+    def markdown(cls, results: dict, title: str | None = None) -> str:
+        lines = _header(results, title or "Caption recall", cls.paper_note)
+        lines += ["| method | subjects | captions | recall |", "|---|---:|---:|---:|"]
+        for m in results["methods"]:
+            o = results["overall"].get(m, {})
+            lines.append(f"| {m} | {o.get('subjects', 0)} | {o.get('n', 0)} | **{_f(o.get('recall'))}** |")
+        examples = results.get("examples", {})
+        if examples:
+            lines += ["", "## Example captions", ""]
+            for m, items in examples.items():
+                for it in items[:3]:
+                    lines.append(f"- {m}, {it['subject']} ({it['photo']}): “{it['caption']}” → {'named' if it['hit'] else 'not named'}")
+        unavailable = [(m, s, r["unavailable"]) for m in results["methods"] for s, r in results["per_subject"].get(m, {}).items() if "unavailable" in r]
+        if unavailable:
+            lines += ["", "## Not run", ""] + [f"- {m}, {s}: {why}" for m, s, why in unavailable]
+        return "\n".join(lines) + "\n"
+
     @classmethod
     def chart_series(cls, results: dict) -> dict[str, list]:
         return {"recall": [results["overall"].get(m, {}).get("recall") for m in results["methods"]]}
-
-
-def run_caption(
-    engine,
-    dataset: RecognitionDataset,
-    methods: list[str],
-    run_dir: str | Path,
-    *,
-    subjects: list[str] | None = None,
-    max_subjects: int | None = None,
-    max_photos: int | None = None,
-    train: TrainConfig | None = None,
-    data: DataConfig | None = None,
-    recipe: str = "fast",
-    pool_fn: Callable[[], Any] | None = None,
-    max_new_tokens: int = 48,
-    caption_tokens: int = 96,
-    summary_tokens: int = 48,
-    seed: int = 0,
-    progress: bool = True,
-    echo: Callable[[str], None] = print,
-    reuse_from: list[Path] | None = None,
-) -> dict:
-    task = CaptionTask(dataset, subjects=subjects, max_subjects=max_subjects, max_photos=max_photos, max_new_tokens=max_new_tokens, seed=seed)
-    return run_benchmark(task, engine, methods, run_dir, train=train, data=data, recipe=recipe, pool_fn=pool_fn,
-                         caption_tokens=caption_tokens, summary_tokens=summary_tokens, progress=progress, echo=echo, reuse_from=reuse_from)
-
-
-def aggregate_caption(records: list[dict], methods: list[str], subjects: list[str]) -> dict:
-    return CaptionTask.aggregate(records, methods, subjects)
 
 
 #: the methods ``yollava eval caption`` offers (registered for the "caption" task)

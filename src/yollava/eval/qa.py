@@ -31,17 +31,15 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, ClassVar
 
 from ..images import list_images
 from ..paths import default_data_root
-from ..recipes import DataConfig
-from ..train import TrainConfig
 from .datasets import Subject, yollava_descriptions, _strip_identifier
-from .driver import Task, run_benchmark
+from .driver import Task
 from .methods import EvalContext, Method
 from .registry import method_names, register_task
-from .report import qa_markdown
+from .report import _f, _header
 from .scoring import answer_loglikelihoods, option_probabilities
 from .store import RunStore
 
@@ -129,7 +127,9 @@ class QATask(Task):
     """Two-choice questions per subject, scored by the option letter (both orders) and by option likelihood."""
 
     chance_line = True
-    markdown = staticmethod(qa_markdown)
+    #: the paper's numbers, quoted in the report
+    paper_note: ClassVar[str] = (
+        "Paper (LLaVA-1.5-13B): text-only QA Yo'LLaVA 0.883, vanilla 0.659, + human text 0.790; visual QA 0.929 / 0.899 / 0.925 (Table 5).")
 
     def __init__(self, kind: str, *, subjects: list[str] | None = None, max_subjects: int | None = None,
                  data_root: Path | None = None):
@@ -197,35 +197,45 @@ class QATask(Task):
                                if merged["answers"] else None),
                 "mean_p_correct": sum(pc) / len(pc) if pc else None}
 
+    # ---- the report -------------------------------------------------------------------------
+    @classmethod
+    def markdown(cls, results: dict, title: str | None = None) -> str:
+        lines = _header(results, title or f"Question answering ({results.get('kind', '')})", cls.paper_note)
+        lines += ["| method | subjects | questions | option likelihood (per token) | likelihood (sum) | letter: both orders, mean | as given | swapped | right in both | answers \"A\" | mean P(correct) |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for m in results["methods"]:
+            o = results["overall"].get(m, {})
+            lines.append(f"| {m} | {o.get('subjects', 0)} | {o.get('n', 0)} | **{_f(o.get('accuracy_likelihood'))}** | {_f(o.get('accuracy_likelihood_sum'))} | "
+                         f"**{_f(o.get('accuracy'))}** | {_f(o.get('accuracy_as_given'))} | "
+                         f"{_f(o.get('accuracy_swapped'))} | {_f(o.get('accuracy_both_orders'))} | {_f(o.get('answered_A'))} | {_f(o.get('mean_p_correct'))} |")
+        lines += ["", "Option likelihood (as lm-evaluation-harness scores multiple choice): the question is asked alone and each option's "
+                  "text is scored as the reply; the option with the higher mean log-probability per token (or total) is the answer. "
+                  "No letter is involved. Letter scoring: each question is asked twice, options as given and with A and B swapped; "
+                  "\"both orders, mean\" is the mean over both (a model that always answers \"A\" gets 0.5). \"As given\" is the paper's "
+                  "protocol, but the answer keys are skewed (text-only: 390 of 400 correct answers are A; visual: 99 A / 71 B), so "
+                  "always-\"A\" would score 0.975 on text as given."]
+        if len(results["subjects"]) > 1:
+            lines += ["", "## Per subject (option likelihood / letter, both orders; letter as given in brackets)", "", "| subject | " + " | ".join(results["methods"]) + " |",
+                      "|---|" + "---:|" * len(results["methods"])]
+            for s in results["subjects"]:
+                cells = []
+                for m in results["methods"]:
+                    r = results["per_subject"].get(m, {}).get(s)
+                    cells.append("–" if r is None else "n/a" if "unavailable" in r
+                                 else f"{_f(r.get('accuracy_likelihood'), 2)} / {_f(r['accuracy'], 2)} ({_f(r['accuracy_as_given'], 2)})")
+                lines.append(f"| {s} | " + " | ".join(cells) + " |")
+        unavailable = [(m, s, r["unavailable"]) for m in results["methods"] for s, r in results["per_subject"].get(m, {}).items() if "unavailable" in r]
+        if unavailable:
+            lines += ["", "## Not run", ""] + [f"- {m}, {s}: {why}" for m, s, why in unavailable]
+        if results.get("extra_notes"):
+            lines += ["", "## Notes", ""] + [f"- {n}" for n in results["extra_notes"]]
+        return "\n".join(lines) + "\n"
+
     @classmethod
     def chart_series(cls, results: dict) -> dict[str, list]:
         overall = results["overall"]
         return {"option likelihood": [overall.get(m, {}).get("accuracy_likelihood") for m in results["methods"]],
                 "letter (both orders)": [overall.get(m, {}).get("accuracy") for m in results["methods"]]}
-
-
-def run_qa(
-    engine,
-    kind: str,
-    methods: list[str],
-    run_dir: str | Path,
-    *,
-    subjects: list[str] | None = None,
-    max_subjects: int | None = None,
-    train: TrainConfig | None = None,
-    data: DataConfig | None = None,
-    recipe: str = "fast",
-    pool_fn: Callable[[], Any] | None = None,
-    data_root: Path | None = None,
-    caption_tokens: int = 96,
-    summary_tokens: int = 48,
-    progress: bool = True,
-    echo: Callable[[str], None] = print,
-    reuse_from: list[Path] | None = None,
-) -> dict:
-    task = QATask(kind, subjects=subjects, max_subjects=max_subjects, data_root=data_root)
-    return run_benchmark(task, engine, methods, run_dir, train=train, data=data, recipe=recipe, pool_fn=pool_fn,
-                         caption_tokens=caption_tokens, summary_tokens=summary_tokens, progress=progress, echo=echo, reuse_from=reuse_from)
 
 
 def _likelihood_answers(engine, p, items: list[QAItem]) -> dict:
@@ -261,10 +271,6 @@ def _qa_scores(r: dict) -> dict:
         if r.get(f"answers_{key}") is not None:
             out[f"accuracy_{key}"] = sum(a == c for a, c in zip(r[f"answers_{key}"], r["correct"])) / n
     return out
-
-
-def aggregate_qa(records: list[dict], methods: list[str], subjects: list[str]) -> dict:
-    return QATask.aggregate(records, methods, subjects)
 
 
 #: the methods ``yollava eval qa`` offers (registered for the "qa" task)

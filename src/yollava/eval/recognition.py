@@ -3,8 +3,9 @@
 Per (method, subject) the yes-probability of every test photo is recorded (one JSONL line, appended
 as soon as it is done; a resumed run skips finished pairs). Metrics (paper §5.1): positive accuracy,
 negative accuracy, weighted accuracy ``0.5·pos + 0.5·neg`` and the yes-probability ROC-AUC.
-Decision threshold: the concept's calibrated one for Yo'LLaVA (set on its held-back training slice),
-0.5 for everything else (for the prompting baselines that is the model's own Yes/No decision,
+Decision threshold: the concept's calibrated one for Yo'LLaVA (set at training time, never on test photos:
+the ``fast`` and ``accurate`` recipes calibrate on unused pool photos and unseen augmented views of the training
+photos, see :mod:`yollava.data.builder`; ``paper`` on a held-back slice of the training photos), 0.5 for everything else (for the prompting baselines that is the model's own Yes/No decision,
 P(yes) > P(no)).
 
 Overall numbers pool all subjects' test photos as the paper does (333 positives, 13,320 negatives):
@@ -17,16 +18,15 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
-from ..engine import RECOGNITION_QUERY, YoLLaVA
-from ..recipes import DataConfig
-from ..train import TrainConfig, recognition_metrics
+from ..engine import RECOGNITION_QUERY
+from ..train import recognition_metrics
 from .datasets import RecognitionDataset, hold_out_pool_negatives
-from .driver import Task, run_benchmark
+from .driver import Task
 from .methods import EvalContext, Method
 from .registry import register_task
-from .report import recognition_markdown
+from .report import _f, _header
 from .store import RunStore
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,10 @@ class RecognitionTask(Task):
     """Every method's P(yes) on each subject's test photos (its own, other subjects', held-out pool photos)."""
 
     chance_line = True
-    markdown = staticmethod(recognition_markdown)
+    #: the paper's numbers, quoted in the report
+    paper_note: ClassVar[str] = (
+        "Paper (LLaVA-1.5-13B, 40 subjects): Yo'LLaVA weighted 0.924; vanilla LLaVA 0.500; LLaVA + human text 0.822; "
+                   "LLaVA + own summarised text 0.819 (Table 5).")
 
     def __init__(self, dataset: RecognitionDataset, *, subjects: list[str] | None = None, max_subjects: int | None = None,
                  pool_negatives: int = 0, pool_hard_negatives: int = 0, max_negatives: int | None = None, seed: int = 0,
@@ -85,13 +88,11 @@ class RecognitionTask(Task):
 
         def get_pool():
             if "pool" not in training_pool:
-                from .datasets import subset_pool
-
                 pool = pool_fn() if pool_fn else None
                 if pool is None:
                     raise ValueError("this method needs an image pool but none was given")
                 excluded = {p for v in dataset.pool_negatives.values() for p in map(str, v)}
-                training_pool["pool"] = subset_pool(pool, excluded) if excluded else pool
+                training_pool["pool"] = pool.without(excluded) if excluded else pool
             return training_pool["pool"]
 
         return get_pool
@@ -145,43 +146,50 @@ class RecognitionTask(Task):
                 "prepare_seconds": round(sum(r["prepare_seconds"] for r in rows), 1),
                 "score_seconds": round(sum(r["score_seconds"] for r in rows), 1)}
 
+    # ---- the report -------------------------------------------------------------------------
+    @classmethod
+    def markdown(cls, results: dict, title: str | None = None) -> str:
+        lines = _header(results, title or "Recognition", cls.paper_note)
+        lines += ["| method | subjects | positive acc | negative acc | weighted acc | ROC-AUC | weighted @0.5 | prepare s | scoring s |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for m in results["methods"]:
+            o = results["overall"].get(m, {})
+            if not o.get("subjects"):
+                lines.append(f"| {m} | 0 | – | – | – | – | – | – | – |")
+                continue
+            lines.append(f"| {m} | {o['subjects']} | {_f(o['positive_accuracy'])} | {_f(o['negative_accuracy'])} | "
+                         f"**{_f(o['weighted_accuracy'])}** | {_f(o['auc'])} | {_f(o['at_threshold_0.5']['weighted_accuracy'])} | "
+                         f"{_f(o['prepare_seconds'], 0)} | {_f(o['score_seconds'], 0)} |")
+        n = next((o for o in results["overall"].values() if o.get("subjects")), None)
+        if n:
+            lines += ["", f"Test photos: {n['n_positive']} positives, {n['n_negative']} negatives in all. Threshold: the concept's "
+                      "calibrated one for Yo'LLaVA, 0.5 otherwise (\"weighted @0.5\" uses 0.5 for every method). Overall accuracies pool "
+                      "all subjects' photos; AUC is the mean of per-subject AUCs."]
+        if len(results["subjects"]) > 1:
+            lines += ["", "## Per subject (weighted accuracy / AUC)", "",
+                      "| subject | " + " | ".join(results["methods"]) + " |", "|---|" + "---:|" * len(results["methods"])]
+            for s in results["subjects"]:
+                cells = []
+                for m in results["methods"]:
+                    r = results["per_subject"].get(m, {}).get(s)
+                    cells.append("–" if r is None else "n/a" if "unavailable" in r else f"{_f(r['weighted_accuracy'], 2)} / {_f(r['auc'], 2)}")
+                lines.append(f"| {s} | " + " | ".join(cells) + " |")
+        descs = [(m, s, r["description"]) for m in results["methods"] for s, r in results["per_subject"].get(m, {}).items() if r.get("description")]
+        if descs:
+            lines += ["", "## Descriptions used by the text baselines", ""]
+            lines += [f"- {m}, {s}: “{d}”" for m, s, d in descs]
+        unavailable = [(m, s, r["unavailable"]) for m in results["methods"] for s, r in results["per_subject"].get(m, {}).items() if "unavailable" in r]
+        if unavailable:
+            lines += ["", "## Not run", ""] + [f"- {m}, {s}: {why}" for m, s, why in unavailable]
+        if results.get("extra_notes"):
+            lines += ["", "## Notes", ""] + [f"- {n}" for n in results["extra_notes"]]
+        return "\n".join(lines) + "\n"
+
     @classmethod
     def chart_series(cls, results: dict) -> dict[str, list]:
         overall = results["overall"]
         return {"weighted accuracy": [overall.get(m, {}).get("weighted_accuracy") for m in results["methods"]],
                 "ROC-AUC": [overall.get(m, {}).get("auc") for m in results["methods"]]}
-
-
-def run_recognition(
-    engine: YoLLaVA,
-    dataset: RecognitionDataset,
-    methods: list[str],
-    run_dir: str | Path,
-    *,
-    subjects: list[str] | None = None,
-    max_subjects: int | None = None,
-    train: TrainConfig | None = None,
-    data: DataConfig | None = None,
-    recipe: str = "fast",
-    pool_fn: Callable[[], Any] | None = None,
-    pool_negatives: int = 0,
-    pool_hard_negatives: int = 0,
-    max_negatives: int | None = None,
-    seed: int = 0,
-    data_root: Path | None = None,
-    protocol_extra: dict | None = None,
-    caption_tokens: int = 96,
-    summary_tokens: int = 48,
-    progress: bool = True,
-    echo: Callable[[str], None] = print,
-    reuse_from: list[Path] | None = None,
-) -> dict:
-    """Run (or resume) the benchmark; returns the aggregated results (see :func:`aggregate`)."""
-    task = RecognitionTask(dataset, subjects=subjects, max_subjects=max_subjects, pool_negatives=pool_negatives,
-                           pool_hard_negatives=pool_hard_negatives, max_negatives=max_negatives, seed=seed, data_root=data_root,
-                           protocol_extra=protocol_extra)
-    return run_benchmark(task, engine, methods, run_dir, train=train, data=data, recipe=recipe, pool_fn=pool_fn,
-                         caption_tokens=caption_tokens, summary_tokens=summary_tokens, progress=progress, echo=echo, reuse_from=reuse_from)
 
 
 def _pooled(records: list[dict], key: str = "metrics") -> dict:
@@ -199,8 +207,3 @@ def _pooled(records: list[dict], key: str = "metrics") -> dict:
         "weighted_accuracy_mean_over_subjects": sum(weighted) / len(weighted) if weighted else None,
         "n_positive": n_pos, "n_negative": n_neg,
     }
-
-
-def aggregate(records: list[dict], methods: list[str], subjects: list[str]) -> dict:
-    """Per-subject and overall metrics for the given methods and subjects (latest record wins)."""
-    return RecognitionTask.aggregate(records, methods, subjects)
