@@ -163,11 +163,22 @@ def test_banks_are_per_pipeline_and_do_not_leak(llava_engine: YoLLaVA, tmp_path)
     assert pa.shape[-1] == vocab + 3  # <bo> and its two latent tokens
     assert torch.allclose(pa[0, :vocab] / pa[0, :vocab].sum(), pb[0], atol=1e-6)  # same base logits
     assert pa[0, vocab] > 0 and torch.all(pa[0, vocab + 1 :] == 0)  # <bo> can be said, its latents never
-    # recognition answers on one pipeline are the model layer's with that pipeline's bank
+    # a recognition answer reads the asking pipeline's own <bo>: P(yes) / (P(yes) + P(no)) of the first answer token
     photo = make_photos(tmp_path / "p", 1, reddish)[0]
-    ours = alice.yes_probabilities("bo", [photo])
-    enc = alice.encode("Can you see if <bo> is in this photo? Answer with a single word or phrase.", image=photo)
-    assert ours == pytest.approx(alice.model.yes_share(alice.model.next_token_probabilities(alice.bank, [enc])))
+    bob.new_concept("bo", k=2, seed=2)  # another <bo> of the same name
+    tok = llava_engine.adapter.tokenizer
+    first = lambda ws: sorted({tok(w, add_special_tokens=False)["input_ids"][0] for w in ws})  # noqa: E731
+    answers = []
+    for pipe in (alice, bob):
+        answers.append(pipe.yes_probabilities("bo", [photo])[0])
+        with torch.no_grad():
+            hidden, _, _ = pipe.hidden_states([pipe.encode("Can you see if <bo> is in this photo? Answer with a single word or phrase.",
+                                                           image=photo, concepts=["bo"])])
+            probs = llava_engine.adapter.lm_head(hidden[0, -1]).float().softmax(-1)
+        p_yes, p_no = probs[first(["Yes", "yes", " Yes"])].sum(), probs[first(["No", "no", " No"])].sum()
+        assert answers[-1] == pytest.approx(float(p_yes / (p_yes + p_no)), abs=1e-5)
+    assert answers[0] != pytest.approx(answers[1], abs=1e-4)  # each read its own rows
+    assert alice.yes_probabilities("bo", [photo])[0] == pytest.approx(answers[0], abs=1e-6)  # bob's <bo> changed nothing of alice's
 
 
 def test_server_request_engines_hold_only_their_users_concepts(llava_engine: YoLLaVA, tmp_path):

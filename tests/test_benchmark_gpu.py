@@ -3,19 +3,36 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
+import types
 from pathlib import Path
 
 import pytest
+import torch
 
 
 @pytest.mark.slow  # runs the benchmark script end to end (~15 s)
-def test_train_speed_gpu_tiny(tmp_path):
+def test_train_speed_gpu_tiny(tmp_path, monkeypatch):
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "train_speed_gpu.py"
     spec = importlib.util.spec_from_file_location("train_speed_gpu", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    # the benchmark's clock advances one second per reading, so its timed loop lasts exactly one second
+    clock = itertools.count()
+    monkeypatch.setattr(bench, "time", types.SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    optimiser_steps = []
+    real_step = torch.optim.AdamW.step
+    monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, *a, **k: (optimiser_steps.append(1), real_step(self, *a, **k))[1])
     out = tmp_path / "speed.md"
-    rows = bench.main(["--device", "cpu", "--size", "tiny", "--photos", "8", "--steps", "2", "--checkpointing", "off,on", "--out", str(out)])
+    rows = bench.main(["--device", "cpu", "--size", "tiny", "--photos", "8", "--steps", "3", "--checkpointing", "off,on",
+                       "--peak-tflops", "1", "--out", str(out)])
     assert [r["checkpointing"] for r in rows] == [False, True]
-    assert all(r["samples_per_s"] > 0 and r["flop_floor_ratio"] > 0 for r in rows)
-    assert "samples/s" in out.read_text() and out.with_suffix(".json").exists()
+    assert len(optimiser_steps) == 2 * (2 + 3)  # per setting: 2 warm-up steps, then the 3 timed ones, each a training step
+    table = out.read_text()
+    for r in rows:
+        # 8 photos + 4 conversations in batches of 8: the 3 timed steps train on 8 + 4 + 8 = 20 samples in that second
+        assert r["samples_per_s"] == 20.0, r
+        floor = 4 * r["decoder_params_b"] * 1e9 * r["tokens_per_sample"] / 1e12  # seconds per sample at 1 TFLOP/s
+        assert r["flop_floor_ratio"] == pytest.approx((1 / 20) / floor)
+        assert f"| tiny | cpu | float32 | {'on' if r['checkpointing'] else 'off'} | 20.00 |" in table
+    assert out.with_suffix(".json").exists()

@@ -170,19 +170,27 @@ def test_pool_negatives_are_held_out_of_the_training_pool(world):
 
 
 # ---- scoring ------------------------------------------------------------------------------------
-def test_prompt_scoring_matches_the_engine(llava_engine: YoLLaVA, world):
+def test_prompt_scoring_is_p_yes_of_the_first_answer_token(llava_engine: YoLLaVA, world):
+    """P(yes) / (P(yes) + P(no)) of the first answer token, computed here from the decoder's last hidden state
+    and the output layer, for a concept prompt and a plain one, batched or not, with or without a photo."""
     photos = load_folder(world["ds"], 2, 0).subjects[0].test
     llava_engine.new_concept("bo", k=2)
-    ours = yes_probabilities(llava_engine, RECOGNITION_QUERY.format(identifier="<bo>"), photos, concepts=["bo"], batch_size=2)
-    assert np.allclose(ours, llava_engine.yes_probabilities("bo", photos), atol=1e-6)
-    plain = yes_probabilities(llava_engine, "Is there a mug? Answer with a single word or phrase.", [None, photos[0]])
-    for p, img in zip(plain, [None, photos[0]]):  # P(yes) / (P(yes) + P(no)) of the first answer token, batch or not
-        hidden, _, _ = llava_engine.hidden_states([llava_engine.encode("Is there a mug? Answer with a single word or phrase.", image=img)])
-        probs = llava_engine.adapter.lm_head(hidden[0, -1]).float().softmax(-1)
-        first = lambda ws: sorted({llava_engine.adapter.tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in ws})  # noqa: E731
-        py, pn = probs[first(["Yes", "yes", " Yes"])].sum(), probs[first(["No", "no", " No"])].sum()
-        assert math.isclose(p, float(py / (py + pn)), abs_tol=1e-5)
-    assert plain[0] != plain[1]  # the photo is seen
+    tok = llava_engine.adapter.tokenizer
+    first = lambda ws: sorted({tok(w, add_special_tokens=False)["input_ids"][0] for w in ws})  # noqa: E731
+    yes, no = first(["Yes", "yes", " Yes"]), first(["No", "no", " No"])
+    cases = [(RECOGNITION_QUERY.format(identifier="<bo>"), ["bo"], photos[:3]),
+             ("Is there a mug? Answer with a single word or phrase.", [], [None, photos[0], photos[1]])]
+    for prompt, concepts, images in cases:
+        ours = yes_probabilities(llava_engine, prompt, images, concepts=concepts, batch_size=2)  # a full batch and a padded one
+        for p, img in zip(ours, images):
+            hidden, _, _ = llava_engine.hidden_states([llava_engine.encode(prompt, image=img, concepts=concepts)])
+            probs = llava_engine.adapter.lm_head(hidden[0, -1]).detach().float().softmax(-1)  # (the concept's own column changes no ratio)
+            py, pn = probs[yes].sum(), probs[no].sum()
+            assert math.isclose(p, float(py / (py + pn)), abs_tol=1e-5), (prompt, img)
+        assert len(set(ours)) > 1  # the photo is seen
+    plain = yes_probabilities(llava_engine, "Is there a mug? Answer with a single word or phrase.", [photos[0]])
+    with_concept = yes_probabilities(llava_engine, "Is there a mug? Answer with a single word or phrase.", [photos[0]], concepts=["bo"])
+    assert plain != with_concept  # the concept's sentence is introduced before the question
     probs = option_probabilities(llava_engine, ["Dog or cat?\nA. Dog\nB. Cat", "Red?\nA. Yes\nB. No"], [None, photos[0]])
     assert all(len(p) == 2 and math.isclose(sum(p), 1.0, rel_tol=1e-5) for p in probs)
     assert plain_text("<bo> is a dog; <sks>?") == "bo is a dog; sks?"

@@ -17,6 +17,9 @@ from yollava.models import load_model  # noqa: E402
 from yollava.serve import Limits, ServerConfig, create_app  # noqa: E402
 from yollava.serve.testing import ServerThread, jpeg_bytes, one_torch_thread, tiny_recipe  # noqa: E402
 
+#: every wait in these tests has a limit: a server that never answers fails the test instead of hanging it
+WAIT_S = 120
+
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_torch_thread():
@@ -69,7 +72,9 @@ def test_concurrent_chats_during_training(tiny_model_dirs, tmp_path):
     with ServerThread(app) as server:
         files = [("photos", (f"{i}.jpg", jpeg_bytes((200, 10 * i, 0)), "image/jpeg")) for i in range(3)]
         job = httpx.post(server.url + "/v1/concepts", headers=alice, data={"name": "rex"}, files=files, timeout=30).json()
-        while httpx.get(f"{server.url}/v1/jobs/{job['id']}", headers=alice).json()["progress"].get("step", 0) < 1:
+        deadline = time.monotonic() + WAIT_S
+        while httpx.get(f"{server.url}/v1/jobs/{job['id']}", headers=alice, timeout=30).json()["progress"].get("step", 0) < 1:
+            assert time.monotonic() < deadline, f"the training job made no step in {WAIT_S} s"
             time.sleep(0.05)
         step_before = httpx.get(f"{server.url}/v1/jobs/{job['id']}", headers=alice).json()["progress"]["step"]
 
@@ -88,6 +93,7 @@ def test_concurrent_chats_during_training(tiny_model_dirs, tmp_path):
             t.start()
         for t in threads:
             t.join(300)
+        assert not any(t.is_alive() for t in threads), "a client waited over 300 s for its answers"
         assert not errors, errors
         assert len(results) == 6 * len(prompts)
         for who, p, got in results.values():
@@ -101,10 +107,12 @@ def test_concurrent_chats_during_training(tiny_model_dirs, tmp_path):
 def test_disconnected_stream_frees_its_slot(tiny_model_dirs, tmp_path):
     engine = YoLLaVA(load_model(str(tiny_model_dirs["llava"])))
     app, (alice, _) = _server(engine, tmp_path / "home", max_concurrent_generations=1, queue_timeout_s=20)
+    alone = YoLLaVA(engine.adapter, concepts_dir=tmp_path / "home" / "users" / "1" / "concepts").chat("Describe <bo>.", max_new_tokens=2)
     with ServerThread(app) as server:
         body = {"messages": [{"role": "user", "content": "What is <bo>?"}], "max_tokens": 1000, "stream": True}
         with httpx.stream("POST", server.url + "/v1/chat/completions", headers=alice, json=body, timeout=60) as r:
             assert r.status_code == 200
             next(r.iter_lines())
-        # the only slot must come back although the first client left in the middle of its answer
-        assert _answer(server.url, alice, "Describe <bo>.", stream=False, max_tokens=2) is not None
+        # the only slot must come back although the first client left in the middle of its answer: the next request
+        # is answered (not refused after queue_timeout_s) with what the model says alone
+        assert _answer(server.url, alice, "Describe <bo>.", stream=False, max_tokens=2) == alone
