@@ -23,7 +23,7 @@ from train_speed import fresh_concept, retarget  # noqa: E402
 
 from yollava.engine import YoLLaVA  # noqa: E402
 from yollava.paths import default_data_root  # noqa: E402
-from yollava.personalize import build_data, load_pool  # noqa: E402
+from yollava.personalize import ConceptPipeline, load_pool  # noqa: E402
 from yollava.recipes import get_recipe  # noqa: E402
 from yollava.train import ConceptTrainer, TrainConfig, split_holdout  # noqa: E402
 from yollava.train.trainer import epoch_samples  # noqa: E402
@@ -39,7 +39,7 @@ def main() -> None:
     root = default_data_root() / "yollava" / "bo"
     engine = YoLLaVA.from_pretrained("pocket", concepts_dir=Path("/tmp/yollava-fidelity-concepts"))
     recipe = get_recipe("fast")
-    ts = build_data(engine, "bo", sorted((root / "train").glob("*.jpg")), recipe.data, load_pool(progress=False))
+    ts = ConceptPipeline(engine, recipe, pool=load_pool(progress=False)).training_set("bo", sorted((root / "train").glob("*.jpg")))
     train, _ = split_holdout(ts.samples, recipe.train.holdout_fraction, 0)
     samples = retarget(random.Random(0).sample(epoch_samples(train, recipe.train)[0], args.samples), "speedtest")
     concept, _ = fresh_concept(engine, recipe.train.k)

@@ -26,7 +26,7 @@ from train_speed import score_bo  # noqa: E402
 
 from yollava.engine import YoLLaVA  # noqa: E402
 from yollava.paths import default_data_root  # noqa: E402
-from yollava.personalize import build_data, load_pool  # noqa: E402
+from yollava.personalize import ConceptPipeline, load_pool  # noqa: E402
 from yollava.recipes import get_recipe  # noqa: E402
 from yollava.train import ConceptTrainer  # noqa: E402
 
@@ -43,7 +43,7 @@ def main() -> None:
     root = default_data_root() / "yollava" / "bo"
     engine = YoLLaVA.from_pretrained("pocket", concepts_dir=Path("/tmp/yollava-precision-concepts"))
     recipe = get_recipe("fast")
-    ts = build_data(engine, "bo", sorted((root / "train").glob("*.jpg")), recipe.data, load_pool(progress=False))
+    ts = ConceptPipeline(engine, recipe, pool=load_pool(progress=False)).training_set("bo", sorted((root / "train").glob("*.jpg")))
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         for precision in args.precisions.split(","):

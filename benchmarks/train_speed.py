@@ -38,7 +38,7 @@ import torch
 
 from yollava.engine import YoLLaVA
 from yollava.paths import default_data_root
-from yollava.personalize import build_data, load_pool
+from yollava.personalize import ConceptPipeline, load_pool
 from yollava.recipes import get_recipe
 from yollava.train import ConceptTrainer, Sample, TrainConfig, TrainerCallback, recognition_metrics, split_holdout
 from yollava.train.naive import NaiveTrainer
@@ -314,7 +314,7 @@ def main() -> None:
     pool = load_pool(progress=False)
     pool_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
-    ts = build_data(engine, "bo", sorted((root / "train").glob("*.jpg")), chosen.data, pool)
+    ts = ConceptPipeline(engine, chosen, pool=pool).training_set("bo", sorted((root / "train").glob("*.jpg")))
     data_seconds = time.perf_counter() - t0  # conversation answers come from the answer cache when it has them
     train, held = split_holdout(ts.samples, chosen.train.holdout_fraction, 0)
     recipe = epoch_samples(train, chosen.train)[0]  # one epoch's samples as the recipe balances them

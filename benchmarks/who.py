@@ -141,13 +141,15 @@ def real_concepts(args, engine, ds, pool, run: Run) -> dict:
             cache = sig_dir / f"{name}.json"
             if cache.exists():
                 d = json.loads(cache.read_text())
-                sig = W.VisualSignature(d["embedder"], np.array(d["prototype"], np.float32), np.array(d["head_weight"], np.float32),
-                                        d["head_bias"], d["head_threshold"], d["info"])
+                sig = W.VisualSignature(d["embedder"], np.array(d["prototype"], np.float32),
+                                        W.ConceptHead(np.array(d["head_weight"], np.float32), d["head_bias"], d["head_threshold"],
+                                                      d.get("head_info", {})), d["info"])
             else:
                 sig = W.fit_signature(subjects[name].train, embedder, pool, seed=args.seed)
                 sig_dir.mkdir(exist_ok=True)
-                cache.write_text(json.dumps({"embedder": sig.embedder, "prototype": sig.prototype.tolist(), "head_weight": sig.head_weight.tolist(),
-                                             "head_bias": sig.head_bias, "head_threshold": sig.head_threshold, "info": sig.info}))
+                cache.write_text(json.dumps({"embedder": sig.embedder, "prototype": sig.prototype.tolist(), "head_weight": sig.head.weight.tolist(),
+                                             "head_bias": sig.head.bias, "head_threshold": sig.head.threshold, "head_info": sig.head.info,
+                                             "info": sig.info}))
             W.attach_signature(c, sig)
             c.meta["stage"] = "trained"
         out[name] = c
@@ -246,10 +248,10 @@ def score(mode: str, name: str, concept, x: np.ndarray, p_llm: float | None) -> 
 
     sig = W.VisualSignature.from_concept(concept)
     if mode == "head":
-        return sig.photo_probability(x), sig.head_threshold
+        return sig.photo_probability(x), sig.head.threshold
     if mode == "yollava":
         return p_llm, concept.threshold
-    return W.fuse(sig.photo_probability(x), sig.head_threshold, p_llm, concept.threshold)
+    return W.fuse(sig.photo_probability(x), sig.head.threshold, p_llm, concept.threshold)
 
 
 def concept_index(concepts: dict, embedder_id: str):
@@ -319,6 +321,7 @@ def synthetic(args, pool, n: int, run: Run, placeholder) -> dict:
     """``n`` synthetic concepts: a seeded random pool photo and its 3 nearest pool neighbours are the
     "training photos"; the prototype and head are fitted on their (real) features against the rest of the pool."""
     from yollava import who as W
+    from yollava.calibration import HEAD_THRESHOLD
     from yollava.concepts import Concept
 
     cache = run.path("synthetic.npz")
@@ -334,10 +337,10 @@ def synthetic(args, pool, n: int, run: Run, placeholder) -> dict:
             hits = pool.search(vectors[a], 4)[0]
             idx = [rows[str(p)] for p, _ in hits]
             sig = W.fit_signature([p for p, _ in hits], pool.embedder, pool, seed=j, features=vectors[idx])
-            have[f"{name}.proto"], have[f"{name}.w"], have[f"{name}.b"] = sig.prototype, sig.head_weight, np.array([sig.head_bias], np.float32)
+            have[f"{name}.proto"], have[f"{name}.w"], have[f"{name}.b"] = sig.prototype, sig.head.weight, np.array([sig.head.bias], np.float32)
             changed = True
-        sig = W.VisualSignature(W.embedder_id(pool.embedder), have[f"{name}.proto"], have[f"{name}.w"], float(have[f"{name}.b"][0]), W.DEFAULT_HEAD_THRESHOLD,
-                                {"photos": 4, "head": {"kind": "logistic", "synthetic": True}})
+        head = W.ConceptHead(have[f"{name}.w"], float(have[f"{name}.b"][0]), HEAD_THRESHOLD, {"kind": "logistic", "synthetic": True})
+        sig = W.VisualSignature(W.embedder_id(pool.embedder), have[f"{name}.proto"], head, {"photos": 4})
         c = Concept(name, placeholder[0], placeholder[1], {"stage": "trained", "recognition_threshold": 0.5})
         out[name] = W.attach_signature(c, sig)
     if changed:

@@ -86,10 +86,10 @@ def main(argv=None):
             sigs[s.concept] = W.fit_signature(s.train, emb, pool, seed=0, **opts)
             fit_s.append(time.perf_counter() - t1)
         if inference == "photo":
-            P = np.stack([sigs[n].head_probability(xq) for n in names], 1)  # (queries, subjects)
+            P = np.stack([sigs[n].head.probability(xq) for n in names], 1)  # (queries, subjects)
         else:
             P = np.array([[sigs[n].photo_probability(v) for n in names] for v in views])
-        T = np.array([sigs[n].head_threshold for n in names])
+        T = np.array([sigs[n].head.threshold for n in names])
         margin = np.log(np.clip(P, 1e-6, 1 - 1e-6) / np.clip(1 - P, 1e-6, 1)) - np.log(T / (1 - T))
         stats = {"single": [0, 0, 0], "collage": [0, 0, 0]}
         top1 = n1 = both = nc = 0

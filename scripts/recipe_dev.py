@@ -80,14 +80,14 @@ def threshold_rules(scores: list[float], labels: list[bool]) -> dict[str, float]
     """Candidate yes/no thresholds from a concept's calibration scores (never from test photos)."""
     import math
 
-    from yollava.train import best_threshold
+    from yollava.calibration import best_accuracy_threshold
 
     pos = sorted(s for s, y in zip(scores, labels) if y)
     neg = sorted(s for s, y in zip(scores, labels) if not y)
     sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
     return {
         "0.5": 0.5,
-        "best-calibration": best_threshold(labels, scores),
+        "best-calibration": best_accuracy_threshold(labels, scores),
         "logit-midpoint": sig((_logit(pos[0]) + _logit(neg[-1])) / 2) if pos and neg else 0.5,
         "logit-mean-midpoint": sig((sum(map(_logit, pos)) / len(pos) + sum(map(_logit, neg)) / len(neg)) / 2) if pos and neg else 0.5,
     }
@@ -136,7 +136,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from yollava.engine import YoLLaVA
-    from yollava.eval.datasets import load_folder, subset_pool
+    from yollava.eval.datasets import load_folder
     from yollava.eval import get_task, run_benchmark
     from yollava.eval.report import write_report
     from yollava.paths import cache_home, default_data_root
@@ -150,7 +150,7 @@ def main() -> None:
     def pool_fn():
         pool = load_pool(progress=True)
         banned = {e["path"] for e in pool.entries if any(f"/caltech101/{c}/" in e["path"] for c in DEV_CALTECH)}
-        return subset_pool(pool, banned)
+        return pool.without(banned)
 
     engine = YoLLaVA.from_pretrained("pocket")
     task = get_task("recognition")(dataset, subjects=args.subjects.split(",") if args.subjects else None, pool_negatives=30,

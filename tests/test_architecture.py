@@ -226,13 +226,13 @@ def test_job_progress_comes_from_the_trainer_callback(llava_engine: YoLLaVA, tmp
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
-    import yollava.serve.jobs as jobs_module
+    from yollava.personalize import ConceptPipeline
     from yollava.serve import ServerConfig, create_app
     from yollava.serve.job_progress import JobProgress
     from yollava.serve.testing import jpeg_bytes, tiny_recipe
 
     seen: dict = {}
-    real = jobs_module.personalize
+    real = ConceptPipeline.train
 
     class Spy(TrainerCallback):
         def on_train_begin(self, s):
@@ -251,7 +251,7 @@ def test_job_progress_comes_from_the_trainer_callback(llava_engine: YoLLaVA, tmp
         assert [type(c) for c in callbacks] == [JobProgress]
         return real(*args, callbacks=[*callbacks, Spy()], **kwargs)
 
-    monkeypatch.setattr(jobs_module, "personalize", spied)
+    monkeypatch.setattr(ConceptPipeline, "train", spied)
     train, data = tiny_recipe(epochs=2)
     app = create_app(ServerConfig(model="tiny", home=tmp_path / "home", train=train, data=data), llava_engine)
     host = app.state.server.host

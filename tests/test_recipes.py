@@ -12,7 +12,7 @@ from yollava.concepts import read_meta
 from yollava.data.pool import ImagePool
 from yollava.data.templates import RECOGNITION_QUERY, SHORT_QUERIES
 from yollava.engine import YoLLaVA
-from yollava.personalize import build_data, personalize
+from yollava.personalize import ConceptPipeline, personalize
 from yollava.recipes import RECIPES, Recipe, get_recipe, recipe_from_options, resolve_recipe
 from yollava.train import Sample, recognition_metrics
 
@@ -75,7 +75,7 @@ def test_accurate_is_fast_with_three_epochs_and_nothing_else():
 def test_fast_training_set_asks_the_products_query_with_one_word_answers(llava_engine: YoLLaVA, pool, tmp_path):
     photos = make_photos(tmp_path / "bo", 4, reddish, seed=1)
     recipe = tiny("fast")
-    ts = build_data(llava_engine, "bo", photos, recipe.data, pool)
+    ts = ConceptPipeline(llava_engine, recipe, pool=pool).training_set("bo", photos)
     short = [s for s in ts.samples if s.answer in ("Yes", "No")]
     recognition = {(str(s.image), s.view) for s in ts.samples if s.is_recognition and not s.calibration}
     # every recognition photo (and every view of a positive) has a short-answer sample
@@ -88,7 +88,7 @@ def test_fast_training_set_asks_the_products_query_with_one_word_answers(llava_e
     n_pos_short = sum(s.is_positive and s.answer == "Yes" and not s.calibration for s in ts.samples)
     assert n_neg == 20 and n_pos_short == 4 and all(s.view == 0 for s in short if not s.calibration)
     # positive_views=None: augmented views up to the negatives' count instead of repeated pixels
-    views = build_data(llava_engine, "bo", photos, dataclasses.replace(recipe.data, positive_views=None), pool)
+    views = ConceptPipeline(llava_engine, recipe, data=dataclasses.replace(recipe.data, positive_views=None), pool=pool).training_set("bo", photos)
     assert sum(s.is_positive and s.answer == "Yes" and not s.calibration for s in views.samples) == 20
     assert max(s.view for s in views.samples if not s.calibration) == 4
     # sentence answers stay on every positive photo and on 'sentence_negatives' negatives

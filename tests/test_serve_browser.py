@@ -37,7 +37,7 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 from yollava.engine import YoLLaVA  # noqa: E402
 from yollava.models import load_model  # noqa: E402
 from yollava.serve import Limits, ServerConfig, create_app  # noqa: E402
-from yollava.serve import jobs as jobs_module  # noqa: E402
+from yollava.personalize import ConceptPipeline  # noqa: E402
 from yollava.serve.testing import ServerThread, jpeg_bytes, one_torch_thread, tiny_recipe  # noqa: E402
 from yollava.train import TrainerCallback  # noqa: E402
 
@@ -70,13 +70,13 @@ def served(tiny_model_dirs, tmp_path_factory):
     """One server with the tiny model for the module: user alice, a recipe with synthesised answers (so every
     stage shows), the trainer slowed while a test asks for it."""
     tmp = tmp_path_factory.mktemp("browser")
-    real = jobs_module.personalize
+    real = ConceptPipeline.train
 
     def slowed(*args, callbacks=(), **kwargs):
         return real(*args, callbacks=[*callbacks, Slowed()], **kwargs)
 
     with one_torch_thread(), pytest.MonkeyPatch.context() as mp:
-        mp.setattr(jobs_module, "personalize", slowed)
+        mp.setattr(ConceptPipeline, "train", slowed)
         engine = YoLLaVA(load_model(str(tiny_model_dirs["llava"])))
         train, data = tiny_recipe(epochs=40)
         data = dataclasses.replace(data, conversations=True, conversation_photos=1, conversation_tokens=6)

@@ -521,20 +521,20 @@ def test_nothing_is_written_for_a_user_removed_mid_request(serve_engine, tmp_pat
 
 @pytest.mark.slow
 def test_training_job_of_a_removed_user_saves_nothing(serve_engine, tmp_path, monkeypatch):
-    from yollava.serve import jobs as jobs_module
+    from yollava.personalize import ConceptPipeline
 
     home = tmp_path / "home"
     app = make_server(serve_engine, home, epochs=1)
     h = add_user(app, "alice")
     photos = [("photos", (f"{i}.jpg", jpeg_bytes((200, 10 * i, 20)), "image/jpeg")) for i in range(3)]
-    real = jobs_module.personalize
+    real = ConceptPipeline.train
 
     def train_then_remove(*a, **kw):  # `users rm` lands between the last epoch and the save
         out = real(*a, **kw)
         remove_user_as_the_cli_does(home, "alice")
         return out
 
-    monkeypatch.setattr(jobs_module, "personalize", train_then_remove)
+    monkeypatch.setattr(ConceptPipeline, "train", train_then_remove)
     with TestClient(app) as c:
         job = c.post("/v1/concepts", headers=h, data={"name": "bo"}, files=photos).json()
         assert app.state.server.jobs.wait(job["id"], 60)

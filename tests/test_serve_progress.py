@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from yollava.engine import YoLLaVA  # noqa: E402
 from yollava.models import load_model  # noqa: E402
 from yollava.serve import ServerConfig, create_app  # noqa: E402
-from yollava.serve import jobs as jobs_module  # noqa: E402
+from yollava.personalize import ConceptPipeline  # noqa: E402
 from yollava.serve.job_progress import STAGES, learn_rates, plan_stages, timeline  # noqa: E402
 from yollava.serve.testing import jpeg_bytes, tiny_recipe  # noqa: E402
 from yollava.train import TrainerCallback  # noqa: E402
@@ -93,7 +93,7 @@ def test_every_stage_is_reported_calibration_and_saving_too(serve_engine, tmp_pa
     h = add_user(app, "alice")
     server = app.state.server
     seen: dict[str, dict] = {}
-    real = jobs_module.personalize
+    real = ConceptPipeline.train
 
     class Spy(TrainerCallback):  # what a client polling the job would see at these moments
         def __init__(self):
@@ -114,7 +114,7 @@ def test_every_stage_is_reported_calibration_and_saving_too(serve_engine, tmp_pa
         def on_train_end(self, state):
             seen["after training"] = self.view()
 
-    monkeypatch.setattr(jobs_module, "personalize", lambda *a, callbacks=(), **kw: real(*a, callbacks=[*callbacks, Spy()], **kw))
+    monkeypatch.setattr(ConceptPipeline, "train", lambda self, *a, callbacks=(), **kw: real(self, *a, callbacks=[*callbacks, Spy()], **kw))
     with TestClient(app) as c:
         job = upload(c, h).json()
         assert job["stage"] == "queue" and [s["status"] for s in job["progress"]["stages"][:2]] == ["done", "running"]

@@ -80,15 +80,15 @@ def who(client, headers, colours, **kw):
 @pytest.mark.slow
 def test_recognition_ready_before_conversation_ready(adapter, tmp_path, monkeypatch):
     gate = threading.Event()
-    import yollava.serve.jobs as jobs
+    from yollava.personalize import ConceptPipeline
 
-    real = jobs.personalize
+    real = ConceptPipeline.train
 
     def gated(*args, **kwargs):  # training waits until the test has checked the instant concept
         assert gate.wait(60)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(jobs, "personalize", gated)
+    monkeypatch.setattr(ConceptPipeline, "train", gated)
     train, data = tiny_recipe(epochs=1)
     app = create_app(ServerConfig(model="tiny", home=tmp_path / "home", train=train, data=data), make_engine(adapter))
     h = add_user(app, "alice")

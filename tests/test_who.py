@@ -94,15 +94,15 @@ def store_subjects(engine, world, names=SUBJECTS, k=2):
 # ---- the signature in the concept file ------------------------------------------------------
 def test_signature_round_trips_and_is_validated(engine, world, tmp_path):
     sig = W.fit_signature(world["subjects"]["red"][:4], PaletteEmbedder(), world["pool"])
-    assert sig.has_head and sig.info["head"]["kind"] == "logistic" and sig.info["head"]["n_negative"] > 0
+    assert sig.head is not None and sig.head.info["kind"] == "logistic" and sig.head.info["n_negative"] > 0
     assert np.linalg.norm(sig.prototype) == pytest.approx(1.0, abs=1e-5)
     c = Concept.initialise("red", engine.adapter.embed_tokens.weight, engine.adapter.lm_head.weight, k=2)
     save_concept(W.attach_signature(c, sig), tmp_path, engine.fingerprint())
     meta = json.loads((tmp_path / "red.json").read_text())
     assert meta["visual"]["embedder"] == "test-palette-v1" and meta["visual"]["dim"] == len(PALETTE)
     back = W.VisualSignature.from_concept(load_concept(tmp_path, "red", engine.fingerprint()))
-    assert np.allclose(back.prototype, sig.prototype) and np.allclose(back.head_weight, sig.head_weight)
-    assert back.head_bias == pytest.approx(sig.head_bias)
+    assert np.allclose(back.prototype, sig.prototype) and np.allclose(back.head.weight, sig.head.weight)
+    assert back.head.bias == pytest.approx(sig.head.bias)
 
     # a concept file from before signatures (rows only) still loads, with no signature
     old = Concept.initialise("old", engine.adapter.embed_tokens.weight, engine.adapter.lm_head.weight, k=2)
@@ -139,9 +139,9 @@ def test_signature_round_trips_and_is_validated(engine, world, tmp_path):
 
 def test_prototype_head_without_a_pool(world):
     sig = W.fit_signature(world["subjects"]["blue"][:4], PaletteEmbedder(), pool=None)
-    assert sig.info["head"]["kind"] == "prototype" and sig.info["head"]["n_negative"] == 0
+    assert sig.head.info["kind"] == "prototype" and sig.head.info["n_negative"] == 0
     x = W.embed_images(PaletteEmbedder(), [world["subjects"]["blue"][5], world["subjects"]["red"][5]])
-    p_blue, p_red = sig.head_probability(x)
+    p_blue, p_red = sig.head.probability(x)
     assert p_blue > 0.5 > p_red
 
 
@@ -247,7 +247,7 @@ def test_concepts_without_a_signature_are_always_verified(engine, world):
 
 
 def test_modes_resolve_and_fuse():
-    sig = W.VisualSignature("e", np.ones(3, np.float32) / np.sqrt(3), np.ones(3, np.float32), 0.0)
+    sig = W.VisualSignature("e", np.ones(3, np.float32) / np.sqrt(3), W.ConceptHead(np.ones(3, np.float32), 0.0))
     assert W.resolve_mode("auto", "recognition", sig) == "head"
     assert W.resolve_mode("yollava", "recognition", sig) == "head"  # untrained tokens never answer
     assert W.resolve_mode("auto", "trained", sig) == W.DEFAULT_TRAINED_MODE

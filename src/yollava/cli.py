@@ -73,7 +73,7 @@ def personalize(
     t0 = time.perf_counter()
 
     def ready(sig) -> None:  # the concept head is fitted: <name> recognises from now on, while its tokens train
-        head = sig.info.get("head", {})
+        head = sig.head.info
         console.print(f"<{name}> recognition ready after {time.perf_counter() - t0:.1f}s (concept head: {head.get('kind')}, "
                       f"{head.get('n_negative', 0)} negatives); training its tokens for conversation...", highlight=False)
 

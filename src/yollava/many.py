@@ -1,6 +1,7 @@
 """Personalise a folder of subjects at once: ``DIR/<name>/*.jpg`` -> one concept per subfolder.
 
-Locally, all concepts train together in shared batches (one model in memory, one prefix cache).
+Locally, all concepts train together in shared batches (one model in memory, one prefix cache), through the
+steps of :class:`~yollava.personalize.ConceptPipeline`.
 With ``ray_address``, the subjects are split into groups and each group trains on a Ray worker
 that loads the model itself; the driver saves what comes back, so concept files are written in one
 place, atomically, with the base model's fingerprint reported by the workers.
@@ -17,8 +18,7 @@ from .concepts import Concept, save_concept, validate_name
 from .data.builder import expand_photos
 from .engine import YoLLaVA
 from .errors import InvalidConceptNameError, NotEnoughPhotosError
-from .images import file_sha256
-from .personalize import build_data, check_photos
+from .personalize import ConceptPipeline
 from .recipes import DataConfig
 from .train import ConceptTrainer, TrainConfig
 
@@ -41,23 +41,19 @@ def discover_subjects(folder: str | Path) -> dict[str, list[Path]]:
 
 
 def train_subjects(engine: YoLLaVA, subjects: dict[str, list[Path]], train: TrainConfig, data: DataConfig, pool=None, progress: bool = True,
-                   recipe_name: str | None = None) -> dict[str, Concept]:
-    """Build each subject's training set, then train all of them together. Nothing is saved."""
-    from .recipes import resolve_recipe
-
-    recipe = resolve_recipe(recipe_name, train, data)
-    for name, photos in subjects.items():
-        check_photos(photos)
-    sets = {name: build_data(engine, name, photos, data, pool, seed=train.seed) for name, photos in subjects.items()}
-    trainer = ConceptTrainer(engine, "+".join(sorted(subjects))[:60], train, progress=progress)
-    results = trainer.fit_many({name: ts.samples for name, ts in sets.items()})
+                   recipe_name: str | None = None, signatures: bool = True) -> dict[str, Concept]:
+    """Each subject's training set, then all of them trained together, then (``signatures``) each one's visual
+    signature: the steps of :class:`ConceptPipeline`. Nothing is saved."""
+    pipeline = ConceptPipeline(engine, recipe_name, train=train, data=data, pool=pool, progress=progress)
+    for photos in subjects.values():
+        pipeline.check_photos(photos)
+    sets = {name: pipeline.training_set(name, photos) for name, photos in subjects.items()}
+    results = pipeline.train_many(sets)
+    concepts = {}
     for name, result in results.items():
-        result.concept.meta.update(
-            recipe=recipe.to_dict(),
-            source_photos=[{"file": p.name, "sha256": file_sha256(p)} for p in subjects[name]],
-            data={k: v for k, v in sets[name].config.items() if k not in ("model_fingerprint", "positive_sha256")},
-        )
-    return {name: r.concept for name, r in results.items()}
+        signature = pipeline.signature(subjects[name]) if signatures else None
+        concepts[name] = pipeline.describe(result.concept, subjects[name], sets[name], signature)
+    return concepts
 
 
 def _train_group_remote(model: str, concepts_dir: str, subjects: dict[str, list[str]], train: dict, data: dict, recipe_name: str) -> dict[str, Any]:
@@ -67,7 +63,8 @@ def _train_group_remote(model: str, concepts_dir: str, subjects: dict[str, list[
                               recipe_name=recipe_name)
     return {
         "fingerprint": engine.fingerprint(),
-        "concepts": {n: {"input_rows": c.input_rows.detach().cpu(), "output_row": c.output_row.detach().cpu(), "meta": c.meta} for n, c in concepts.items()},
+        "concepts": {n: {"input_rows": c.input_rows.detach().cpu(), "output_row": c.output_row.detach().cpu(), "meta": c.meta,
+                         "extra_tensors": dict(c.extra_tensors)} for n, c in concepts.items()},
     }
 
 
@@ -105,7 +102,6 @@ def personalize_many(
 
     if ray_address is None:
         concepts = train_subjects(engine, subjects, train, data, progress=progress, recipe_name=recipe.name)
-        _add_signatures(concepts, subjects, data, train.seed, engine)
         return {n: save_concept(c, out_dir, engine.fingerprint()) for n, c in concepts.items()}
 
     import ray
@@ -121,21 +117,8 @@ def personalize_many(
     ]
     saved: dict[str, Path] = {}
     for result in ray.get(futures):
-        concepts = {name: Concept(name, c["input_rows"], c["output_row"], c["meta"]) for name, c in result["concepts"].items()}
-        _add_signatures(concepts, subjects, data, train.seed, None)
+        concepts = {name: Concept(name, c["input_rows"], c["output_row"], c["meta"], c["extra_tensors"])
+                    for name, c in result["concepts"].items()}
         for name, c in concepts.items():
             saved[name] = save_concept(c, out_dir, result["fingerprint"])
     return saved
-
-
-def _add_signatures(concepts: dict[str, Concept], subjects: dict[str, list[Path]], data: DataConfig, seed: int, engine) -> None:
-    """Each concept's visual signature (prototype + concept head, ``yollava.who``), fitted on its photos
-    against the pool when the recipe uses one."""
-    from .personalize import load_pool
-    from .who import attach_signature, default_embedder, embedder_for, fit_signature
-
-    embedder = embedder_for(engine) if engine is not None else default_embedder()
-    pool = load_pool(progress=False) if data.needs_pool else None
-    for name, c in concepts.items():
-        attach_signature(c, fit_signature(subjects[name], embedder, pool, seed=seed))
-        c.meta["stage"] = "trained"

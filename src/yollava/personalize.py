@@ -1,23 +1,42 @@
-"""Photos in, concept file out: validate, build the paper's training set, train, save."""
+"""Photos in, concept out: the one way a concept is made, in steps.
+
+:class:`ConceptPipeline` runs them in order; the CLI (``personalize``), ``many.py`` (several subjects trained
+together), the server's training jobs and the evaluation's ``yollava`` method all use it, each calling the
+steps it needs:
+
+1. :meth:`~ConceptPipeline.check_name` and :meth:`~ConceptPipeline.check_photos`: clear errors before any work;
+2. :meth:`~ConceptPipeline.signature`: the visual signature (prototype + concept head, ``yollava.who``), about a
+   second: the concept recognises from here on;
+3. :meth:`~ConceptPipeline.training_set`: the paper's training data (``data.builder``), the base model's
+   conversation answers given by an **answerer** (default: :meth:`~ConceptPipeline.answer`, batched generation;
+   the server passes one that takes the model lock per chunk so chats interleave);
+4. :meth:`~ConceptPipeline.train`: the concept's tokens (``train.ConceptTrainer`` with the caller's callbacks),
+   which ends by calibrating the yes/no threshold (``yollava.calibration``);
+5. :meth:`~ConceptPipeline.describe`: what the concept file records about how it was made; then the caller
+   saves it (``engine.save_concept``).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .concepts import validate_name
+from .concepts import Concept, validate_name
 from .data.builder import build_training_set, expand_photos
 from .data.training_set import TrainingSet
 from .engine import YoLLaVA
 from .errors import InvalidConceptNameError, NotEnoughPhotosError
 from .images import file_sha256, load_image
 from .paths import cache_home, default_data_root
-from .recipes import DataConfig  # noqa: F401  (its home is yollava.recipes; this import keeps old imports working)
+from .recipes import DataConfig, Recipe, resolve_recipe
 from .train import ConceptTrainer, TrainConfig, TrainerCallback, TrainResult
 
 log = logging.getLogger(__name__)
+
+#: the base model answering several (question, photo) pairs, in order
+Answerer = Callable[[list[tuple[str, Path]]], list[str]]
 
 
 def load_pool(pool_dirs: list[Path] | None = None, index_dir: Path | None = None, progress: bool = True):
@@ -28,7 +47,8 @@ def load_pool(pool_dirs: list[Path] | None = None, index_dir: Path | None = None
     return ImagePool.build_or_update(dirs, index_dir, progress=progress)
 
 
-def check_photos(photos: list[str | Path]) -> list[Path]:
+def check_photos(photos: Sequence[str | Path]) -> list[Path]:
+    """The photos (folders expanded), each one readable; at least one (3-10 work best)."""
     paths = expand_photos(photos)
     if not paths:
         raise NotEnoughPhotosError("no photos given: personalisation needs at least 1 photo of the subject (3-10 work best)")
@@ -39,28 +59,144 @@ def check_photos(photos: list[str | Path]) -> list[Path]:
     return paths
 
 
-def build_data(engine: YoLLaVA, name: str, photos: list[Path], data: DataConfig, pool=None, seed: int = 0) -> TrainingSet:
-    """The training set; conversation answers are synthesised by the model itself (``reference``), batched,
-    whatever runtime chat uses, so they are cached under the model's fingerprint alone."""
-    def answer_many(pairs: list[tuple[str, Path]]) -> list[str]:
-        return engine.chat_many(pairs, max_new_tokens=data.conversation_tokens, reference=True)
+class ConceptPipeline:
+    """Makes concepts for ``engine`` with one recipe (a :class:`~yollava.recipes.Recipe` or its name, default
+    ``"fast"``; ``train``/``data`` replace its settings). ``pool``: the image pool negatives come from (default:
+    ``pool_loader()``, the shared pool, loaded the first time a step needs it). ``answerer``: see the module."""
 
-    needs_pool = data.needs_pool
-    return build_training_set(
-        name,
-        photos,
-        pool if pool is not None or not needs_pool else load_pool(),
-        answer_many=answer_many if data.conversations else None,
-        seed=seed,
-        model_fingerprint=json.dumps(engine.fingerprint(), sort_keys=True),
-        **data.builder_options(),
-    )
+    def __init__(self, engine: YoLLaVA, recipe: Recipe | str | None = None, *, train: TrainConfig | None = None,
+                 data: DataConfig | None = None, pool=None, pool_loader: Callable[[], object] | None = None,
+                 answerer: Answerer | None = None, progress: bool = True):
+        self.engine = engine
+        self.recipe = resolve_recipe(recipe, train, data)
+        self._pool = pool
+        self._pool_loader = pool_loader or (lambda: load_pool(progress=progress))
+        self.answerer = answerer or self.answer
+        self.progress = progress
+
+    @property
+    def train_config(self) -> TrainConfig:
+        return self.recipe.train
+
+    @property
+    def data_config(self) -> DataConfig:
+        return self.recipe.data
+
+    @property
+    def pool(self):
+        """The image pool (loaded on first use), or None when the recipe uses no negatives and none was given."""
+        if self._pool is None and self.data_config.needs_pool:
+            self._pool = self._pool_loader()
+        return self._pool
+
+    # ---- 1. checks -------------------------------------------------------------------------------
+    def check_name(self, name: str, save: bool = True, overwrite: bool = False) -> str:
+        validate_name(name)
+        bank = self.engine.bank
+        if name in bank.reserved_tokens or f"<{name}>" in bank.reserved_tokens:
+            raise InvalidConceptNameError(f"concept name {name!r} clashes with an existing token of the model")
+        if save and (self.engine.concepts_dir / f"{name}.json").exists() and not overwrite:
+            raise InvalidConceptNameError(f"a concept <{name}> already exists in {self.engine.concepts_dir} (remove it or pass overwrite)")
+        return name
+
+    check_photos = staticmethod(check_photos)
+
+    # ---- 2. the visual signature ------------------------------------------------------------------
+    def signature(self, photos: Sequence[Path], embedder=None):
+        """Prototype + concept head on ``embedder`` (default: the engine's, ``yollava.who.embedder_for``), with the
+        pool's negatives when the recipe uses a pool (or one was given)."""
+        from .who import embedder_for, fit_signature
+
+        pool = self._pool if self._pool is not None else self.pool
+        return fit_signature(photos, embedder or embedder_for(self.engine), pool, seed=self.train_config.seed)
+
+    # ---- 3. the training set ----------------------------------------------------------------------
+    def answer(self, pairs: list[tuple[str, Path]]) -> list[str]:
+        """The base model's answers, batched and greedy, from the model itself (``reference``: not a faster
+        generation runtime), so they are cached under its fingerprint alone."""
+        return self.engine.chat_many(pairs, max_new_tokens=self.data_config.conversation_tokens, reference=True)
+
+    def training_set(self, name: str, photos: Sequence[Path], *, cache_dir: str | Path | None = None) -> TrainingSet:
+        """The paper's training set for ``name``; conversation answers come from :attr:`answerer` and are cached in
+        ``cache_dir`` (default ``$YOLLAVA_CACHE/answers``) by photo, question and model."""
+        data = self.data_config
+        return build_training_set(
+            name, photos, self.pool, answer_many=self.answerer if data.conversations else None, seed=self.train_config.seed,
+            cache_dir=cache_dir, model_fingerprint=json.dumps(self.engine.fingerprint(), sort_keys=True), **data.builder_options(),
+        )
+
+    # ---- 4. training (ends with calibration) ------------------------------------------------------
+    def trainer(self, name: str, *, checkpoint_dir: str | Path | None = None, callbacks: Sequence[TrainerCallback] = ()) -> ConceptTrainer:
+        return ConceptTrainer(self.engine, name, self.train_config, checkpoint_dir=checkpoint_dir or self.engine.concepts_dir / ".checkpoints",
+                              progress=self.progress, callbacks=callbacks)
+
+    def train(self, name: str, training_set: TrainingSet, *, checkpoint_dir: str | Path | None = None,
+              callbacks: Sequence[TrainerCallback] = ()) -> TrainResult:
+        return self.trainer(name, checkpoint_dir=checkpoint_dir, callbacks=callbacks).fit(training_set.samples)
+
+    def train_many(self, sets: dict[str, TrainingSet]) -> dict[str, TrainResult]:
+        """Several concepts trained together in shared batches (one prefix cache)."""
+        trainer = self.trainer("+".join(sorted(sets))[:60])
+        return trainer.fit_many({name: ts.samples for name, ts in sets.items()})
+
+    # ---- 5. what the concept file records ---------------------------------------------------------
+    def describe(self, concept: Concept, photos: Sequence[Path], training_set: TrainingSet, signature=None) -> Concept:
+        """Record the recipe, the source photos (name + sha256), the data settings and the visual signature."""
+        concept.meta.update(
+            recipe=self.recipe.to_dict(),
+            source_photos=[{"file": p.name, "sha256": file_sha256(p)} for p in photos],
+            data={k: v for k, v in training_set.config.items() if k not in ("model_fingerprint", "positive_sha256")},
+        )
+        if signature is not None:
+            from .who import attach_signature
+
+            attach_signature(concept, signature)
+            concept.meta["stage"] = "trained"
+        return concept
+
+    # ---- all steps --------------------------------------------------------------------------------
+    def run(self, name: str, photos: Sequence[str | Path], *, save: bool = True, overwrite: bool = False,
+            training_set: TrainingSet | None = None, checkpoint_dir: str | Path | None = None, visual=None,
+            on_recognition_ready=None, callbacks: Sequence[TrainerCallback] = ()) -> TrainResult:
+        """Every step; see :func:`personalize` for the arguments."""
+        self.check_name(name, save, overwrite)
+        paths = self.check_photos(photos)
+        signature = self._signature_step(name, paths, save if visual is None else visual, save)
+        if signature is not None and on_recognition_ready is not None:
+            on_recognition_ready(signature)
+        if training_set is None:
+            training_set = self.training_set(name, paths)
+            training_set.save(cache_home() / "data" / name / "training_set.json")  # for `yollava data show NAME`
+        trainer = self.trainer(name, checkpoint_dir=checkpoint_dir, callbacks=callbacks)
+        result = trainer.fit(training_set.samples)
+        self.describe(result.concept, paths, training_set, signature)
+        if save:
+            self.engine.save_concept(name)
+            trainer.clear_checkpoint()
+            if signature is not None:
+                from .who import remove_pending
+
+                remove_pending(self.engine, name)
+        return result
+
+    def _signature_step(self, name: str, paths: list[Path], visual, save: bool):
+        """``visual``: True fits the signature (saved as a pending, recognition-only concept when saving), a
+        ready signature is used as it is, False/None skips it."""
+        if visual is False or visual is None:
+            return None
+        from .who import VisualSignature, save_pending
+
+        signature = visual if isinstance(visual, VisualSignature) else self.signature(paths)
+        if save:
+            save_pending(self.engine, name, signature, self.train_config.k, self.train_config.seed, meta={
+                "recipe": self.recipe.to_dict(), "source_photos": [{"file": p.name, "sha256": file_sha256(p)} for p in paths]})
+        return signature
 
 
 def personalize(
     engine: YoLLaVA,
     name: str,
-    photos: list[str | Path],
+    photos: Sequence[str | Path],
     *,
     recipe=None,
     train: TrainConfig | None = None,
@@ -75,7 +211,8 @@ def personalize(
     on_recognition_ready=None,
     callbacks: Sequence[TrainerCallback] = (),
 ) -> TrainResult:
-    """Learn concept ``name`` from ``photos`` and (by default) save it in ``engine.concepts_dir``.
+    """Learn concept ``name`` from ``photos`` and (by default) save it in ``engine.concepts_dir``: every step of
+    :class:`ConceptPipeline`.
 
     ``recipe``: a :class:`yollava.recipes.Recipe` or its name (default ``"fast"``); ``train`` / ``data``
     replace its settings (the concept JSON then names the recipe ``"<name>-modified"``).
@@ -85,61 +222,7 @@ def personalize(
     ``concepts_dir/.pending`` so the concept recognises while it trains; a ready
     :class:`~yollava.who.VisualSignature` is used as it is; ``False`` skips it. Default: fitted when
     ``save``. ``on_recognition_ready(signature)`` is called once the signature exists. ``callbacks``: the
-trainer's :class:`~yollava.train.TrainerCallback` objects (progress, a lock around each step, ...)."""
-    from .recipes import resolve_recipe
-    validate_name(name)
-    if name in engine.bank.reserved_tokens or f"<{name}>" in engine.bank.reserved_tokens:
-        raise InvalidConceptNameError(f"concept name {name!r} clashes with an existing token of the model")
-    target = engine.concepts_dir / f"{name}.json"
-    if save and target.exists() and not overwrite:
-        raise InvalidConceptNameError(f"a concept <{name}> already exists in {engine.concepts_dir} (remove it or pass overwrite)")
-    recipe = resolve_recipe(recipe, train, data)
-    train, data = recipe.train, recipe.data
-    paths = check_photos(photos)
-    signature, pool = _instant_signature(engine, name, paths, save if visual is None else visual, pool, data, train, recipe, save,
-                                   training_set is None)
-    if signature is not None and on_recognition_ready is not None:
-        on_recognition_ready(signature)
-    if training_set is None:
-        training_set = build_data(engine, name, paths, data, pool, seed=train.seed)
-        training_set.save(cache_home() / "data" / name / "training_set.json")  # for `yollava data show NAME`
-    trainer = ConceptTrainer(engine, name, train, checkpoint_dir=checkpoint_dir or engine.concepts_dir / ".checkpoints", progress=progress,
-                             callbacks=callbacks)
-    result = trainer.fit(training_set.samples)
-    result.concept.meta.update(
-        recipe=recipe.to_dict(),
-        source_photos=[{"file": p.name, "sha256": file_sha256(p)} for p in paths],
-        data={k: v for k, v in training_set.config.items() if k not in ("model_fingerprint", "positive_sha256")},
-    )
-    if signature is not None:
-        from .who import attach_signature
-
-        attach_signature(result.concept, signature)
-        result.concept.meta["stage"] = "trained"
-    if save:
-        engine.save_concept(name)
-        trainer.clear_checkpoint()
-        if signature is not None:
-            from .who import remove_pending
-
-            remove_pending(engine, name)
-    return result
-
-
-def _instant_signature(engine, name, paths, visual, pool, data, train, recipe, save, needs_data):
-    """(the concept's visual signature (see ``personalize``'s ``visual``), saved as a pending concept when
-    saving; the pool, loaded here when the recipe needs one anyway)."""
-    if visual is False or visual is None:
-        return None, pool
-    from .who import VisualSignature, save_pending, signature_for_photos
-
-    if isinstance(visual, VisualSignature):
-        signature = visual
-    else:
-        if pool is None and needs_data and data.needs_pool:
-            pool = load_pool(progress=False)
-        signature = signature_for_photos(engine, paths, pool, seed=train.seed)
-    if save:
-        save_pending(engine, name, signature, train.k, train.seed, meta={
-            "recipe": recipe.to_dict(), "source_photos": [{"file": p.name, "sha256": file_sha256(p)} for p in paths]})
-    return signature, pool
+    trainer's :class:`~yollava.train.TrainerCallback` objects (progress, a lock around each step, ...)."""
+    pipeline = ConceptPipeline(engine, recipe, train=train, data=data, pool=pool, progress=progress)
+    return pipeline.run(name, photos, save=save, overwrite=overwrite, training_set=training_set, checkpoint_dir=checkpoint_dir,
+                        visual=visual, on_recognition_ready=on_recognition_ready, callbacks=callbacks)

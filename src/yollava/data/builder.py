@@ -3,9 +3,7 @@
 - positives: each user photo with a positive recognition Q/A (Table 16);
 - easy negatives: random pool photos with a negative recognition Q/A (Table 17);
 - hard negatives: for each positive, the m = ceil(n_hard / n_photos) most similar pool photos
-  (embedding cosine; photos take turns, so a photo shared by two neighbourhoods goes to the first
-  and the other gets its next nearest), never a positive, a byte-identical copy of one (sha256) or
-  a near-duplicate (cosine > ``near_duplicate``), never a photo twice;
+  (chosen by :mod:`.negatives`, as every negative is);
 - text-only conversations: the base model answers the 10 attribute questions (Table 18 for people,
   Table 19 otherwise) about each positive photo; "Riley"/"this subject" becomes the identifier
   and the photo is dropped from the sample.
@@ -27,7 +25,6 @@ import random
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import InvalidImageError, NotEnoughPhotosError
@@ -36,8 +33,9 @@ from ..train.samples import Sample
 from ..paths import cache_home
 from .pool import ImagePool, atomic_write_json
 from .augment import CALIBRATION_VIEW_BASE
+from .negatives import NEAR_DUPLICATE, choose_negatives
 from .templates import conversation_questions, identifier_for, negative_templates, positive_templates, replace_subject, short_query
-from .training_set import HardNegative, TrainingSet
+from .training_set import TrainingSet
 
 log = logging.getLogger(__name__)
 
@@ -111,53 +109,6 @@ def _checked_positives(photos: list[Path], pool: ImagePool | None, need_vectors:
     return [ok[i] for i in keep], shas, None if vectors is None else vectors[keep], skipped
 
 
-def _nearest(pool: ImagePool, vec, exclude: set[str], start: int):
-    """Pool photos by decreasing similarity to ``vec`` (searching deeper when the first ``start`` run out)."""
-    k, done = max(start, 1), 0
-    while True:
-        hits = pool.search(vec, k, exclude=exclude)[0]
-        yield from hits[done:]
-        if len(hits) < k:
-            return
-        done, k = len(hits), k * 2
-
-
-def _negatives(pool, pos_paths, pos_shas, pos_vecs, *, n_easy, n_hard, hard, near_duplicate, seed, n_calibration=0):
-    """Choose (hard, easy, calibration) negatives: hard ones first, then easy ones among what is left,
-    then calibration photos: the next-nearest to the positives and random ones, half each."""
-    banned: set[str] = {str(p) for p in pos_paths} | set(pos_shas)
-    if len(pool):
-        sims = pool.vectors() @ pos_vecs.T  # (n_pool, n_pos) cosine
-        for row in np.nonzero(sims.max(axis=1) > near_duplicate)[0]:
-            banned.add(pool.entries[row]["path"])
-    chosen: list[HardNegative] = []
-    if hard and n_hard > 0:
-        m = math.ceil(n_hard / len(pos_paths))
-        sha = {e["path"]: e["sha256"] for e in pool.entries}
-        streams = [_nearest(pool, vec, frozenset(banned), start=m * len(pos_paths)) for vec in pos_vecs]
-        taken: set[str] = set()  # paths and contents already chosen
-        for _ in range(m):  # round robin: each photo takes its nearest photo not yet taken
-            for anchor, stream in zip(pos_paths, streams):
-                for path, score in stream:
-                    if str(path) not in taken and sha[str(path)] not in taken:
-                        chosen.append(HardNegative(path, score, anchor))
-                        taken.update((str(path), sha[str(path)]))
-                        break
-        banned |= taken
-    easy = pool.sample_random(n_easy, seed=seed, exclude=banned) if n_easy > 0 else []
-    calibration: list[Path] = []
-    if n_calibration > 0:
-        banned |= {str(p) for p in easy}
-        n_near = n_calibration // 2
-        for path, _ in _nearest(pool, pos_vecs.mean(axis=0, keepdims=True), frozenset(banned), start=n_near):
-            if len(calibration) >= n_near:
-                break
-            calibration.append(Path(path))
-        banned |= {str(p) for p in calibration}
-        calibration += pool.sample_random(n_calibration - len(calibration), seed=seed + 1, exclude=banned)
-    return chosen, easy, calibration
-
-
 def _answer_missing(cache: AnswerCache, missing: list[tuple[Path, str, str]], fingerprint: str, answer_fn: AnswerFn | None,
                     answer_many: AnswerManyFn | None, label: str) -> None:
     """Ask the base model the ``(photo, sha256, question)`` not in ``cache`` yet, a batch (or one) at a time,
@@ -196,7 +147,7 @@ def build_training_set(
     seed: int = 0,
     cache_dir: str | Path | None = None,
     model_fingerprint: str = "",
-    near_duplicate: float = 0.95,
+    near_duplicate: float = NEAR_DUPLICATE,
     positives_per_photo: int = 1,
     conversation_photos: int | None = None,
     sentence_answers: bool = True,
@@ -240,10 +191,10 @@ def build_training_set(
 
     hard, easy, calibration = [], [], []
     if want_negatives:
-        hard, easy, calibration = _negatives(
-            pool, pos_paths, pos_shas, pos_vecs, n_easy=n_easy_negatives, n_hard=n_hard_negatives,
-            hard=hard_negatives, near_duplicate=near_duplicate, seed=seed, n_calibration=calibration_negatives,
-        )
+        chosen = choose_negatives(pool, pos_paths, pos_vecs, n_hard=n_hard_negatives if hard_negatives else 0,
+                                  n_easy=n_easy_negatives, n_calibration=calibration_negatives, seed=seed,
+                                  positive_sha256=pos_shas, near_duplicate=near_duplicate)
+        hard, easy, calibration = chosen.hard, chosen.easy, chosen.calibration
 
     rng = random.Random(seed)
     pos_t, neg_t = positive_templates(identifier), negative_templates(identifier)

@@ -223,6 +223,13 @@ class ImagePool:
     def paths(self) -> list[Path]:
         return [Path(e["path"]) for e in self.entries]
 
+    def without(self, paths: Iterable[str | Path]) -> ImagePool:
+        """The same pool (same index folder and embedder) without the photos at ``paths``, in memory only."""
+        drop = {str(p) for p in paths}
+        keep = [i for i, e in enumerate(self.entries) if e["path"] not in drop]
+        vectors = self._vectors[keep] if keep else np.zeros((0, self.dim), np.float32)
+        return ImagePool([self.entries[i] for i in keep], vectors, self.index_dir, self.embedder_id, self._embedder)
+
     def vectors(self) -> np.ndarray:
         """All pool embeddings, (n, d), in index order (rows match :attr:`entries`)."""
         return self._vectors

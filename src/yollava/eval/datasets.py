@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.negatives import NEAR_DUPLICATE, nearest_to_each
 from ..images import list_images
 from ..paths import default_data_root
 
@@ -241,18 +242,8 @@ def load_dataset(spec: str, data_root: str | Path | None = None, train_per_subje
 
 
 # ---- negatives held out of the pool ------------------------------------------------------------
-def subset_pool(pool, exclude: set[str]):
-    """The same pool without the photos in ``exclude`` (paths), for the training-set builder."""
-    from ..data.pool import ImagePool
-
-    keep = [i for i, e in enumerate(pool.entries) if e["path"] not in exclude]
-    vectors = pool.vectors()[keep] if keep else np.zeros((0, pool.dim), np.float32)
-    sub = ImagePool([pool.entries[i] for i in keep], vectors, pool.index_dir, pool.embedder_id, pool._embedder)
-    return sub
-
-
 def hold_out_pool_negatives(pool, dataset: RecognitionDataset, subjects: list[Subject], n_random: int, n_hard: int,
-                            seed: int = 0, near_duplicate: float = 0.95):
+                            seed: int = 0, near_duplicate: float = NEAR_DUPLICATE):
     """Take test negatives out of the image pool before any training set is built from it.
 
     ``n_random`` photos drawn with ``seed`` serve every subject; for each subject, ``n_hard`` more are the
@@ -268,11 +259,9 @@ def hold_out_pool_negatives(pool, dataset: RecognitionDataset, subjects: list[Su
         chosen: list[Path] = list(shared)
         if n_hard and s.test:
             vecs, _, _ = pool.embed(s.test)
-            score = (pool.vectors() @ vecs.T).max(axis=1)  # similarity to the closest test photo
             banned = held | {str(p) for p in s.train} | {str(p) for p in s.test}
-            order = [i for i in np.argsort(-score) if score[i] <= near_duplicate and pool.entries[i]["path"] not in banned]
-            extra = [Path(pool.entries[i]["path"]) for i in order[:n_hard]]
+            extra = nearest_to_each(pool, vecs, n_hard, banned, near_duplicate)
             chosen += extra
             held |= {str(p) for p in extra}
         dataset.pool_negatives[s.name] = chosen
-    return subset_pool(pool, held)
+    return pool.without(held)

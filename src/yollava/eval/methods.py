@@ -17,9 +17,9 @@ Every language-model method is a way of *introducing* the subject before a quest
   A caption that is a refusal ("I'm sorry, ...": small models balk at the role-play prompt) is asked
   again plainly ("This photo shows bo. Describe bo in detail."); the count is recorded.
 
-and ``head`` is not a language-model method: a logistic regression on the pooled vision features
-(the image pool's embedder, EfficientNet-Lite0 by default) of the training photos vs the negatives the
-training-set builder chose for the subject (MyVLM-style concept head). It only does recognition.
+and ``head`` is not a language-model method: the product's concept head (MyVLM-style logistic regression on
+the image pool's embedder, EfficientNet-Lite0 by default; :class:`yollava.who.ConceptHead`), fitted and
+thresholded exactly as a concept's visual signature is. It only does recognition.
 
 Each is one class registered with ``@register_method`` (:mod:`yollava.eval.registry`); the benchmark
 driver (:mod:`yollava.eval.driver`) makes it by name and calls ``prepare`` / the task's scoring /
@@ -41,8 +41,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-from sklearn.linear_model import LogisticRegression
 
 from ..data.pool import atomic_write_json
 from ..engine import RECOGNITION_QUERY, YoLLaVA
@@ -108,7 +106,6 @@ class EvalContext:
     #: other run folders whose concepts/descriptions may be reused when they were made the same way
     reuse_from: list[Path] = field(default_factory=list)
     _pool: Any = None
-    _embeddings: dict = field(default_factory=dict)
 
     @property
     def pool(self):
@@ -187,7 +184,7 @@ class YollavaMethod(Method):
         return ctx.run_dir / "concepts" / self.name
 
     def prepare(self, ctx: EvalContext, subject: Subject) -> dict:
-        from ..personalize import build_data, personalize
+        from ..personalize import ConceptPipeline
 
         engine, name = ctx.engine, subject.concept
         if not subject.train:
@@ -199,14 +196,14 @@ class YollavaMethod(Method):
         if meta_path.exists():  # trained in an earlier (interrupted) run, or reused from another run folder
             concept = engine.load_concept(meta_path)
             return _training_info(concept.meta, cached=True)
-        needs_pool = data.needs_pool
+        pipeline = ConceptPipeline(engine, ctx.recipe_name, train=ctx.train, data=data, pool_loader=lambda: ctx.pool,
+                                   progress=ctx.progress)
         t0 = time.perf_counter()
-        ts = build_data(engine, name, list(subject.train), data, ctx.pool if needs_pool else None, seed=ctx.train.seed)
+        ts = pipeline.training_set(name, list(subject.train))
         ts.save(ctx.run_dir / "training_sets" / self.name / f"{name}.json")
         build_seconds = time.perf_counter() - t0
         ckpt = ctx.run_dir / "checkpoints" / self.name
-        result = personalize(engine, name, list(subject.train), recipe=ctx.recipe_name, train=ctx.train, data=data, training_set=ts, save=False,
-                             checkpoint_dir=ckpt, progress=ctx.progress)
+        result = pipeline.run(name, list(subject.train), training_set=ts, save=False, visual=False, checkpoint_dir=ckpt)
         result.concept.meta["data_build_seconds"] = round(build_seconds, 2)
         result.concept.meta["eval_data_config"] = asdict(data)
         engine.save_concept(name, self.folder(ctx))
@@ -363,7 +360,9 @@ def _model_id(ctx: EvalContext) -> str:
 # ---- concept head --------------------------------------------------------------------------------
 @register_method("head", default_for=("recognition",))
 class HeadMethod(Method):
-    """Logistic regression on pooled vision features: training photos vs the builder's negatives."""
+    """The product's concept head, as ``personalize`` and the server fit it (``yollava.who.fit_signature``): the
+    image pool's embedder, augmented views of the training photos vs the negatives of
+    :mod:`yollava.data.negatives`, a photo scored by its best multi-crop view against the head's own threshold."""
 
     name = "head"
     llm = False
@@ -371,55 +370,33 @@ class HeadMethod(Method):
 
     def __init__(self, name: str | None = None):
         super().__init__(name)
-        self._models: dict[str, Any] = {}
-
-    def _embed(self, ctx: EvalContext, paths: list[Path]) -> np.ndarray:
-        pool = ctx.pool
-        rows = {e["path"]: i for i, e in enumerate(pool.entries)}
-        missing = [p for p in paths if str(p) not in rows and str(p) not in ctx._embeddings]
-        if missing:
-            vecs, ok, skipped = pool.embed(missing)
-            if skipped:
-                raise ValueError(f"unreadable photo(s): {skipped[:3]}")
-            for p, v in zip(ok, vecs):
-                ctx._embeddings[str(p)] = v
-        vectors = pool.vectors()
-        return np.stack([vectors[rows[str(p)]] if str(p) in rows else ctx._embeddings[str(p)] for p in paths])
+        self._signatures: dict[str, Any] = {}
 
     def prepare(self, ctx: EvalContext, subject: Subject) -> dict:
-        from ..data.builder import build_training_set
+        from ..who import fit_signature
 
         if not subject.train:
             raise Unavailable("no training photo")
-        data = replace(ctx.data, category=subject.category)
-        ts = build_training_set(subject.concept, subject.train, ctx.pool, conversations=False,
-                                n_easy_negatives=data.n_easy_negatives, n_hard_negatives=data.n_hard_negatives,
-                                hard_negatives=data.hard_negatives, seed=ctx.train.seed)
-        negatives = [h.path for h in ts.hard_negatives] + list(ts.easy_negatives)
-        if not negatives:
-            raise Unavailable("the training-set builder chose no negatives (empty pool?)")
-        t0 = time.perf_counter()
-        x = self._embed(ctx, list(ts.positives) + negatives)
-        y = np.array([1] * len(ts.positives) + [0] * len(negatives))
-        clf = self.classifier()
-        clf.fit(x, y)
-        self._models[subject.name] = clf
-        return {"n_positive": len(ts.positives), "n_negative": len(negatives), "n_hard": len(ts.hard_negatives),
-                "fit_seconds": round(time.perf_counter() - t0, 3), "classifier": str(clf)}
+        signature = fit_signature(subject.train, ctx.pool.embedder, ctx.pool, seed=ctx.train.seed)
+        if signature.head.info.get("kind") != "logistic":
+            raise Unavailable("the image pool gave no negatives (empty pool?)")
+        self._signatures[subject.name] = signature
+        return {**signature.head.info, "threshold": signature.head.threshold}
 
-    def classifier(self):
-        """A fresh, unfitted scikit-learn classifier with ``predict_proba`` (the probes change it)."""
-        return LogisticRegression(C=1.0, class_weight="balanced", max_iter=5000)
+    def threshold(self, ctx: EvalContext, subject: Subject) -> float:
+        return self._signatures[subject.name].head.threshold
 
     def recognition_scores(self, ctx: EvalContext, subject: Subject, images: list[Path]) -> list[float]:
-        clf = self._models[subject.name]
-        return clf.predict_proba(self._embed(ctx, list(images)))[:, 1].tolist()
+        from ..who import embed_query
+
+        signature = self._signatures[subject.name]
+        return [signature.photo_probability(embed_query(ctx.pool.embedder, p)) for p in images]
 
     def prompting(self, ctx: EvalContext, subject: Subject) -> Prompting:
         raise Unavailable("the concept head only recognises; it cannot answer questions")
 
     def release(self, ctx: EvalContext, subject: Subject) -> None:
-        self._models.pop(subject.name, None)
+        self._signatures.pop(subject.name, None)
 
 
 for _name, _overrides in ABLATIONS.items():

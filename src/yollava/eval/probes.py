@@ -1,8 +1,10 @@
 """Diagnostic probes: where along the model does a subject's identity get lost? (recognition only)
 
-Each probe is the concept head's recipe (logistic regression, the subject's training photos vs the negatives
-the training-set builder chose, :class:`~yollava.eval.methods.HeadMethod`) on another representation of the
-photo, so the probes and ``head`` of one run differ only in what the classifier reads:
+Each probe is the concept head (:class:`yollava.who.ConceptHead`: logistic regression, the subject's training photos
+vs the negatives :mod:`yollava.data.negatives` chooses for a head, the head's threshold) on another representation
+of the photo. Unlike ``head`` it reads each photo once: no augmented views of the training photos and no multi-crop
+queries (they would multiply the language-model passes), so ``probe-*`` and ``head`` differ in what the classifier
+reads and in those two steps:
 
 - ``head``: the image pool's embedder (EfficientNet-Lite0 pooled features), as MyVLM's concept heads;
 - ``probe-pooled`` (``pocket`` only): the vision tower's pooled grid before the projector (what the projector reads,
@@ -28,9 +30,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.negatives import choose_negatives
 from ..engine import RECOGNITION_QUERY
 from ..images import load_image
-from .methods import EvalContext, HeadMethod, Unavailable
+from ..who import ConceptHead
+from ..who.signature import DEFAULT_HEAD_EASY, DEFAULT_HEAD_HARD
+from .datasets import Subject
+from .methods import EvalContext, Method, Prompting, Unavailable
 from .registry import register_method
 
 
@@ -38,25 +44,20 @@ from .registry import register_method
 _FEATURES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-class _FeatureProbe(HeadMethod):
+class _FeatureProbe(Method):
     """The concept head's classifier on features this class computes (cached per photo for the process)."""
 
     kind = ""
+    llm = False
+    tasks = ("recognition",)
 
     def __init__(self, name: str | None = None, standardize: bool = False):
         super().__init__(name)
         self.standardize = standardize
+        self._heads: dict[str, ConceptHead] = {}
 
     def features(self, ctx: EvalContext, path: Path) -> np.ndarray:
         raise NotImplementedError
-
-    def classifier(self):
-        if not self.standardize:
-            return super().classifier()
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-
-        return make_pipeline(StandardScaler(), super().classifier())
 
     def _embed(self, ctx: EvalContext, paths: list[Path]) -> np.ndarray:
         cache = _FEATURES.setdefault(ctx.engine.model, {})
@@ -65,6 +66,34 @@ class _FeatureProbe(HeadMethod):
                 cache[self.kind, str(p)] = self.features(ctx, p)
         x = np.stack([cache[self.kind, str(p)] for p in paths])
         return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-8)  # the head's features are unit vectors too
+
+    def prepare(self, ctx: EvalContext, subject: Subject) -> dict:
+        if not subject.train:
+            raise Unavailable("no training photo")
+        pool = ctx.pool
+        vectors, positives, skipped = pool.embed(list(subject.train))
+        if skipped:
+            raise Unavailable(f"unreadable training photo(s): {skipped[:3]}")
+        negatives = choose_negatives(pool, positives, vectors, n_hard=DEFAULT_HEAD_HARD, n_easy=DEFAULT_HEAD_EASY,
+                                     seed=ctx.train.seed)
+        if not negatives.trained:
+            raise Unavailable("the image pool gave no negatives (empty pool?)")
+        head = ConceptHead.fit(self._embed(ctx, positives), self._embed(ctx, negatives.trained), standardize=self.standardize,
+                               n_hard=len(negatives.hard))
+        self._heads[subject.name] = head
+        return {**head.info, "threshold": head.threshold}
+
+    def threshold(self, ctx: EvalContext, subject: Subject) -> float:
+        return self._heads[subject.name].threshold
+
+    def recognition_scores(self, ctx: EvalContext, subject: Subject, images: list[Path]) -> list[float]:
+        return self._heads[subject.name].probability(self._embed(ctx, list(images))).tolist()
+
+    def prompting(self, ctx: EvalContext, subject: Subject) -> Prompting:
+        raise Unavailable("a probe only recognises; it cannot answer questions")
+
+    def release(self, ctx: EvalContext, subject: Subject) -> None:
+        self._heads.pop(subject.name, None)
 
 
 @register_method("probe-pooled-z", tasks=("recognition",), standardize=True)

@@ -1,11 +1,13 @@
 """Training jobs: persisted in SQLite, run one at a time in a worker thread, resumed after a restart.
 
 A job's photos, training set, answer cache and epoch checkpoints live in its own folder
-(``HOME/users/<id>/jobs/<job>``), removed when the job ends. The trainer is the core's ``personalize``
-on the job's own engine (the shared model, an empty bank); its progress, cancellation and share of
-the model lock come from one trainer callback (:class:`~yollava.serve.job_progress.JobProgress`).
-After a restart the same training set and checkpoint folder are handed to ``personalize`` again, so
-the trainer continues from its last finished epoch.
+(``HOME/users/<id>/jobs/<job>``), removed when the job ends. A concept is made by the core's
+:class:`~yollava.personalize.ConceptPipeline` on the job's own engine (the shared model, an empty bank),
+step by step: the signature (by its own thread, so a concept recognises within seconds), the training set
+(the base model's answers batched, a few at a time under the model lock so chats interleave, with the job's
+cancellation checked between chunks), training (progress, cancellation and the model lock from one trainer
+callback, :class:`~yollava.serve.job_progress.JobProgress`), then saving. A resumed job reloads its saved
+training set, so its epoch checkpoint applies and it continues from its last finished epoch.
 """
 
 from __future__ import annotations
@@ -24,16 +26,24 @@ from typing import Any
 from PIL import Image
 
 from ..errors import YollavaError
-from ..personalize import personalize
+from ..data.training_set import TrainingSet
+from ..data.templates import conversation_questions
+from ..personalize import ConceptPipeline
 from .config import ServerConfig, recipe_from_dict
 from .db import ACTIVE, Database, User
 from .host import JobCancelled, ModelHost
-from .job_data import JobData, JobFailed
 from .job_progress import JobProgress, LiveJob, learn_rates, plan_stages, set_phase, timeline
 from .spaces import UserSpace
 from .thumbnails import concept_thumbnails, job_thumbnails
 
 log = logging.getLogger(__name__)
+
+#: conversation answers generated per turn under the model lock (a chat waits at most one chunk)
+ANSWER_CHUNK = 4
+
+
+class JobFailed(Exception):
+    pass
 
 
 class JobManager:
@@ -50,8 +60,9 @@ class JobManager:
         self._instant_thread: threading.Thread | None = None
         self._instant_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
         self._concept_locks: dict[tuple[int, str], threading.Lock] = defaultdict(threading.Lock)
-        #: the photo pool and each job's training set (built with the job's own engine)
-        self.data = JobData(host, config)
+        #: the photo pool negatives come from (loaded once per server)
+        self.pool = None
+        self._pool_lock = threading.Lock()
         #: cleans messages shown to clients (the server sets its Redactor: no server paths in job errors)
         self.redact = lambda text: text
         #: the server's WhoService (its embedder fits each new concept's head); None: the default embedder
@@ -288,20 +299,15 @@ class JobManager:
                 raise JobCancelled()
             self._set(live, "preparing")
 
-            def data_phase(phase: str, progress: dict | None = None) -> None:
-                if phase == "building training data" and (progress or {}).get("answers_total"):
-                    live.begin("answers", total=progress["answers_total"])
-                self._set(live, phase, progress)
-
-            training_set = self.data.training_set(engine, live, name, jdir, photos, train, data, data_phase)
+            pipeline = ConceptPipeline(engine, recipe_name, train=train, data=data, pool_loader=lambda: self.pool_for(data),
+                                       progress=False)
+            training_set = self._training_set(pipeline, live, name, jdir, photos)
             live.finish("answers")  # a resumed job reloads its training set: nothing to synthesise
             self._expect(live, training_set.samples, train)
             self._set(live, "preparing the samples", {})  # the trainer's first event fills in the epochs and steps
-            result = personalize(
-                engine, name, photos, recipe=recipe_name, train=train, data=data, training_set=training_set,
-                save=False, checkpoint_dir=jdir / "checkpoints", progress=False, visual=signature,
-                callbacks=[JobProgress(live, self.db, self.host.lock)],
-            )
+            result = pipeline.train(name, training_set, checkpoint_dir=jdir / "checkpoints",
+                                    callbacks=[JobProgress(live, self.db, self.host.lock)])
+            pipeline.describe(result.concept, photos, training_set, signature)
             with self.concept_lock(job["user_id"], name):
                 if live.cancelled.is_set() or not self.db.user_exists(job["user_id"]):  # removed: write nothing
                     raise JobCancelled()
@@ -384,7 +390,7 @@ class JobManager:
             embedder = self.who.embedder if self.who is not None else embedder_for(self.host.engine)
             embedder.embed([Image.new("RGB", (32, 32))])
             if self.config.data.needs_pool or self.config.pool_dirs:
-                self.data.pool_for(self.config.data)
+                self.pool_for(self.config.data)
         except Exception as e:  # the first job reports any real problem
             log.info("concept-head warm-up skipped: %s", e)
 
@@ -394,7 +400,7 @@ class JobManager:
         wait for or go through training. Done once per job (a resumed job reuses it); returns the
         signature, or None if the job is gone."""
         from ..concepts import load_concept, save_concept
-        from ..who import VisualSignature, embedder_for, fit_signature, instant_concept
+        from ..who import VisualSignature, embedder_for, instant_concept
 
         job = self.db.get_job(job_id)
         if job is None or job["status"] not in ACTIVE:
@@ -419,8 +425,9 @@ class JobManager:
             if live is not None:
                 live.begin("head")
             embedder = self.who.embedder if self.who is not None else embedder_for(self.host.engine)
-            pool = self.data.pool_for(data) if (data.needs_pool or self.config.pool_dirs) else None
-            signature = fit_signature(photos, embedder, pool, seed=train.seed)
+            pool = self.pool_for(data) if (data.needs_pool or self.config.pool_dirs) else None
+            signature = ConceptPipeline(self.host.engine, recipe_name, train=train, data=data, pool=pool, progress=False).signature(
+                photos, embedder)
             concept = instant_concept(self.host.engine, job["concept"], signature, train.k, train.seed,
                                       meta={"recipe": {"name": recipe_name}})
             with self.concept_lock(job["user_id"], job["concept"]):  # a delete holds it while removing the job folder
@@ -434,6 +441,54 @@ class JobManager:
                 if live.phase.startswith("queued"):
                     self._set(live, "recognition ready; queued for training")
             return signature
+
+    def pool_for(self, data):
+        """The photo pool negatives come from (loaded once): the server's ``--pool`` folders, else the shared one."""
+        from ..data.pool import ImagePool
+        from ..paths import default_data_root
+        from ..personalize import load_pool
+
+        with self._pool_lock:
+            if self.pool is None:
+                if self.config.pool_dirs:
+                    self.pool = ImagePool.build_or_update(list(self.config.pool_dirs), self.config.home / "pool", progress=False)
+                else:
+                    if not (default_data_root() / "pool").is_dir():
+                        raise JobFailed("this server's recipe uses negatives but has no photo pool: start it with --pool DIR "
+                                        "(or --n-easy 0 --no-hard-negatives)")
+                    self.pool = load_pool(progress=False)
+            return self.pool
+
+    def _training_set(self, pipeline: ConceptPipeline, live: LiveJob, name: str, jdir: Path, photos: list[Path]) -> TrainingSet:
+        """The job's training set: the saved one of a resumed job (the very same samples, so its checkpoint applies),
+        else built by ``pipeline`` with the base model's answers a chunk at a time under the model lock."""
+        path = jdir / "training_set.json"
+        if path.is_file():
+            try:
+                return TrainingSet.load(path)
+            except (OSError, ValueError, KeyError) as e:
+                log.warning("rebuilding the training set of %s (%s)", jdir.name, e)
+        data = pipeline.data_config
+        n_conv = min(len(photos), data.conversation_photos or len(photos))
+        n_answers = n_conv * len(conversation_questions(data.category)) if data.conversations else 0
+        if n_answers:
+            live.begin("answers", total=n_answers)
+        self._set(live, "building training data", {"answers": 0, "answers_total": n_answers} if n_answers else {})
+
+        def answer_in_chunks(pairs: list[tuple[str, Path]]) -> list[str]:
+            answers: list[str] = []
+            for i in range(0, len(pairs), ANSWER_CHUNK):
+                live.check()
+                with self.host.lock:
+                    answers += pipeline.answer(pairs[i : i + ANSWER_CHUNK])
+                with live.lock:
+                    live.progress["answers"] = live.progress.get("answers", 0) + len(pairs[i : i + ANSWER_CHUNK])
+            return answers
+
+        pipeline.answerer = answer_in_chunks
+        training_set = pipeline.training_set(name, photos, cache_dir=jdir / "answers")
+        training_set.save(path)
+        return training_set
 
     def _set(self, live: LiveJob, phase: str, progress: dict | None = None) -> None:
         set_phase(self.db, live, phase, progress)

@@ -31,10 +31,3 @@ def recognition_metrics(labels: Sequence[bool], scores: Sequence[float], thresho
         "threshold": threshold,
     }
 
-
-def best_threshold(labels: Sequence[bool], scores: Sequence[float], lo: float = 0.05, hi: float = 0.95) -> float:
-    """The threshold with the best weighted accuracy: the midpoint of the widest best gap, clipped."""
-    cands = sorted(set(scores))
-    mids = [0.5] + [(a + b) / 2 for a, b in zip(cands, cands[1:])]
-    best = max(mids, key=lambda t: (recognition_metrics(labels, scores, t)["weighted_accuracy"] or 0.0, -abs(t - 0.5)))
-    return min(hi, max(lo, best))

@@ -34,7 +34,8 @@ from ..errors import NotEnoughPhotosError
 from ..images import load_image
 from ..runtime import dtype_name
 from .callbacks import CallbackList, TrainerCallback, TrainerState
-from .metrics import best_threshold, recognition_metrics
+from ..calibration import calibrate
+from .metrics import recognition_metrics
 from .samples import Sample
 
 log = logging.getLogger(__name__)
@@ -415,9 +416,8 @@ class ConceptTrainer:
         holdout = {k: v for k, v in run.best_eval.items() if k not in ("scores", "labels")}
         if run.best_eval.get("scores"):  # kept so a threshold rule can be re-derived later
             holdout |= {"scores": [round(x, 5) for x in run.best_eval["scores"]], "labels": list(run.best_eval["labels"])}
-        threshold = 0.5
+        threshold = calibrate(run.best_eval.get("labels", []), run.best_eval.get("scores", []))
         if run.best_eval.get("scores"):
-            threshold = best_threshold(run.best_eval["labels"], run.best_eval["scores"])
             holdout["calibrated_threshold"] = threshold
         concept.meta.update(
             recognition_threshold=threshold,

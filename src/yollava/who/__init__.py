@@ -41,8 +41,8 @@ from __future__ import annotations
 from .conversation import WhoChat, chat, instant_concept, remove_pending, save_pending, signature_for_photos, who_prompt
 from .embedding import default_embedder, embed_images, embed_query, embedder_for, embedder_id, query_views, set_embedder
 from .index import PENDING_DIR, ConceptIndex, Loader, PrototypeIndex, index_for, library_loader, library_sources, stored_sources
-from .signature import (DEFAULT_HEAD_THRESHOLD, DEFAULT_HEAD_VIEWS, VisualSignature, attach_signature, composite, concept_stage,
-                        fit_signature)
+from .head import ConceptHead
+from .signature import DEFAULT_HEAD_VIEWS, VisualSignature, attach_signature, composite, concept_stage, fit_signature
 from .verify import (DEFAULT_TOP_K, DEFAULT_TRAINED_MODE, MODES, Found, WhoResult, fuse, loaded, margin, recognize, resolve_mode,
                      score_candidates, who, who_in)
 
@@ -50,11 +50,10 @@ from .verify import (DEFAULT_TOP_K, DEFAULT_TRAINED_MODE, MODES, Found, WhoResul
 from .conversation import _ROW_STATS  # noqa: F401
 from .embedding import _DEFAULT_EMBEDDER, _EMBEDDER_LOCK, _EMBEDDERS, _INDEXES, _normalise  # noqa: F401
 from .index import _Entry, _stamp  # noqa: F401
-from .signature import _prototype_head  # noqa: F401
 from .verify import _EPS, _logit, _NoLock, _sigmoid  # noqa: F401
 
 __all__ = [
-    "DEFAULT_HEAD_THRESHOLD", "DEFAULT_HEAD_VIEWS", "DEFAULT_TOP_K", "DEFAULT_TRAINED_MODE", "MODES", "PENDING_DIR", "ConceptIndex",
+    "ConceptHead", "DEFAULT_HEAD_VIEWS", "DEFAULT_TOP_K", "DEFAULT_TRAINED_MODE", "MODES", "PENDING_DIR", "ConceptIndex",
     "Found", "Loader", "PrototypeIndex", "VisualSignature", "WhoChat", "WhoResult", "attach_signature", "chat", "composite",
     "concept_stage", "default_embedder", "embed_images", "embed_query", "embedder_for", "embedder_id", "fit_signature", "fuse",
     "index_for", "instant_concept", "library_loader", "library_sources", "loaded", "margin", "query_views", "recognize",

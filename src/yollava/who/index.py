@@ -155,8 +155,8 @@ class ConceptIndex:
         self.entries[name] = _Entry(name, concept, sig, concept_stage(concept), stamp)
         if sig is not None:
             self.index.add(name, sig.prototype)
-            if sig.has_head:
-                self.heads.add(name, np.append(sig.head_weight, np.float32(sig.head_bias)))
+            if sig.head is not None:
+                self.heads.add(name, np.append(sig.head.weight, np.float32(sig.head.bias)))
             else:
                 self.heads.remove(name)
         elif self.index is not None:

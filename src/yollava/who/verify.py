@@ -54,7 +54,7 @@ def resolve_mode(mode: str, stage: str, signature: VisualSignature | None) -> st
     """The mode one concept answers in (see the module docstring)."""
     if mode not in MODES:
         raise ValueError(f"unknown recognition mode {mode!r}; choose from {', '.join(MODES)}")
-    has_head = signature is not None and signature.has_head
+    has_head = signature is not None and signature.head is not None
     if stage == "recognition":
         if not has_head:
             raise ConceptNotReadyError("this concept has neither trained tokens nor a visual head")
@@ -123,11 +123,11 @@ def score_candidates(engine, image, candidates: list[tuple[_Entry, float | None]
     for e, sim, m in plan:
         sig = e.signature
         if m == "head":
-            p, t = sig.photo_probability(x), sig.head_threshold
+            p, t = sig.photo_probability(x), sig.head.threshold
         elif m == "yollava":
             p, t = p_llm[e.name], e.concept.threshold
         else:
-            p, t = fuse(sig.photo_probability(x), sig.head_threshold, p_llm[e.name], e.concept.threshold)
+            p, t = fuse(sig.photo_probability(x), sig.head.threshold, p_llm[e.name], e.concept.threshold)
         if threshold is not None:
             t = threshold
         out.append(Found(e.name, "Yes" if p >= t else "No", p, t, m, margin(p, t), sim, e.stage))

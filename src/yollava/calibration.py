@@ -1,0 +1,50 @@
+"""Where a score becomes "yes": the one home of every recognition threshold (no torch, no model).
+
+- a trained concept's yes/no threshold is set by :func:`calibrate` from the scores of its calibration samples
+  (unused pool photos and unseen views of the user's photos, or held-back photos; see ``data/builder.py``),
+  with the rule named by :data:`DEFAULT_RULE`;
+- a concept head answers "present" from :data:`HEAD_THRESHOLD`, a fixed value chosen on a development split.
+
+A new rule is a function ``(labels, scores) -> threshold`` added to :data:`THRESHOLD_RULES` (and made the
+default there, or asked for by name).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+#: the concept head's decision threshold on P(present) with multi-crop query views, chosen on a development
+#: split of the MyVLM subjects (``benchmarks/who_head.py``, docs/who.md), never on a reported test set
+HEAD_THRESHOLD = 0.6
+
+
+def weighted_accuracy(labels: Sequence[bool], scores: Sequence[float], threshold: float) -> float:
+    """The mean of the positives' and the negatives' accuracy at ``threshold`` (score >= threshold is "yes")."""
+    pos = [s >= threshold for s, y in zip(scores, labels) if y]
+    neg = [s < threshold for s, y in zip(scores, labels) if not y]
+    parts = [sum(v) / len(v) for v in (pos, neg) if v]
+    return sum(parts) / len(parts) if parts else 0.0
+
+
+def best_accuracy_threshold(labels: Sequence[bool], scores: Sequence[float], lo: float = 0.05, hi: float = 0.95) -> float:
+    """Of 0.5 and the midpoints between consecutive distinct scores, the one with the best weighted accuracy;
+    among equally good ones, the one nearest 0.5; clipped to [lo, hi]. (Negatives at 0.1/0.2 and positives at
+    0.9/0.95 give 0.5: every midpoint from 0.15 to 0.9 separates them, and 0.5 is nearest to itself.)"""
+    cands = sorted(set(scores))
+    mids = [0.5] + [(a + b) / 2 for a, b in zip(cands, cands[1:])]
+    best = max(mids, key=lambda t: (weighted_accuracy(labels, scores, t), -abs(t - 0.5)))
+    return min(hi, max(lo, best))
+
+
+#: name -> rule(labels, scores) -> threshold
+THRESHOLD_RULES: dict[str, Callable[[Sequence[bool], Sequence[float]], float]] = {"best-accuracy": best_accuracy_threshold}
+DEFAULT_RULE = "best-accuracy"
+
+
+def calibrate(labels: Sequence[bool], scores: Sequence[float], rule: str = DEFAULT_RULE) -> float:
+    """The yes/no threshold for these calibration scores (0.5 when there are none)."""
+    if rule not in THRESHOLD_RULES:
+        raise ValueError(f"unknown threshold rule {rule!r}; known: {', '.join(THRESHOLD_RULES)}")
+    if not len(scores):
+        return 0.5
+    return float(THRESHOLD_RULES[rule](labels, scores))
