@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from train_speed import score_bo  # noqa: E402
 
-from yollava.engine import YoLLaVA  # noqa: E402
+from yollava import YoLLaVA  # noqa: E402
 from yollava.paths import default_data_root  # noqa: E402
 from yollava.personalize import ConceptPipeline, load_pool  # noqa: E402
 from yollava.recipes import get_recipe  # noqa: E402

@@ -32,7 +32,7 @@ def main() -> None:
     from PIL import Image
 
     torch.set_num_threads(args.threads)
-    from yollava.engine import YoLLaVA
+    from yollava import YoLLaVA
     from yollava.models import Message
     from yollava.paths import default_data_root
 

@@ -8,7 +8,7 @@ import time
 import torch
 
 torch.set_num_threads(1)
-from yollava.engine import YoLLaVA  # noqa: E402
+from yollava import YoLLaVA  # noqa: E402
 
 e = YoLLaVA.from_pretrained("pocket")
 print("runtime", e.adapter.generation_runtime)

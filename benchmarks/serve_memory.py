@@ -75,7 +75,7 @@ from pathlib import Path
 import httpx, torch
 torch.set_num_threads(1)
 from yollava.concepts import Concept, save_concept
-from yollava.engine import YoLLaVA
+from yollava import YoLLaVA
 from yollava.models import load_model
 from yollava.models.tiny import build_tiny_llava
 from yollava.serve import ServerConfig, create_app

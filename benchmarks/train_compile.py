@@ -7,7 +7,7 @@ forward compiled (inductor, dynamic shapes): the first compiled pass includes th
 """
 import sys, time, random, glob, torch
 torch.set_num_threads(int(sys.argv[1]) if len(sys.argv) > 1 else 2)
-from yollava.engine import YoLLaVA
+from yollava import YoLLaVA
 from yollava.data.training_set import TrainingSet
 from yollava.train import ConceptTrainer, TrainConfig
 from yollava.train.trainer import split_holdout, balanced_samples

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from yollava.engine import YoLLaVA
+from yollava import YoLLaVA
 from yollava.paths import default_data_root
 from yollava.personalize import ConceptPipeline, load_pool
 from yollava.recipes import get_recipe

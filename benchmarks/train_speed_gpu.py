@@ -92,7 +92,7 @@ def samples(engine, n: int, size: int):
 
 
 def run(size: str, device: torch.device, dtype: torch.dtype, checkpointing: bool, n: int, steps: int, peak: float) -> dict:
-    from yollava.engine import YoLLaVA
+    from yollava import YoLLaVA
 
     if device.type == "cuda":
         torch.cuda.empty_cache()

@@ -110,7 +110,7 @@ def setup(args):
 
 
 def load_engine(args, concepts_dir: Path):
-    from yollava.engine import YoLLaVA
+    from yollava import YoLLaVA
 
     t0 = time.perf_counter()
     engine = YoLLaVA.from_pretrained(args.model, concepts_dir=concepts_dir)

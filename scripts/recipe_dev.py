@@ -135,7 +135,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from yollava.engine import YoLLaVA
+    from yollava import YoLLaVA
     from yollava.eval.datasets import load_folder
     from yollava.eval import get_task, run_benchmark
     from yollava.eval.report import write_report

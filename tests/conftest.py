@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from yollava.engine import YoLLaVA
+from yollava import YoLLaVA
 from yollava.models import load_model
 from yollava.models.tiny import build_tiny_llava, build_tiny_qwen2_vl
 

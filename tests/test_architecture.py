@@ -14,7 +14,8 @@ import pytest
 import torch
 
 import yollava
-from yollava.engine import ConceptModel, YoLLaVA
+from yollava import YoLLaVA
+from yollava.engine import ConceptModel
 from yollava.errors import UnknownConceptError
 from yollava.models import VLMAdapter
 from yollava.train import ConceptTrainer, Sample, TrainConfig, TrainerCallback, TrainerState

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from yollava import who as W
 from yollava.cli import app
-from yollava.engine import YoLLaVA
+from yollava import YoLLaVA
 from yollava.models import load_model
 
 from .test_who import PaletteEmbedder, photo, store_subjects, world  # noqa: F401  (world: photos and a pool)

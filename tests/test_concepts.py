@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from yollava.concepts import Concept, load_concept, save_concept, validate_name
-from yollava.engine import YoLLaVA
+from yollava import YoLLaVA
 from yollava.errors import (
     ConceptMismatchError,
     CorruptConceptError,

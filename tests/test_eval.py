@@ -13,7 +13,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from yollava.data.pool import ImagePool
-from yollava.engine import RECOGNITION_QUERY, YoLLaVA
+from yollava import YoLLaVA
+from yollava.prompts import RECOGNITION_QUERY
 from yollava.eval import commands
 from yollava.eval.datasets import hold_out_pool_negatives, load_folder, seeded_split
 from yollava.eval.forgetting import forgetting_check

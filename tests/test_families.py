@@ -17,8 +17,8 @@ from PIL import Image
 
 import yollava.engine.model as engine_module
 from yollava.concepts import load_concept
-from yollava.data.templates import RECOGNITION_QUERY
-from yollava.engine import YoLLaVA
+from yollava.prompts import RECOGNITION_QUERY
+from yollava import YoLLaVA
 from yollava.models import Message, load_model
 from yollava.models.tiny import TINY_BUILDERS
 from yollava.train import ConceptTrainer, Sample, TrainConfig, recognition_metrics

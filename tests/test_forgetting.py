@@ -8,7 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 from yollava.concepts.bank import ConceptBank
-from yollava.engine import YoLLaVA
+from yollava import YoLLaVA
 from yollava.eval import commands
 from yollava.eval.forgetting import forgetting_check, forgetting_markdown
 

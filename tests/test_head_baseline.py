@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from yollava.data.pool import ImagePool
-from yollava.engine import YoLLaVA
+from yollava import YoLLaVA
 from yollava.eval.datasets import load_folder
 from yollava.eval import get_task, run_benchmark
 from yollava.personalize import DataConfig
@@ -72,7 +72,7 @@ def test_probes_use_the_heads_classifier_on_the_models_own_representations(llava
     subjects of distinct colours both separate like the head; the features are exactly those representations."""
     import numpy as np
 
-    from yollava.engine import RECOGNITION_QUERY
+    from yollava.prompts import RECOGNITION_QUERY
     from yollava.eval.methods import EvalContext, Unavailable
     from yollava.eval.registry import make_method
 

@@ -58,7 +58,7 @@ def test_ray_run_on_a_local_instance(subjects_dir, tiny_model_dirs, tmp_path):
     finally:
         ray.shutdown()
     assert sorted(saved) == ["anna", "bo"]
-    from yollava.engine import YoLLaVA
+    from yollava import YoLLaVA
 
     engine = YoLLaVA.from_pretrained(str(tiny_model_dirs["llava"]), tmp_path / "out")
     engine.load_concept("bo")

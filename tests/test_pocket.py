@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from yollava.engine import YoLLaVA
+from yollava import YoLLaVA
 from yollava.models import Message
 from yollava.models.pocket import PocketAdapter, llm as pocket_llm
 from yollava.models.pocket.adapter import WEIGHTS_DIR, load_pocket, save_pocket_weights

@@ -225,7 +225,7 @@ def test_stage2_samples_are_balanced_and_answerable():
 
 def test_a_concept_loads_only_on_the_pocket_weights_it_was_trained_for(tiny_llm, tmp_path):
     from yollava.concepts import load_concept
-    from yollava.engine import YoLLaVA
+    from yollava import YoLLaVA
     from yollava.errors import ConceptMismatchError
 
     a = tiny_pocket(tiny_llm)

@@ -167,7 +167,7 @@ def test_descriptions_keep_one_plain_sentence():
 
 def test_a_v1_concept_on_v2_names_the_model_to_use_and_the_command_to_retrain(tiny_llm, tmp_path):
     from yollava.concepts import load_concept
-    from yollava.engine import YoLLaVA
+    from yollava import YoLLaVA
     from yollava.errors import ConceptMismatchError
 
     v1 = tiny_pocket(tiny_llm)

@@ -10,8 +10,9 @@ import torch
 
 from yollava.concepts import read_meta
 from yollava.data.pool import ImagePool
-from yollava.data.templates import RECOGNITION_QUERY, SHORT_QUERIES
-from yollava.engine import YoLLaVA
+from yollava.data.templates import SHORT_QUERIES
+from yollava.prompts import RECOGNITION_QUERY
+from yollava import YoLLaVA
 from yollava.personalize import ConceptPipeline, personalize
 from yollava.recipes import RECIPES, Recipe, get_recipe, recipe_from_options, resolve_recipe
 from yollava.train import Sample, recognition_metrics

@@ -29,7 +29,7 @@ httpx = pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from yollava.concepts import Concept, save_concept  # noqa: E402
-from yollava.engine import YoLLaVA  # noqa: E402
+from yollava import YoLLaVA  # noqa: E402
 from yollava.models import load_model  # noqa: E402
 from yollava.serve import Limits, ServerConfig, create_app  # noqa: E402
 from yollava.serve import imports as imports_module  # noqa: E402

@@ -9,7 +9,7 @@ pytest.importorskip("uvicorn")
 
 from yollava.concepts import Concept  # noqa: E402
 from yollava.concepts.io import save_concept  # noqa: E402
-from yollava.engine import YoLLaVA  # noqa: E402
+from yollava import YoLLaVA  # noqa: E402
 from yollava.models import load_model  # noqa: E402
 from yollava.serve import ServerConfig, create_app  # noqa: E402
 from yollava.serve.testing import ServerThread, data_url, jpeg_bytes, one_torch_thread, tiny_recipe  # noqa: E402

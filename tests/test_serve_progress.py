@@ -17,7 +17,7 @@ from PIL import Image
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from yollava.engine import YoLLaVA  # noqa: E402
+from yollava import YoLLaVA  # noqa: E402
 from yollava.models import load_model  # noqa: E402
 from yollava.serve import ServerConfig, create_app  # noqa: E402
 from yollava.personalize import ConceptPipeline  # noqa: E402

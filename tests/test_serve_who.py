@@ -19,7 +19,7 @@ from PIL import Image  # noqa: E402
 
 from yollava import who as W  # noqa: E402
 from yollava.concepts import Concept, save_concept  # noqa: E402
-from yollava.engine import YoLLaVA  # noqa: E402
+from yollava import YoLLaVA  # noqa: E402
 from yollava.models import load_model  # noqa: E402
 from yollava.serve import ServerConfig, create_app  # noqa: E402
 from yollava.serve.testing import data_url, one_torch_thread, tiny_recipe  # noqa: E402

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from yollava.engine import YoLLaVA
+from yollava import YoLLaVA
 from yollava.errors import InvalidImageError, NotEnoughPhotosError
 from yollava.personalize import DataConfig, check_photos, personalize
 from yollava.train import ConceptTrainer, Sample, TrainConfig, recognition_metrics, split_holdout
@@ -151,9 +151,12 @@ def test_personalize_end_to_end_saves_a_loadable_concept(llava_engine: YoLLaVA, 
     assert not any((llava_engine.concepts_dir / ".checkpoints").glob("bo.ckpt.*"))
     llava_engine.unload_concept("bo")
     llava_engine.load_concept("bo")
-    r = llava_engine.recognize("bo", photos[0])
-    assert r.threshold == result.concept.threshold and r.answer == ("Yes" if r.p_yes >= r.threshold else "No")
+    r = llava_engine.recognize("bo", photos[0], mode="yollava")  # the language model alone, at the calibrated threshold
+    assert r.mode == "yollava" and r.threshold == result.concept.threshold and r.answer == ("Yes" if r.p_yes >= r.threshold else "No")
     assert r.p_yes == llava_engine.yes_probabilities("bo", [photos[0]])[0]
+    from yollava.who import DEFAULT_TRAINED_MODE
+
+    assert llava_engine.recognize("bo", photos[0]).mode == DEFAULT_TRAINED_MODE  # the signature was fitted too: the measured best mode
 
 
 def test_naive_reference_computes_the_same_loss_and_update(llava_engine: YoLLaVA, tmp_path):

@@ -14,7 +14,7 @@ from PIL import Image
 from yollava import who as W
 from yollava.concepts import Concept, load_concept, save_concept
 from yollava.data.pool import ImagePool
-from yollava.engine import YoLLaVA
+from yollava import YoLLaVA
 from yollava.errors import ConceptNotReadyError, CorruptConceptError
 from yollava.models import load_model
 from yollava.personalize import DataConfig, personalize

@@ -37,7 +37,7 @@ def _fail(message: str) -> None:
 
 
 def _engine(model: str, concepts_dir: Path | None):
-    from .engine import YoLLaVA
+    from .api import YoLLaVA
 
     try:
         return YoLLaVA.from_pretrained(model, concepts_dir)

@@ -9,14 +9,14 @@ from rich.console import Console
 from rich.table import Table
 
 from .data.builder import expand_photos
-from .engine import YoLLaVA
+from .engine import Engine
 from .paths import default_data_root
 from .personalize import load_pool, personalize
 from .recipes import Recipe, resolve_recipe
 from .train import recognition_metrics
 
 
-def run_demo(engine: YoLLaVA, data_root: Path | None = None, recipe: Recipe | str | None = None, console: Console | None = None) -> dict:
+def run_demo(engine: Engine, data_root: Path | None = None, recipe: Recipe | str | None = None, console: Console | None = None) -> dict:
     """``recipe``: a :class:`Recipe` or its name (default ``"fast"``)."""
     console = console or Console()
     recipe = resolve_recipe(recipe)

@@ -16,7 +16,7 @@ from typing import Any
 
 from .concepts import Concept, save_concept, validate_name
 from .data.builder import expand_photos
-from .engine import YoLLaVA
+from .engine import Engine
 from .errors import InvalidConceptNameError, NotEnoughPhotosError
 from .personalize import ConceptPipeline
 from .recipes import DataConfig
@@ -40,7 +40,7 @@ def discover_subjects(folder: str | Path) -> dict[str, list[Path]]:
     return subjects
 
 
-def train_subjects(engine: YoLLaVA, subjects: dict[str, list[Path]], train: TrainConfig, data: DataConfig, pool=None, progress: bool = True,
+def train_subjects(engine: Engine, subjects: dict[str, list[Path]], train: TrainConfig, data: DataConfig, pool=None, progress: bool = True,
                    recipe_name: str | None = None, signatures: bool = True) -> dict[str, Concept]:
     """Each subject's training set, then all of them trained together, then (``signatures``) each one's visual
     signature: the steps of :class:`ConceptPipeline`. Nothing is saved."""
@@ -58,7 +58,7 @@ def train_subjects(engine: YoLLaVA, subjects: dict[str, list[Path]], train: Trai
 
 def _train_group_remote(model: str, concepts_dir: str, subjects: dict[str, list[str]], train: dict, data: dict, recipe_name: str) -> dict[str, Any]:
     """Runs on a Ray worker: returns plain tensors + metadata, and the base model's fingerprint."""
-    engine = YoLLaVA.from_pretrained(model, concepts_dir)
+    engine = Engine.from_pretrained(model, concepts_dir)
     concepts = train_subjects(engine, {n: [Path(p) for p in ps] for n, ps in subjects.items()}, TrainConfig(**train), DataConfig(**data), progress=False,
                               recipe_name=recipe_name)
     return {
@@ -79,7 +79,7 @@ def personalize_many(
     overwrite: bool = False,
     ray_address: str | None = None,
     groups: int | None = None,
-    engine: YoLLaVA | None = None,
+    engine: Engine | None = None,
     progress: bool = True,
 ) -> dict[str, Path]:
     """Learn one concept per subfolder of ``folder`` and save them; returns name -> metadata path.
@@ -90,7 +90,7 @@ def personalize_many(
     train, data = recipe.train, recipe.data
     subjects = discover_subjects(folder)
     if engine is None and ray_address is None:
-        engine = YoLLaVA.from_pretrained(model, concepts_dir)
+        engine = Engine.from_pretrained(model, concepts_dir)
     out_dir = Path(concepts_dir) if concepts_dir else (engine.concepts_dir if engine else None)
     if out_dir is None:
         from .paths import default_concepts_dir

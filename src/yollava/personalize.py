@@ -26,7 +26,7 @@ from pathlib import Path
 from .concepts import Concept, validate_name
 from .data.builder import build_training_set, expand_photos
 from .data.training_set import TrainingSet
-from .engine import YoLLaVA
+from .engine import Engine
 from .errors import InvalidConceptNameError, NotEnoughPhotosError
 from .images import file_sha256, load_image
 from .paths import cache_home, default_data_root
@@ -64,7 +64,7 @@ class ConceptPipeline:
     ``"fast"``; ``train``/``data`` replace its settings). ``pool``: the image pool negatives come from (default:
     ``pool_loader()``, the shared pool, loaded the first time a step needs it). ``answerer``: see the module."""
 
-    def __init__(self, engine: YoLLaVA, recipe: Recipe | str | None = None, *, train: TrainConfig | None = None,
+    def __init__(self, engine: Engine, recipe: Recipe | str | None = None, *, train: TrainConfig | None = None,
                  data: DataConfig | None = None, pool=None, pool_loader: Callable[[], object] | None = None,
                  answerer: Answerer | None = None, progress: bool = True):
         self.engine = engine
@@ -194,7 +194,7 @@ class ConceptPipeline:
 
 
 def personalize(
-    engine: YoLLaVA,
+    engine: Engine,
     name: str,
     photos: Sequence[str | Path],
     *,

@@ -17,7 +17,7 @@
   every photo, 15 epochs, AdamW 1e-3, best epoch on a held-back slice).
 
 ``Recipe.to_dict`` is what goes into the concept JSON (name + every setting). :class:`DataConfig` (how the
-training set is built) lives here beside the recipe; :class:`yollava.train.TrainConfig` is the training half.
+training set is built) and :class:`TrainConfig` (how it is trained) live here beside the recipe, without torch.
 Both check their values when made (and when changed with ``dataclasses.replace`` or :meth:`Recipe.override`).
 
 :class:`RecipeOptions` is what every training command takes on the command line (``--recipe`` and the
@@ -31,13 +31,75 @@ import copy
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from .train import TrainConfig
-
 
 def _check_int(config: Any, name: str, minimum: int) -> None:
     value = getattr(config, name)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, not {value!r}")
+
+
+@dataclass
+class TrainConfig:
+    k: int = 16
+    lr: float = 1e-3
+    epochs: int = 15
+    batch_size: int = 8
+    weight_decay: float = 0.0
+    seed: int = 0
+    #: share of recognition photos (each class) held back to pick the best epoch and the threshold
+    holdout_fraction: float = 0.2
+    #: make positive recognition samples weigh as much as the negatives
+    balance_positives: bool = True
+    #: how: "repeat" (or None) each positive that many times in an epoch, or "weight" its loss (each positive
+    #: ``positive_repeats`` (None: 1) times, its loss weighted for the rest: fewer samples and steps per epoch).
+    #: Both added after run folders and concepts were first stored: None is the behaviour they had.
+    balance_by: str | None = None
+    positive_repeats: int | None = None
+    #: stop after this many evaluations without a better held-back score (None: run all epochs)
+    patience: int | None = None
+    #: recognition is scored every this many epochs (and at the last)
+    eval_every: int = 1
+    #: run the frozen prompt prefix (system prompt + photo) once and reuse its keys/values
+    prefix_cache: bool = True
+    #: keep the epoch that scores best on the held-back / calibration samples (False: the last epoch)
+    select_best_epoch: bool = True
+    #: recompute the frozen decoder's activations in backward (less memory, more compute; no prefix cache)
+    gradient_checkpointing: bool = False
+    #: the frozen model's precision in training steps: None (its own), "bf16" (a bf16 copy: about 3x faster on
+    #: CPUs with native bf16), "auto" (bf16 where the hardware has it and the family offers it, else its own).
+    #: Concept rows, their gradients and AdamW stay fp32; scoring (held-back epochs, the threshold) uses the
+    #: model itself. Added after run folders and concepts were first stored: None is the behaviour they had.
+    precision: str | None = None
+
+    def __post_init__(self):
+        for name, minimum in (("k", 1), ("epochs", 1), ("batch_size", 1), ("eval_every", 1), ("seed", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"{name} must be an integer >= {minimum}, not {value!r}")
+        if self.patience is not None and (isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 1):
+            raise ValueError(f"patience must be None or an integer >= 1, not {self.patience!r}")
+        if not (isinstance(self.lr, (int, float)) and 0 < self.lr < float("inf")):
+            raise ValueError(f"lr must be a positive number, not {self.lr!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and 0 <= self.weight_decay < float("inf")):
+            raise ValueError(f"weight_decay must be a number >= 0, not {self.weight_decay!r}")
+        if self.balance_by not in (None, "repeat", "weight"):
+            raise ValueError(f"balance_by must be 'repeat' or 'weight', not {self.balance_by!r}")
+        if self.positive_repeats is not None and (isinstance(self.positive_repeats, bool) or not isinstance(self.positive_repeats, int)
+                                                  or self.positive_repeats < 1):
+            raise ValueError(f"positive_repeats must be None or an integer >= 1, not {self.positive_repeats!r}")
+        if not (isinstance(self.holdout_fraction, (int, float)) and 0 <= self.holdout_fraction < 1):
+            raise ValueError(f"holdout_fraction must be in [0, 1), not {self.holdout_fraction!r}")
+        if self.precision not in (None, "bf16", "auto"):
+            raise ValueError(f"precision must be None (the model's own), 'bf16' or 'auto', not {self.precision!r}")
+        if self.precision == "bf16" and self.gradient_checkpointing:
+            raise ValueError("precision 'bf16' trains a copy of the model, which gradient checkpointing does not reach; "
+                             "use precision None or 'auto' with gradient_checkpointing")
+
+    def training_precision(self, adapter) -> str | None:
+        """The precision these settings train in on ``adapter`` ("auto" resolved; gradient checkpointing runs the model itself)."""
+        if self.gradient_checkpointing or self.precision is None:
+            return None
+        return adapter.fast_training_precision() if self.precision == "auto" else self.precision
 
 
 @dataclass

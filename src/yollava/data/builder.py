@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from ..errors import InvalidImageError, NotEnoughPhotosError
 from ..images import file_sha256, list_images, load_image
-from ..train.samples import Sample
+from .samples import Sample
 from ..paths import cache_home
 from .pool import ImagePool, atomic_write_json
 from .augment import CALIBRATION_VIEW_BASE

@@ -74,10 +74,10 @@ def _model_answer_fn(model: str, max_new_tokens: int):
     """The base model as the builder's ``answer_many`` (batched, the model itself as ``personalize`` uses it);
     the engine is imported only when conversations are built."""
     try:
-        from ..engine import YoLLaVA
+        from ..engine import Engine
     except ImportError as e:  # pragma: no cover - depends on the engine being installed
         _fail(f"conversations need the yollava engine ({e}); use --no-conversations")
-    engine = YoLLaVA.from_pretrained(model) if model else YoLLaVA.from_pretrained()
+    engine = Engine.from_pretrained(model) if model else Engine.from_pretrained()
     fingerprint = json.dumps(engine.fingerprint(), sort_keys=True, default=str)
 
     def answer_many(pairs: list[tuple[str, Path]]) -> list[str]:

@@ -13,12 +13,11 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..concepts.concept import validate_name
+from ..prompts import RECOGNITION_QUERY
 
 TEMPLATE_DIR = Path(__file__).with_name("templates")
 PLACEHOLDER = "<sks>"
 
-#: the recognition query of the paper's evaluation (and of the engine's ``recognize``)
-RECOGNITION_QUERY = "Can you see if {identifier} is in this photo? Answer with a single word or phrase."
 
 #: short recognition questions answered with exactly "Yes" or "No": the product's query first (it is what
 #: ``recognize`` reads), then paraphrases so the concept does not hinge on one wording

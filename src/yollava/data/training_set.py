@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..train.samples import KINDS, Sample
+from .samples import KINDS, Sample
 from .pool import atomic_write_json
 
 FORMAT = "yollava-training-set"

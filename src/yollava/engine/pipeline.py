@@ -1,9 +1,10 @@
-"""``YoLLaVA``: the thin pipeline users import. A :class:`ConceptModel` plus *one* concept bank.
+"""``Engine``: a :class:`ConceptModel` plus *one* concept bank (``yollava.YoLLaVA``, what users import, is an
+Engine that also recognises in every mode, finds who is here and makes concepts).
 
 It loads, adds and saves concepts (in its bank, from its concepts folder), turns questions and
 conversations into prompts (``<bo> is <bo_1>...<bo_k>.`` before the question), and offers chat /
-stream / recognise / first-token probabilities and the training loss, each a few lines over the
-model layer with ``self.bank`` passed in. :meth:`YoLLaVA.with_bank` makes another pipeline over the
+stream / the language model's yes-probabilities / first-token probabilities and the training loss, each a
+few lines over the model layer with ``self.bank`` passed in. :meth:`Engine.with_bank` makes another pipeline over the
 same model with its own bank and folder (the server gives one to each request and training job; no
 request sees another's concepts).
 """
@@ -19,27 +20,13 @@ import torch
 from PIL import Image
 
 from ..concepts import Concept, ConceptBank, load_concept, save_concept
-from ..data.templates import RECOGNITION_QUERY
+from ..prompts import RECOGNITION_QUERY, Recognition
 from ..errors import ConceptNotReadyError, PromptTooLongError, UnknownConceptError
 from ..images import load_image
 from ..models import DEFAULT_MODEL, EncodedImage, Message, VLMAdapter, load_model
 from ..paths import default_concepts_dir
 from . import user_text
 from .model import ConceptModel, Encoded, ImageLike
-
-
-@dataclass
-class Recognition:
-    concept: str
-    answer: str  # "Yes" or "No"
-    p_yes: float
-    threshold: float
-    #: what produced the answer: "yollava" (the language model's P(yes)), "head" or "fused" (see yollava.who)
-    mode: str = "yollava"
-
-    @property
-    def present(self) -> bool:
-        return self.answer == "Yes"
 
 
 @dataclass(frozen=True)
@@ -59,8 +46,8 @@ class PromptLimit:
                                      "leaves no room for an answer")
 
 
-class YoLLaVA:
-    """A frozen VLM and a bank of concepts: chat, recognise, compute the training loss."""
+class Engine:
+    """A frozen VLM and a bank of concepts: chat, yes-probabilities, the training loss."""
 
     def __init__(self, adapter: VLMAdapter | ConceptModel, concepts_dir: str | Path | None = None, *,
                  bank: ConceptBank | None = None, fingerprint: dict[str, Any] | None = None,
@@ -73,7 +60,7 @@ class YoLLaVA:
         self._image_cache: dict[tuple, EncodedImage] = {}
 
     @classmethod
-    def from_pretrained(cls, model: str = DEFAULT_MODEL, concepts_dir: str | Path | None = None, **kwargs) -> YoLLaVA:
+    def from_pretrained(cls, model: str = DEFAULT_MODEL, concepts_dir: str | Path | None = None, **kwargs) -> Engine:
         return cls(load_model(model, **kwargs), concepts_dir)
 
     @property
@@ -81,11 +68,11 @@ class YoLLaVA:
         return self.model.adapter
 
     def with_bank(self, concepts_dir: str | Path | None = None, bank: ConceptBank | None = None, *,
-                  prompt_limit: PromptLimit | None = None) -> YoLLaVA:
+                  prompt_limit: PromptLimit | None = None) -> Engine:
         """Another pipeline over the same frozen model, with its own concept bank (default: empty) and
         concepts folder (default: this one's). Nothing loaded into either is seen by the other."""
-        return YoLLaVA(self.model, concepts_dir or self.concepts_dir, bank=bank, fingerprint=self._fingerprint,
-                       prompt_limit=prompt_limit)
+        return type(self)(self.model, concepts_dir or self.concepts_dir, bank=bank, fingerprint=self._fingerprint,
+                          prompt_limit=prompt_limit)
 
     # ---- concepts --------------------------------------------------------------------------
     def fingerprint(self) -> dict[str, Any]:
@@ -238,17 +225,6 @@ class YoLLaVA:
                      for n in names[i : i + batch_size]]
             out += self.yes_share(self.first_token_probabilities(items, cache))
         return out
-
-    def who(self, image: ImageLike, **kwargs):
-        """Every loaded or stored concept present in ``image``, best first (see :func:`yollava.who.who`)."""
-        from ..who import who
-
-        return who(self, image, **kwargs)
-
-    def recognize(self, name: str, image: ImageLike, threshold: float | None = None) -> Recognition:
-        p = self.yes_probabilities(name, [image])[0]
-        t = self.bank[name].threshold if threshold is None else threshold
-        return Recognition(name, "Yes" if p >= t else "No", p, t)
 
     # ---- generation ------------------------------------------------------------------------
     @torch.no_grad()

@@ -68,10 +68,10 @@ def _threads(n: int | None) -> None:
 
 
 def _engine(model: str):
-    from ..engine import YoLLaVA
+    from ..engine import Engine
 
     try:
-        engine = YoLLaVA.from_pretrained(model)
+        engine = Engine.from_pretrained(model)
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
     engine.adapter.use_reference_generation()  # evaluations answer with the model itself, not chat's faster runtime
@@ -276,13 +276,13 @@ def forgetting(
     threads: int = ThreadsOpt,
 ):
     """Answers to general questions, with and without a photo, are identical with concepts loaded vs none."""
-    from ..engine import YoLLaVA
+    from ..engine import Engine
     from ..paths import default_data_root
     from .forgetting import ForgettingTask, forgetting_markdown
 
     _threads(threads)
     try:
-        engine = YoLLaVA.from_pretrained(model, concepts_dir)
+        engine = Engine.from_pretrained(model, concepts_dir)
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
     engine.adapter.use_reference_generation()

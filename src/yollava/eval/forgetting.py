@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..engine import ImageLike, YoLLaVA
+from ..engine import ImageLike, Engine
 from .driver import Task
 from .registry import register_task
 
@@ -31,7 +31,7 @@ PHOTO_QUESTIONS = [
 
 
 @torch.no_grad()
-def _first_logits(engine: YoLLaVA, question: str, image: ImageLike | None) -> torch.Tensor:
+def _first_logits(engine: Engine, question: str, image: ImageLike | None) -> torch.Tensor:
     enc = engine.encode(question, image=image)
     hidden, _, _ = engine.hidden_states([enc])
     return engine.bank.logits(hidden[:, -1], engine.adapter.lm_head).float()[0, : engine.adapter.vocab_size]
@@ -42,7 +42,7 @@ def _answers(engine, cases, max_new_tokens):
 
 
 def forgetting_check(
-    engine: YoLLaVA,
+    engine: Engine,
     concepts: Sequence[str | Path] = (),
     n_random: int = 0,
     images: Sequence[ImageLike] = (),
@@ -118,7 +118,7 @@ class ForgettingTask(Task):
         self.options = dict(concepts=concepts, n_random=n_random, images=images, questions=questions, photo_questions=photo_questions,
                             max_new_tokens=max_new_tokens, k=k)
 
-    def run(self, engine: YoLLaVA) -> dict:
+    def run(self, engine: Engine) -> dict:
         return forgetting_check(engine, **self.options)
 
     @staticmethod

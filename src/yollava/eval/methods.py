@@ -43,7 +43,7 @@ from typing import Any, Callable
 
 
 from ..data.pool import atomic_write_json
-from ..engine import RECOGNITION_QUERY, YoLLaVA
+from ..engine import RECOGNITION_QUERY, Engine
 from ..recipes import DataConfig
 from ..train import TrainConfig
 from .datasets import Subject
@@ -91,7 +91,7 @@ def plain_text(text: str) -> str:
 
 @dataclass
 class EvalContext:
-    engine: YoLLaVA
+    engine: Engine
     run_dir: Path
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)

@@ -1,6 +1,6 @@
 """First-token probabilities for arbitrary prompts: P(yes) for recognition, P(option) for two-choice QA.
 
-These mirror :meth:`YoLLaVA.yes_probabilities` (same tokenisation, same yes/no token sets, same
+These mirror :meth:`Engine.yes_probabilities` (same tokenisation, same yes/no token sets, same
 normalisation ``P(yes) / (P(yes) + P(no))``) but take any prompt, with or without concepts and with
 or without a photo, so the baselines (vanilla model, text-description prompts) are scored exactly
 like the learned concept. Only the engine's public methods are used.
@@ -12,11 +12,11 @@ from collections.abc import Sequence
 
 import torch
 
-from ..engine import ImageLike, YoLLaVA
+from ..engine import ImageLike, Engine
 
 
 def yes_probabilities(
-    engine: YoLLaVA,
+    engine: Engine,
     prompt: str,
     images: Sequence[ImageLike | None],
     concepts: Sequence[str] = (),
@@ -26,7 +26,7 @@ def yes_probabilities(
     return engine.prompt_yes_probabilities(prompt, images, concepts, batch_size)
 
 
-def option_token_ids(engine: YoLLaVA, letters: Sequence[str]) -> list[list[int]]:
+def option_token_ids(engine: Engine, letters: Sequence[str]) -> list[list[int]]:
     """For each option letter, the first token ids of its plausible spellings ("A", " A", "A.")."""
     tok = engine.adapter.tokenizer
     out = []
@@ -40,7 +40,7 @@ def option_token_ids(engine: YoLLaVA, letters: Sequence[str]) -> list[list[int]]
 
 @torch.no_grad()
 def option_probabilities(
-    engine: YoLLaVA,
+    engine: Engine,
     prompts: Sequence[str],
     images: Sequence[ImageLike | None],
     letters: Sequence[str] = ("A", "B"),
@@ -60,7 +60,7 @@ def option_probabilities(
 
 @torch.no_grad()
 def answer_loglikelihoods(
-    engine: YoLLaVA,
+    engine: Engine,
     prompts: Sequence[str],
     answers: Sequence[str],
     images: Sequence[ImageLike | None],

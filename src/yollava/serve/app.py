@@ -1,6 +1,6 @@
 """The HTTP server: OpenAI-compatible chat, concept training jobs, recognition, users, a web page.
 
-``create_app(config, engine=None)`` builds the FastAPI app; ``engine`` (a loaded :class:`YoLLaVA`) lets
+``create_app(config, engine=None)`` builds the FastAPI app; ``engine`` (a loaded :class:`Engine`) lets
 tests and benchmarks share an already loaded model, otherwise ``config.model`` is loaded. The
 endpoints live in :mod:`yollava.serve.routers` (one router per resource); what a server process holds
 is :class:`~yollava.serve.server.Server`.
@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI
 
-from ..engine import YoLLaVA
+from ..engine import Engine
 from .config import ServerConfig
 from .errors import install_error_handlers
 from .routers import ROUTERS
@@ -23,7 +23,7 @@ from .server import BodyLimit, SecurityHeaders, Server
 __all__ = ["BodyLimit", "SecurityHeaders", "Server", "concept_view", "create_app", "unreadable_view"]
 
 
-def create_app(config: ServerConfig | None = None, engine: YoLLaVA | None = None) -> FastAPI:
+def create_app(config: ServerConfig | None = None, engine: Engine | None = None) -> FastAPI:
     config = config or ServerConfig()
     server = Server(config, engine)
 

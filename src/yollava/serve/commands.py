@@ -62,7 +62,7 @@ def serve_command(
     except ImportError as e:
         typer.echo(f"error: the server needs the serve extra ({e}); install with: pip install 'yollava[serve]'", err=True)
         raise typer.Exit(1) from None
-    from ..engine import YoLLaVA
+    from ..engine import Engine
     from .config import ServerConfig, limits_from_flags
 
     try:
@@ -96,7 +96,7 @@ def serve_command(
         torch.set_num_threads(threads)
     typer.echo(f"loading {model} ...", err=True)
     try:
-        engine = YoLLaVA.from_pretrained(model, concepts_dir=config.home / "unused-concepts")
+        engine = Engine.from_pretrained(model, concepts_dir=config.home / "unused-concepts")
     except (FileNotFoundError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None

@@ -1,6 +1,6 @@
 """One frozen model shared by every request and the training job, with per-request concept scoping.
 
-The base model (the adapter) is loaded once. Each request gets its own :class:`YoLLaVA` pipeline over
+The base model (the adapter) is loaded once. Each request gets its own :class:`Engine` pipeline over
 the shared :class:`~yollava.engine.ConceptModel`, with an empty concept bank into which only the
 concepts of the requesting user that the request names are put; its concepts folder is that user's
 folder. So a user can never reach, or be answered with, another user's concept (another user's
@@ -22,7 +22,7 @@ import torch
 
 from ..concepts import Concept
 from ..concepts.io import concept_stamp, damaged_message, load_concept
-from ..engine import PromptLimit, YoLLaVA
+from ..engine import PromptLimit, Engine
 from ..errors import CorruptConceptError, PromptTooLongError, UnknownConceptError
 
 __all__ = ["ChatSession", "ConceptStore", "FairLock", "JobCancelled", "ModelHost", "PromptTooLongError", "context_length",
@@ -90,7 +90,7 @@ class ChatSession:
     response reports. :meth:`stream` encodes the conversation on its first step (the model lock is then
     held by the caller) and refuses it (:class:`PromptTooLongError`) above the engine's prompt limit."""
 
-    def __init__(self, engine: YoLLaVA, conversation: list[tuple[str, str, Any]], concepts: Sequence[str] = (),
+    def __init__(self, engine: Engine, conversation: list[tuple[str, str, Any]], concepts: Sequence[str] = (),
                  found: list[dict] | None = None):
         self.engine = engine
         self.conversation = conversation
@@ -180,7 +180,7 @@ class ConceptStore:
 
 
 class ModelHost:
-    def __init__(self, engine: YoLLaVA):
+    def __init__(self, engine: Engine):
         self.engine = engine
         self.lock = FairLock()
         self.fingerprint = engine.fingerprint()
@@ -199,17 +199,17 @@ class ModelHost:
     def mentioned_concepts(self, text: str) -> list[str]:
         return self.engine.mentioned_concepts(text)
 
-    def request_engine(self, concepts_dir: Path, names: Sequence[str], max_prompt_tokens: int | None = None) -> YoLLaVA:
+    def request_engine(self, concepts_dir: Path, names: Sequence[str], max_prompt_tokens: int | None = None) -> Engine:
         """The engine as one request sees it: the shared model with a bank of exactly ``names`` from
         ``concepts_dir`` (UnknownConceptError if one is missing); its prompts are refused
         (:class:`PromptTooLongError`) above ``max_prompt_tokens`` or the model's context."""
-        view = YoLLaVA(self.engine.model, concepts_dir, fingerprint=self.fingerprint,
+        view = Engine(self.engine.model, concepts_dir, fingerprint=self.fingerprint,
                        prompt_limit=PromptLimit(max_prompt_tokens, self.context_length))
         for name in dict.fromkeys(names):
             view.bank.add(self.concepts.get(concepts_dir, name))
         return view
 
-    def job_engine(self, concepts_dir: Path) -> YoLLaVA:
+    def job_engine(self, concepts_dir: Path) -> Engine:
         """The engine a training job trains in: the shared model with its own, empty bank; the job's
         :class:`~yollava.serve.jobs.JobProgress` callback takes the model lock around each step."""
-        return YoLLaVA(self.engine.model, concepts_dir, fingerprint=self.fingerprint)
+        return Engine(self.engine.model, concepts_dir, fingerprint=self.fingerprint)

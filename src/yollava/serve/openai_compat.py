@@ -80,7 +80,7 @@ def message_parts(msg: ChatMessage, index: int) -> tuple[str, list[str]]:
 
 
 class TextStream:
-    """What the client sees of the generated text: surrounding whitespace trimmed (as ``YoLLaVA.chat``
+    """What the client sees of the generated text: surrounding whitespace trimmed (as ``Engine.chat``
     does) and cut before the first stop string; text that could start a stop string is held back."""
 
     def __init__(self, stops: list[str] | None):

@@ -11,7 +11,7 @@ from collections import defaultdict
 
 import anyio
 
-from ..engine import YoLLaVA
+from ..engine import Engine
 from .config import ServerConfig
 from .db import Database, User
 from .errors import APIError, error_body
@@ -105,7 +105,7 @@ class SecurityHeaders:
 class Server:
     """Everything one server process holds: settings, database, model, jobs, generation slots."""
 
-    def __init__(self, config: ServerConfig, engine: YoLLaVA | None = None):
+    def __init__(self, config: ServerConfig, engine: Engine | None = None):
         self.config = config
         if not config.home.exists():
             config.home.mkdir(parents=True)
@@ -117,7 +117,7 @@ class Server:
             raise ValueError(f"the training recipe's k ({config.train.k}) is above the server's max_k ({limits.max_k})")
         self.db = Database(config.home / "server.db")
         if engine is None:
-            engine = YoLLaVA.from_pretrained(config.model, concepts_dir=config.home / "unused-concepts")
+            engine = Engine.from_pretrained(config.model, concepts_dir=config.home / "unused-concepts")
         self.host = ModelHost(engine)
         self.redact = server_redactor(config.home, config.model, self.host.fingerprint.get("model_id"))
         self.jobs = JobManager(self.host, self.db, config)

@@ -15,13 +15,13 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ..engine import YoLLaVA
+from ..engine import Engine
 from ..images import load_image
-from .samples import Sample
+from ..data.samples import Sample
 
 
 class NaiveTrainer:
-    def __init__(self, engine: YoLLaVA, name: str, k: int = 16, lr: float = 1e-3, seed: int = 0):
+    def __init__(self, engine: Engine, name: str, k: int = 16, lr: float = 1e-3, seed: int = 0):
         self.engine, self.name = engine, name
         a = engine.adapter
         concept = engine.new_concept(name, k, seed=seed) if name not in engine.bank else engine.bank[name]

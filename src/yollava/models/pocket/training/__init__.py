@@ -3,7 +3,7 @@
 
 - :mod:`.data`: the pool, its fixed split by hashed names, facts from pixels (colours), cached vision features;
 - :mod:`.samples`: stage 1 (captions, colours) and stage 2 (presence, categories, naming, colours) samples;
-- :mod:`.loop`: the loss (the engine's :meth:`~yollava.engine.YoLLaVA.loss`), the AdamW loop, stage 0 word
+- :mod:`.loop`: the loss (the engine's :meth:`~yollava.engine.Engine.loss`), the AdamW loop, stage 0 word
   alignment, the LoRA, and the stages, each writing into an output folder the caller names;
 - :mod:`.evaluate`: naming / presence / yes-no / colour metrics on held-out photos.
 """

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
-from ....engine import YoLLaVA
+from ....engine import Engine
 from ...base import EncodedImage, Message
 from .data import (ANIMAL_ONLY_NEGATIVES, CATEGORIES, COLOURS, article, cap, class_similarity, class_sources,
                    hard_negatives, main_colour)
@@ -34,7 +34,7 @@ NOT_ANIMAL = {"Garfield", "Snoopy", "brontosaurus toy", "stegosaurus toy", "face
 
 class Scorer:
     def __init__(self, adapter, pooled):
-        self.a, self.pooled, self.engine = adapter, pooled, YoLLaVA(adapter)
+        self.a, self.pooled, self.engine = adapter, pooled, Engine(adapter)
         tok = adapter.tokenizer
         first = lambda words: sorted({tok(w, add_special_tokens=False)["input_ids"][0] for w in words})  # noqa: E731
         self.yes, self.no = first(["Yes", "yes", " Yes"]), first(["No", "no", " No"])

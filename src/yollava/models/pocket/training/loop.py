@@ -1,7 +1,7 @@
 """Training ``pocket``'s projector (stage 0 and 1) and a LoRA on its LLM (stage 2): the loss, the loop, saving.
 
-The loss is the engine's own: each sample is tokenised by :meth:`YoLLaVA.encode` with the photo's visual
-tokens made by the (trainable) projector from its cached pooled features, and :meth:`YoLLaVA.loss` computes
+The loss is the engine's own: each sample is tokenised by :meth:`Engine.encode` with the photo's visual
+tokens made by the (trainable) projector from its cached pooled features, and :meth:`Engine.loss` computes
 the next-token cross-entropy on the answer tokens only. (The scripts used to re-implement the collate, a
 forward pass with the system prompt's keys/values cached, and the loss; the numbers are the same, the engine
 runs the system prompt with the rest.)
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ....engine import Encoded, YoLLaVA
+from ....engine import Encoded, Engine
 from ...base import EncodedImage
 from ..adapter import load_pocket, save_pocket_weights
 from .samples import Sample, stage1_samples, stage2_samples
@@ -39,7 +39,7 @@ class PocketLoss:
 
     def __init__(self, adapter, pooled: torch.Tensor):
         self.adapter, self.pooled = adapter, pooled
-        self.engine = YoLLaVA(adapter)
+        self.engine = Engine(adapter)
 
     def encode(self, samples: Sequence[Sample], visual: torch.Tensor) -> list[Encoded]:
         """``visual`` (B, n, hidden): the samples' visual tokens (with their gradient)."""

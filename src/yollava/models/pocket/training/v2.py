@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ....engine import YoLLaVA
+from ....engine import Engine
 from ...base import EncodedImage, Message
 from ..adapter import save_pocket_weights
 from .loop import Log, batches, output_folder, random_pocket, seed_all
@@ -41,11 +41,11 @@ GRID = 4
 # ---- the loss of v2 samples (one, two or no photos) ----------------------------------------
 class PocketLossV2:
     """Answer-only loss of :class:`Sample` batches through the engine; ``table`` (N, n_tokens, 1280) holds the pool's
-    and the views' pooled features, ``Sample.rows`` index it; ``precision`` as :meth:`YoLLaVA.loss`."""
+    and the views' pooled features, ``Sample.rows`` index it; ``precision`` as :meth:`Engine.loss`."""
 
     def __init__(self, adapter, table: torch.Tensor, precision: str | None = "bf16"):
         self.adapter, self.table, self.precision = adapter, table, precision
-        self.engine = YoLLaVA(adapter)
+        self.engine = Engine(adapter)
 
     def encode(self, samples: list[Sample], visual: list[torch.Tensor]):
         ids, marker = self.adapter.image_token_ids, self.adapter.image_marker
@@ -254,7 +254,7 @@ def train_v2(feats: dict, views: dict, out: str | Path, *, work: Path, grid: int
         log(f"stage A held-out probes: {stage_a}")
         save_pocket_weights(stage_a_dir, adapter.model.projector.state_dict(), None,
                             {"stage": "v2-A", "grid": grid, "lora": None, "training": {"stageA": stage_a}})
-    descriptions = load_or_make_descriptions(lambda: YoLLaVA(adapter), feats, work, log=log)
+    descriptions = load_or_make_descriptions(lambda: Engine(adapter), feats, work, log=log)
     log(f"{len(descriptions)} class descriptions")
     meta = {"stage": "v2", "version": 2, "grid": grid, "training": {"stageA": stage_a, "descriptions": len(descriptions)}}
     train_llm_stage(adapter, feats, views, descriptions, out, samples=samples, lr=lr, projector_lr=projector_lr, rank=rank,

@@ -1,0 +1,41 @@
+"""``YoLLaVA``: what users import. An :class:`~yollava.engine.Engine` (a frozen VLM and one concept bank) that
+also recognises a concept in any mode, finds who is in a photo and makes concepts from photos.
+
+    from yollava import YoLLaVA
+
+    yl = YoLLaVA.from_pretrained("pocket")
+    yl.personalize("bo", ["bo1.jpg", "bo2.jpg", "bo3.jpg"])
+    yl.recognize("bo", "new.jpg")          # Found(answer='Yes', p_yes=..., mode='fused', ...)
+    yl.who("party.jpg").names              # every stored concept present, best first
+    yl.chat("What is <bo> doing?", image="new.jpg")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from .engine import Engine, ImageLike
+
+
+class YoLLaVA(Engine):
+    def recognize(self, name: str, image: ImageLike, *, mode: str = "auto", threshold: float | None = None):
+        """Is ``<name>`` in ``image``? The answer (a :class:`~yollava.who.Found`, a
+        :class:`~yollava.prompts.Recognition`) says the mode that gave it: ``auto`` (default) is the concept head
+        while the concept's tokens train and the best measured mode once they are trained; ``head``, ``yollava``
+        (the language model's P(yes) alone) or ``fused`` on request (see :mod:`yollava.who`)."""
+        from .who import recognize
+
+        return recognize(self, name, image, mode=mode, threshold=threshold)
+
+    def who(self, image: ImageLike, **kwargs):
+        """Every loaded or stored concept present in ``image``, best first (see :func:`yollava.who.who`)."""
+        from .who import who
+
+        return who(self, image, **kwargs)
+
+    def personalize(self, name: str, photos: Sequence[str | Path], **kwargs):
+        """Learn concept ``name`` from ``photos`` and save it (see :func:`yollava.personalize.personalize`)."""
+        from .personalize import personalize
+
+        return personalize(self, name, photos, **kwargs)
