@@ -10,7 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 from yollava.cli import app
-from yollava.cli_options import recipe_flags, recipe_option_parameters
+from yollava.cli.options import recipe_flags, recipe_option_parameters
 from yollava.recipes import Recipe, RecipeOptions, get_recipe
 
 runner = CliRunner()
@@ -105,7 +105,7 @@ def test_every_training_command_refuses_a_bad_recipe_value_before_loading_anythi
 
 
 def test_the_decorator_refuses_a_command_that_would_shadow_a_recipe_flag():
-    from yollava.cli_options import RECIPE_OPTIONS, recipe_options
+    from yollava.cli.options import RECIPE_OPTIONS, recipe_options
 
     with pytest.raises(TypeError, match="epochs"):
         @recipe_options

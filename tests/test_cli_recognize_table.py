@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Column, Table
 
-from yollava.cli import photo_labels
+from yollava.cli.main import photo_labels
 
 
 def test_rows_keep_the_file_name_and_cut_the_folder():

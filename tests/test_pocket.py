@@ -116,9 +116,9 @@ def test_shipped_weights_are_trained(adapter):
     from yollava.images import load_image
     from yollava.models import EncodedImage
     from yollava.models.pocket.model import Projector
-    from yollava.models.pocket.training import list_pool
-    from yollava.models.pocket.training.data import cap
-    from yollava.models.pocket.training.evaluate import NAME_Q
+    from yollava.pocket_training import list_pool
+    from yollava.pocket_training.data import cap
+    from yollava.pocket_training.evaluate import NAME_Q
 
     if not (default_data_root() / "pool" / "caltech101").is_dir():
         pytest.skip("needs the shared pool photos")

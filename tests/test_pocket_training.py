@@ -1,4 +1,4 @@
-"""``yollava.models.pocket.training`` on a tiny pocket (random Qwen2 LLM of width 32, identity vision): the loss
+"""``yollava.pocket_training`` on a tiny pocket (random Qwen2 LLM of width 32, identity vision): the loss
 is the engine's and equals the scripts' old prefix-cached one, both stages train and save into the folder
 named, never into the package, and the shipped LoRA merge gives the logits of base + LoRA."""
 
@@ -19,8 +19,8 @@ from yollava.models import Message
 from yollava.models.pocket import adapter as pocket_adapter
 from yollava.models.pocket.adapter import PocketAdapter, load_pocket, merge_lora, save_pocket_weights
 from yollava.models.pocket.model import PocketConfig, PocketVLM
-from yollava.models.pocket.training import PocketLoss, Sample, add_lora, lora_state, train, train_stage1, train_stage2
-from yollava.models.pocket.training.data import CATEGORIES, Photo
+from yollava.pocket_training import PocketLoss, Sample, add_lora, lora_state, train, train_stage1, train_stage2
+from yollava.pocket_training.data import CATEGORIES, Photo
 from yollava.models.tiny import byte_level_tokenizer
 
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|image_pad|>", "<|vision_end|>"]
@@ -165,7 +165,7 @@ def test_scripts_only_call_the_package():
     for f in scripts.glob("*.py"):
         text = f.read_text()
         assert "sys.path" not in text and "WEIGHTS_DIR /" not in text and "shutil" not in text, f
-        assert "from yollava.models.pocket.training" in text, f
+        assert "from yollava.pocket_training" in text, f
     assert not (scripts / "common.py").exists()
 
 
@@ -204,7 +204,7 @@ def test_merge_lora_gives_the_logits_of_base_plus_lora(tiny_llm, tmp_path, use_t
 
 
 def test_stage2_samples_are_balanced_and_answerable():
-    from yollava.models.pocket.training import stage2_samples
+    from yollava.pocket_training import stage2_samples
 
     feats = fake_feats(3)
     samples = stage2_samples(feats, 200, random.Random(0), n_hard=2)

@@ -16,11 +16,11 @@ import torch
 from PIL import Image
 
 from yollava.models.pocket.adapter import load_pocket, merge_lora, save_pocket_weights
-from yollava.models.pocket.training.describe import first_sentence
-from yollava.models.pocket.training.lora import LoraLinear, add_lora, lora_tensors
-from yollava.models.pocket.training.samples import SAME_QUESTIONS, Sample, v2_samples
-from yollava.models.pocket.training.v2 import PocketLossV2
-from yollava.models.pocket.training.views import augment, collage, paste
+from yollava.pocket_training.describe import first_sentence
+from yollava.pocket_training.lora import LoraLinear, add_lora, lora_tensors
+from yollava.pocket_training.samples import SAME_QUESTIONS, Sample, v2_samples
+from yollava.pocket_training.v2 import PocketLossV2
+from yollava.pocket_training.views import augment, collage, paste
 
 from .test_pocket_training import fake_feats, tiny_llm, tiny_pocket, use_tiny_llm  # noqa: F401  (fixtures)
 

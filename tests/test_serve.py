@@ -482,7 +482,7 @@ def test_restart_fails_unresumable_jobs_with_a_reason(serve_engine, tmp_path):
 def test_users_commands(serve_engine, tmp_path):
     from typer.testing import CliRunner
 
-    from yollava.serve.commands import app as cli
+    from yollava.cli.serve import app as cli
     from yollava.serve.db import Database
 
     home = tmp_path / "home"

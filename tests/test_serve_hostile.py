@@ -469,7 +469,7 @@ def test_photo_decoding_is_bounded_across_requests(serve_engine, tmp_path, monke
 def test_removed_or_revoked_user_is_refused_at_once(serve_engine, tmp_path):
     from typer.testing import CliRunner
 
-    from yollava.serve.commands import app as cli
+    from yollava.cli.serve import app as cli
 
     home = tmp_path / "home"
     app = make_server(serve_engine, home)
@@ -645,7 +645,7 @@ def test_error_messages_name_no_server_path(serve_engine, tiny_model_dirs, tmp_p
 def test_limits_are_set_from_serve_flags(tmp_path):
     from typer.testing import CliRunner
 
-    from yollava.serve.commands import app as cli
+    from yollava.cli.serve import app as cli
     from yollava.serve.config import limits_from_flags
 
     limits = limits_from_flags(max_concepts=5, max_storage_mb=2, max_k=8, max_meta_kb=16, max_megapixels=12.5,

@@ -15,7 +15,7 @@ pytest.importorskip("uvicorn")
 
 from typer.testing import CliRunner  # noqa: E402
 
-from yollava.serve.commands import app as serve_cli  # noqa: E402
+from yollava.cli.serve import app as serve_cli  # noqa: E402
 from yollava.serve.testing import free_port, jpeg_bytes  # noqa: E402
 
 EPOCHS = 25

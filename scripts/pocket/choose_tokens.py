@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from yollava.models.pocket.training import default_work_dir, load_features, load_views
-from yollava.models.pocket.training.loop import random_pocket
-from yollava.models.pocket.training.samples import Sample
-from yollava.models.pocket.training.v2 import PocketLossV2, align_projector, token_probes
+from yollava.pocket_training import default_work_dir, load_features, load_views
+from yollava.pocket_training.loop import random_pocket
+from yollava.pocket_training.samples import Sample
+from yollava.pocket_training.v2 import PocketLossV2, align_projector, token_probes
 
 
 def step_cost(adapter, grid: int, repeats: int = 3) -> float:

@@ -1,4 +1,4 @@
-"""Held-out quality of the pocket VLM, beside chance (``yollava.models.pocket.training.evaluate``).
+"""Held-out quality of the pocket VLM, beside chance (``yollava.pocket_training.evaluate``).
 
     python scripts/pocket/evaluate.py                                   # the shipped weights
     python scripts/pocket/evaluate.py --weights v1 package --n 40 --out benchmarks/results/pocket_quality.md   # v1 beside v2
@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from yollava.models.pocket.adapter import V1_WEIGHTS_DIR, WEIGHTS_DIR, load_pocket
-from yollava.models.pocket.training import default_work_dir, load_features, load_views, random_pocket
-from yollava.models.pocket.training.data import main_colour
-from yollava.models.pocket.training.evaluate import (CHANCE, build_eval, check_cached_features, evaluate, evaluate_views,
+from yollava.pocket_training import default_work_dir, load_features, load_views, random_pocket
+from yollava.pocket_training.data import main_colour
+from yollava.pocket_training.evaluate import (CHANCE, build_eval, check_cached_features, evaluate, evaluate_views,
                                                      sample_answers)
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,7 +4,7 @@ training needs.
     python scripts/pocket/prepare.py            # pocket v2: 7x7 feature maps of the pool, then the views (~15-25 min)
     python scripts/pocket/prepare.py --v1       # pocket v1's cache: the 3x3 grid only (reproduces v1's runs)
 
-Writes into <cache>/pocket-train (``yollava.models.pocket.training``: ``prepare_feature_maps``, ``prepare_views``,
+Writes into <cache>/pocket-train (``yollava.pocket_training``: ``prepare_feature_maps``, ``prepare_views``,
 ``prepare_features`` for v1). Steps already done are skipped unless --force.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from yollava.models.pocket.training import (default_pool, default_work_dir, load_features, prepare_feature_maps,
+from yollava.pocket_training import (default_pool, default_work_dir, load_features, prepare_feature_maps,
                                             prepare_features, prepare_views)
 
 

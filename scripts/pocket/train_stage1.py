@@ -4,14 +4,14 @@ class labels ("A photo of a {class}.") and colour facts computed from the pixels
     python scripts/pocket/train_stage1.py --out runs/pocket/stage1      # ~15-20 min on 2 shared cores
 
 Writes pocket.safetensors + pocket.json (and train.log, loss.json) into --out, never into the package
-(see README.md, "Updating the shipped weights"). The work is ``yollava.models.pocket.training.train_stage1``.
+(see README.md, "Updating the shipped weights"). The work is ``yollava.pocket_training.train_stage1``.
 """
 
 import argparse
 
 import torch
 
-from yollava.models.pocket.training import load_features, train_stage1
+from yollava.pocket_training import load_features, train_stage1
 
 
 def main():

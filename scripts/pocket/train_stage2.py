@@ -1,6 +1,6 @@
 """Stage 2, visual instruction tuning: projector + a small LoRA on the LLM's attention, trained on
 short questions about the pool photos whose answers come from real labels and from the pixels
-(presence, generic yes/no, naming, colours: ``yollava.models.pocket.training.samples``).
+(presence, generic yes/no, naming, colours: ``yollava.pocket_training.samples``).
 
     python scripts/pocket/train_stage2.py --init runs/pocket/stage1 --out runs/pocket/stage2   # ~35-45 min
 
@@ -11,7 +11,7 @@ import argparse
 
 import torch
 
-from yollava.models.pocket.training import load_features, train_stage2
+from yollava.pocket_training import load_features, train_stage2
 
 
 def main():

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from yollava.models.pocket.training import default_work_dir, load_features, load_views
-from yollava.models.pocket.training.v2 import GRID, train_v2
+from yollava.pocket_training import default_work_dir, load_features, load_views
+from yollava.pocket_training.v2 import GRID, train_v2
 
 
 def main():

@@ -7,9 +7,10 @@ Concepts are made with ``YoLLaVA.personalize`` (or :func:`yollava.personalize.pe
 from __future__ import annotations
 
 import importlib
+from importlib.metadata import version as _version
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+__version__ = _version("yollava")  # pyproject.toml's
 
 #: public name -> the module that defines it
 _EXPORTS = {

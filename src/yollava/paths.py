@@ -1,4 +1,5 @@
-"""Where yollava keeps user data (concepts) and caches. ``YOLLAVA_HOME`` / ``YOLLAVA_CACHE`` override."""
+"""Where yollava keeps user data (concepts, the server's state) and caches, and the model it uses by default.
+``YOLLAVA_HOME`` / ``YOLLAVA_CACHE`` override the folders."""
 
 from __future__ import annotations
 
@@ -6,6 +7,10 @@ import os
 from pathlib import Path
 
 import platformdirs
+
+
+#: the model used when none is named: the embedded ``pocket`` (``yollava models`` lists the others)
+DEFAULT_MODEL = "pocket"
 
 
 def data_home() -> Path:
@@ -31,3 +36,8 @@ def default_data_root() -> Path:
         if cand.is_dir():
             return cand
     return Path("../shared/data")
+
+
+def default_server_home() -> Path:
+    """The server's state folder (database, users' concepts, jobs): ``$YOLLAVA_HOME/server``."""
+    return data_home() / "server"

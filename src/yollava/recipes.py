@@ -21,7 +21,7 @@ training set is built) and :class:`TrainConfig` (how it is trained) live here be
 Both check their values when made (and when changed with ``dataclasses.replace`` or :meth:`Recipe.override`).
 
 :class:`RecipeOptions` is what every training command takes on the command line (``--recipe`` and the
-settings it may change); :func:`yollava.cli_options.recipe_options` turns its fields into one Typer
+settings it may change); :func:`yollava.cli.options.recipe_options` turns its fields into one Typer
 option group, so the flags cannot drift between commands.
 """
 

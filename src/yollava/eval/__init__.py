@@ -2,7 +2,7 @@
 
 One driver (:func:`yollava.eval.driver.run_benchmark`) runs every task; tasks and methods are registered
 (:mod:`yollava.eval.registry`): a new baseline is one ``Method`` subclass with ``@register_method``.
-``yollava eval ...`` is :data:`yollava.eval.commands.eval_app`; from Python a benchmark is
+``yollava eval ...`` is :data:`yollava.cli.eval.eval_app`; from Python a benchmark is
 ``run_benchmark(get_task("recognition")(dataset, ...), engine, methods, run_dir)``, and the results are
 aggregated again from a run folder by ``get_task(name).aggregate(records, methods, subjects)``.
 """

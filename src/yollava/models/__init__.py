@@ -13,9 +13,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from ..paths import DEFAULT_MODEL
 from .base import EncodedImage, Message, VLMAdapter
-
-DEFAULT_MODEL = "pocket"
 
 # model_type (from config.json) or builtin name -> loader(name_or_path, **kwargs) -> VLMAdapter
 _LOADERS: dict[str, Callable[..., VLMAdapter]] = {}

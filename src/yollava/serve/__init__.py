@@ -1,7 +1,7 @@
 """HTTP server: OpenAI-compatible chat with concepts, training jobs, recognition, users, a web page.
 
 ``create_app(ServerConfig(...))`` builds the FastAPI app (needs the ``serve`` extra); the commands live
-in :mod:`yollava.serve.commands`.
+in :mod:`yollava.cli.serve`.
 """
 
 from .config import Limits, ServerConfig

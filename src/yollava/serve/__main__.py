@@ -1,5 +1,5 @@
 """``python -m yollava.serve serve ...`` / ``python -m yollava.serve users add NAME``."""
 
-from .commands import app
+from ..cli.serve import app
 
 app()

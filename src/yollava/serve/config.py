@@ -7,14 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..paths import data_home
-from ..recipes import DataConfig
-from ..recipes import Recipe, get_recipe
-from ..train import TrainConfig
-
-
-def default_server_home() -> Path:
-    return data_home() / "server"
+from ..paths import default_server_home
+from ..recipes import DataConfig, Recipe, TrainConfig, get_recipe
 
 
 @dataclass

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from ..cli_options import RECIPE_OPTIONS, recipe_options
+from .options import RECIPE_OPTIONS, recipe_options
 from ..errors import YollavaError
 from ..paths import cache_home, default_data_root
 from ..recipes import RecipeOptions
@@ -46,7 +46,7 @@ def _fail(message: str) -> None:
 
 
 def _index(dirs: list[Path], index_dir: Path | None):
-    from .pool import ImagePool
+    from ..data.pool import ImagePool
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
@@ -101,7 +101,7 @@ def data_build(
 ):
     """Build the training set for NAME from PHOTOS (recognition Q/A, negatives, conversations), as a recipe would
     (its training settings, --epochs and the like, are accepted and not used here)."""
-    from .builder import build_training_set
+    from ..data.builder import build_training_set
 
     try:
         data = recipe_options.to_recipe(category=category, seed=seed).data
@@ -127,8 +127,8 @@ def data_show(
     data_dir: Path = typer.Option(None, "--data-dir", help="Data folder (default: $YOLLAVA_CACHE/data)."),
 ):
     """Print the counts of NAME's training set and write its contact sheet PNG."""
-    from .contact_sheet import contact_sheet, summary
-    from .training_set import TrainingSet
+    from ..data.contact_sheet import contact_sheet, summary
+    from ..data.training_set import TrainingSet
 
     folder = (data_dir or default_data_dir()) / name.strip("<>")
     path = folder / TRAINING_SET_FILE

@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ....engine import Engine
-from ...base import EncodedImage, Message
-from ..adapter import save_pocket_weights
+from ..engine import Engine
+from ..models.base import EncodedImage, Message
+from ..models.pocket.adapter import save_pocket_weights
 from .loop import Log, batches, output_folder, random_pocket, seed_all
 from .lora import ALL_LINEAR, add_lora, load_lora_tensors, lora_tensors
 from .samples import Sample, v2_samples

@@ -20,7 +20,7 @@ from typing import Any
 
 import typer
 
-from .recipes import RecipeOptions, recipes_help
+from ..recipes import RecipeOptions, recipes_help
 
 #: the placeholder default of a command's ``recipe_options`` parameter (replaced by the option group)
 RECIPE_OPTIONS: Any = None

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ....engine import Encoded, Engine
-from ...base import EncodedImage
-from ..adapter import load_pocket, save_pocket_weights
+from ..engine import Encoded, Engine
+from ..models.base import EncodedImage
+from ..models.pocket.adapter import load_pocket, save_pocket_weights
 from .samples import Sample, stage1_samples, stage2_samples
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]

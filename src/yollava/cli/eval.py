@@ -17,9 +17,9 @@ from pathlib import Path
 import typer
 from typer.core import TyperCommand
 
-from ..cli_options import RECIPE_OPTIONS, recipe_options
+from .options import RECIPE_OPTIONS, recipe_options
 from ..errors import YollavaError
-from ..models import DEFAULT_MODEL
+from ..paths import DEFAULT_MODEL
 from ..recipes import RecipeOptions
 
 eval_app = typer.Typer(help="Benchmarks and baselines: recognition, question answering, caption recall, no forgetting.",
@@ -33,7 +33,7 @@ class _BenchmarkCommand(TyperCommand):
     so starting the CLI does not import the methods."""
 
     def format_help(self, ctx, formatter):
-        from .registry import default_methods, method_names
+        from ..eval.registry import default_methods, method_names
 
         for param in self.params:
             if param.name == "methods":
@@ -112,7 +112,7 @@ def _command_line() -> str:
 
 
 def _finish(results: dict, out: Path, title: str, command: str | None) -> None:
-    from .report import write_report
+    from ..eval.report import write_report
 
     results["title"] = title
     if command:
@@ -137,8 +137,8 @@ def _benchmark(task_name: str, methods: str, make_task, title, *, out: Path, run
                seed: int, pool: list[Path] | None, index_dir: Path | None, caption_tokens: int, summary_tokens: int, quiet: bool,
                threads: int | None, reuse: list[Path] | None) -> None:
     """What every benchmark command does: recipe, methods and task from the flags, then the one driver, then the report."""
-    from .driver import run_benchmark
-    from .registry import default_methods, method_names, parse_methods
+    from ..eval.driver import run_benchmark
+    from ..eval.registry import default_methods, method_names, parse_methods
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     chosen = _recipe(options, seed)
@@ -182,8 +182,8 @@ def recognition(
     reuse: list[Path] = ReuseOpt,
 ):
     """Is <subject> in this photo? Every method on the same photos; weighted accuracy and ROC-AUC."""
-    from .datasets import load_dataset
-    from .recognition import RecognitionTask
+    from ..eval.datasets import load_dataset
+    from ..eval.recognition import RecognitionTask
 
     is_bo = dataset == "bo"
 
@@ -220,7 +220,7 @@ def qa(
     reuse: list[Path] = ReuseOpt,
 ):
     """Yo'LLaVA two-choice questions, scored by P("A") vs P("B") as the first answer token."""
-    from .qa import QATask
+    from ..eval.qa import QATask
 
     _benchmark("qa", methods, lambda: QATask(kind, subjects=_split(subjects), max_subjects=max_subjects, data_root=data_root),
                lambda task: f"Question answering ({kind})", out=out, run_dir=run_dir, model=model, options=recipe_options, seed=seed,
@@ -251,8 +251,8 @@ def caption(
     reuse: list[Path] = ReuseOpt,
 ):
     """MyVLM caption recall: share of "Describe this photo." captions of the subject's test photos that name it."""
-    from .caption import CaptionTask
-    from .datasets import load_dataset
+    from ..eval.caption import CaptionTask
+    from ..eval.datasets import load_dataset
 
     def make_task():
         return CaptionTask(load_dataset(dataset, data_root, train_per_subject, seed), subjects=_split(subjects), max_subjects=max_subjects,
@@ -278,7 +278,7 @@ def forgetting(
     """Answers to general questions, with and without a photo, are identical with concepts loaded vs none."""
     from ..engine import Engine
     from ..paths import default_data_root
-    from .forgetting import ForgettingTask, forgetting_markdown
+    from ..eval.forgetting import ForgettingTask, forgetting_markdown
 
     _threads(threads)
     try:
@@ -311,7 +311,7 @@ def forgetting(
 @eval_app.command("report")
 def report(results_json: Path = typer.Argument(..., help="A results.json written by an eval command.")):
     """Re-draw results.md and results.png from a results.json."""
-    from .report import write_report
+    from ..eval.report import write_report
 
     results = json.loads(results_json.read_text(encoding="utf-8"))
     paths = write_report(results, results_json, results.get("title"))
@@ -327,7 +327,7 @@ def compare(
     methods: str = typer.Option(None, "--methods", help="Methods to compare (default: every method both runs have)."),
 ):
     """Two recognition runs subject by subject: weighted accuracy and AUC in each, their differences, a scatter plot."""
-    from .compare import compare_markdown, compare_plot, compare_runs, load_run
+    from ..eval.compare import compare_markdown, compare_plot, compare_runs, load_run
 
     names = [s.strip() for s in labels.split(",")]
     if len(names) != 2 or not all(names):

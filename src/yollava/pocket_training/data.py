@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ....paths import cache_home, default_data_root
+from ..paths import cache_home, default_data_root
 
 
 def default_pool() -> Path:
@@ -153,7 +153,7 @@ def load_features(pool: Path | None = None, work: Path | None = None, grid: int 
     cache of the 3x3 grid (:func:`prepare_features`, ``grid`` 3 only)."""
     from safetensors.torch import load_file
 
-    from ..model import pool_feature_map
+    from ..models.pocket.model import pool_feature_map
 
     pool, work = pool or default_pool(), work or default_work_dir()
     maps, v1 = work / "pool_fmaps.safetensors", work / "pool_features.safetensors"
@@ -226,7 +226,7 @@ def prepare_features(pool: Path | None = None, work: Path | None = None, batch_s
     (1280, 7, 7) feature map and ``colours`` (N, 11) = named-colour shares, and ``pool_features.json``."""
     from safetensors.torch import save_file
 
-    from ..model import PocketConfig, pool_feature_map
+    from ..models.pocket.model import PocketConfig, pool_feature_map
 
     pool, work = pool or default_pool(), work or default_work_dir()
     torch.manual_seed(0)
@@ -265,8 +265,8 @@ def prepare_feature_maps(pool: Path | None = None, work: Path | None = None, bat
 def _encode_pool(photos: list[Photo], batch_size: int, keep) -> tuple[torch.Tensor, torch.Tensor]:
     """The frozen vision tower over ``photos`` in batches: ``(keep(feature maps) of all photos, colour shares (N, 11))``,
     with the count and seconds on stderr."""
-    from ....images import load_image
-    from ....vision.efficientnet import EfficientNetLite, preprocess
+    from ..images import load_image
+    from ..vision.efficientnet import EfficientNetLite, preprocess
 
     vision = EfficientNetLite()
     kept, colours = [], []

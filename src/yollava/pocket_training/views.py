@@ -100,7 +100,7 @@ def plan_views(feats: dict, rng: random.Random, n_pairs: dict[str, int], n_colla
 def render_views(feats: dict, plan: list[dict], seed: int):
     """Yield ``(row description, image)`` for every view of ``plan``: a pair gives three rows (``view`` 0 and 1 of the
     photo, then the other photo), a collage one."""
-    from ....images import load_image
+    from ..images import load_image
 
     photos = feats["photos"]
     rng = random.Random(seed)
@@ -124,7 +124,7 @@ def prepare_views(feats: dict, work: Path, seed: int = 0, n_pairs: dict | None =
     7, 7) fp16) + ``views.json`` (the plan and one row description per view)."""
     from safetensors.torch import save_file
 
-    from ....vision.efficientnet import EfficientNetLite, preprocess
+    from ..vision.efficientnet import EfficientNetLite, preprocess
 
     n_pairs = n_pairs or {"train": 1500, "heldout_seen": 100, "heldout_unseen": 100}
     n_collages = n_collages or {"train": 500, "heldout_seen": 40}
@@ -158,7 +158,7 @@ def load_views(work: Path, grid: int) -> dict:
     """``{"pooled": (N, grid*grid+1, 1280), "plan": [...], "rows": [...], "row_of": {(item, role): row}}``."""
     from safetensors.torch import load_file
 
-    from ..model import pool_feature_map
+    from ..models.pocket.model import pool_feature_map
 
     path = work / "views.safetensors"
     if not path.is_file():

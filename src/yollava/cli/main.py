@@ -9,13 +9,13 @@ import typer
 from rich.console import Console
 from rich.table import Column, Table
 
-from .data.commands import data_app, pool_app
-from .errors import YollavaError
-from .eval.commands import eval_app
-from .models import DEFAULT_MODEL
-from .cli_options import RECIPE_OPTIONS, recipe_options
-from .recipes import RecipeOptions
-from .serve.commands import serve_command, users_app
+from .data import data_app, pool_app
+from ..errors import YollavaError
+from .eval import eval_app
+from ..paths import DEFAULT_MODEL
+from .options import RECIPE_OPTIONS, recipe_options
+from ..recipes import RecipeOptions
+from .serve import serve_command, users_app
 
 app = typer.Typer(help="Teach a vision-language model your own subjects from a few photos.", no_args_is_help=True)
 concepts_app = typer.Typer(help="Manage saved concepts.", no_args_is_help=True)
@@ -37,7 +37,7 @@ def _fail(message: str) -> None:
 
 
 def _engine(model: str, concepts_dir: Path | None):
-    from .api import YoLLaVA
+    from ..api import YoLLaVA
 
     try:
         return YoLLaVA.from_pretrained(model, concepts_dir)
@@ -63,7 +63,7 @@ def personalize(
     seed: int = SeedOpt,
 ):
     """Learn NAME from PHOTOS and save it as NAME.safetensors + NAME.json."""
-    from .personalize import load_pool, personalize as run
+    from ..personalize import load_pool, personalize as run
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     chosen = _recipe(recipe_options, category=category, seed=seed)
@@ -110,7 +110,7 @@ def personalize_many(
     seed: int = SeedOpt,
 ):
     """Learn one concept per subfolder; all train together in shared batches, or spread over Ray workers."""
-    from .many import personalize_many as run
+    from ..many import personalize_many as run
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     chosen = _recipe(recipe_options, category=category, seed=seed)
@@ -140,7 +140,7 @@ def chat(
     def answer(text: str, img: Path | None) -> None:
         try:
             if img is not None and who and not concept and not engine.mentioned_concepts(text):
-                from .who import chat as who_chat
+                from ..who import chat as who_chat
 
                 out = who_chat(engine, text, img, max_new_tokens=max_new_tokens, temperature=temperature)
                 if out.found:
@@ -183,8 +183,8 @@ def recognize(
     top_k: int = typer.Option(None, help="With --all: candidates the prototype index hands to verification (default 5)."),
 ):
     """Is <NAME> in each photo? Prints yes/no, P(yes) and the mode that answered. With --all: who is in each photo."""
-    from .data.builder import expand_photos
-    from .who import DEFAULT_TOP_K, recognize as recognise_one
+    from ..data.builder import expand_photos
+    from ..who import DEFAULT_TOP_K, recognize as recognise_one
 
     engine = _engine(model, concepts_dir)
     try:
@@ -249,7 +249,7 @@ def demo(
     recipe_options: RecipeOptions = RECIPE_OPTIONS,
 ):
     """The main job: personalise <bo> from its 10 photos, recognise it in new photos, talk about it."""
-    from .demo import run_demo
+    from ..demo import run_demo
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     chosen = _recipe(recipe_options)
@@ -262,9 +262,9 @@ def demo(
 
 def _version(value: bool):
     if value:
-        from . import __version__
+        from importlib.metadata import version
 
-        console.print(f"yollava {__version__}")
+        console.print(f"yollava {version('yollava')}")
         raise typer.Exit()
 
 
@@ -276,7 +276,7 @@ def main(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the libraries' warnings and loading bars (hidden by default)."),
 ):
     """Teach a vision-language model your own subjects from a few photos."""
-    from .runtime import configure
+    from ..runtime import configure
 
     configure(device=device, dtype=dtype, verbose=verbose)
 
@@ -284,7 +284,7 @@ def main(
 @app.command()
 def models():
     """List the model families yollava can personalise, and what was verified for each."""
-    from .models.catalog import FAMILIES, VERIFIED_DETAIL
+    from ..models.catalog import FAMILIES, VERIFIED_DETAIL
 
     table = Table("--model", "family (model_type)", "photo handling", "verified here", title="supported models")
     for f in FAMILIES:
@@ -297,8 +297,8 @@ def models():
 @app.command()
 def doctor():
     """What this machine offers: device, memory, default precision, and which supported models are cached locally."""
-    from .models.catalog import cached_models
-    from .runtime import device_report
+    from ..models.catalog import cached_models
+    from ..runtime import device_report
 
     r = device_report()
     console.print(f"torch {r['torch']}, transformers {r['transformers']}, {r['cpu_threads']} CPU threads"
@@ -321,10 +321,10 @@ def doctor():
 @concepts_app.command("list")
 def concepts_list(concepts_dir: Path = ConceptsDirOpt):
     """List saved concepts."""
-    from .concepts import list_concepts
-    from .paths import default_concepts_dir
+    from ..concepts import list_concepts
+    from ..paths import default_concepts_dir
 
-    from .who import PENDING_DIR
+    from ..who import PENDING_DIR
 
     folder = concepts_dir or default_concepts_dir()
     table = Table("name", "k", "base model", "held-back weighted acc", "recognises with", title=str(folder))
@@ -345,8 +345,8 @@ def concepts_show(name: str, concepts_dir: Path = ConceptsDirOpt):
     """Print a concept's metadata."""
     import json
 
-    from .concepts import read_meta
-    from .paths import default_concepts_dir
+    from ..concepts import read_meta
+    from ..paths import default_concepts_dir
 
     try:
         meta = read_meta(concepts_dir or default_concepts_dir(), name)
@@ -359,9 +359,9 @@ def concepts_show(name: str, concepts_dir: Path = ConceptsDirOpt):
 @concepts_app.command("rm")
 def concepts_rm(name: str, concepts_dir: Path = ConceptsDirOpt):
     """Delete a concept file (tensors and metadata)."""
-    from .concepts import delete_concept
-    from .paths import default_concepts_dir
-    from .who import PENDING_DIR
+    from ..concepts import delete_concept
+    from ..paths import default_concepts_dir
+    from ..who import PENDING_DIR
 
     folder = concepts_dir or default_concepts_dir()
     removed = False
@@ -374,7 +374,3 @@ def concepts_rm(name: str, concepts_dir: Path = ConceptsDirOpt):
     if not removed:
         _fail(error.replace(f" in {folder / PENDING_DIR}", f" in {folder}"))
     console.print(f"removed <{name}>")
-
-
-if __name__ == "__main__":
-    app()

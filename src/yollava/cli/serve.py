@@ -1,8 +1,8 @@
 """``yollava serve`` and ``yollava users ...`` (mounted by the main CLI; also ``python -m yollava.serve``).
 
-Mount in ``yollava/cli.py``::
+Mounted in ``yollava/cli/main.py``::
 
-    from .serve.commands import serve_command, users_app
+    from .serve import serve_command, users_app
     app.command("serve")(serve_command)
     app.add_typer(users_app, name="users")
 
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import typer
 
-from ..cli_options import RECIPE_OPTIONS, recipe_options
+from .options import RECIPE_OPTIONS, recipe_options
 from ..recipes import RecipeOptions
-from .config import default_server_home
+from ..paths import default_server_home
 
 HomeOpt = typer.Option(None, "--home", help="The server's state folder (database, users' concepts, jobs). Default: $YOLLAVA_HOME/server.")
 
@@ -58,12 +58,12 @@ def serve_command(
     try:
         import uvicorn
 
-        from .app import create_app
+        from ..serve.app import create_app
     except ImportError as e:
         typer.echo(f"error: the server needs the serve extra ({e}); install with: pip install 'yollava[serve]'", err=True)
         raise typer.Exit(1) from None
     from ..engine import Engine
-    from .config import ServerConfig, limits_from_flags
+    from ..serve.config import ServerConfig, limits_from_flags
 
     try:
         chosen = recipe_options.to_recipe()
@@ -112,7 +112,7 @@ users_app = typer.Typer(help="Manage the server's users and their API keys.", no
 
 
 def _db(home: Path | None):
-    from .db import Database
+    from ..serve.db import Database
 
     return Database(_home(home) / "server.db")
 
@@ -166,7 +166,7 @@ def users_rm(name: str = typer.Argument(...), home: Path = HomeOpt, yes: bool = 
     """Delete a user, their keys, jobs and every concept file of theirs."""
     import shutil
 
-    from .spaces import UserSpace
+    from ..serve.spaces import UserSpace
 
     db = _db(home)
     user = _user(db, name)

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
-from ....engine import Engine
-from ...base import EncodedImage, Message
+from ..engine import Engine
+from ..models.base import EncodedImage, Message
 from .data import (ANIMAL_ONLY_NEGATIVES, CATEGORIES, COLOURS, article, cap, class_similarity, class_sources,
                    hard_negatives, main_colour)
 

@@ -1,0 +1,5 @@
+"""``python -m yollava.cli ...`` is the ``yollava`` command."""
+
+from .main import app
+
+app(prog_name="yollava")
