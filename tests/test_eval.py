@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from yollava.data.pool import ImagePool
 from yollava import YoLLaVA
 from yollava.prompts import RECOGNITION_QUERY
-from yollava.eval import commands
+from yollava.cli import eval as commands
 from yollava.eval.datasets import hold_out_pool_negatives, load_folder, seeded_split
 from yollava.eval.forgetting import forgetting_check
 from yollava.eval.methods import METHODS, plain_text
@@ -582,3 +582,23 @@ def test_a_forgetting_result_has_a_report_like_every_task(tmp_path):
     paths = write_report(result, tmp_path / "forgetting.json")
     assert [p.name for p in paths] == ["forgetting.json", "forgetting.md"]
     assert "**FAILED**" in paths[1].read_text() and "Hello. / Bye." in paths[1].read_text()
+
+
+def test_methods_help_and_default_come_from_the_registry(monkeypatch):
+    """``--methods`` lists every method a task accepts and its default, as registered (nothing typed by hand)."""
+    import click
+    import typer
+
+    from yollava.eval.registry import default_methods, method_names
+
+    assert default_methods("recognition") == ("yollava", "vanilla", "text-human", "text-model", "head")
+    assert default_methods("qa") == default_methods("caption") == ("yollava", "vanilla", "text-human")
+    assert len(method_names("recognition")) == 16
+    group = typer.main.get_command(commands.eval_app)
+    for task in ("recognition", "qa", "caption"):
+        cmd = group.commands[task]
+        with click.Context(cmd, info_name=task) as ctx:
+            cmd.get_help(ctx)
+        (help_text,) = [p.help for p in cmd.params if p.name == "methods"]
+        assert help_text == f"Comma-separated, from: {', '.join(method_names(task))} (default: {','.join(default_methods(task))})."
+        assert "probe-llm" in help_text if task == "recognition" else "probe-llm" not in help_text
