@@ -584,7 +584,7 @@ def test_a_forgetting_result_has_a_report_like_every_task(tmp_path):
     assert "**FAILED**" in paths[1].read_text() and "Hello. / Bye." in paths[1].read_text()
 
 
-def test_methods_help_and_default_come_from_the_registry(monkeypatch):
+def test_methods_help_and_default_come_from_the_registry():
     """``--methods`` lists every method a task accepts and its default, as registered (nothing typed by hand)."""
     import click
     import typer
