@@ -348,7 +348,10 @@
         const recipe = c.recipe && (c.recipe.name || (typeof c.recipe === "string" ? c.recipe : null));
         if (recipe) facts.append(el("span", { text: `recipe ${recipe}` }));
         facts.append(el("span", { text: c.photos ? plural(c.photos, "photo") : "imported" }));
-        if (c.recognition_threshold != null) facts.append(el("span", { text: `threshold ${Number(c.recognition_threshold).toFixed(2)}`, title: "P(yes) above this counts as present" }));
+        // the language model's threshold (calibrated on held-back photos); the concept head that answers most checks
+        // has its own, shown with each check's bars
+        if (c.recognition_threshold != null) facts.append(el("span", { text: `LM threshold ${Number(c.recognition_threshold).toFixed(2)}`,
+          title: "When the language model answers, P(yes) above this counts as present. The concept head has its own threshold, shown with each check." }));
         if (c.created) facts.append(el("span", { text: "made " + new Date(c.created * 1000).toLocaleString([], { dateStyle: "medium", timeStyle: "short" }) }));
       }
       if (facts.childNodes.length) card.append(facts);
@@ -476,10 +479,13 @@
   // ---- progress: every stage of a job on one bar, with the time spent and left -------------------------
   // a stage counted in units (answers 3/20, step 12/33); calibration has a size but no count while it runs
   const counted = (s) => !!s.total && typeof s.done === "number" && s.key !== "calibrate";
+  // a running stage that has taken longer than its estimate: the server says 0 s left, which is not known
+  const overrun = (s) => s.status === "running" && s.remaining === 0 && s.seconds > 3;
   function stageFill(s) {
     if (s.status === "done" || s.status === "skipped") return 1;
     if (s.status === "pending") return 0;
     if (counted(s)) return Math.min(0.99, s.done / s.total);
+    if (overrun(s)) return null;  // past its estimate (pocket's calibration: 6 s estimated, 2-4 min taken): moving, not full
     if (s.remaining != null && s.seconds + s.remaining > 0) return Math.min(0.99, s.seconds / (s.seconds + s.remaining));
     if (s.status === "running") return null;  // no count, no estimate: shown moving
     return 0.5;                                  // failed / cancelled part-way
@@ -508,6 +514,8 @@
   function renderJob(box, job) {
     const stages = (job.progress && job.progress.stages) || [];
     const running = stages.find((s) => s.status === "running");
+    // between two stages (one done, the next not started yet) the next one is shown moving, not a still bar
+    const next = !running && job.status === "running" ? stages.find((s) => s.status === "pending") : null;
     box.dataset.state = job.status;
     box.dataset.stage = running ? running.key : (job.status === "succeeded" ? "done" : "");
     const weights = stages.map((s) => (s.remaining == null ? null : (s.seconds || 0) + s.remaining));
@@ -524,18 +532,22 @@
     }
     stages.forEach((s, i) => {
       const w = Math.max(weights[i] == null ? spread : weights[i], 0.02 * spread);
-      const f = stageFill(s);
+      const f = s === next ? null : stageFill(s);
       const seg = el("div", { class: "seg" + (f === null ? " indeterminate" : ""), dataset: { stage: s.key, status: s.status },
         title: `${s.label}: ${s.status}` + (s.seconds ? ` (${clock(s.seconds)})` : "") }, el("div", { class: "fill" }));
       if (counted(s)) { seg.dataset.done = String(s.done); seg.dataset.total = String(s.total); }
       seg.style.flexGrow = String(w);
       seg.firstChild.style.width = `${(f === null ? 0.5 : f) * 100}%`;
       bar.append(seg);
-      sum += w; filled += w * (f === null ? 0.5 : f);
+      sum += w; filled += w * (s === next ? 0 : f === null ? 0.5 : f);
     });
-    // the estimates behind the segments' widths change as the job goes: the whole never goes back here
-    const before = shownFraction.get(job.id) || 0;
-    const fraction = job.status === "succeeded" ? 1 : Math.max(before, sum ? filled / sum : 0);
+    // The estimates behind the segments' widths change a little at every poll: the whole does not go back for
+    // that. But a stage's width is only a guess until its own rate is measured (on a server's first job on
+    // pocket, training was guessed at 2 min from the samples' rate and took 27 min): when the estimate moves the
+    // bar back by more than 5 points, it goes back, to what a reload would show, rather than sit still for long.
+    const before = shownFraction.get(job.id);
+    const honest = sum ? filled / sum : 0;
+    const fraction = job.status === "succeeded" ? 1 : (before != null && honest < before && before - honest < 0.05 ? before : honest);
     if (job.id) shownFraction.set(job.id, fraction);
     box.dataset.fraction = fraction.toFixed(4);
     bar.setAttribute("aria-valuenow", String(Math.round(fraction * 100)));
@@ -566,7 +578,10 @@
     const elapsed = job.elapsed_seconds + dt;
     let t = `${clock(elapsed)} elapsed`;
     if (active) {
+      const stages = (job.progress && job.progress.stages) || [];
+      const late = stages.find((s) => s.status === "running" && !counted(s) && overrun(s));
       if (job.remaining_seconds == null) t += " · estimating the time left";
+      else if (late) t += ` · ${late.label} is taking longer than estimated`;
       else {
         const left = job.remaining_seconds - dt;
         t += left > 3 ? ` · ${about(left)} left` : " · almost done";
