@@ -100,9 +100,9 @@ def main() -> None:
         photos = sorted((default_data_root() / "yollava" / "bo" / "train").glob("*.jpg"))[:2] or [photo, photo]
         pairs = [(q, p) for p in photos for q in conversation_questions("object")]
         t0 = time.perf_counter()
-        one_by_one = [engine.chat(q, image=p, max_new_tokens=32, reference=True) for q, p in pairs]
+        one_by_one = [engine.chat(q, image=p, max_new_tokens=32, exact=True) for q, p in pairs]
         t1 = time.perf_counter()
-        batched = engine.chat_many(pairs, max_new_tokens=32, reference=True)
+        batched = engine.chat_many(pairs, max_new_tokens=32, exact=True)
         t2 = time.perf_counter()
         synthesis = (len(pairs), t1 - t0, t2 - t1, sum(a == b for a, b in zip(one_by_one, batched)))
 

@@ -114,7 +114,7 @@ def load_engine(args, concepts_dir: Path):
 
     t0 = time.perf_counter()
     engine = YoLLaVA.from_pretrained(args.model, concepts_dir=concepts_dir)
-    engine.adapter.use_reference_generation()  # an evaluation: its chat answers (resumed from chat.jsonl) stay fp32
+    engine.adapter.use_exact_generation()  # an evaluation: its chat answers (resumed from chat.jsonl) stay fp32
     log.info("model %s loaded (%.1fs)", args.model, time.perf_counter() - t0)
     return engine
 
@@ -231,7 +231,7 @@ def llm_scores(args, engine, concepts: dict, items: list[dict], run: Run) -> dic
         probs = []
         for i in range(0, len(names), args.batch_size):
             chunk = names[i : i + args.batch_size]
-            with W.loaded(engine, [concepts[n] for n in chunk]):
+            with W.concepts_loaded(engine, [concepts[n] for n in chunk]):
                 probs += engine.concept_yes_probabilities(image, chunk, batch_size=args.batch_size, prefix_cache=cache)
         dt = time.perf_counter() - t0
         for n, p in zip(names, probs):

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from yollava.data import commands
+from yollava.cli import data as commands
 from yollava.data.builder import build_training_set
 from yollava.data.contact_sheet import contact_sheet, summary
 from yollava.data.pool import ImagePool
@@ -242,8 +242,19 @@ def test_cli_build_and_show(world, tmp_path, monkeypatch):
     monkeypatch.setattr("yollava.data.pool.default_embedder", ColourEmbedder)
     monkeypatch.setenv("YOLLAVA_CACHE", str(tmp_path / "cache"))
     model = FakeModel()
-    monkeypatch.setattr(commands, "_model_answer_fn",
-                        lambda name, max_new_tokens: (lambda pairs: [model(q, img) for q, img in pairs], f"fake:{name}"))
+
+    class FakeEngine:  # what `data build` asks of the base model: its fingerprint and batched, exact answers
+        def __init__(self, name):
+            self.name = name
+
+        def fingerprint(self):
+            return {"fake": self.name}
+
+        def chat_many(self, pairs, max_new_tokens, exact):
+            assert exact and max_new_tokens > 0
+            return [model(q, img) for q, img in pairs]
+
+    monkeypatch.setattr("yollava.engine.Engine.from_pretrained", classmethod(lambda cls, name="pocket": FakeEngine(name)))
     runner = CliRunner()
     pool_dir = photos[0].parent.parent / "pool"
     r = runner.invoke(commands.pool_app, ["index", str(pool_dir), "--index-dir", str(tmp_path / "i2")])
@@ -255,7 +266,7 @@ def test_cli_build_and_show(world, tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     saved = TrainingSet.load(tmp_path / "data" / "bo" / "training_set.json")
     assert saved.counts == {"positive": 3, "negative": 5, "hard_negative": 6, "conversation": 30}
-    assert saved.config["model_fingerprint"] == "fake:tiny" and len(model.calls) == 30
+    assert saved.config["model_fingerprint"] == json.dumps({"fake": "tiny"}) and len(model.calls) == 30
     r = runner.invoke(commands.data_app, ["show", "bo", "--data-dir", str(tmp_path / "data")])
     assert r.exit_code == 0, r.output
     assert "hard_negative: 6" in r.output and (tmp_path / "data" / "bo" / "contact_sheet.png").is_file()

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from yollava.concepts.bank import ConceptBank
 from yollava import YoLLaVA
-from yollava.eval import commands
+from yollava.cli import eval as commands
 from yollava.eval.forgetting import forgetting_check, forgetting_markdown
 
 from .conftest import make_photos, reddish

@@ -194,9 +194,9 @@ def test_int8_generation_is_the_cpu_default_answers_and_leaves_scores_and_concep
         plain = engine.chat(question, max_new_tokens=16)
         assert "4" in plain
         # synthesised training answers ask for the model itself, whatever the chat runtime
-        assert adapter.generation_modules(reference=True)[1] is adapter.lm_head is not adapter.generation_modules()[1]
-        assert engine.chat("What is in this photo?", image=photo, max_new_tokens=8, reference=True) == reference
-        assert engine.chat_many([("What is in this photo?", photo)], max_new_tokens=8, reference=True) == [reference]
+        assert adapter.generation_modules(exact=True)[1] is adapter.lm_head is not adapter.generation_modules()[1]
+        assert engine.chat("What is in this photo?", image=photo, max_new_tokens=8, exact=True) == reference
+        assert engine.chat_many([("What is in this photo?", photo)], max_new_tokens=8, exact=True) == [reference]
         engine.new_concept("bo", k=4, seed=0)  # a concept loaded must not change a prompt that does not name it
         assert engine.chat(question, max_new_tokens=16) == plain
         int8_scores = engine.yes_probabilities("bo", [photo])

@@ -61,10 +61,11 @@ def check_photos(photos: Sequence[str | Path]) -> list[Path]:
 
 class ConceptPipeline:
     """Makes concepts for ``engine`` with one recipe (a :class:`~yollava.recipes.Recipe` or its name, default
-    ``"fast"``; ``train``/``data`` replace its settings). ``pool``: the image pool negatives come from (default:
+    ``"fast"``; ``train``/``data`` replace its settings); ``engine`` may be None for a training set without
+    conversations (``yollava data build``). ``pool``: the image pool negatives come from (default:
     ``pool_loader()``, the shared pool, loaded the first time a step needs it). ``answerer``: see the module."""
 
-    def __init__(self, engine: Engine, recipe: Recipe | str | None = None, *, train: TrainConfig | None = None,
+    def __init__(self, engine: Engine | None, recipe: Recipe | str | None = None, *, train: TrainConfig | None = None,
                  data: DataConfig | None = None, pool=None, pool_loader: Callable[[], object] | None = None,
                  answerer: Answerer | None = None, progress: bool = True):
         self.engine = engine
@@ -112,17 +113,20 @@ class ConceptPipeline:
 
     # ---- 3. the training set ----------------------------------------------------------------------
     def answer(self, pairs: list[tuple[str, Path]]) -> list[str]:
-        """The base model's answers, batched and greedy, from the model itself (``reference``: not a faster
+        """The base model's answers, batched and greedy, from the model itself (``exact``: not a faster
         generation runtime), so they are cached under its fingerprint alone."""
-        return self.engine.chat_many(pairs, max_new_tokens=self.data_config.conversation_tokens, reference=True)
+        return self.engine.chat_many(pairs, max_new_tokens=self.data_config.conversation_tokens, exact=True)
 
     def training_set(self, name: str, photos: Sequence[Path], *, cache_dir: str | Path | None = None) -> TrainingSet:
         """The paper's training set for ``name``; conversation answers come from :attr:`answerer` and are cached in
         ``cache_dir`` (default ``$YOLLAVA_CACHE/answers``) by photo, question and model."""
         data = self.data_config
+        if self.engine is None and data.conversations:
+            raise ValueError("conversations need a model to answer them (pass an engine, or use a recipe without conversations)")
+        fingerprint = json.dumps(self.engine.fingerprint(), sort_keys=True) if self.engine is not None else ""
         return build_training_set(
             name, photos, self.pool, answer_many=self.answerer if data.conversations else None, seed=self.train_config.seed,
-            cache_dir=cache_dir, model_fingerprint=json.dumps(self.engine.fingerprint(), sort_keys=True), **data.builder_options(),
+            cache_dir=cache_dir, model_fingerprint=fingerprint, **data.builder_options(),
         )
 
     # ---- 4. training (ends with calibration) ------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -70,22 +69,6 @@ def pool_index(
     _index(dirs, index_dir)
 
 
-def _model_answer_fn(model: str, max_new_tokens: int):
-    """The base model as the builder's ``answer_many`` (batched, the model itself as ``personalize`` uses it);
-    the engine is imported only when conversations are built."""
-    try:
-        from ..engine import Engine
-    except ImportError as e:  # pragma: no cover - depends on the engine being installed
-        _fail(f"conversations need the yollava engine ({e}); use --no-conversations")
-    engine = Engine.from_pretrained(model) if model else Engine.from_pretrained()
-    fingerprint = json.dumps(engine.fingerprint(), sort_keys=True, default=str)
-
-    def answer_many(pairs: list[tuple[str, Path]]) -> list[str]:
-        return engine.chat_many(pairs, max_new_tokens=max_new_tokens, reference=True)
-
-    return answer_many, fingerprint
-
-
 @data_app.command("build")
 @recipe_options
 def data_build(
@@ -101,17 +84,20 @@ def data_build(
 ):
     """Build the training set for NAME from PHOTOS (recognition Q/A, negatives, conversations), as a recipe would
     (its training settings, --epochs and the like, are accepted and not used here)."""
-    from ..data.builder import build_training_set
+    from ..personalize import ConceptPipeline
 
     try:
-        data = recipe_options.to_recipe(category=category, seed=seed).data
+        recipe = recipe_options.to_recipe(category=category, seed=seed)
     except ValueError as e:
         _fail(str(e))
-    image_pool = _index(pool or default_pool_dirs(), index_dir) if data.needs_pool else None
-    answer_many, fingerprint = (None, "") if not data.conversations else _model_answer_fn(model, data.conversation_tokens)
+    image_pool = _index(pool or default_pool_dirs(), index_dir) if recipe.data.needs_pool else None
+    engine = None
+    if recipe.data.conversations:  # the base model answers them, as personalize asks it (batched, the model itself)
+        from ..engine import Engine
+
+        engine = Engine.from_pretrained(model) if model else Engine.from_pretrained()
     try:
-        ts = build_training_set(name, photos, image_pool, answer_many=answer_many, seed=seed, model_fingerprint=fingerprint,
-                                **data.builder_options())
+        ts = ConceptPipeline(engine, recipe, pool=image_pool).training_set(name, photos)
     except (YollavaError, ValueError) as e:
         _fail(str(e))
     folder = (out or default_data_dir()) / ts.name.strip("<>")

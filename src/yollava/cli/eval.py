@@ -74,7 +74,7 @@ def _engine(model: str):
         engine = Engine.from_pretrained(model)
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
-    engine.adapter.use_reference_generation()  # evaluations answer with the model itself, not chat's faster runtime
+    engine.adapter.use_exact_generation()  # evaluations answer with the model itself, not chat's faster runtime
     return engine
 
 
@@ -285,7 +285,7 @@ def forgetting(
         engine = Engine.from_pretrained(model, concepts_dir)
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
-    engine.adapter.use_reference_generation()
+    engine.adapter.use_exact_generation()
     if not photo:
         root = Path(data_root or default_data_root())
         photo = [p for p in (root / "yollava" / "bo" / "test" / "0.jpg", root / "pool" / "imagenet") if p.exists()]

@@ -279,11 +279,11 @@ class ConceptModel:
     @torch.no_grad()
     def generate_ids(
         self, bank: ConceptBank, enc: Encoded, max_new_tokens: int = 128, temperature: float = 0.0,
-        top_p: float = 1.0, seed: int | None = None, reference: bool = False,
+        top_p: float = 1.0, seed: int | None = None, exact: bool = False,
     ) -> Iterator[int]:
         """Yield generated token ids (KV-cached; greedy when ``temperature == 0``); stops at end of turn.
-        ``reference``: generate with the model itself, not a faster generation runtime (int8)."""
-        decoder, lm_head = self.adapter.generation_modules(reference)
+        ``exact``: generate with the model itself, not a faster generation runtime (int8)."""
+        decoder, lm_head = self.adapter.generation_modules(exact)
         ids = torch.tensor([enc.input_ids], device=self.adapter.device)
         positions = self.adapter.position_ids(ids, torch.ones_like(ids), [enc.images])
         hidden, past = decoder(self.embed(bank, ids, [enc.images]), position_ids=positions, use_cache=True)
@@ -301,15 +301,15 @@ class ConceptModel:
 
     @torch.no_grad()
     def generate_batch_ids(self, bank: ConceptBank, items: Sequence[Encoded], max_new_tokens: int = 128,
-                           reference: bool = False) -> list[list[int]]:
+                           exact: bool = False) -> list[list[int]]:
         """Greedy answers to several prompts at once: left-padded, positions counted from each prompt's first
         real token, so each answer is :meth:`generate_ids`'s up to float summation order. On a CPU one batched
         decoding step costs little more than a single one (reading the weights dominates), so synthesising a
         concept's conversation answers this way is several times faster. Families that set
         ``supports_batched_generation = False`` answer one prompt at a time."""
         if not self.adapter.supports_batched_generation or len(items) == 1:
-            return [list(self.generate_ids(bank, e, max_new_tokens, reference=reference)) for e in items]
-        decoder, lm_head = self.adapter.generation_modules(reference)
+            return [list(self.generate_ids(bank, e, max_new_tokens, exact=exact)) for e in items]
+        decoder, lm_head = self.adapter.generation_modules(exact)
         dev = self.adapter.device
         width = max(len(e.input_ids) for e in items)
         ids = torch.full((len(items), width), self.adapter.tokenizer.pad_token_id or 0, dtype=torch.long)

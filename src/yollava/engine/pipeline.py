@@ -229,13 +229,13 @@ class Engine:
     # ---- generation ------------------------------------------------------------------------
     @torch.no_grad()
     def stream_encoded(self, enc: Encoded, max_new_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0,
-                       seed: int | None = None, on_token: Callable[[int], None] | None = None, reference: bool = False) -> Iterator[str]:
+                       seed: int | None = None, on_token: Callable[[int], None] | None = None, exact: bool = False) -> Iterator[str]:
         """Yield the answer to an encoded prompt as it is generated (text pieces). ``on_token(n)`` is
         called with the number of tokens generated so far, before each token's text is yielded.
-        ``reference``: the model itself, not a faster generation runtime (synthesised training answers)."""
+        ``exact``: the model itself, not a faster generation runtime (synthesised training answers)."""
         out: list[int] = []
         shown = ""
-        for token in self.model.generate_ids(self.bank, enc, max_new_tokens, temperature, top_p, seed, reference):
+        for token in self.model.generate_ids(self.bank, enc, max_new_tokens, temperature, top_p, seed, exact):
             out.append(token)
             if on_token is not None:
                 on_token(len(out))
@@ -257,24 +257,24 @@ class Engine:
         temperature: float = 0.0,
         top_p: float = 1.0,
         seed: int | None = None,
-        reference: bool = False,
+        exact: bool = False,
     ) -> Iterator[str]:
         """Yield the answer as it is generated (text pieces); greedy when ``temperature == 0``."""
         enc = self.encode(prompt, image=image, concepts=concepts)
-        yield from self.stream_encoded(enc, max_new_tokens, temperature, top_p, seed, reference=reference)
+        yield from self.stream_encoded(enc, max_new_tokens, temperature, top_p, seed, exact=exact)
 
     @torch.no_grad()
     def chat_many(self, prompts: Sequence[tuple[str, ImageLike | None]], concepts: Sequence[str] = (), max_new_tokens: int = 128,
-                  batch_size: int = 20, reference: bool = False) -> list[str]:
+                  batch_size: int = 20, exact: bool = False) -> list[str]:
         """Greedy answers to several ``(prompt, photo or None)`` at once (batched; see
         :meth:`ConceptModel.generate_batch_ids`): the answers :meth:`chat` gives one by one, up to float
-        summation order, in a fraction of the time. ``reference``: the model itself, not a faster
+        summation order, in a fraction of the time. ``exact``: the model itself, not a faster
         generation runtime."""
         answers: list[str] = []
         for i in range(0, len(prompts), batch_size):
             items = [self.encode(p, image=img, concepts=concepts) for p, img in prompts[i : i + batch_size]]
             answers += [self.model.decode(self.bank, ids).strip()
-                        for ids in self.model.generate_batch_ids(self.bank, items, max_new_tokens, reference)]
+                        for ids in self.model.generate_batch_ids(self.bank, items, max_new_tokens, exact)]
         return answers
 
     def chat(self, prompt: str, image: ImageLike | None = None, concepts: Sequence[str] = (), **kwargs) -> str:

@@ -139,8 +139,6 @@ class Method:
     ``@register_method("name")``: that is all a new baseline needs."""
 
     name: str = ""
-    #: whether it answers with the language model (False: recognition scores only)
-    llm: bool = True
     #: the tasks it is offered for on the command line (``register_method(tasks=...)`` overrides)
     tasks: tuple[str, ...] = ALL_TASKS
 
@@ -365,7 +363,6 @@ class HeadMethod(Method):
     :mod:`yollava.data.negatives`, a photo scored by its best multi-crop view against the head's own threshold."""
 
     name = "head"
-    llm = False
     tasks = ("recognition",)
 
     def __init__(self, name: str | None = None):

@@ -48,7 +48,6 @@ class _FeatureProbe(Method):
     """The concept head's classifier on features this class computes (cached per photo for the process)."""
 
     kind = ""
-    llm = False
     tasks = ("recognition",)
 
     def __init__(self, name: str | None = None, standardize: bool = False):

@@ -11,8 +11,6 @@
 
       @register_method("always-yes", tasks=("recognition",))
       class AlwaysYes(Method):
-          llm = False
-
           def recognition_scores(self, ctx, subject, images):
               return [1.0] * len(images)
 

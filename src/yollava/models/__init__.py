@@ -30,16 +30,14 @@ def register(*keys: str):
 
 
 def _import_families() -> None:
-    from . import (  # noqa: F401  (registration side effects)
-        hf_gemma3,
-        hf_idefics3,
-        hf_internvl,
-        hf_llava,
-        hf_llava_next,
-        hf_qwen2_vl,
-        hf_qwen_vl,
-        pocket,
-    )
+    """Import every family module (``hf_*.py`` and ``pocket``) once: each registers its loaders when imported, so a
+    new family is one new module here (and its row in ``catalog.FAMILIES``)."""
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(__path__):
+        if (info.name.startswith("hf_") and info.name != "hf_common") or info.name == "pocket":
+            importlib.import_module(f"{__name__}.{info.name}")
 
 
 def hf_families() -> list[str]:

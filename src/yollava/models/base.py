@@ -127,10 +127,10 @@ class VLMAdapter(ABC):
             target.gradient_checkpointing_disable()
             self.model.train(was_training)
 
-    def generation_modules(self, reference: bool = False) -> tuple[Any, nn.Module]:
+    def generation_modules(self, exact: bool = False) -> tuple[Any, nn.Module]:
         """``(decoder, lm_head)`` used to *generate* text: by default the very ones that train and score.
         A family may return a faster inference copy (e.g. int8 weights); training, recognition scores and
-        concept compatibility never depend on it. ``reference=True``: always the model itself (what
+        concept compatibility never depend on it. ``exact=True``: always the model itself (what
         synthesised training answers use, so a concept's data does not depend on the chat runtime)."""
         return self.decoder, self.lm_head
 
@@ -158,7 +158,7 @@ class VLMAdapter(ABC):
         """Make the generation runtime ready now rather than on the first answer (a server calls it at start).
         A no-op for families without another runtime."""
 
-    def use_reference_generation(self) -> None:
+    def use_exact_generation(self) -> None:
         """Generate with the model itself from now on, not a faster runtime (evaluations: their answers must
         not depend on what chat defaults to). A no-op for families without another runtime."""
 

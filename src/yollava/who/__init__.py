@@ -32,22 +32,23 @@ concept (the exact reference).
 
 The package: :mod:`.embedding` (the embedder, photo views), :mod:`.signature` (prototype and head, fitting),
 :mod:`.index` (the FAISS indexes and the library's concept sources), :mod:`.verify` (modes, scoring, :func:`who`,
-:func:`recognize`), :mod:`.conversation` (chat that introduces the concepts found, instant concepts). Every name is
-importable from ``yollava.who`` as before.
+:func:`recognize`), :mod:`.conversation` (chat that introduces the concepts found), :mod:`.pending` (instant,
+recognition-only concepts), :mod:`.head` (the concept head). Every public name is importable from ``yollava.who``.
 """
 
 from __future__ import annotations
 
-from .conversation import WhoChat, chat, instant_concept, remove_pending, save_pending, signature_for_photos, who_prompt
+from .conversation import WhoChat, chat, who_prompt
+from .pending import instant_concept, remove_pending, save_pending
 from .embedding import default_embedder, embed_images, embed_query, embedder_for, embedder_id, query_views, set_embedder
 from .index import PENDING_DIR, ConceptIndex, Loader, PrototypeIndex, index_for, library_loader, library_sources, stored_sources
 from .head import ConceptHead
 from .signature import DEFAULT_HEAD_VIEWS, VisualSignature, attach_signature, composite, concept_stage, fit_signature
-from .verify import (DEFAULT_TOP_K, DEFAULT_TRAINED_MODE, MODES, Found, WhoResult, fuse, loaded, margin, recognize, resolve_mode,
+from .verify import (DEFAULT_TOP_K, DEFAULT_TRAINED_MODE, MODES, Found, WhoResult, concepts_loaded, fuse, margin, recognize, resolve_mode,
                      score_candidates, who, who_in)
 
 # the single module's private names, for code written against it
-from .conversation import _ROW_STATS  # noqa: F401
+from .pending import _ROW_STATS  # noqa: F401
 from .embedding import _DEFAULT_EMBEDDER, _EMBEDDER_LOCK, _EMBEDDERS, _INDEXES, _normalise  # noqa: F401
 from .index import _Entry, _stamp  # noqa: F401
 from .verify import _EPS, _logit, _NoLock, _sigmoid  # noqa: F401
@@ -56,7 +57,7 @@ __all__ = [
     "ConceptHead", "DEFAULT_HEAD_VIEWS", "DEFAULT_TOP_K", "DEFAULT_TRAINED_MODE", "MODES", "PENDING_DIR", "ConceptIndex",
     "Found", "Loader", "PrototypeIndex", "VisualSignature", "WhoChat", "WhoResult", "attach_signature", "chat", "composite",
     "concept_stage", "default_embedder", "embed_images", "embed_query", "embedder_for", "embedder_id", "fit_signature", "fuse",
-    "index_for", "instant_concept", "library_loader", "library_sources", "loaded", "margin", "query_views", "recognize",
-    "remove_pending", "resolve_mode", "save_pending", "score_candidates", "set_embedder", "signature_for_photos", "stored_sources",
+    "index_for", "instant_concept", "library_loader", "library_sources", "concepts_loaded", "margin", "query_views", "recognize",
+    "remove_pending", "resolve_mode", "save_pending", "score_candidates", "set_embedder", "stored_sources",
     "who", "who_in", "who_prompt",
 ]

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import logging
 import math
 import time
@@ -116,7 +118,7 @@ def score_candidates(engine, image, candidates: list[tuple[_Entry, float | None]
             cache: dict = {}
             for i in range(0, len(llm), batch_size):  # only one batch's concepts in the bank at a time
                 chunk = llm[i : i + batch_size]
-                with loaded(engine, [e.concept for e in chunk]):
+                with concepts_loaded(engine, [e.concept for e in chunk]):
                     probs = engine.concept_yes_probabilities(image, [e.name for e in chunk], batch_size=batch_size, prefix_cache=cache)
                 p_llm.update(zip([e.name for e in chunk], probs))
     out = []
@@ -143,27 +145,23 @@ class _NoLock:
         return False
 
 
-class loaded:
-    """Put concepts into ``engine``'s bank for a ``with`` block; the ones it did not hold are taken out after."""
-
-    def __init__(self, engine, concepts: Sequence[Concept]):
-        self.engine, self.concepts, self.added = engine, concepts, []
-
-    def __enter__(self):
-        for c in self.concepts:
-            if c.name in self.engine.bank:
-                if self.engine.bank[c.name] is c:
+@contextlib.contextmanager
+def concepts_loaded(engine, concepts: Sequence[Concept]):
+    """Put ``concepts`` into ``engine``'s bank for a ``with`` block; the ones it did not hold are taken out after."""
+    added = []
+    try:
+        for c in concepts:
+            if c.name in engine.bank:
+                if engine.bank[c.name] is c:
                     continue
                 raise UnknownConceptError(f"another concept named <{c.name}> is loaded")
-            self.engine.bank.add(c)
-            self.added.append(c.name)
-        return self
-
-    def __exit__(self, *exc):
-        for name in reversed(self.added):
-            if name in self.engine.bank:
-                self.engine.unload_concept(name)
-        return False
+            engine.bank.add(c)
+            added.append(c.name)
+        yield
+    finally:
+        for name in reversed(added):
+            if name in engine.bank:
+                engine.unload_concept(name)
 
 
 def who_in(index: ConceptIndex, engine, embedder, image, *, mode: str = "auto", strategy: str = "retrieve",

@@ -92,7 +92,7 @@ class PocketAdapter(VLMAdapter):
         if runtime == "fp32":
             self._int8 = None
 
-    def use_reference_generation(self) -> None:
+    def use_exact_generation(self) -> None:
         self.set_generation("fp32")
 
     def prepare_generation(self) -> None:
@@ -135,8 +135,8 @@ class PocketAdapter(VLMAdapter):
         fingerprint stay fp32."""
         self._int8 = self._copy_with_linears(Int8Linear)
 
-    def generation_modules(self, reference: bool = False):
-        if reference or self._generation == "fp32" or self.device.type != "cpu":  # (the int8 kernel is a CPU one)
+    def generation_modules(self, exact: bool = False):
+        if exact or self._generation == "fp32" or self.device.type != "cpu":  # (the int8 kernel is a CPU one)
             return self.decoder, self.lm_head
         if self._int8 is None:
             self._enable_int8_generation()
