@@ -10,7 +10,8 @@ as soon as its concept head is fitted, and its training is cancelled from its ca
 server's Content-Security-Policy (or the one issue 27 asks for, if the server sends none): a violation fails.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (apt) and ``selenium`` (the test extra); skipped,
-saying which is missing, otherwise. ``YOLLAVA_SCREENSHOTS=docs`` saves the screenshots the README shows.
+saying which is missing, otherwise. ``YOLLAVA_SCREENSHOTS=DIR`` saves the tiny model's screenshots in DIR (the
+README shows pocket's, taken by ``docs/serve_tour.py``: do not point this at docs/).
 """
 
 from __future__ import annotations
