@@ -71,9 +71,14 @@ def test_timeline_estimates_what_is_left_from_what_was_measured():
     out, left = timeline(stages, now, rates={}, batch=8)
     got = {s["key"]: s for s in out}
     assert got["train"]["seconds"] == 10 and got["train"]["remaining"] == pytest.approx(40)
-    assert got["calibrate"]["remaining"] == pytest.approx(0.8)  # 8 photos at the measured 0.1 s a sample
+    assert got["calibrate"]["remaining"] == pytest.approx(1.0)  # 8 photos at the measured 1/8 s a training sample
     assert got["save"]["remaining"] == 1.0 and got["encode"]["remaining"] == 0
-    assert left == pytest.approx(41.8, abs=0.1)
+    assert left == pytest.approx(42.0, abs=0.1)
+    # before its first step is timed, training (and so the whole) is not known: no guess from the cheap stages before it
+    by["train"].update(done=0)
+    out, left = timeline(stages, now, rates={}, batch=8)
+    assert {s["key"]: s for s in out}["train"]["remaining"] is None and left is None
+    by["train"].update(done=10)
     # a stage nothing can estimate yet (no count, never timed here): the whole is not known
     by["calibrate"].pop("total")
     assert timeline(stages, now, rates={}, batch=8)[1] is None
