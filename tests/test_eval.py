@@ -397,24 +397,22 @@ def test_caption_recall(llava_engine: YoLLaVA, world, tmp_path):
     assert paths[2].exists()
 
     # another run folder reuses the concept trained with the same photos and settings, and only then
-    import importlib
-
-    personalize_mod = importlib.import_module("yollava.personalize")  # (the package re-exports a function of that name)
+    from yollava.personalize import ConceptPipeline  # (what eval's yollava method trains with)
 
     def no_training(*a, **k):
         raise AssertionError("trained again")
 
     task = CaptionTask(ds, subjects=["red_mug"], max_photos=1, max_new_tokens=2)
     kw = dict(data=data, pool_fn=lambda: world["pool"], progress=False, echo=lambda s: None, reuse_from=[tmp_path / "cap"])
-    real = personalize_mod.personalize
-    personalize_mod.personalize = no_training
+    real = ConceptPipeline.run
+    ConceptPipeline.run = no_training
     try:
         again = run_benchmark(task, llava_engine, ["yollava"], tmp_path / "cap2", train=train, **kw)
         assert again["overall"]["yollava"]["n"] == 1 and (tmp_path / "cap2" / "concepts" / "yollava" / "red_mug.safetensors").exists()
         with pytest.raises(AssertionError, match="trained again"):
             run_benchmark(task, llava_engine, ["yollava"], tmp_path / "cap3", train=TrainConfig(k=2, epochs=2, lr=1e-2), **kw)
     finally:
-        personalize_mod.personalize = real
+        ConceptPipeline.run = real
 
 
 # ---- no forgetting --------------------------------------------------------------------------------
