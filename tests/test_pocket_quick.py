@@ -26,7 +26,7 @@ def photos():
 
 @torch.no_grad()
 def test_pocket_names_what_is_in_real_photos(photos):
-    from yollava.engine import YoLLaVA
+    from yollava import YoLLaVA
 
     engine = YoLLaVA.from_pretrained("pocket")
     tok = engine.adapter.tokenizer
