@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 #: the concept head's decision threshold on P(present) with multi-crop query views, chosen on a development
-#: split of the MyVLM subjects (``benchmarks/who_head.py``, docs/who.md), never on a reported test set
+#: split of the MyVLM subjects (``benchmarks/who_head.py``, ``benchmarks/results/who/head_dev.json``), never on a reported test set
 HEAD_THRESHOLD = 0.6
 
 
