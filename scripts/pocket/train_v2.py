@@ -3,7 +3,7 @@
 descriptions). Resumable: rerun the same command to continue.
 
     python scripts/pocket/prepare.py                       # once: feature maps of the pool and of its views
-    python scripts/pocket/train_v2.py --out runs/pocket/v2  # ~70 min on 2 cores (README, "pocket")
+    python scripts/pocket/train_v2.py --out runs/pocket/v2-long  # ~110 min on 2 busy cores (README, "pocket")
 
 Writes --out only (never the package); scripts/pocket/README.md says how to ship the result.
 """
@@ -23,7 +23,7 @@ def main():
     ap.add_argument("--work", type=Path, default=None, help=f"the feature cache (default {default_work_dir()})")
     ap.add_argument("--grid", type=int, default=GRID, help="visual tokens: grid x grid + 1 global")
     ap.add_argument("--stage-a-epochs", type=int, default=6)
-    ap.add_argument("--samples", type=int, default=2400)
+    ap.add_argument("--samples", type=int, default=6400, help="stage-B samples (the shipped weights: 6400; the first v2: 2400)")
     ap.add_argument("--lr", type=float, default=2e-4, help="LoRA learning rate")
     ap.add_argument("--projector-lr", type=float, default=1e-4)
     ap.add_argument("--rank", type=int, default=8)
