@@ -61,3 +61,13 @@ def test_calibrate_names_its_rule_and_has_a_default_without_scores():
     assert calibrate([False, True], [0.7, 0.9]) == pytest.approx(0.8)
     with pytest.raises(ValueError, match="unknown threshold rule 'median'.*best-accuracy"):
         calibrate([False, True], [0.1, 0.9], rule="median")
+
+
+def test_weak_calibration_is_reported_with_the_next_step():
+    from yollava.calibration import calibration_advice
+
+    assert calibration_advice("rex", {"weighted_accuracy": 0.9, "auc": 0.95}, 5, "fast") is None
+    weak = calibration_advice("rex", {"weighted_accuracy": 0.49, "auc": 0.57}, 5, "fast")
+    assert "weighted accuracy 0.49, AUC 0.57" in weak and "you gave 5" in weak and "--recipe accurate" in weak
+    assert "--recipe accurate" not in calibration_advice("rex", {"weighted_accuracy": 0.6}, 5, "accurate")
+    assert calibration_advice("rex", {}, 5, "fast") is None  # nothing measured: nothing to say

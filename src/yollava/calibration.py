@@ -48,3 +48,23 @@ def calibrate(labels: Sequence[bool], scores: Sequence[float], rule: str = DEFAU
     if not len(scores):
         return 0.5
     return float(THRESHOLD_RULES[rule](labels, scores))
+
+
+#: below these on its calibration samples, a trained concept's language-model recognition is called weak
+WEAK_WEIGHTED_ACCURACY, WEAK_AUC = 0.75, 0.80
+
+
+def calibration_advice(name: str, holdout: dict, n_photos: int, recipe: str) -> str | None:
+    """What to tell the person who made concept ``name`` when its calibration scores are weak (None when they are not):
+    what it means for them and the next step that helps."""
+    acc, auc = holdout.get("weighted_accuracy"), holdout.get("auc")
+    weak = (acc is not None and acc < WEAK_WEIGHTED_ACCURACY) or (auc is not None and auc < WEAK_AUC)
+    if not weak:
+        return None
+    scores = ", ".join(f"{label} {value:.2f}" for label, value in (("weighted accuracy", acc), ("AUC", auc)) if value is not None)
+    steps = [f"more and more varied photos (you gave {n_photos}; 5-10 from different days and angles work best)"]
+    if recipe not in ("accurate", "paper"):
+        steps.append("--recipe accurate (3 epochs, about 3x the training time)")
+    return (f"<{name}> tells itself apart poorly on its calibration photos ({scores}; 0.50 is chance). Recognition still "
+            f"works through its concept head (`yollava recognize`, mode auto), but chat may not recognise <{name}> in a photo. "
+            f"What helps: {'; '.join(steps)}.")

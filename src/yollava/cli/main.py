@@ -87,6 +87,11 @@ def personalize(
     console.print(f"saved <{name}> to {engine.concepts_dir} (recipe {chosen.name}, {result.seconds:.0f}s of training in {precision}, "
                   f"threshold {result.concept.threshold:.2f}"
                   + (f", calibration weighted acc {h['weighted_accuracy']:.2f}" if h.get("weighted_accuracy") is not None else "") + ")")
+    from ..calibration import calibration_advice
+
+    advice = calibration_advice(name, h, len(result.concept.meta.get("source_photos", [])), chosen.name)
+    if advice:
+        console.print(f"[yellow]note:[/yellow] {advice}", soft_wrap=True, highlight=False)
 
 
 def _recipe(options: RecipeOptions, category: str | None = None, seed: int | None = None):
