@@ -1,7 +1,7 @@
 """Diagnostic probes: where along the model does a subject's identity get lost? (recognition only)
 
 Each probe is the concept head (:class:`yollava.who.ConceptHead`: logistic regression, the subject's training photos
-vs the negatives :mod:`yollava.data.negatives` chooses for a head, the head's threshold) on another representation
+vs the negatives :mod:`yollava.data.negatives` chooses for a head, threshold 0.5) on another representation
 of the photo. Unlike ``head`` it reads each photo once: no augmented views of the training photos and no multi-crop
 queries (they would multiply the language-model passes), so ``probe-*`` and ``head`` differ in what the classifier
 reads and in those two steps:
@@ -77,8 +77,9 @@ class _FeatureProbe(Method):
                                      seed=ctx.train.seed)
         if not negatives.trained:
             raise Unavailable("the image pool gave no negatives (empty pool?)")
-        head = ConceptHead.fit(self._embed(ctx, positives), self._embed(ctx, negatives.trained), standardize=self.standardize,
-                               n_hard=len(negatives.hard))
+        # threshold 0.5: the head's 0.6 was chosen for its own features and views, not for these
+        head = ConceptHead.fit(self._embed(ctx, positives), self._embed(ctx, negatives.trained), threshold=0.5,
+                               standardize=self.standardize, n_hard=len(negatives.hard))
         self._heads[subject.name] = head
         return {**head.info, "threshold": head.threshold}
 

@@ -161,9 +161,11 @@ class RecognitionTask(Task):
                          f"**{_f(o['weighted_accuracy'])}** | {_f(o['auc'])} | {_f(o['at_threshold_0.5']['weighted_accuracy'])} | "
                          f"{_f(o['prepare_seconds'], 0)} | {_f(o['score_seconds'], 0)} |")
         n = next((o for o in results["overall"].values() if o.get("subjects")), None)
+        head = {r.get("threshold") for r in results.get("per_subject", {}).get("head", {}).values()} - {None, 0.5}
+        own = f", the concept head's own {max(head):g} for head" if head else ""  # runs before session 11 scored the head at 0.5
         if n:
             lines += ["", f"Test photos: {n['n_positive']} positives, {n['n_negative']} negatives in all. Threshold: the concept's "
-                      "calibrated one for Yo'LLaVA, 0.5 otherwise (\"weighted @0.5\" uses 0.5 for every method). Overall accuracies pool "
+                      f"calibrated one for Yo'LLaVA{own}, 0.5 otherwise (\"weighted @0.5\" uses 0.5 for every method). Overall accuracies pool "
                       "all subjects' photos; AUC is the mean of per-subject AUCs."]
         if len(results["subjects"]) > 1:
             lines += ["", "## Per subject (weighted accuracy / AUC)", "",
