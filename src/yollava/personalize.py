@@ -108,8 +108,7 @@ class ConceptPipeline:
         pool's negatives when the recipe uses a pool (or one was given)."""
         from .who import embedder_for, fit_signature
 
-        pool = self._pool if self._pool is not None else self.pool
-        return fit_signature(photos, embedder or embedder_for(self.engine), pool, seed=self.train_config.seed)
+        return fit_signature(photos, embedder or embedder_for(self.engine), self.pool, seed=self.train_config.seed)
 
     # ---- 3. the training set ----------------------------------------------------------------------
     def answer(self, pairs: list[tuple[str, Path]]) -> list[str]:

@@ -16,7 +16,7 @@ from .datasets import RecognitionDataset, Subject
 from .driver import Task
 from .methods import EvalContext, Method
 from .registry import method_names, register_task
-from .report import _f, _header
+from .report import _f, _footer, _header
 from .store import RunStore
 
 CAPTION_QUERY = "Describe this photo."
@@ -99,9 +99,7 @@ class CaptionTask(Task):
             for m, items in examples.items():
                 for it in items[:3]:
                     lines.append(f"- {m}, {it['subject']} ({it['photo']}): “{it['caption']}” → {'named' if it['hit'] else 'not named'}")
-        unavailable = [(m, s, r["unavailable"]) for m in results["methods"] for s, r in results["per_subject"].get(m, {}).items() if "unavailable" in r]
-        if unavailable:
-            lines += ["", "## Not run", ""] + [f"- {m}, {s}: {why}" for m, s, why in unavailable]
+        lines += _footer(results, notes=False)
         return "\n".join(lines) + "\n"
 
     @classmethod

@@ -39,7 +39,7 @@ from .datasets import Subject, yollava_descriptions, _strip_identifier
 from .driver import Task
 from .methods import EvalContext, Method
 from .registry import method_names, register_task
-from .report import _f, _header
+from .report import _f, _footer, _header
 from .scoring import answer_loglikelihoods, option_probabilities
 from .store import RunStore
 
@@ -224,11 +224,7 @@ class QATask(Task):
                     cells.append("–" if r is None else "n/a" if "unavailable" in r
                                  else f"{_f(r.get('accuracy_likelihood'), 2)} / {_f(r['accuracy'], 2)} ({_f(r['accuracy_as_given'], 2)})")
                 lines.append(f"| {s} | " + " | ".join(cells) + " |")
-        unavailable = [(m, s, r["unavailable"]) for m in results["methods"] for s, r in results["per_subject"].get(m, {}).items() if "unavailable" in r]
-        if unavailable:
-            lines += ["", "## Not run", ""] + [f"- {m}, {s}: {why}" for m, s, why in unavailable]
-        if results.get("extra_notes"):
-            lines += ["", "## Notes", ""] + [f"- {n}" for n in results["extra_notes"]]
+        lines += _footer(results)
         return "\n".join(lines) + "\n"
 
     @classmethod

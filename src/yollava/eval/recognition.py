@@ -26,7 +26,7 @@ from .datasets import RecognitionDataset, hold_out_pool_negatives
 from .driver import Task
 from .methods import EvalContext, Method
 from .registry import register_task
-from .report import _f, _header
+from .report import _f, _footer, _header
 from .store import RunStore
 
 log = logging.getLogger(__name__)
@@ -180,11 +180,7 @@ class RecognitionTask(Task):
         if descs:
             lines += ["", "## Descriptions used by the text baselines", ""]
             lines += [f"- {m}, {s}: “{d}”" for m, s, d in descs]
-        unavailable = [(m, s, r["unavailable"]) for m in results["methods"] for s, r in results["per_subject"].get(m, {}).items() if "unavailable" in r]
-        if unavailable:
-            lines += ["", "## Not run", ""] + [f"- {m}, {s}: {why}" for m, s, why in unavailable]
-        if results.get("extra_notes"):
-            lines += ["", "## Notes", ""] + [f"- {n}" for n in results["extra_notes"]]
+        lines += _footer(results)
         return "\n".join(lines) + "\n"
 
     @classmethod

@@ -62,6 +62,18 @@ def _header(results: dict, title: str | None, paper_note: str | None = None) -> 
     return lines
 
 
+def _footer(results: dict, notes: bool = True) -> list[str]:
+    """The lines a task's report ends with: the (method, subject) pairs that did not run and why, then (``notes``)
+    the run's extra notes."""
+    lines = []
+    unavailable = [(m, s, r["unavailable"]) for m in results["methods"] for s, r in results["per_subject"].get(m, {}).items() if "unavailable" in r]
+    if unavailable:
+        lines += ["", "## Not run", ""] + [f"- {m}, {s}: {why}" for m, s, why in unavailable]
+    if notes and results.get("extra_notes"):
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in results["extra_notes"]]
+    return lines
+
+
 def bar_chart(results: dict, path: str | Path, title: str | None = None) -> Path:
     import matplotlib
 
