@@ -42,3 +42,7 @@ class ConceptNotReadyError(YollavaError, ValueError):
 
 class PromptTooLongError(YollavaError, ValueError):
     """A prompt longer than the engine's limit allows, or than the model's context can hold with the answer."""
+
+
+class CannotGenerateImagesError(YollavaError, ValueError):
+    """Image generation asked of a model family that only reads photos, or of a concept without generation tokens."""

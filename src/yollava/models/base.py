@@ -60,6 +60,9 @@ class VLMAdapter(ABC):
     #: whether several prompts can be generated at once, left-padded with positions counted from each
     #: prompt's first real token: False for the same families (their own position ids)
     supports_batched_generation: bool = True
+    #: whether the family also *writes* images (a unified model: Janus); such an adapter is also an
+    #: :class:`ImageWriter`
+    can_generate_images: bool = False
 
     def __init__(self, model: nn.Module, tokenizer, model_id: str):
         self.model = model.eval()
@@ -231,3 +234,50 @@ class VLMAdapter(ABC):
             "vocab_size": self.vocab_size,
             "hidden_size": self.hidden_size,
         }
+
+
+class ImageWriter(ABC):
+    """What a unified family that writes images adds to :class:`VLMAdapter` (Yo'Chameleon).
+
+    Such a model draws a photo as a grid of discrete codes of its image tokenizer (a VQ model): after the prompt and
+    :attr:`image_start_id` it predicts ``num_image_tokens`` codes one at a time, each read by its own output layer
+    (:meth:`image_logits`) and fed back through its own input embedding (:meth:`image_code_embeddings`); the codes
+    decode to pixels. The same codes of a real photo (:meth:`image_codes`) are the targets a concept learns to draw."""
+
+    can_generate_images = True
+    #: the guidance scale the family's own ``generate`` uses by default (classifier-free guidance), or None
+    default_guidance: float | None = None
+
+    @property
+    @abstractmethod
+    def num_image_tokens(self) -> int:
+        """Codes per generated image."""
+
+    @property
+    @abstractmethod
+    def image_start_id(self) -> int:
+        """The token id after which the image codes come (e.g. ``<begin_of_image>``)."""
+
+    @abstractmethod
+    def image_codes(self, images: list[Image.Image]) -> torch.Tensor:
+        """``(n, num_image_tokens)`` long: each photo through the frozen image tokenizer (the codes it would draw)."""
+
+    @abstractmethod
+    def image_code_embeddings(self, codes: torch.Tensor) -> torch.Tensor:
+        """``(..., hidden)``: decoder inputs of image codes ``(...)``."""
+
+    @abstractmethod
+    def image_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``(..., codebook)``: scores of the next image code from decoder hidden states."""
+
+    @abstractmethod
+    def decode_image_codes(self, codes: torch.Tensor) -> list[Image.Image]:
+        """``(n, num_image_tokens)`` codes -> n RGB images."""
+
+    def unconditional_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """The prompt classifier-free guidance contrasts with: every token but BOS and :attr:`image_start_id` replaced
+        by the pad token, concept tokens included (what the family's own ``generate`` does)."""
+        keep = ids == self.image_start_id
+        if self.tokenizer.bos_token_id is not None:
+            keep |= ids == self.tokenizer.bos_token_id
+        return ids.masked_fill(~keep, self.tokenizer.pad_token_id or 0)

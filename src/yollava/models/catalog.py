@@ -20,6 +20,8 @@ class Family:
     example: str
     photos: str
     verified: str = VERIFIED
+    #: whether the family also generates images (a unified model; Yo'Chameleon concepts draw on it)
+    draws: bool = False
 
 
 FAMILIES = [
@@ -34,7 +36,14 @@ FAMILIES = [
     Family("smolvlm", "SmolVLM / SmolVLM2", "HuggingFaceTB/SmolVLM2-2.2B-Instruct", "tiles + global view, pixel shuffle, row/col tokens"),
     Family("gemma3", "Gemma 3", "google/gemma-3-4b-it", "SigLIP -> 256 tokens, bidirectional within the photo; tied, scaled embeddings"),
     Family("internvl", "InternVL (HF format)", "OpenGVLab/InternVL3-1B-hf", "448-px tiles + thumbnail, pixel shuffle"),
+    Family("janus", "Janus / Janus-Pro (reads and draws)", "deepseek-community/Janus-Pro-1B",
+           "SigLIP 384 px -> 576 tokens; draws 576 VQ codes (384 px) with its own head", draws=True),
 ]
+
+
+def drawing_families() -> list[Family]:
+    """The families that can also generate images (Yo'Chameleon concepts draw their subject on these)."""
+    return [f for f in FAMILIES if f.draws]
 
 
 def cached_models() -> tuple[Path, list[tuple[str, str, int]]]:

@@ -310,6 +310,38 @@ def build_tiny_internvl(path, hidden=64, layers=2, seed=0, init_range=0.02) -> P
     return save_checkpoint(path, _build(cfg, seed), ip, tok, "InternVLProcessor", INTERNVL_TEMPLATE, image_seq_length=4)
 
 
+def build_tiny_janus(path, hidden=64, layers=2, seed=0, init_range=0.02) -> Path:
+    """A unified model that reads and writes 32-px photos: SigLIP-style tower (16 soft tokens) and a VQ image tokenizer
+    with a 64-code book on a 4x4 grid (16 codes per image); Janus-Pro's layout at a tiny size."""
+    from transformers import JanusConfig, JanusImageProcessorPil
+
+    from .hf_janus import JANUS_TEMPLATE
+
+    special = ["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜▁pad▁｜>", "<image_placeholder>", "<begin_of_image>", "<end_of_image>"]
+    tok = byte_level_tokenizer(special, unk_token=None, bos_token=special[0], eos_token=special[1], pad_token=special[2],
+                               extra_special_tokens={"image_token": special[3], "boi_token": special[4], "eoi_token": special[5]})
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8,
+                  projection_dim=hidden, depth=2, num_image_tokens=16, mlp_ratio=2.0)
+    vq = dict(embed_dim=8, num_embeddings=64, latent_channels=32, base_channels=32, channel_multiplier=[1, 1, 1, 1], num_res_blocks=1,
+              projection_dim=hidden, image_token_embed_dim=hidden, num_hidden_layers=2)
+    cfg = JanusConfig(text_config=dict(model_type="llama", **_text_config(tok, hidden, layers, init_range)), vision_config=vision,
+                      vq_config=vq, image_token_id=tok.convert_tokens_to_ids(special[3]), tie_word_embeddings=False)
+    from transformers import JanusForConditionalGeneration
+
+    torch.manual_seed(seed)
+    model = JanusForConditionalGeneration(cfg).eval()
+    with torch.no_grad():  # unit-gain photo path, as _build gives the other families
+        for name, p in model.named_parameters():
+            if p.dim() == 2 and ("vision_model" in name or "aligner" in name) and "position" not in name and "generation" not in name:
+                p.normal_(0.0, p[0].numel() ** -0.5)
+    model.generation_config.generation_kwargs = {"boi_token_id": tok.convert_tokens_to_ids(special[4])}
+    model.generation_config.guidance_scale = 5.0
+    ip = JanusImageProcessorPil(size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    return save_checkpoint(path, model, ip, tok, "JanusProcessor", JANUS_TEMPLATE, num_image_tokens=16)
+
+
+
+
 #: model_type -> builder of a tiny random checkpoint of that family (tests, benchmarks, ``yollava models``)
 TINY_BUILDERS = {
     "llava": build_tiny_llava,
@@ -322,4 +354,6 @@ TINY_BUILDERS = {
     "smolvlm": build_tiny_smolvlm,
     "gemma3": build_tiny_gemma3,
     "internvl": build_tiny_internvl,
+    "janus": build_tiny_janus,
 }
+
