@@ -7,6 +7,9 @@ test photos + 30 random and 10 nearest pool photos held out per subject. The dev
 removed from the pool the training-set builder sees, so they are never negatives of themselves.
 
     python scripts/recipe_dev.py --variant fast --out benchmarks/results/recipe_dev/fast.json --threads 1
+    python scripts/recipe_dev.py --variant fast --seed 1 --out benchmarks/results/recipe_dev_v2/fast-seed1.json
+
+Runs before pocket v2 (session 11) are in ``recipe_dev/``; on v2 in ``recipe_dev_v2/``.
 """
 
 from __future__ import annotations
@@ -58,6 +61,10 @@ VARIANTS = {
     "fast-bf16-seed2": {"precision": "bf16", "seed": 2},
     "fast-seed3": {"seed": 3, "precision": "model"},
     "fast-bf16-seed3": {"precision": "bf16", "seed": 3},
+    # pocket v2 (session 12): latents from the training photos' own visual tokens (scripts/concept_init_dev.py)
+    "fast-visual": {"init": "visual"},
+    "fast-visual-global": {"init": "visual-global"},
+    "fast-visual-lr3e-4": {"init": "visual", "lr": 3e-4},
 }
 
 
@@ -125,6 +132,7 @@ def main() -> None:
     ap.add_argument("--variant", default="fast", choices=sorted(VARIANTS))
     ap.add_argument("--out", type=Path)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=None, help="training seed (the dev split stays seed 0); default: the variant's")
     ap.add_argument("--methods", default="yollava,head")
     ap.add_argument("--subjects", default=None, help="comma-separated dev subjects (default: all; run parts side by side)")
     args = ap.parse_args()
@@ -146,6 +154,8 @@ def main() -> None:
     root = dev_folder(data_root, cache_home() / "recipe_dev" / "subjects")
     dataset = load_folder(root, train_per_subject=4, seed=0, name="recipe-dev")
     recipe = variant_recipe(args.variant)
+    if args.seed is not None:
+        recipe = recipe.override(seed=args.seed)
 
     def pool_fn():
         pool = load_pool(progress=True)
@@ -154,7 +164,8 @@ def main() -> None:
 
     engine = YoLLaVA.from_pretrained("pocket")
     task = get_task("recognition")(dataset, subjects=args.subjects.split(",") if args.subjects else None, pool_negatives=30,
-                                   pool_hard_negatives=10, protocol_extra={"recipe": recipe.to_dict(), "variant": args.variant})
+                                   pool_hard_negatives=10, protocol_extra={"recipe": recipe.to_dict(), "variant": args.variant,
+                                                                               "model": engine.fingerprint().get("pocket_weights_sha256")})
     results = run_benchmark(task, engine, args.methods.split(","), args.out.parent / f"{args.out.stem}.run",
                             train=recipe.train, data=recipe.data, pool_fn=pool_fn)
     results["title"] = f"recipe dev: {args.variant}"

@@ -244,3 +244,46 @@ def test_training_precision_is_checked_resolved_and_recorded(llava_engine: YoLLa
     assert result.concept.meta["recipe"]["precision"] == "auto"  # the setting as asked, beside what it resolved to
     with pytest.raises(ValueError, match="cannot train in 'bf16'"):
         ConceptTrainer(llava_engine, "bo", TrainConfig(**{**cfg.__dict__, "precision": "bf16"}), progress=False).fit(samples)
+
+
+def test_visual_init_starts_the_latents_from_the_training_photos_own_visual_tokens(llava_engine: YoLLaVA, tmp_path):
+    from yollava.concepts.concept import visual_latents
+
+    samples = recognition_samples(tmp_path, n_pos=3, n_neg=6)
+    positives = [s.image for s in samples if s.is_positive]
+    features = [llava_engine.encode_image(p).features for p in positives]
+    n, hidden = features[0].shape
+    pooled = visual_latents(features, 4, "pooled")
+    assert pooled.shape == (4, hidden)
+    # pooling n tokens down to 1 is each photo's mean; the photos' mean of that is "global" averaged over photos
+    assert torch.allclose(visual_latents(features, 1, "pooled")[0], torch.stack([f.float().mean(0) for f in features]).mean(0), atol=1e-5)
+    glob = visual_latents(features, 4, "global")
+    assert torch.allclose(glob[0], features[0].float().mean(0), atol=1e-5) and torch.allclose(glob[3], glob[0])  # photos take turns
+    assert torch.allclose(visual_latents(features, 4, "first"), visual_latents(features[:1], 4, "pooled"))
+    with pytest.raises(ValueError, match="at least one photo"):
+        visual_latents([], 4)
+    with pytest.raises(ValueError, match="unknown visual initialisation"):
+        visual_latents(features, 4, "median")
+    with pytest.raises(ValueError, match="init must be"):
+        TrainConfig(init="pixels")
+
+    # the trainer starts a new concept from the positives' visual tokens (plus the seeded noise every init has)
+    real, seen = llava_engine.new_concept, {}
+
+    def spy(*args, **kwargs):
+        seen["concept"] = real(*args, **kwargs)
+        seen["start"], seen["photos"] = seen["concept"].input_rows.detach().float().clone(), kwargs["photos"]
+        return seen["concept"]
+
+    llava_engine.new_concept = spy
+    try:
+        cfg = TrainConfig(k=4, epochs=1, lr=1e-3, batch_size=4, seed=0, holdout_fraction=0.0, select_best_epoch=False, init="visual-global")
+        ConceptTrainer(llava_engine, "bo", cfg, progress=False).fit(samples)
+    finally:
+        llava_engine.new_concept = real
+    assert sorted(seen["photos"]) == sorted(positives)
+    expected = visual_latents([llava_engine.encode_image(p).features for p in seen["photos"]], 4, "global")
+    plain = llava_engine.new_concept("plain", 4, seed=0).input_rows.detach().float()
+    noise = (plain[1:] - llava_engine.adapter.embed_tokens.weight.float().mean(0)).abs().max()
+    assert (seen["start"][1:] - expected).abs().max() <= noise + 1e-6  # the visual tokens + the same seeded noise
+    assert (plain[1:] - expected).abs().max() > 3 * noise  # not where the plain initialisation starts

@@ -70,6 +70,10 @@ class TrainConfig:
     #: Concept rows, their gradients and AdamW stay fp32; scoring (held-back epochs, the threshold) uses the
     #: model itself. Added after run folders and concepts were first stored: None is the behaviour they had.
     precision: str | None = None
+    #: where the latent rows start: None (near the mean word embedding, as ``resize_token_embeddings`` does) or
+    #: "visual" / "visual-global" / "visual-first" (from the training photos' own visual tokens,
+    #: :func:`yollava.concepts.concept.visual_latents`). Added after concepts were first stored: None is what they had.
+    init: str | None = None
 
     def __post_init__(self):
         for name, minimum in (("k", 1), ("epochs", 1), ("batch_size", 1), ("eval_every", 1), ("seed", 0)):
@@ -91,9 +95,16 @@ class TrainConfig:
             raise ValueError(f"holdout_fraction must be in [0, 1), not {self.holdout_fraction!r}")
         if self.precision not in (None, "bf16", "auto"):
             raise ValueError(f"precision must be None (the model's own), 'bf16' or 'auto', not {self.precision!r}")
+        if self.init not in (None, "visual", "visual-global", "visual-first"):
+            raise ValueError(f"init must be None (the mean embedding), 'visual', 'visual-global' or 'visual-first', not {self.init!r}")
         if self.precision == "bf16" and self.gradient_checkpointing:
             raise ValueError("precision 'bf16' trains a copy of the model, which gradient checkpointing does not reach; "
                              "use precision None or 'auto' with gradient_checkpointing")
+
+    @property
+    def visual_init(self) -> str | None:
+        """How :func:`yollava.concepts.concept.visual_latents` starts the latents, or None (the mean embedding)."""
+        return None if self.init is None else (self.init.removeprefix("visual").lstrip("-") or "pooled")
 
     def training_precision(self, adapter) -> str | None:
         """The precision these settings train in on ``adapter`` ("auto" resolved; gradient checkpointing runs the model itself)."""

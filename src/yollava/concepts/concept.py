@@ -6,6 +6,7 @@ These k+1 input rows and one output row are the only trainable parameters of per
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -97,15 +98,46 @@ class Concept(nn.Module):
 
     @classmethod
     def initialise(
-        cls, name: str, embed_weight: torch.Tensor, head_weight: torch.Tensor, k: int = DEFAULT_NUM_LATENT, seed: int = 0
+        cls, name: str, embed_weight: torch.Tensor, head_weight: torch.Tensor, k: int = DEFAULT_NUM_LATENT, seed: int = 0,
+        visual: tuple[str, Sequence[torch.Tensor]] | None = None,
     ) -> Concept:
-        """New rows near the mean embedding (as ``resize_token_embeddings`` does), reproducible for a seed."""
+        """New rows near the mean embedding (as ``resize_token_embeddings`` does), reproducible for a seed.
+
+        ``visual=(how, features)``: the latents start from the subject's own visual tokens instead (``features``: one
+        ``(n_tokens, hidden)`` tensor per training photo, as ``encode_images`` gives them), see :func:`visual_latents`."""
         if k < 0:
             raise ValueError("k must be >= 0")
         gen = torch.Generator().manual_seed(seed)
         w = embed_weight.detach().float()
         mean, std = w.mean(0), w.std(0)
         noise = torch.randn(k + 1, w.shape[1], generator=gen) * std * 0.1
-        inputs = (mean + noise).to(embed_weight.dtype)
+        inputs = mean + noise
+        if visual is not None and k:
+            how, features = visual
+            inputs[1:] = visual_latents(features, k, how) + noise[1:]
         output = head_weight.detach().float().mean(0).to(head_weight.dtype)
-        return cls(name, inputs, output)
+        return cls(name, inputs.to(embed_weight.dtype), output)
+
+
+VISUAL_INITS = ("pooled", "global", "first")
+
+
+def visual_latents(features: Sequence[torch.Tensor], k: int, how: str = "pooled") -> torch.Tensor:
+    """``k`` latent rows from the training photos' visual tokens (each ``(n_tokens, hidden)``):
+
+    - ``pooled``: each photo's token sequence averaged down to ``k`` (adaptive average pooling), then the mean
+      over photos;
+    - ``global``: each photo's mean visual token, the photos taking turns over the ``k`` rows;
+    - ``first``: the first photo's tokens pooled to ``k``."""
+    if not features:
+        raise ValueError("visual_latents needs the visual tokens of at least one photo")
+    if how not in VISUAL_INITS:
+        raise ValueError(f"unknown visual initialisation {how!r}; choose one of {', '.join(VISUAL_INITS)}")
+    feats = [f.detach().float().reshape(-1, f.shape[-1]) for f in features]
+    pool = lambda f: torch.nn.functional.adaptive_avg_pool1d(f.T[None], k)[0].T  # noqa: E731  (n, h) -> (k, h)
+    if how == "first":
+        return pool(feats[0])
+    if how == "pooled":
+        return torch.stack([pool(f) for f in feats]).mean(0)
+    means = torch.stack([f.mean(0) for f in feats])
+    return means[torch.arange(k) % len(feats)]

@@ -98,8 +98,15 @@ class Engine:
     def save_concept(self, name: str, folder: str | Path | None = None) -> Path:
         return save_concept(self.bank[name], folder or self.concepts_dir, self.fingerprint())
 
-    def new_concept(self, name: str, k: int, seed: int = 0) -> Concept:
-        concept = Concept.initialise(name, self.adapter.embed_tokens.weight, self.adapter.lm_head.weight, k=k, seed=seed)
+    def new_concept(self, name: str, k: int, seed: int = 0, *, photos: Sequence[ImageLike] = (), visual_init: str | None = None) -> Concept:
+        """A fresh concept in the bank; with ``visual_init`` its latents start from ``photos``' visual tokens
+        (:func:`~yollava.concepts.concept.visual_latents`)."""
+        visual = None
+        if visual_init is not None:
+            if not photos:
+                raise ValueError(f"<{name}>: a visual initialisation needs the subject's photos")
+            visual = (visual_init, [self.encode_image(p).features for p in photos])
+        concept = Concept.initialise(name, self.adapter.embed_tokens.weight, self.adapter.lm_head.weight, k=k, seed=seed, visual=visual)
         return self.add_concept(concept)
 
     def _ensure_loaded(self, names: Sequence[str]) -> None:

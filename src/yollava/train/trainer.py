@@ -255,7 +255,8 @@ class ConceptTrainer:
                 weights += epoch_weights
             if name in engine.bank:
                 engine.unload_concept(name)
-            concept = engine.new_concept(name, cfg.k, seed=cfg.seed)
+            photos = list(dict.fromkeys(s.image for s in tr if s.is_positive and not s.view and not s.calibration))
+            concept = engine.new_concept(name, cfg.k, seed=cfg.seed, photos=photos, visual_init=cfg.visual_init)
             concept.requires_grad_(True)
             runs[name] = _ConceptRun(concept, held, {})
             runs[name].keep(-1)
