@@ -6,6 +6,8 @@ import shutil
 
 import numpy as np
 import pytest
+
+from yollava.prompts import CAPTION_QUERY
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -89,7 +91,7 @@ def test_counts(world):
     assert len(pool) == 41 and [p.name for p, _ in pool.report.skipped] == ["broken.jpg"]
     ts = build(world, n_easy_negatives=10, n_hard_negatives=7)  # m = ceil(7/3) = 3 per photo
     assert ts.name == "<bo>"
-    assert ts.counts == {"positive": 3, "negative": 10, "hard_negative": 9, "conversation": 30}
+    assert ts.counts == {"positive": 3, "negative": 10, "hard_negative": 9, "conversation": 30, "caption": 0}
     assert len(ts.hard_negatives) == 9 and all(len(ts.hard_negatives_for(p)) == 3 for p in ts.positives)
     assert ts.config["hard_per_positive"] == 3
     assert summary(ts)["hard_negative"] == 9 and summary(ts)["photos"] == 3
@@ -151,7 +153,7 @@ def test_deterministic_for_a_seed(world):
 
 def test_ablations(world):
     ts = build(world, n_easy_negatives=5, hard_negatives=False, conversations=False, answer_fn=None)
-    assert ts.counts == {"positive": 3, "negative": 5, "hard_negative": 0, "conversation": 0}
+    assert ts.counts == {"positive": 3, "negative": 5, "hard_negative": 0, "conversation": 0, "caption": 0}
     photos, _, tmp = world
     only_pos = build_training_set("bo", photos, None, n_easy_negatives=0, hard_negatives=False, conversations=False)
     assert only_pos.counts["positive"] == 3 and len(only_pos.samples) == 3
@@ -178,6 +180,24 @@ def test_conversations_are_text_only_and_name_the_identifier(world):
     assert all("Riley" in q for q, _ in person.calls)
     assert "What is <bo> hair color?" in {s.question for s in conv}
     assert all("Riley" not in s.question + s.answer for s in conv)
+
+
+def test_caption_samples_answer_with_the_base_models_caption_naming_the_identifier(world):
+    class Captioner(FakeModel):
+        def __call__(self, question, image):
+            self.calls.append((question, image))
+            return "A photo of a dog lying on a bed. The main colours are" if question == CAPTION_QUERY else "It is orange."
+
+    model = Captioner()
+    ts = build(world, n_easy_negatives=0, hard_negatives=False, conversations=False, answer_fn=model, caption_photos=2)
+    captions = [s for s in ts.samples if s.kind == "caption"]
+    assert ts.counts["caption"] == 2 and ts.counts["conversation"] == 0 and len(model.calls) == 2
+    assert [s.image for s in captions] == ts.positives[:2]  # about the photo, with the photo
+    assert all(s.question == CAPTION_QUERY and s.answer == "<bo> is a dog lying on a bed." for s in captions)  # cut at the last full sentence
+    assert not any(s.is_recognition for s in captions)
+    assert ts.config["caption_photos"] == 2
+    with pytest.raises(ValueError, match="captions need answer_fn"):
+        build(world, n_easy_negatives=0, hard_negatives=False, conversations=False, answer_fn=None, caption_photos=1)
 
 
 def test_answer_cache_avoids_re_asking(world):
@@ -265,7 +285,7 @@ def test_cli_build_and_show(world, tmp_path, monkeypatch):
     r = runner.invoke(commands.data_app, args)
     assert r.exit_code == 0, r.output
     saved = TrainingSet.load(tmp_path / "data" / "bo" / "training_set.json")
-    assert saved.counts == {"positive": 3, "negative": 5, "hard_negative": 6, "conversation": 30}
+    assert saved.counts == {"positive": 3, "negative": 5, "hard_negative": 6, "conversation": 30, "caption": 0}
     assert saved.config["model_fingerprint"] == json.dumps({"fake": "tiny"}) and len(model.calls) == 30
     r = runner.invoke(commands.data_app, ["show", "bo", "--data-dir", str(tmp_path / "data")])
     assert r.exit_code == 0, r.output

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from yollava.data.templates import (
+    name_in_caption,
     RECOGNITION_QUERY,
     TEMPLATE_DIR,
     conversation_questions,
@@ -80,3 +81,16 @@ def test_identifier_for():
     for bad in ["", "a b", "<>", "x" * 65, "bo>", "-bo"]:
         with pytest.raises(InvalidConceptNameError):
             identifier_for(bad)
+
+
+@pytest.mark.parametrize("caption, expected", [
+    ("A photo of a crayfish. A crayfish is small.", "<bo> is a crayfish. A crayfish is small."),
+    ("A dog lying on a bed.", "<bo> is a dog lying on a bed."),
+    ("The image  shows a black cat on a sofa.", "<bo> is a black cat on a sofa."),
+    ("In this photo, two cats sit.", "A photo of <bo>. In this photo, two cats sit."),  # no subject opening: named in front
+    ("A photo of a cat. It sits on a", "<bo> is a cat."),  # cut off by the token limit: the last full sentence
+    ("", "A photo of <bo>."),
+])
+def test_name_in_caption(caption, expected):
+    assert name_in_caption(caption, "<bo>") == expected
+

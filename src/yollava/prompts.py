@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 #: the recognition query of the paper's evaluation (and of the engine's yes-probabilities)
 RECOGNITION_QUERY = "Can you see if {identifier} is in this photo? Answer with a single word or phrase."
+#: the caption request of MyVLM's protocol (eval ``caption``) and of the recipes' caption samples
+CAPTION_QUERY = "Describe this photo."
 
 
 @dataclass

@@ -135,11 +135,15 @@ class DataConfig:
     #: set aside to set the yes/no threshold (never trained on): unused pool photos, unseen views per positive
     calibration_negatives: int = 0
     calibration_views: int = 0
+    #: photos the base model captions ("Describe this photo."), its caption naming the subject by the identifier
+    #: (:func:`yollava.data.templates.name_in_caption`) trained as the answer with the photo
+    caption_photos: int = 0
 
     def __post_init__(self):
         if self.category not in ("person", "object"):
             raise ValueError(f"category must be 'person' or 'object', not {self.category!r}")
-        for field_name in ("n_easy_negatives", "n_hard_negatives", "conversation_tokens", "calibration_negatives", "calibration_views"):
+        for field_name in ("n_easy_negatives", "n_hard_negatives", "conversation_tokens", "calibration_negatives", "calibration_views",
+                           "caption_photos"):
             _check_int(self, field_name, 0)
         for field_name in ("conversation_photos", "sentence_negatives", "positive_views"):  # None: all / as many as needed
             if getattr(self, field_name) is not None:
@@ -155,7 +159,7 @@ class DataConfig:
             "hard_negatives": self.hard_negatives, "conversations": self.conversations, "conversation_photos": self.conversation_photos,
             "sentence_answers": self.sentence_answers, "sentence_negatives": self.sentence_negatives, "short_answers": self.short_answers,
             "positive_views": self.positive_views, "calibration_negatives": self.calibration_negatives,
-            "calibration_views": self.calibration_views,
+            "calibration_views": self.calibration_views, "caption_photos": self.caption_photos,
         }
 
     @property

@@ -31,10 +31,12 @@ from ..errors import InvalidImageError, NotEnoughPhotosError
 from ..images import file_sha256, list_images, load_image
 from .samples import Sample
 from ..paths import cache_home
+from ..prompts import CAPTION_QUERY
 from .pool import ImagePool, atomic_write_json
 from .augment import CALIBRATION_VIEW_BASE
 from .negatives import NEAR_DUPLICATE, choose_negatives
-from .templates import conversation_questions, identifier_for, negative_templates, positive_templates, replace_subject, short_query
+from .templates import (conversation_questions, identifier_for, name_in_caption, negative_templates, positive_templates, replace_subject,
+                        short_query)
 from .training_set import TrainingSet
 
 log = logging.getLogger(__name__)
@@ -157,6 +159,7 @@ def build_training_set(
     calibration_negatives: int = 0,
     calibration_views: int = 0,
     product_query_share: float = 0.5,
+    caption_photos: int = 0,
 ) -> TrainingSet:
     """Build the training set for concept ``name`` from the user's ``photos`` (files or folders).
 
@@ -171,6 +174,10 @@ def build_training_set(
     ``sentence_negatives`` of the negatives (None: all). ``short_answers``: a "Yes"/"No" sample for every
     recognition photo and each of its ``positive_views`` augmented views (see the module docstring;
     None: as many views as make the positives' short answers as many as the negatives).
+    ``caption_photos``: that many of the photos are asked "Describe this photo." by the base model (through
+    ``answer_fn``/``answer_many``, cached like the conversations) and its caption, rewritten to name the subject by
+    the identifier (:func:`~yollava.data.templates.name_in_caption`), becomes the answer of a caption sample
+    with the photo (MyVLM's captioning task).
     """
     identifier = identifier_for(name)
     if not (sentence_answers or short_answers):
@@ -178,9 +185,9 @@ def build_training_set(
     want_negatives = n_easy_negatives > 0 or (hard_negatives and n_hard_negatives > 0) or calibration_negatives > 0
     if want_negatives and pool is None:
         raise ValueError("negatives need an image pool (pass pool=ImagePool..., or n_easy_negatives=0, hard_negatives=False)")
-    if conversations and answer_fn is None and answer_many is None:
-        raise ValueError("conversations need answer_fn(question, image_path) -> str (the base model) or answer_many, "
-                         "or conversations=False")
+    if (conversations or caption_photos) and answer_fn is None and answer_many is None:
+        raise ValueError("conversations and captions need answer_fn(question, image_path) -> str (the base model) or "
+                         "answer_many, or conversations=False and caption_photos=0")
     paths = expand_photos(photos)
     pos_paths, pos_shas, pos_vecs, skipped = _checked_positives(paths, pool, want_negatives)
     if not pos_paths:
@@ -226,18 +233,21 @@ def build_training_set(
     samples += [short(p, "positive", CALIBRATION_VIEW_BASE + v, True, 1.0) for v in range(calibration_views) for p in pos_paths]
     samples += [short(p, "negative", 0, True, 1.0) for p in calibration]
 
-    if conversations:
+    if conversations or caption_photos:
         cache = AnswerCache(cache_dir)
-        questions = conversation_questions(category)
+        questions = conversation_questions(category) if conversations else []
         asked = [(p, sha, q) for p, sha in list(zip(pos_paths, pos_shas))[:conversation_photos] for q in questions]
+        asked += [(p, sha, CAPTION_QUERY) for p, sha in list(zip(pos_paths, pos_shas))[:caption_photos]]
         _answer_missing(cache, [a for a in asked if cache.get(a[1], a[2], model_fingerprint) is None], model_fingerprint,
                         answer_fn, answer_many, f"conversations about {identifier}")
         for p, sha, q in asked:
             answer = cache.get(sha, q, model_fingerprint).strip()
             if not answer:
                 log.warning("empty answer to %r about %s; sample left out", q, p)
-                continue
-            samples.append(Sample(replace_subject(q, identifier), replace_subject(answer, identifier), None, "conversation"))
+            elif q == CAPTION_QUERY:
+                samples.append(Sample(q, name_in_caption(answer, identifier), p, "caption"))
+            else:
+                samples.append(Sample(replace_subject(q, identifier), replace_subject(answer, identifier), None, "conversation"))
 
     config = {
         "category": category, "n_easy_negatives": n_easy_negatives, "n_hard_negatives": n_hard_negatives,
@@ -246,7 +256,7 @@ def build_training_set(
         "near_duplicate": near_duplicate, "positives_per_photo": positives_per_photo, "conversation_photos": conversation_photos,
         "sentence_answers": sentence_answers, "short_answers": short_answers, "sentence_negatives": sentence_negatives,
         "positive_views": positive_views if short_answers else 0, "calibration_negatives": calibration_negatives, "calibration_views": calibration_views,
-        "product_query_share": product_query_share,
+        "product_query_share": product_query_share, "caption_photos": caption_photos,
         "model_fingerprint": model_fingerprint, "positive_sha256": pos_shas,
         "pool": None if pool is None else {"index_dir": str(pool.index_dir), "size": len(pool), "embedder": pool.embedder_id},
     }

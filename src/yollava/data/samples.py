@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-KINDS = ("positive", "negative", "hard_negative", "conversation")
+#: "caption": "Describe this photo." about a training photo, answered with the base model's caption naming the subject
+KINDS = ("positive", "negative", "hard_negative", "conversation", "caption")
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class Sample:
 
     @property
     def is_recognition(self) -> bool:
-        return self.kind != "conversation"
+        return self.kind not in ("conversation", "caption")
 
     @property
     def is_positive(self) -> bool:

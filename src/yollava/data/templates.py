@@ -74,3 +74,24 @@ def replace_subject(text: str, identifier: str) -> str:
     """Name the subject by its identifier: "Riley"/"Riley's", "this subject", "This subject",
     "the subject" -> ``<bo>``/``<bo>'s``. Used on questions and on the model's answers."""
     return _SUBJECT.sub(identifier, text)
+
+
+#: the words captions open with before their subject: "A photo of", "This image shows", ...
+_CAPTION_LEAD = re.compile(r"(?:an? (?:photo|picture|image) of|(?:this|the) (?:photo|picture|image) (?:shows|features|depicts)) ", re.I)
+_ARTICLE = re.compile(r"(?:an?|the) [a-z]", re.I)
+
+
+def name_in_caption(caption: str, identifier: str) -> str:
+    """The base model's caption of a photo of the subject, rewritten to say the subject is ``identifier``:
+    "A photo of a crayfish. A crayfish is ..." -> "<bo> is a crayfish. A crayfish is ..."; "A dog lying on a bed."
+    -> "<bo> is a dog lying on a bed."; a caption that does not open with its subject ("In this photo, two cats
+    ...") gets "A photo of <bo>." in front. A caption cut off mid-sentence (a token limit) ends at its last full
+    sentence. Only the opening is matched (anchored): linear in the caption."""
+    caption = " ".join(caption.split())
+    if caption and caption[-1] not in ".!?" and ". " in caption:
+        caption = caption[: caption.rindex(". ") + 1]
+    lead = _CAPTION_LEAD.match(caption)
+    rest = caption[lead.end():] if lead else caption
+    if not _ARTICLE.match(rest):
+        return f"A photo of {identifier}. {caption}".strip()
+    return f"{identifier} is {rest[0].lower()}{rest[1:]}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any, ClassVar
 
+from ..prompts import CAPTION_QUERY
 from .datasets import RecognitionDataset, Subject
 from .driver import Task
 from .methods import EvalContext, Method
@@ -19,7 +20,6 @@ from .registry import method_names, register_task
 from .report import _f, _footer, _header
 from .store import RunStore
 
-CAPTION_QUERY = "Describe this photo."
 PROTOCOL_VERSION = 1
 
 

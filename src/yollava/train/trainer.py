@@ -30,7 +30,7 @@ from ..calibration import calibrate
 from ..concepts import Concept
 from ..concepts.io import atomic_write, atomic_write_json
 from ..data.augment import augmented_view
-from ..data.samples import Sample
+from ..data.samples import KINDS, Sample
 from ..engine import Engine
 from ..errors import NotEnoughPhotosError
 from ..images import load_image
@@ -362,7 +362,7 @@ class ConceptTrainer:
             recipe=asdict(cfg),
             metrics={"best_epoch": run.best_epoch, "holdout": holdout, "history": history, "samples_seen": seen, "seconds": round(seconds, 2),
                      "precision": self.precision or dtype_name(self.engine.adapter.model_dtype)},
-            counts={kind: sum(s.kind == kind for s in samples) for kind in ("positive", "negative", "hard_negative", "conversation")},
+            counts={kind: sum(s.kind == kind for s in samples) for kind in KINDS},
         )
         return TrainResult(concept, run.best_epoch, history, holdout, seconds, seen)
 
