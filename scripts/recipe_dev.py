@@ -65,6 +65,7 @@ VARIANTS = {
     "fast-visual": {"init": "visual"},
     "fast-visual-global": {"init": "visual-global"},
     "fast-visual-lr3e-4": {"init": "visual", "lr": 3e-4},
+    "fast-visual-global-captions": {"init": "visual-global", "caption_photos": 4},  # + MyVLM's caption task
 }
 
 
@@ -134,6 +135,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=None, help="training seed (the dev split stays seed 0); default: the variant's")
     ap.add_argument("--methods", default="yollava,head")
+    ap.add_argument("--captions", action="store_true",
+                    help="then caption the dev test photos with the same concepts (caption recall; <out>.caption.json)")
     ap.add_argument("--subjects", default=None, help="comma-separated dev subjects (default: all; run parts side by side)")
     args = ap.parse_args()
     if args.analyse:
@@ -171,6 +174,14 @@ def main() -> None:
     results["title"] = f"recipe dev: {args.variant}"
     write_report(results, args.out, results["title"])
     print(json.dumps(results.get("overall", {}), indent=1, default=str)[:3000])
+    if args.captions:  # the recognition run's concepts, reused (same photos and settings)
+        run = args.out.parent / f"{args.out.stem}.run"
+        captions = run_benchmark(get_task("caption")(dataset, subjects=args.subjects.split(",") if args.subjects else None), engine,
+                                 ["yollava"], args.out.parent / f"{args.out.stem}.caption.run", train=recipe.train, data=recipe.data,
+                                 pool_fn=pool_fn, reuse_from=[run])
+        captions["title"] = f"recipe dev captions: {args.variant}"
+        write_report(captions, args.out.with_suffix(".caption.json"), captions["title"])
+        print(json.dumps(captions.get("overall", {}), indent=1, default=str)[:2000])
 
 
 if __name__ == "__main__":

@@ -3,12 +3,14 @@ test photos that name the subject.
 
 The model is asked "Describe this photo." about each test photo with the subject introduced the
 method's way (the learned concept for ``yollava``; a description for the text baselines; nothing
-for ``vanilla``). A caption counts when it contains the identifier (``<bo>``) for ``yollava``, or the
-subject's plain name (case-insensitive) for the prompting baselines, which cannot emit ``<bo>``.
+for ``vanilla``). A caption counts when it contains the identifier (``<bo>``) for ``yollava`` (outside a
+repeated concept definition "<bo> is <bo_1>..."), or the subject's plain name (case-insensitive) for the
+prompting baselines, which cannot emit ``<bo>``.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any, ClassVar
 
@@ -20,12 +22,15 @@ from .registry import method_names, register_task
 from .report import _f, _footer, _header
 from .store import RunStore
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: a quoted concept definition no longer counts as naming the subject
 
 
 def names_subject(caption: str, mention: str) -> bool:
+    """Does ``caption`` name the subject? An identifier counts only outside a quoted concept definition
+    ("<bo> is <bo_1><bo_2>..."): a caption that repeats the prompt's introduction has not named anyone."""
     if mention.startswith("<"):
-        return mention in caption
+        quoted = re.compile(re.escape(mention) + r"\s*is\s*(?:<" + re.escape(mention[1:-1]) + r"_\d+>\s*)+\.?")
+        return mention in quoted.sub(" ", caption)
     return mention.lower() in caption.lower() or mention.replace(" ", "_").lower() in caption.lower()
 
 
