@@ -95,6 +95,11 @@ class ConceptBank(nn.Module):
     def identifier_ids(self) -> list[int]:
         return [self._token_to_id[c.identifier] for c in self.concepts.values()]
 
+    def is_latent(self, token_id: int) -> bool:
+        """Whether ``token_id`` is a concept's latent token (``<bo_3>``), not an identifier or a base token."""
+        tok = self._id_to_token.get(token_id)
+        return tok is not None and tok[1:-1] not in self.concepts
+
     # ---- the two places concept rows enter the computation ---------------------------------
     def _input_table(self) -> torch.Tensor:
         return torch.cat([c.input_rows for c in self.concepts.values()], dim=0)
@@ -116,7 +121,8 @@ class ConceptBank(nn.Module):
 
     def logits(self, hidden: torch.Tensor, lm_head: nn.Linear) -> torch.Tensor:
         """Base logits, followed by one column per concept token: ``<name>`` columns use the concept's
-        output row; latent-token columns are ``-inf`` (latents are never generated)."""
+        output row; latent-token columns are ``-inf`` (latents are never generated), except for a concept with
+        latent output rows (a Yo'Chameleon concept, which emits its token sets: self-prompting)."""
         base = lm_head(hidden)
         if not self.concepts:
             return base
@@ -124,10 +130,14 @@ class ConceptBank(nn.Module):
         for c in self.concepts.values():
             ident = hidden @ c.output_row.to(hidden.dtype)
             cols.append(ident.unsqueeze(-1))
-            if c.k:
+            latent_rows = getattr(c, "latent_output_rows", None)
+            if latent_rows is not None:
+                cols.append(hidden @ latent_rows.to(hidden.dtype).T)
+            elif c.k:
                 cols.append(torch.full((*hidden.shape[:-1], c.k), float("-inf"), dtype=base.dtype, device=base.device))
         return torch.cat([base, *cols], dim=-1)
 
     def parameters_of(self, names: list[str] | None = None) -> list[nn.Parameter]:
         names = self.names() if names is None else names
-        return [p for n in names for p in (self[n].input_rows, self[n].output_row)]
+        return [p for n in names for p in (self[n].input_rows, self[n].output_row)
+                + ((self[n].latent_output_rows,) if getattr(self[n], "latent_output_rows", None) is not None else ())]

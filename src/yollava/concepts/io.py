@@ -23,6 +23,7 @@ from ..errors import ConceptMismatchError, CorruptConceptError, UnknownConceptEr
 from ..safejson import finite_copy
 from .concept import Concept, validate_name
 from .schema import MAX_META_BYTES, check_rows, check_visual, parse_meta, validate_meta
+from .unified import LATENT_OUTPUT, UnifiedConcept
 
 FORMAT_VERSION = 1
 
@@ -72,6 +73,8 @@ def save_concept(concept: Concept, folder: str | Path, fingerprint: dict[str, An
     }
     check_rows(concept.name, tensors["input_rows"], tensors["output_row"])
     tensors.update({k: v.detach().float().cpu().contiguous() for k, v in getattr(concept, "extra_tensors", {}).items()})
+    if isinstance(concept, UnifiedConcept):  # the latent tokens' output rows (self-prompting)
+        tensors[LATENT_OUTPUT] = concept.latent_output_rows.detach().cpu().contiguous()
     meta = {**concept.meta, "format_version": FORMAT_VERSION, "name": concept.name, "k": concept.k, "base_model": fingerprint}
     text = json.dumps(finite_copy(meta), indent=2, sort_keys=True, default=str, allow_nan=False)
     check_visual(concept.name, tensors, parse_meta(text.encode(), concept.name))  # refuse before writing anything
@@ -164,7 +167,9 @@ def concept_from_bytes(
     if "k" in meta and meta["k"] != tensors["input_rows"].shape[0] - 1:
         raise CorruptConceptError(f"concept <{name}>: metadata says k = {meta['k']}, the rows hold {tensors['input_rows'].shape[0] - 1}")
     meta = {k: v for k, v in meta.items() if k not in ("format_version", "tensors_sha256")}
-    extra = {k: v for k, v in tensors.items() if k not in ("input_rows", "output_row")}
+    extra = {k: v for k, v in tensors.items() if k not in ("input_rows", "output_row", LATENT_OUTPUT)}
+    if "unified" in meta:
+        return UnifiedConcept(name, tensors["input_rows"], tensors["output_row"], meta, extra, tensors.get(LATENT_OUTPUT))
     return Concept(name, tensors["input_rows"], tensors["output_row"], meta, extra)
 
 

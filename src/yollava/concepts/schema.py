@@ -22,6 +22,8 @@ _FINGERPRINT_TEXT = ("family", "model_id", "config_sha256", "weights_sha256")
 _FINGERPRINT_INT = ("vocab_size", "hidden_size")
 #: optional tensors beside the rows: the concept's visual signature (see ``yollava.who``)
 VISUAL_TENSORS = ("prototype", "head.weight", "head.bias")
+#: the output rows of a Yo'Chameleon concept's latent tokens (:mod:`yollava.concepts.unified`)
+LATENT_OUTPUT = "latent_output_rows"
 #: the largest magnitude a value of a concept's rows may have. Trained rows stay far below it (at most 0.21 over
 #: the 229 concepts in benchmarks/results); a value within it stays finite in every dtype a model runs in
 #: (float16 included), and so do the logits of its output row. A float64 1e300 is finite, but infinite as
@@ -102,6 +104,10 @@ def meta_problems(meta: Any) -> list[str]:
         head = _optional(visual, "head", dict, "an object", problems)
         if head and "threshold" in head and not (_number(head["threshold"]) and 0.0 <= head["threshold"] <= 1.0):
             problems.append(f"visual.head.threshold must be a finite number from 0 to 1 (got {_show(head['threshold'])})")
+    if "unified" in meta:  # a Yo'Chameleon concept: its generation and understanding token sets
+        from .unified import token_sets_problems
+
+        problems += token_sets_problems(meta["unified"], meta["k"] if _count(meta.get("k")) else None)
     photos = _optional(meta, "source_photos", list, "a list", problems)
     if photos and not all(isinstance(p, dict) and all(isinstance(p.get(k, ""), str) for k in ("file", "sha256")) for p in photos):
         problems.append("source_photos must be a list of {file, sha256} objects")
@@ -173,6 +179,20 @@ def check_visual(name: str, tensors: dict[str, Any], meta: dict[str, Any] | None
         raise CorruptConceptError(f"concept <{name}>: {msg}")
 
     extra = {k: v for k, v in tensors.items() if k not in ("input_rows", "output_row")}
+    if LATENT_OUTPUT in extra:  # a Yo'Chameleon concept's latent output rows: (k, hidden), finite
+        latent = extra.pop(LATENT_OUTPUT)
+        rows = tensors.get("input_rows")
+        if meta is not None and "unified" not in meta:
+            bad(f"{LATENT_OUTPUT} belongs to a concept with generation tokens, but the metadata has no 'unified'")
+        if not isinstance(latent, torch.Tensor) or latent.dtype not in FLOAT_DTYPES:
+            bad(f"{LATENT_OUTPUT} must be a float tensor")
+        if isinstance(rows, torch.Tensor) and tuple(latent.shape) != (rows.shape[0] - 1, rows.shape[1]):
+            bad(f"{LATENT_OUTPUT} must have shape ({rows.shape[0] - 1}, {rows.shape[1]}), got {tuple(latent.shape)}")
+        problem = value_problem(LATENT_OUTPUT, latent, MAX_ROW_VALUE)
+        if problem:
+            bad(problem)
+    elif meta is not None and "unified" in meta:
+        bad(f"the metadata describes generation tokens ('unified') but the file holds no {LATENT_OUTPUT}")
     unknown = sorted(set(extra) - set(VISUAL_TENSORS))
     if unknown:
         bad(f"expected the tensors input_rows and output_row (and optionally {', '.join(VISUAL_TENSORS)}), found unexpected {unknown[:4]}")

@@ -137,12 +137,15 @@ class ConceptModel:
         return Encoded(ids, [False] * len(prompt) + [True] * len(answer_ids), images, prefix_len)
 
     def decode(self, bank: ConceptBank, ids: list[int]) -> str:
-        """Text of generated ids; a concept id becomes its token (``<bo>``)."""
+        """Text of generated ids; a concept id becomes its token (``<bo>``). Latent tokens a concept emits before
+        answering (Yo'Chameleon's self-prompting) are not part of the answer's text."""
         text, run = [], []
         for i in ids:
             tok = bank.id_token(i)
             if tok is None:
                 run.append(i)
+                continue
+            if bank.is_latent(i):
                 continue
             if run:
                 text.append(self.adapter.tokenizer.decode(run, skip_special_tokens=True))

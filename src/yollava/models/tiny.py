@@ -330,10 +330,11 @@ def build_tiny_janus(path, hidden=64, layers=2, seed=0, init_range=0.02) -> Path
 
     torch.manual_seed(seed)
     model = JanusForConditionalGeneration(cfg).eval()
-    with torch.no_grad():  # unit-gain photo path, as _build gives the other families
+    with torch.no_grad():  # unit-gain photo paths in and out, as _build gives the other families (std 0.02 makes
+        # every photo look alike to the decoder, and every code equally likely to the generation head)
         for name, p in model.named_parameters():
-            if p.dim() == 2 and ("vision_model" in name or "aligner" in name) and "position" not in name and "generation" not in name:
-                p.normal_(0.0, p[0].numel() ** -0.5)
+            if p.dim() == 2 and ("vision_model" in name or "aligner" in name or "generation" in name) and "position" not in name:
+                p.normal_(0.0, init_range if "generation_embeddings" in name else p[0].numel() ** -0.5)
     model.generation_config.generation_kwargs = {"boi_token_id": tok.convert_tokens_to_ids(special[4])}
     model.generation_config.guidance_scale = 5.0
     ip = JanusImageProcessorPil(size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3)

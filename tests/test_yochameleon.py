@@ -1,0 +1,246 @@
+"""Yo'Chameleon on a tiny random Janus (a unified model that reads and draws), built here: the family's own image
+generation reproduced with concepts in the prompt, a concept with generation and understanding token sets trained
+with reconstruction, soft positives and self-prompting, its file round trip, and the refusals."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from yollava import YoLLaVA
+from yollava.concepts import Concept, UnifiedConcept, load_concept
+from yollava.data.samples import Sample
+from yollava.data.soft_positives import retrieve_soft_positives, soft_positive_token_counts
+from yollava.engine.drawing import DRAW_PROMPT, draw_prompt, generate_codes, generate_image, image_loss, require_writer, self_prompt
+from yollava.errors import CannotGenerateImagesError, CorruptConceptError
+from yollava.models import load_model
+from yollava.models.tiny import build_tiny_janus
+from yollava.prompts import RECOGNITION_QUERY
+from yollava.train.yochameleon import (UNIFIED_RECIPES, YoChameleonConfig, get_unified_recipe, new_unified_concept,
+                                       reconstruction_item, train_unified, understanding_answer)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+#: on this tiny model 16 generation tokens learn a photo's codes in 100 steps (4 generation tokens barely do)
+CONFIG = YoChameleonConfig(generation_tokens=16, understanding_tokens=2, soft_positives=2, epochs=100, lr=1e-2, batch_size=4)
+
+
+def subject(seed: int = 0, size: int = 32) -> Image.Image:
+    """The subject: a red block on blue."""
+    im = Image.new("RGB", (size, size), (40, 60, 200))
+    ImageDraw.Draw(im).rectangle([8, 8, 22, 24], fill=(220, 40 + seed, 30))
+    return im
+
+
+def plain(seed: int, size: int = 32) -> Image.Image:
+    rng = random.Random(seed)
+    return Image.new("RGB", (size, size), tuple(rng.randint(0, 255) for _ in range(3)))
+
+
+@pytest.fixture(scope="module")
+def janus_dir(tmp_path_factory):
+    return build_tiny_janus(tmp_path_factory.mktemp("janus") / "janus", init_range=0.15)
+
+
+@pytest.fixture(scope="module")
+def adapter(janus_dir, one_thread):
+    return load_model(str(janus_dir))
+
+
+@pytest.fixture(scope="module")
+def trained(adapter, tmp_path_factory):
+    """A concept trained once for the module: 2 photos of the subject, 2 look-alikes, a few understanding samples."""
+    root = tmp_path_factory.mktemp("yc")
+    eng = YoLLaVA(adapter, root / "concepts")
+    before = {k: v.clone() for k, v in adapter.model.state_dict().items()}
+    q = RECOGNITION_QUERY.format(identifier="<bo>")
+    pos, neg = root / "pos.png", root / "neg.png"
+    subject().save(pos)
+    plain(3).save(neg)
+    samples = [Sample(q, "Yes", pos, "positive"), Sample(q, "No", neg, "negative"),
+               Sample("What colour is <bo>?", "<bo> is red.", None, "conversation")]
+    photos = [subject(), subject()]
+    fresh = YoLLaVA(adapter, root / "fresh")
+    new_unified_concept(fresh, "bo", CONFIG)  # the same starting rows as training (same seed)
+    result = train_unified(eng, "bo", samples, photos, [plain(10), plain(11)], CONFIG, recipe_name="yochameleon-test")
+    return eng, fresh, result, before, adapter.image_codes([subject()])
+
+
+def test_image_generation_is_the_family_generate(adapter):
+    """Without concepts, the engine's drawing loop gives the codes of transformers' own
+    ``generate(generation_mode="image")`` (greedy, classifier-free guidance), and codes decode to pictures."""
+    eng = YoLLaVA(adapter, "unused")
+    enc = draw_prompt(eng.model, eng.bank, "A photo of a dog.")
+    gen_config = adapter.model.generation_config
+    gen_config.generation_kwargs = {"boi_token_id": adapter.image_start_id}  # what Janus checkpoints' config carries
+    ids = torch.tensor([enc.input_ids + [adapter.image_start_id]])
+    for scale in (5.0, 2.0):
+        ref = adapter.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_mode="image",
+                                     do_sample=False, guidance_scale=scale)
+        ours = generate_codes(eng.model, eng.bank, enc, n=1, guidance=scale, temperature=0)
+        assert torch.equal(ours, ref)
+    codes = adapter.image_codes([subject(), plain(1)])
+    assert codes.shape == (2, adapter.num_image_tokens) and not torch.equal(codes[0], codes[1])
+    pictures = adapter.decode_image_codes(codes)
+    assert [p.size for p in pictures] == [(32, 32)] * 2 and pictures[0].mode == "RGB"
+    assert np.asarray(pictures[0]).std() > 0
+
+
+def test_training_leaves_the_base_bit_identical_and_learns_to_draw(trained):
+    eng, fresh, result, before, codes = trained
+    after = eng.adapter.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    concept = result.concept
+    assert isinstance(concept, UnifiedConcept) and concept.k == 18 and concept.latent_output_rows.dtype == torch.float32
+
+    # the generation loss on the subject's image codes falls (same prompt, the starting rows vs the trained ones)
+    def loss(engine):
+        c = engine.bank["bo"]
+        with torch.no_grad():
+            return image_loss(engine.model, engine.bank, [reconstruction_item(engine, c, codes[0])])[0].item()
+
+    assert loss(eng) < loss(fresh) - 1.5, (loss(fresh), loss(eng))
+    hist = [h["image"] for h in result.history]
+    assert hist[-1] < hist[0] - 1.5
+
+    # what it draws is closer to the training photos' codes than what an untrained concept draws (measured 0.2 vs 0.02)
+    mine = generate_image(eng, "A photo of <bo>.", n=8, seed=0)
+    other = generate_image(fresh, "A photo of <bo>.", n=8, seed=0)
+    match = lambda d: (d.codes == codes).float().mean().item()  # noqa: E731
+    assert match(mine) > match(other) + 0.1, (match(mine), match(other))
+    greedy = [generate_image(e, "A photo of <bo>.", n=1, guidance=1.0, temperature=0) for e in (eng, fresh)]
+    assert match(greedy[0]) > match(greedy[1]) + 0.25, [match(g) for g in greedy]  # measured 0.375 vs 0.0
+    assert len(mine.images) == 8 and mine.images[0].size == (32, 32)
+
+
+def test_self_prompting_emits_the_token_set_each_task_needs(trained):
+    eng, fresh, result, _, _ = trained
+    c = result.concept
+    gen, und = c.task_tokens("generation"), c.task_tokens("understanding")
+    assert gen == [f"<bo_{i}>" for i in range(1, 17)] and und == ["<bo_17>", "<bo_18>"]
+    drawing = draw_prompt(eng.model, eng.bank, f"{c.system_prefix} {DRAW_PROMPT.format(identifier='<bo>')}")
+    assert [eng.bank.id_token(t) for t in self_prompt(eng.model, eng.bank, drawing, len(gen))] == gen
+    question = eng.encode("What colour is <bo>?")
+    assert [eng.bank.id_token(t) for t in self_prompt(eng.model, eng.bank, question, len(und))] == und
+    assert generate_image(eng, "A photo of <bo>.", n=1).self_prompted == gen
+    answer = eng.chat("What colour is <bo>?", max_new_tokens=len(und) + 4)
+    assert "<bo_" not in answer  # the emitted set is not part of the answer's text
+    # an untrained concept emits no set: self-prompting is learned
+    assert self_prompt(fresh.model, fresh.bank, fresh.encode("What colour is <bo>?"), 2) == []
+
+
+def test_the_concept_file_round_trip_and_checks(trained, adapter, tmp_path):
+    eng, _, result, _, _ = trained
+    eng.save_concept("bo", tmp_path)
+    other = YoLLaVA(adapter, tmp_path)
+    loaded = other.load_concept("bo")
+    c = result.concept
+    assert isinstance(loaded, UnifiedConcept) and loaded.meta["unified"] == c.meta["unified"]
+    for name in ("input_rows", "output_row", "latent_output_rows"):
+        assert torch.equal(getattr(loaded, name), getattr(c, name))
+    assert loaded.meta["recipe"]["name"] == "yochameleon-test" and loaded.meta["counts"]["soft_positives"] == 2
+    assert torch.equal(generate_image(other, "A photo of <bo>.", seed=3).codes, generate_image(eng, "A photo of <bo>.", seed=3).codes)
+
+    # a file with latent output rows but no description of the token sets, or the reverse, is refused
+    from safetensors.torch import load_file, save_file
+    import json
+
+    meta = json.loads((tmp_path / "bo.json").read_text())
+    tensors = load_file(tmp_path / "bo.safetensors")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    save_file(tensors, bad / "bo.safetensors")
+    (bad / "bo.json").write_text(json.dumps({k: v for k, v in meta.items() if k not in ("unified", "tensors_sha256")}))
+    with pytest.raises(CorruptConceptError, match="no 'unified'"):
+        load_concept(bad, "bo")
+    save_file({k: v for k, v in tensors.items() if k != "latent_output_rows"}, bad / "bo.safetensors")
+    (bad / "bo.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "tensors_sha256"}))
+    with pytest.raises(CorruptConceptError, match="latent_output_rows"):
+        load_concept(bad, "bo")
+    (bad / "bo.json").write_text(json.dumps({**{k: v for k, v in meta.items() if k != "tensors_sha256"},
+                                             "unified": {"generation": [1, 40], "understanding": [17, 18]}}))
+    with pytest.raises(CorruptConceptError, match="unified.generation"):
+        load_concept(bad, "bo")
+
+
+def test_an_understanding_only_concept_keeps_working_and_refuses_to_draw(adapter, tmp_path):
+    eng = YoLLaVA(adapter, tmp_path)
+    plain_concept = eng.new_concept("mug", k=2)
+    eng.save_concept("mug", tmp_path)
+    loaded = YoLLaVA(adapter, tmp_path).load_concept("mug")
+    assert type(loaded) is Concept and torch.equal(loaded.input_rows, plain_concept.input_rows)
+    assert len(eng.yes_probabilities("mug", [subject()])) == 1
+    with pytest.raises(CannotGenerateImagesError, match=r"<mug> cannot be drawn: it has no generation tokens.*--recipe yochameleon"):
+        generate_image(eng, "A photo of <mug> on a beach")
+    with pytest.raises(ValueError, match="prompt is empty"):
+        generate_image(eng, "  ")
+
+
+def test_models_that_cannot_draw_refuse_and_name_the_ones_that_can(tmp_path):
+    from yollava.models.pocket import PocketAdapter
+
+    pocket = object.__new__(PocketAdapter)  # the refusal needs no weights: it is the class that cannot draw
+    pocket.model_id = "pocket"
+    assert PocketAdapter.can_generate_images is False
+    with pytest.raises(CannotGenerateImagesError) as e:
+        require_writer(pocket)
+    text = str(e.value)
+    assert "'pocket'" in text and "cannot draw" in text and "Janus" in text and "janus" in text and "none is bundled" in text
+
+
+def test_recipes_and_ablations_shape_the_concept(adapter, tmp_path):
+    assert set(UNIFIED_RECIPES) == {"yochameleon", "yochameleon-no-soft-positives", "yochameleon-no-self-prompting",
+                                    "yochameleon-shared-tokens"}
+    paper = get_unified_recipe("yochameleon").train
+    assert (paper.generation_tokens, paper.understanding_tokens, paper.k) == (16, 16, 32) and paper.self_prompting
+    assert get_unified_recipe("yochameleon-no-soft-positives").train.soft_positives == 0
+    with pytest.raises(ValueError, match="unknown Yo'Chameleon recipe"):
+        get_unified_recipe("chameleon")
+    with pytest.raises(ValueError, match="generation_tokens must equal"):
+        YoChameleonConfig(generation_tokens=4, understanding_tokens=2, shared_tokens=True)
+
+    eng = YoLLaVA(adapter, tmp_path)
+    shared = new_unified_concept(eng, "bo", YoChameleonConfig(generation_tokens=3, understanding_tokens=3, shared_tokens=True))
+    assert shared.k == 3 and shared.task_tokens("generation") == shared.task_tokens("understanding") == ["<bo_1>", "<bo_2>", "<bo_3>"]
+    assert shared.system_prefix == "<bo> is <bo_1><bo_2><bo_3>."
+    c = new_unified_concept(eng, "bo", YoChameleonConfig(generation_tokens=3, understanding_tokens=2))
+    assert c.system_prefix == "<bo> is <bo_1><bo_2><bo_3><bo_4><bo_5>."  # <sks> is <g-tokens><u-tokens>.
+    assert understanding_answer(c, "<bo> is red.") == "<bo_4><bo_5> <bo> is red." and understanding_answer(c, "Yes") == "Yes"
+    codes = adapter.image_codes([subject()])[0]
+    soft = reconstruction_item(eng, c, codes, n_tokens=1)  # a look-alike described with 1 of the 3 generation tokens
+    answer = [eng.bank.id_token(t) for t, m in zip(soft.enc.input_ids, soft.enc.answer_mask) if m]
+    assert answer == ["<bo_1>"]
+    off = new_unified_concept(eng, "bo", YoChameleonConfig(generation_tokens=3, understanding_tokens=2, self_prompting=False))
+    assert understanding_answer(off, "<bo> is red.") == "<bo> is red."
+    soft_off = reconstruction_item(eng, off, codes, n_tokens=1)
+    assert not any(soft_off.enc.answer_mask)
+    text = eng.model.decode(eng.bank, soft_off.enc.input_ids)  # latent tokens are not shown: count them by id
+    assert sum(eng.bank.id_token(t) in ("<bo_1>", "<bo_2>", "<bo_3>") for t in soft_off.enc.input_ids) == 1
+    assert "A photo of <bo>." in text
+
+
+def test_soft_positives_closer_look_alikes_get_more_tokens(tmp_path):
+    assert soft_positive_token_counts(4, 16) == [15, 12, 8, 4]
+    assert soft_positive_token_counts(3, 1) == [1, 1, 1] and soft_positive_token_counts(0, 16) == []
+    counts = soft_positive_token_counts(30, 16)
+    assert counts == sorted(counts, reverse=True) and counts[0] < 16 and counts[-1] >= 1
+
+    class Pool:  # the ImagePool surface retrieval reads: entries and unit-norm vectors
+        entries = [{"path": f"/pool/{i}.jpg"} for i in range(5)]
+
+        def __len__(self):
+            return 5
+
+        def vectors(self):
+            v = np.array([[1, 0], [0.9, 0.44], [0.8, 0.6], [0, 1], [0.6, 0.8]], dtype=np.float32)
+            return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    found = retrieve_soft_positives(Pool(), np.array([[1.0, 0.0]]), 3, exclude=["/pool/2.jpg"])
+    # /pool/0 is a near-duplicate of the photo (cosine 1.0) and /pool/2 is excluded
+    assert [str(p) for p, _ in found] == ["/pool/1.jpg", "/pool/4.jpg", "/pool/3.jpg"]
+    assert [s for _, s in found] == sorted((s for _, s in found), reverse=True)
