@@ -23,7 +23,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("data", ("yollava.data",)),
     ("train", ("yollava.train",)),
     ("who", ("yollava.who",)),
-    ("making concepts", ("yollava.personalize", "yollava.many")),
+    ("making concepts", ("yollava.personalize", "yollava.many", "yollava.yochameleon")),
     ("api", ("yollava.api", "yollava.pocket_training")),
     ("applications", ("yollava.eval", "yollava.serve", "yollava.demo")),
     ("command line", ("yollava.cli", "yollava.eval.__main__", "yollava.serve.__main__")),

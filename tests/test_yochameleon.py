@@ -4,6 +4,7 @@ with reconstruction, soft positives and self-prompting, its file round trip, and
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import replace
 
@@ -148,7 +149,6 @@ def test_the_concept_file_round_trip_and_checks(trained, adapter, tmp_path):
 
     # a file with latent output rows but no description of the token sets, or the reverse, is refused
     from safetensors.torch import load_file, save_file
-    import json
 
     meta = json.loads((tmp_path / "bo.json").read_text())
     tensors = load_file(tmp_path / "bo.safetensors")
@@ -244,3 +244,38 @@ def test_soft_positives_closer_look_alikes_get_more_tokens(tmp_path):
     # /pool/0 is a near-duplicate of the photo (cosine 1.0) and /pool/2 is excluded
     assert [str(p) for p, _ in found] == ["/pool/1.jpg", "/pool/4.jpg", "/pool/3.jpg"]
     assert [s for _, s in found] == sorted((s for _, s in found), reverse=True)
+
+
+def test_personalize_with_the_yochameleon_recipe_from_photos_and_a_pool(adapter, tmp_path):
+    """Photos in, drawing concept out: Yo'LLaVA's understanding data, look-alikes from the pool index as soft
+    positives (never the negatives it trains on), the concept saved with its recipe, photos and soft positives."""
+    from yollava.data.pool import ImagePool
+    from yollava.recipes import DataConfig
+
+    from .conftest import ColourEmbedder
+
+    photos_dir, pool_dir = tmp_path / "bo", tmp_path / "pool"
+    photos_dir.mkdir()
+    pool_dir.mkdir()
+    for i in range(3):
+        subject(i * 5).save(photos_dir / f"{i}.png")
+    for i in range(10):  # reddish look-alikes of different closeness, and others
+        im = subject(i) if i < 6 else plain(50 + i)
+        ImageDraw.Draw(im).rectangle([0, 0, 4 + 3 * i, 4], fill=(255, 255, 255))
+        im.save(pool_dir / f"{i}.png")
+    pool = ImagePool.build_or_update([pool_dir], tmp_path / "idx", ColourEmbedder(), progress=False)
+    eng = YoLLaVA(adapter, tmp_path / "concepts")
+    config = YoChameleonConfig(generation_tokens=3, understanding_tokens=2, soft_positives=3, epochs=2, batch_size=4)
+    made = eng.personalize("bo", [photos_dir], recipe="yochameleon", config=config, pool=pool,
+                           data=DataConfig(n_easy_negatives=1, n_hard_negatives=1, conversations=False), progress=False)
+    ts = made.training_set
+    negatives = {str(p) for p in [*ts.easy_negatives, *(h.path for h in ts.hard_negatives)]}
+    assert len(made.soft_positives) == 3 and negatives and not negatives & {str(p) for p, _ in made.soft_positives}
+    sims = [s for _, s in made.soft_positives]
+    assert sims == sorted(sims, reverse=True)
+    meta = json.loads((tmp_path / "concepts" / "bo.json").read_text())
+    assert meta["recipe"]["name"] == "yochameleon-modified" and meta["unified"]["generation"] == [1, 3]
+    assert meta["soft_positive_tokens"] == soft_positive_token_counts(3, 3) and len(meta["source_photos"]) == 3
+    assert meta["counts"]["soft_positives"] == 3 and meta["stage"] == "trained"
+    again = YoLLaVA(adapter, tmp_path / "concepts")
+    assert len(again.generate_image("A photo of <bo> on a beach", n=2, seed=1).images) == 2

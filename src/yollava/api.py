@@ -8,6 +8,7 @@ also recognises a concept in any mode, finds who is in a photo and makes concept
     yl.recognize("bo", "new.jpg")          # Found(answer='Yes', p_yes=..., mode='fused', ...)
     yl.who("party.jpg").names              # every stored concept present, best first
     yl.chat("What is <bo> doing?", image="new.jpg")
+    yl.generate_image("A photo of <bo> on a beach")   # on a model that draws (Janus), with a yochameleon concept
 """
 
 from __future__ import annotations
@@ -35,7 +36,24 @@ class YoLLaVA(Engine):
         return who(self, image, **kwargs)
 
     def personalize(self, name: str, photos: Sequence[str | Path], **kwargs):
-        """Learn concept ``name`` from ``photos`` and save it (see :func:`yollava.personalize.personalize`)."""
+        """Learn concept ``name`` from ``photos`` and save it (see :func:`yollava.personalize.personalize`). With
+        ``recipe="yochameleon"`` (or one of its ablations) on a model that draws, the concept also gets generation
+        tokens (see :func:`yollava.yochameleon.personalize_unified`)."""
+        from .yochameleon import is_unified_recipe, personalize_unified
+
+        if is_unified_recipe(kwargs.get("recipe")):
+            return personalize_unified(self, name, photos, **kwargs)
         from .personalize import personalize
 
         return personalize(self, name, photos, **kwargs)
+
+    def generate_image(self, prompt: str, *, n: int = 1, seed: int | None = 0, guidance: float | None = None,
+                       temperature: float = 1.0, concepts: Sequence[str] = ()):
+        """``n`` pictures for ``prompt``, e.g. ``"A photo of <bo> on a beach"``: a
+        :class:`~yollava.engine.drawing.Drawing` (``.images``: PIL images). Needs a model that draws (Janus) and
+        concepts with generation tokens (trained with ``recipe="yochameleon"``); otherwise
+        :class:`~yollava.errors.CannotGenerateImagesError` says which models can. ``guidance``: classifier-free guidance
+        scale (None: the family's default, 5 for Janus); ``temperature`` 0: greedy; ``seed`` fixes the sampling."""
+        from .engine.drawing import generate_image
+
+        return generate_image(self, prompt, n=n, seed=seed, guidance=guidance, temperature=temperature, concepts=concepts)
