@@ -279,3 +279,42 @@ def test_personalize_with_the_yochameleon_recipe_from_photos_and_a_pool(adapter,
     assert meta["counts"]["soft_positives"] == 3 and meta["stage"] == "trained"
     again = YoLLaVA(adapter, tmp_path / "concepts")
     assert len(again.generate_image("A photo of <bo> on a beach", n=2, seed=1).images) == 2
+
+
+def test_cli_personalize_and_generate(janus_dir, tmp_path):
+    """``yollava personalize --recipe yochameleon`` then ``yollava generate``: pictures written, refusals clear."""
+    from typer.testing import CliRunner
+
+    from yollava.cli.main import app
+
+    def run(*args):
+        return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+    photos = tmp_path / "bo"
+    photos.mkdir()
+    for i in range(3):
+        subject(i).save(photos / f"{i}.png")
+    concepts = tmp_path / "concepts"
+    made = run("personalize", "bo", photos, "--model", janus_dir, "--concepts-dir", concepts, "--recipe", "yochameleon-no-soft-positives",
+               "--epochs", 1, "--no-conversations", "--no-hard-negatives", "--n-easy", 0)
+    assert made.exit_code == 0, made.output
+    assert "generation" in made.output and "yollava generate bo" in made.output
+    meta = json.loads((concepts / "bo.json").read_text())
+    assert meta["recipe"]["name"] == "yochameleon-no-soft-positives-modified" and meta["counts"]["soft_positives"] == 0
+
+    out = tmp_path / "pics" / "beach.png"
+    drawn = run("generate", "bo", "A photo of <bo> on a beach", "--out", out, "-n", 2, "--seed", 4, "--model", janus_dir,
+                "--concepts-dir", concepts)
+    assert drawn.exit_code == 0, drawn.output
+    first, second = Image.open(tmp_path / "pics" / "beach-1.png"), Image.open(tmp_path / "pics" / "beach-2.png")
+    assert first.size == second.size == (32, 32)
+    again = run("generate", "bo", "A photo of <bo> on a beach", "--out", tmp_path / "again.png", "-n", 2, "--seed", 4, "--model",
+                janus_dir, "--concepts-dir", concepts)  # the same seed and request: the same pictures
+    assert again.exit_code == 0 and np.array_equal(np.asarray(Image.open(tmp_path / "again-1.png")), np.asarray(first))
+    assert not np.array_equal(np.asarray(first), np.asarray(second))
+
+    refused = run("generate", "bo", "A photo of <bo>", "--model", "pocket", "--concepts-dir", concepts)
+    assert refused.exit_code == 1 and "cannot draw" in refused.output and "Janus" in refused.output
+    assert "none is bundled" in " ".join(refused.output.split())
+    bad = run("generate", "bo", "A photo of <bo>", "--out", tmp_path / "x.txt", "--model", janus_dir, "--concepts-dir", concepts)
+    assert bad.exit_code == 1 and ".png" in bad.output

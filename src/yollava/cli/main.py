@@ -62,10 +62,14 @@ def personalize(
     overwrite: bool = typer.Option(False, help="Replace an existing concept of that name."),
     seed: int = SeedOpt,
 ):
-    """Learn NAME from PHOTOS and save it as NAME.safetensors + NAME.json."""
+    """Learn NAME from PHOTOS and save it as NAME.safetensors + NAME.json. With --recipe yochameleon (or an ablation:
+    yochameleon-no-soft-positives, yochameleon-no-self-prompting, yochameleon-shared-tokens) on a model that draws
+    (Janus), the concept also learns to draw its subject (`yollava generate`)."""
     from ..personalize import load_pool, personalize as run
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    if recipe_options.recipe.startswith("yochameleon"):
+        return _personalize_unified(name, photos, model, concepts_dir, recipe_options, category, pool, overwrite, seed)
     chosen = _recipe(recipe_options, category=category, seed=seed)
     engine = _engine(model, concepts_dir)
     import time
@@ -92,6 +96,39 @@ def personalize(
     advice = calibration_advice(name, h, len(result.concept.meta.get("source_photos", [])), chosen.name)
     if advice:
         console.print(f"[yellow]note:[/yellow] {advice}", soft_wrap=True, highlight=False)
+
+
+def _personalize_unified(name, photos, model, concepts_dir, options: RecipeOptions, category, pool, overwrite, seed) -> None:
+    """``personalize --recipe yochameleon...``: the recipe's settings, with the flags that mean the same there."""
+    from dataclasses import replace
+
+    from ..personalize import load_pool
+    from ..train.yochameleon import get_unified_recipe
+    from ..yochameleon import UNDERSTANDING_DATA, personalize_unified
+
+    try:
+        named = get_unified_recipe(options.recipe)
+        changes = {k: v for k, v in (("epochs", options.epochs), ("lr", options.lr), ("batch_size", options.batch_size),
+                                     ("seed", seed), ("understanding_tokens", options.k)) if v is not None}
+        config = replace(named.train, **changes) if changes else None
+        data_changes = {k: v for k, v in (("category", category), ("n_easy_negatives", options.n_easy),
+                                          ("n_hard_negatives", options.n_hard)) if v is not None}
+        data_changes |= {"conversations": False} if options.no_conversations else {}
+        data_changes |= {"hard_negatives": False} if options.no_hard_negatives else {}
+        data = replace(UNDERSTANDING_DATA, **data_changes) if data_changes != {"category": "object"} else None
+    except ValueError as e:
+        _fail(str(e))
+    engine = _engine(model, concepts_dir)
+    try:
+        made = personalize_unified(engine, name, photos, recipe=options.recipe, config=config, data=data,
+                                   pool=load_pool(pool) if pool else None, overwrite=overwrite)
+    except (YollavaError, ValueError) as e:
+        _fail(str(e))
+    c = made.concept
+    console.print(f"saved <{name}> to {engine.concepts_dir} (recipe {c.meta['recipe']['name']}, {made.result.seconds:.0f}s of "
+                  f"training; {len(c.task_tokens('generation'))} generation + {len(c.task_tokens('understanding'))} understanding "
+                  f"tokens, {len(made.soft_positives)} soft positives); draw it with: yollava generate {name} \"A photo of <{name}>\"",
+                  highlight=False, markup=False)
 
 
 def _recipe(options: RecipeOptions, category: str | None = None, seed: int | None = None):
@@ -173,6 +210,42 @@ def chat(
             image = None
         elif line:
             answer(line, image)
+
+
+@app.command()
+def generate(
+    name: str = typer.Argument(..., help="The concept to draw (its <NAME> may appear in the prompt; it is introduced either way)."),
+    prompt: str = typer.Argument(..., help="What to draw, e.g. \"A photo of <bo> on a beach\"."),
+    out: Path = typer.Option(Path("image.png"), "--out", "-o", help="Where to write the picture; with -n above 1, NAME-1.png, NAME-2.png, ..."),
+    n: int = typer.Option(1, "-n", "--n", min=1, max=16, help="How many pictures."),
+    seed: int = typer.Option(0, help="Sampling seed (the same seed, prompt and concept give the same pictures)."),
+    guidance: float = typer.Option(None, help="Classifier-free guidance scale (default: the model's own, 5 for Janus; 1 turns it off)."),
+    temperature: float = typer.Option(1.0, min=0.0, help="Sampling temperature of the image codes (0: greedy)."),
+    model: str = ModelOpt,
+    concepts_dir: Path = ConceptsDirOpt,
+):
+    """Draw <NAME>: generate pictures of a concept trained with --recipe yochameleon, on a model that draws (Janus)."""
+    from ..models.catalog import FAMILIES
+
+    if model in {f.model_type for f in FAMILIES if not f.draws} | {"pocket-v1"}:  # built-in and known not to draw: say so at once
+        from ..engine.drawing import drawing_models_text
+
+        _fail(f"the model {model!r} reads photos but cannot draw them. Generating images needs a unified model that also "
+              f"writes images: {drawing_models_text()}, given with --model PATH (a local folder or Hugging Face cache id); "
+              "none is bundled")
+    if out.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
+        _fail(f"--out {out}: give a .png, .jpg or .webp file name")
+    engine = _engine(model, concepts_dir)
+    try:
+        drawing = engine.generate_image(prompt, n=n, seed=seed, guidance=guidance, temperature=temperature, concepts=[name])
+    except (YollavaError, ValueError) as e:
+        _fail(str(e))
+    paths = [out] if n == 1 else [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(1, n + 1)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for image, path in zip(drawing.images, paths):
+        image.save(path)
+    shown = f" (it first recalled {''.join(drawing.self_prompted)})" if drawing.self_prompted else ""
+    console.print(f"wrote {', '.join(map(str, paths))}{shown}", highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()
