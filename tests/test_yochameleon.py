@@ -4,6 +4,8 @@ with reconstruction, soft positives and self-prompting, its file round trip, and
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import random
 from dataclasses import replace
@@ -318,3 +320,62 @@ def test_cli_personalize_and_generate(janus_dir, tmp_path):
     assert "none is bundled" in " ".join(refused.output.split())
     bad = run("generate", "bo", "A photo of <bo>", "--out", tmp_path / "x.txt", "--model", janus_dir, "--concepts-dir", concepts)
     assert bad.exit_code == 1 and ".png" in bad.output
+
+
+def test_server_images_generations(adapter, trained, tmp_path, tiny_model_dirs):
+    """``POST /v1/images/generations``: the caller's drawing concept, PNGs in b64_json, the same error model as chat."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from yollava.serve import ServerConfig, create_app
+    from yollava.serve.testing import tiny_recipe
+
+    eng, _, result, _, _ = trained
+
+    def server(engine, home):
+        train, data = tiny_recipe()
+        return create_app(ServerConfig(model="tiny", home=home, train=train, data=data), engine)
+
+    def key(app, name):
+        db = app.state.server.db
+        return {"Authorization": f"Bearer {db.new_key(db.add_user(name))}"}
+
+    app = server(YoLLaVA(adapter), tmp_path / "home")
+    with TestClient(app) as c:
+        anna, ben = key(app, "anna"), key(app, "ben")
+        space = app.state.server.space_for(1)
+        eng.save_concept("bo", space.concepts)  # anna's drawing concept
+        plain_engine = YoLLaVA(adapter, space.concepts)
+        plain_engine.new_concept("mug", k=2)
+        plain_engine.save_concept("mug")
+        r = c.post("/v1/images/generations", headers=anna, json={"prompt": "A photo of <bo> on a beach", "n": 2, "seed": 1})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert len(body["data"]) == 2 and body["concepts"] == ["bo"] and body["size"] == "32x32"
+        # it recalls generation tokens first (on a prompt it was not trained on, not necessarily all of them in order)
+        assert body["self_prompted"] and set(body["self_prompted"]) <= set(result.concept.task_tokens("generation"))
+        png = Image.open(io.BytesIO(base64.b64decode(body["data"][0]["b64_json"])))
+        assert png.format == "PNG" and png.size == (32, 32)
+        again = c.post("/v1/images/generations", headers=anna, json={"prompt": "A photo of <bo> on a beach", "n": 2, "seed": 1}).json()
+        assert again["data"][0]["b64_json"] == body["data"][0]["b64_json"]  # a seed gives the same pictures
+
+        def error(resp, status, code=None):
+            assert resp.status_code == status, resp.text
+            err = resp.json()["error"]
+            assert set(err) == {"message", "type", "param", "code"} and (code is None or err["code"] == code)
+            return err["message"]
+
+        assert "unknown concept <bo>" in error(c.post("/v1/images/generations", headers=ben, json={"prompt": "A photo of <bo>"}), 404,
+                                               "concept_not_found")  # another user's concept is not there
+        assert "no generation tokens" in error(c.post("/v1/images/generations", headers=anna, json={"prompt": "A photo of <mug>"}), 422,
+                                               "cannot_generate_images")
+        assert "at most 4" in error(c.post("/v1/images/generations", headers=anna, json={"prompt": "a dog", "n": 5}), 422)
+        assert "b64_json" in error(c.post("/v1/images/generations", headers=anna, json={"prompt": "a dog", "response_format": "url"}), 422)
+        assert "32x32" in error(c.post("/v1/images/generations", headers=anna, json={"prompt": "a dog", "size": "1024x1024"}), 422)
+        error(c.post("/v1/images/generations", json={"prompt": "a dog"}), 401, "missing_api_key")
+        error(c.post("/v1/images/generations", headers=anna, json={"n": 1}), 422)
+
+    reader = server(YoLLaVA(load_model(str(tiny_model_dirs["llava"]))), tmp_path / "home2")  # a model that only reads
+    with TestClient(reader) as c:
+        r = c.post("/v1/images/generations", headers=key(reader, "anna"), json={"prompt": "a dog"})
+        assert r.status_code == 422 and r.json()["error"]["code"] == "model_cannot_draw" and "Janus" in r.json()["error"]["message"]

@@ -254,6 +254,11 @@ class ImageWriter(ABC):
         """Codes per generated image."""
 
     @property
+    def image_size(self) -> tuple[int, int] | None:
+        """``(width, height)`` of the pictures it draws, where known before drawing."""
+        return None
+
+    @property
     @abstractmethod
     def image_start_id(self) -> int:
         """The token id after which the image codes come (e.g. ``<begin_of_image>``)."""

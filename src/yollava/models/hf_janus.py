@@ -47,6 +47,11 @@ class JanusAdapter(ImageWriter, ProcessorAdapter):
         return self.model.model.vision_model.config.num_image_tokens
 
     @property
+    def image_size(self) -> tuple[int, int] | None:
+        size = getattr(self.processor.image_processor, "size", None) or {}
+        return (size["width"], size["height"]) if "width" in size and "height" in size else None
+
+    @property
     def image_start_id(self) -> int:
         return self.tokenizer.convert_tokens_to_ids(self.processor.image_start_token)
 

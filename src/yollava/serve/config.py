@@ -68,6 +68,8 @@ class Limits:
     queue_timeout_s: float = 120.0
     #: queued + running training jobs per user
     max_jobs_per_user: int = 4
+    #: pictures one ``POST /v1/images/generations`` may ask for (``n``; models that draw only)
+    max_images_per_request: int = 4
 
 
 _MIB = 1024 * 1024

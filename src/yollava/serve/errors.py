@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..concepts import validate_name
 from ..errors import (
+    CannotGenerateImagesError,
     ConceptMismatchError,
     ConceptNotReadyError,
     CorruptConceptError,
@@ -68,6 +69,8 @@ def from_yollava(e: YollavaError, param: str | None = None) -> APIError:
         return APIError(409, msg, type="conflict_error", param=param, code="concept_model_mismatch")
     if isinstance(e, InvalidImageError):
         return APIError(422, msg, param=param, code="invalid_image")
+    if isinstance(e, CannotGenerateImagesError):
+        return APIError(422, msg, param=param, code="cannot_generate_images")
     if isinstance(e, (InvalidConceptNameError, NotEnoughPhotosError, CorruptConceptError)):
         return APIError(422, msg, param=param)
     return APIError(422, msg, param=param)
