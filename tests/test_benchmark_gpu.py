@@ -36,3 +36,27 @@ def test_train_speed_gpu_tiny(tmp_path, monkeypatch):
         assert r["flop_floor_ratio"] == pytest.approx((1 / 20) / floor)
         assert f"| tiny | cpu | float32 | {'on' if r['checkpointing'] else 'off'} | 20.00 |" in table
     assert out.with_suffix(".json").exists()
+
+
+@pytest.mark.slow  # builds a tokenizer and runs the script end to end (~7 s)
+def test_generate_image_gpu_tiny_and_refusal(tmp_path):
+    """benchmarks/generate_image_gpu.py: a tiny smoke run on the CPU writes its table; the Janus-Pro shapes refuse to run
+    without CUDA."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "generate_image_gpu.py"
+    spec = importlib.util.spec_from_file_location("generate_image_gpu", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rows = bench.main(["--size", "tiny", "--device", "cpu", "--dtype", "fp32", "--n", "1,2", "--repeats", "1", "--batch", "2",
+                           "--steps", "1", "--out", str(tmp_path / "draw.md")])
+    finally:
+        torch.set_num_threads(before)
+    assert [(r["what"], r["n"]) for r in rows] == [("draw", 1), ("draw", 2), ("train step", 2)]
+    assert all(r["codes_per_image"] == 16 and r["seconds_per_image"] > 0 for r in rows)
+    assert "| draw | tiny | cpu | float32 | 2 | 16 |" in (tmp_path / "draw.md").read_text()
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit) as e:
+            bench.main(["--size", "1b", "--device", "cpu"])
+        assert e.value.code == 2
