@@ -498,7 +498,7 @@ def test_a_new_baseline_is_one_registered_class(llava_engine: YoLLaVA, world, tm
     from yollava.eval.methods import Method
     from yollava.eval.registry import method_names, register_method, task_names, unregister_method
 
-    assert set(task_names()) == {"recognition", "qa", "caption", "forgetting"}
+    assert set(task_names()) == {"recognition", "qa", "caption", "forgetting", "generation"}
     prepared: list[str] = []
 
     @register_method("oracle", tasks=("recognition",))
@@ -594,7 +594,7 @@ def test_methods_help_and_default_come_from_the_registry():
 
     assert default_methods("recognition") == ("yollava", "vanilla", "text-human", "text-model", "head")
     assert default_methods("qa") == default_methods("caption") == ("yollava", "vanilla", "text-human")
-    assert len(method_names("recognition")) == 16
+    assert len(method_names("recognition")) == 20  # 16 + yochameleon and its 3 ablations (on a model that draws)
     group = typer.main.get_command(commands.eval_app)
     for task in ("recognition", "qa", "caption"):
         cmd = group.commands[task]

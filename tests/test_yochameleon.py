@@ -379,3 +379,53 @@ def test_server_images_generations(adapter, trained, tmp_path, tiny_model_dirs):
     with TestClient(reader) as c:
         r = c.post("/v1/images/generations", headers=key(reader, "anna"), json={"prompt": "a dog"})
         assert r.status_code == 422 and r.json()["error"]["code"] == "model_cannot_draw" and "Janus" in r.json()["error"]["message"]
+
+
+def test_eval_generation_task(adapter, tmp_path):
+    """``yollava eval generation``'s task through the one benchmark driver: Yo'Chameleon beside the no-concept and
+    text-description baselines, similarity of the drawn pictures to the subject's held-out photos vs the other subjects',
+    recognition with the same concept, and an understanding-only concept recorded as unable to draw."""
+    from yollava.data.pool import ImagePool
+    from yollava.eval.datasets import load_folder
+    from yollava.eval.driver import run_benchmark
+    from yollava.eval.generation import GenerationTask
+    from yollava.eval.registry import default_methods, method_names
+    from yollava.eval.report import write_report
+    from yollava.recipes import DataConfig, TrainConfig
+
+    from .conftest import ColourEmbedder
+
+    assert {"yochameleon", "yochameleon-no-soft-positives", "yochameleon-no-self-prompting", "yochameleon-shared-tokens",
+            "vanilla", "text-human", "yollava"} <= set(method_names("generation"))
+    assert set(default_methods("generation")) == {"yochameleon", "vanilla", "text-human"}
+    root = tmp_path / "subjects"
+    for i, (name, colour) in enumerate({"red_block": (220, 40, 30), "green_ball": (40, 200, 60)}.items()):
+        (root / name).mkdir(parents=True)
+        for j in range(4):
+            im = Image.new("RGB", (32, 32), (40, 60, 200))
+            ImageDraw.Draw(im).rectangle([6 + j, 8, 22, 24], fill=colour)
+            im.save(root / name / f"{j}.png")
+    (root / "red_block" / "description.txt").write_text("<red_block> is a red block on blue.")
+    pool_dir = tmp_path / "pool"
+    pool_dir.mkdir()
+    for j in range(8):
+        plain(70 + j).save(pool_dir / f"{j}.png")
+    pool = ImagePool.build_or_update([pool_dir], tmp_path / "idx", ColourEmbedder(), progress=False)
+    ds = load_folder(root, 2, 0)
+    task = GenerationTask(ds, subjects=["red_block"], n_images=2, embedder=ColourEmbedder(), max_negatives=4)
+    eng = YoLLaVA(adapter, tmp_path / "unused")
+    res = run_benchmark(task, eng, ["yochameleon", "vanilla", "text-human", "yollava"], tmp_path / "gen.run",
+                        train=TrainConfig(k=2, epochs=2, lr=1e-2), recipe="fast",
+                        data=DataConfig(n_easy_negatives=2, n_hard_negatives=0, hard_negatives=False, conversations=False),
+                        pool_fn=lambda: pool, progress=False, echo=lambda s: None)
+    o = res["overall"]
+    for m in ("yochameleon", "vanilla", "text-human"):
+        assert o[m]["images"] == 2 and -1 <= o[m]["subject_similarity"] <= 1 and 0 <= o[m]["identified"] <= 1
+        assert o[m]["margin"] == pytest.approx(o[m]["subject_similarity"] - o[m]["other_similarity"])
+        assert 0 <= o[m]["recognition_weighted"] <= 1
+    (rec,) = [json.loads(x) for x in (tmp_path / "gen.run" / "records.jsonl").read_text().splitlines() if '"yochameleon"' in x]
+    assert rec["prompt"].endswith("A photo of <red_block>.") and rec["self_prompted"] is not None
+    assert (tmp_path / "gen.run" / "concepts" / "yochameleon" / "red_block.json").exists()
+    assert "no generation tokens" in res["per_subject"]["yollava"]["red_block"]["unavailable"]
+    md = write_report(res | {"title": "Generation"}, tmp_path / "gen.json")[1].read_text()
+    assert "| yochameleon | 1 | 2 |" in md and "## Not run" in md and "no generation tokens" in md

@@ -22,7 +22,7 @@ from ..errors import YollavaError
 from ..paths import DEFAULT_MODEL
 from ..recipes import RecipeOptions
 
-eval_app = typer.Typer(help="Benchmarks and baselines: recognition, question answering, caption recall, no forgetting.",
+eval_app = typer.Typer(help="Benchmarks and baselines: recognition, question answering, caption recall, no forgetting, generation.",
                        no_args_is_help=True)
 
 
@@ -259,6 +259,43 @@ def caption(
                            max_photos=max_photos, max_new_tokens=max_new_tokens, seed=seed)
 
     _benchmark("caption", methods, make_task, lambda task: f"Caption recall: {task.dataset.name}", out=out, run_dir=run_dir, model=model,
+               options=recipe_options, seed=seed, pool=pool, index_dir=index_dir, caption_tokens=caption_tokens,
+               summary_tokens=summary_tokens, quiet=quiet, threads=threads, reuse=reuse)
+
+
+@eval_app.command("generation", cls=_BenchmarkCommand)
+@recipe_options
+def generation(
+    dataset: str = typer.Option("myvlm", "--dataset", "-d", help="bo | myvlm | a folder DIR/<subject>/*.jpg"),
+    methods: str = MethodsOpt,
+    out: Path = typer.Option(..., "--out", "-o"),
+    model: str = typer.Option(..., "--model", "-m", help="A model that draws (Janus / Janus-Pro): local folder or HF-cache id."),
+    run_dir: Path = RunDirOpt,
+    data_root: Path = DataRootOpt,
+    subjects: str = typer.Option(None, "--subjects"),
+    max_subjects: int = typer.Option(None, "--max-subjects"),
+    n_images: int = typer.Option(4, "--n-images", min=1, help="Pictures drawn per subject and method."),
+    guidance: float = typer.Option(None, "--guidance", help="Classifier-free guidance (default: the model's own)."),
+    max_negatives: int = typer.Option(40, "--max-negatives", help="Other subjects' photos in the recognition check."),
+    train_per_subject: int = typer.Option(4, "--train-per-subject"),
+    seed: int = typer.Option(0, "--seed"),
+    recipe_options: RecipeOptions = RECIPE_OPTIONS,
+    pool: list[Path] = PoolOpt, index_dir: Path = IndexDirOpt,
+    caption_tokens: int = CaptionTokOpt, summary_tokens: int = SummaryTokOpt,
+    quiet: bool = typer.Option(False, "--quiet"),
+    threads: int = ThreadsOpt,
+    reuse: list[Path] = ReuseOpt,
+):
+    """Yo'Chameleon: pictures of each subject drawn by each method, their similarity to its held-out photos vs the other
+    subjects' (the product's image embedder), and recognition with the same concept. Needs a model that draws."""
+    from ..eval.datasets import load_dataset
+    from ..eval.generation import GenerationTask
+
+    def make_task():
+        return GenerationTask(load_dataset(dataset, data_root, train_per_subject, seed), subjects=_split(subjects),
+                              max_subjects=max_subjects, n_images=n_images, guidance=guidance, max_negatives=max_negatives, seed=seed)
+
+    _benchmark("generation", methods, make_task, lambda task: f"Generation: {task.dataset.name}", out=out, run_dir=run_dir, model=model,
                options=recipe_options, seed=seed, pool=pool, index_dir=index_dir, caption_tokens=caption_tokens,
                summary_tokens=summary_tokens, quiet=quiet, threads=threads, reuse=reuse)
 

@@ -166,7 +166,7 @@ class Method:
 
 
 # ---- Yo'LLaVA ------------------------------------------------------------------------------------
-@register_method("yollava", default_for=ALL_TASKS)
+@register_method("yollava", tasks=(*ALL_TASKS, "generation"), default_for=ALL_TASKS)  # generation: it cannot draw (recorded)
 class YollavaMethod(Method):
     def __init__(self, name: str = "yollava", **data_overrides):
         self.name = name
@@ -264,7 +264,7 @@ def _training_info(meta: dict, cached: bool) -> dict:
 
 # ---- prompting baselines -------------------------------------------------------------------------
 @register_method("vanilla-sks", tasks=("recognition", "qa"), placeholder="sks")
-@register_method("vanilla", default_for=ALL_TASKS)  # (decorators apply bottom-up: "vanilla" is registered first)
+@register_method("vanilla", tasks=(*ALL_TASKS, "generation"), default_for=(*ALL_TASKS, "generation"))  # (decorators apply bottom-up: "vanilla" is registered first)
 class VanillaMethod(Method):
     """No information about the subject. ``vanilla`` names it by its plain name ("bo", "shiba gray");
     ``vanilla-sks`` by the meaningless placeholder "sks", as the paper's identifiers are: many subject
@@ -278,7 +278,7 @@ class VanillaMethod(Method):
         return Prompting("", [], self.placeholder or subject.plain)
 
 
-@register_method("text-human", default_for=ALL_TASKS)
+@register_method("text-human", tasks=(*ALL_TASKS, "generation"), default_for=(*ALL_TASKS, "generation"))
 class TextHumanMethod(Method):
     name = "text-human"
 

@@ -1,6 +1,6 @@
 """The benchmark's two registries, like the model registry (:func:`yollava.models.register`).
 
-- **Tasks** (``recognition``, ``qa``, ``caption``, ``forgetting``): a :class:`yollava.eval.driver.Task`
+- **Tasks** (``recognition``, ``qa``, ``caption``, ``forgetting``, ``generation``): a :class:`yollava.eval.driver.Task`
   subclass decorated with ``@register_task("name")``.
 - **Methods** (the method and its baselines): a :class:`yollava.eval.methods.Method` subclass decorated
   with ``@register_method("name")``; the same class may be registered again under another name with
@@ -78,7 +78,7 @@ def _import_builtins() -> None:
         return
     _loading = True
     try:
-        from . import methods, probes, recognition, qa, caption, forgetting  # noqa: F401, I001  (registration side effects, in listing order)
+        from . import methods, probes, recognition, qa, caption, forgetting, generation  # noqa: F401, I001  (registration side effects, in listing order)
     except BaseException:
         _loading = False
         raise
