@@ -24,6 +24,7 @@ TRAINING_COMMANDS = {
     "eval recognition": ["eval", "recognition", "--out", "r.json"],
     "eval qa": ["eval", "qa", "--out", "q.json"],
     "eval caption": ["eval", "caption", "--out", "c.json"],
+    "eval generation": ["eval", "generation", "--out", "g.json", "--model", "janus-path"],
     "data build": ["data", "build", "bo", "photos/"],
 }
 

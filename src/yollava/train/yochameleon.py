@@ -23,7 +23,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,75 +36,10 @@ from ..engine import Engine
 from ..engine.drawing import DRAW_PROMPT, DrawItem, draw_prompt, image_loss, require_writer
 from ..errors import NotEnoughPhotosError
 from ..images import load_image
+from ..recipes import UNIFIED_RECIPES, UnifiedRecipe, YoChameleonConfig, get_unified_recipe  # noqa: F401  (re-exported)
 
 #: answers that are the product's one-word recognition decision (never self-prompted: ``recognize`` reads their first token)
 ONE_WORD_ANSWERS = frozenset({"Yes", "No"})
-
-
-@dataclass(frozen=True)
-class YoChameleonConfig:
-    """How a Yo'Chameleon concept is trained. The defaults are the paper's token budget (16 generation + 16
-    understanding tokens, 32 in all) with Yo'LLaVA's optimiser (AdamW, lr 1e-3, 15 epochs)."""
-
-    generation_tokens: int = 16
-    understanding_tokens: int = 16
-    #: ablation: one token set, of ``generation_tokens`` tokens, for both tasks
-    shared_tokens: bool = False
-    #: ablation off: answers start directly, without first emitting their token set
-    self_prompting: bool = True
-    #: look-alike pool photos to reconstruct with fewer generation tokens (0: the ablation without soft positives)
-    soft_positives: int = 30
-    epochs: int = 15
-    lr: float = 1e-3
-    batch_size: int = 4
-    weight_decay: float = 0.0
-    seed: int = 0
-
-    def __post_init__(self):
-        for name, minimum in (("generation_tokens", 1), ("understanding_tokens", 1), ("soft_positives", 0), ("epochs", 1),
-                              ("batch_size", 1), ("seed", 0)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                raise ValueError(f"{name} must be a whole number >= {minimum}, not {value!r}")
-        if not (self.lr > 0):
-            raise ValueError(f"lr must be > 0, not {self.lr!r}")
-        if self.shared_tokens and self.generation_tokens != self.understanding_tokens:
-            raise ValueError("shared_tokens: one set for both tasks, so generation_tokens must equal understanding_tokens")
-
-    @property
-    def k(self) -> int:
-        """Latent tokens of the concept."""
-        return self.generation_tokens if self.shared_tokens else self.generation_tokens + self.understanding_tokens
-
-
-@dataclass(frozen=True)
-class UnifiedRecipe:
-    name: str
-    summary: str
-    train: YoChameleonConfig = field(default_factory=YoChameleonConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "unified": asdict(self.train)}
-
-
-_PAPER = YoChameleonConfig()
-#: ``yochameleon`` and the ablations the paper reports
-UNIFIED_RECIPES: dict[str, UnifiedRecipe] = {
-    "yochameleon": UnifiedRecipe("yochameleon", "Yo'Chameleon: 16 generation + 16 understanding tokens, soft positives, self-prompting", _PAPER),
-    "yochameleon-no-soft-positives": UnifiedRecipe("yochameleon-no-soft-positives", "ablation: no soft-positive images",
-                                                   replace(_PAPER, soft_positives=0)),
-    "yochameleon-no-self-prompting": UnifiedRecipe("yochameleon-no-self-prompting", "ablation: answers without first emitting a token set",
-                                                   replace(_PAPER, self_prompting=False)),
-    "yochameleon-shared-tokens": UnifiedRecipe("yochameleon-shared-tokens", "ablation: one shared set of 16 tokens for both tasks",
-                                               replace(_PAPER, shared_tokens=True)),
-}
-
-
-def get_unified_recipe(name: str = "yochameleon") -> UnifiedRecipe:
-    try:
-        return UNIFIED_RECIPES[name]
-    except KeyError:
-        raise ValueError(f"unknown Yo'Chameleon recipe {name!r}; choose from {', '.join(UNIFIED_RECIPES)}") from None
 
 
 @dataclass
