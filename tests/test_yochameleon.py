@@ -429,3 +429,42 @@ def test_eval_generation_task(adapter, tmp_path):
     assert "no generation tokens" in res["per_subject"]["yollava"]["red_block"]["unavailable"]
     md = write_report(res | {"title": "Generation"}, tmp_path / "gen.json")[1].read_text()
     assert "| yochameleon | 1 | 2 |" in md and "## Not run" in md and "no generation tokens" in md
+
+
+def test_emu3_draws_through_its_vocabulary(tmp_path):
+    """Emu3: the engine's drawing loop gives transformers' own ``generate`` codes (allowed tokens per position: visual
+    tokens, end of line at row ends; guidance on log-probabilities), photos become codes in the same layout, and a
+    concept trained on it learns to draw (image loss falls, base bit-identical)."""
+    from yollava.models.tiny import build_tiny_emu3
+
+    a = load_model(str(build_tiny_emu3(tmp_path / "emu3", init_range=0.15)))
+    eng = YoLLaVA(a, tmp_path / "concepts")
+    enc = draw_prompt(eng.model, eng.bank, "A photo of a dog.")
+    ids = torch.tensor([enc.input_ids + a.image_prefix_ids])
+    n = a.num_image_tokens
+    assert a.tokenizer.decode(a.image_prefix_ids) == "<|image start|>4*4<|image token|>" and n == 4 * 5
+
+    def allowed(batch_id, sent):
+        pos = sent.shape[-1] - ids.shape[-1]
+        return a.code_mask(pos).nonzero().flatten().tolist() if pos < n else list(range(a.lm_head.weight.shape[0]))
+
+    for scale in (1.0, 3.0):
+        kw = dict(negative_prompt_ids=a.unconditional_ids(ids), guidance_scale=scale) if scale > 1 else {}
+        ref = a.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
+                               prefix_allowed_tokens_fn=allowed, **kw)[:, ids.shape[1]:]
+        assert torch.equal(generate_codes(eng.model, eng.bank, enc, guidance=scale, temperature=0), ref)
+    eol = a.model.model.vocabulary_mapping.eol_token_id
+    codes = a.image_codes([subject(), subject().resize((48, 40))])
+    assert codes.shape == (2, n) and (codes[:, 4::5] == eol).all() and not (codes[:, [0, 1, 2, 3]] == eol).any()
+    assert a.decode_image_codes(codes)[0].size == (32, 32)
+
+    before = {k: v.clone() for k, v in a.model.state_dict().items()}
+    config = YoChameleonConfig(generation_tokens=16, understanding_tokens=2, soft_positives=0, epochs=40, lr=1e-2, batch_size=2)
+    result = train_unified(eng, "bo", [Sample("What colour is <bo>?", "<bo> is red.", None, "conversation")], [subject(), subject()],
+                           config=config)
+    assert all(torch.equal(before[k], v) for k, v in a.model.state_dict().items())
+    hist = [h["image"] for h in result.history]
+    assert hist[-1] < hist[0] - 1.0, hist
+    drawing = generate_image(eng, "A photo of <bo>.", n=2, seed=0)
+    assert drawing.codes.shape == (2, n) and (drawing.codes[:, 4::5] == eol).all() and len(drawing.images) == 2
+    assert drawing.self_prompted == result.concept.task_tokens("generation")

@@ -91,7 +91,7 @@ def _sequence_embeddings(model: ConceptModel, bank: ConceptBank, items: Sequence
     dev = model.adapter.device
     rows, lengths = [], []
     for it in items:
-        ids = torch.tensor([it.enc.input_ids + [writer.image_start_id]], device=dev)
+        ids = torch.tensor([it.enc.input_ids + writer.image_prefix_ids], device=dev)
         text = model.embed(bank, ids, [[]])[0]
         codes = writer.image_code_embeddings(it.codes[:-1].to(dev)).to(text.dtype)
         rows.append(torch.cat([text, codes]))
@@ -116,7 +116,7 @@ def image_loss(model: ConceptModel, bank: ConceptBank, items: Sequence[DrawItem]
     text_hidden, text_targets = [], []
     for i, it in enumerate(items):
         n = it.codes.shape[0]
-        start = lengths[i] - 1  # the hidden state at <begin_of_image> predicts the first code
+        start = lengths[i] - 1  # the hidden state at the last prefix token (<begin_of_image>) predicts the first code
         logits = writer.image_logits(hidden[i, start : start + n]).float()
         image_terms.append(F.cross_entropy(logits, it.codes.to(logits.device), reduction="sum"))
         weights.append(it.weight * n)
@@ -148,8 +148,9 @@ def self_prompt(model: ConceptModel, bank: ConceptBank, enc: Encoded, max_tokens
 @torch.no_grad()
 def generate_codes(model: ConceptModel, bank: ConceptBank, enc: Encoded, n: int = 1, guidance: float | None = None,
                    temperature: float = 1.0, seed: int | None = 0) -> torch.Tensor:
-    """``(n, num_image_tokens)`` codes of ``n`` pictures drawn after ``enc`` + ``<begin_of_image>``: the family's own
-    loop (``JanusForConditionalGeneration.generate(generation_mode="image")``) with the bank's rows in the prompt.
+    """``(n, num_image_tokens)`` codes of ``n`` pictures drawn after ``enc`` + the picture's prefix (``<begin_of_image>``):
+    the family's own loop (Janus: ``generate(generation_mode="image")``; Emu3: ``generate`` with its allowed tokens per
+    position and guidance on log-probabilities) with the bank's rows in the prompt.
     ``guidance`` (classifier-free, > 1 to use it; None: the family's default); ``temperature`` 0 is greedy."""
     from transformers import ClassifierFreeGuidanceLogitsProcessor
 
@@ -158,7 +159,7 @@ def generate_codes(model: ConceptModel, bank: ConceptBank, enc: Encoded, n: int 
         raise ValueError(f"n must be at least 1, not {n}")
     guidance = writer.default_guidance if guidance is None else guidance
     dev = model.adapter.device
-    cond = torch.tensor([enc.input_ids + [writer.image_start_id]] * n, device=dev)
+    cond = torch.tensor([enc.input_ids + writer.image_prefix_ids] * n, device=dev)
     cfg = ClassifierFreeGuidanceLogitsProcessor(guidance) if guidance and guidance > 1 else None
     ids = torch.cat([cond, writer.unconditional_ids(cond)]) if cfg else cond
     hidden, past = model.adapter.decoder(model.embed(bank, ids, [[] for _ in range(ids.shape[0])]), use_cache=True)
@@ -166,7 +167,12 @@ def generate_codes(model: ConceptModel, bank: ConceptBank, enc: Encoded, n: int 
     codes = torch.zeros(n, writer.num_image_tokens, dtype=torch.long, device=dev)
     for i in range(writer.num_image_tokens):
         scores = writer.image_logits(hidden[:, -1]).float()
+        if cfg and writer.guidance_on_log_probs:
+            scores = scores.log_softmax(-1)
         scores = cfg(cond, scores) if cfg else scores
+        allowed = writer.code_mask(i)
+        if allowed is not None:
+            scores = scores.masked_fill(~allowed.to(scores.device), float("-inf"))
         if temperature <= 0:
             nxt = scores.argmax(-1)
         else:

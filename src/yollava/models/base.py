@@ -247,6 +247,9 @@ class ImageWriter(ABC):
     can_generate_images = True
     #: the guidance scale the family's own ``generate`` uses by default (classifier-free guidance), or None
     default_guidance: float | None = None
+    #: whether guidance mixes log-probabilities (Emu3: transformers' ``UnbatchedClassifierFreeGuidanceLogitsProcessor``)
+    #: rather than raw scores (Janus: ``ClassifierFreeGuidanceLogitsProcessor``)
+    guidance_on_log_probs: bool = False
 
     @property
     @abstractmethod
@@ -261,7 +264,18 @@ class ImageWriter(ABC):
     @property
     @abstractmethod
     def image_start_id(self) -> int:
-        """The token id after which the image codes come (e.g. ``<begin_of_image>``)."""
+        """The token id that opens a picture (e.g. ``<begin_of_image>``)."""
+
+    @property
+    def image_prefix_ids(self) -> list[int]:
+        """The tokens after the prompt that the codes follow (default: :attr:`image_start_id` alone; Emu3 adds the
+        picture's size)."""
+        return [self.image_start_id]
+
+    def code_mask(self, position: int) -> torch.Tensor | None:
+        """Which scores of :meth:`image_logits` may be drawn at code ``position`` (a bool vector), or None: all
+        (Emu3 draws visual tokens, and its end-of-row token at the end of each row)."""
+        return None
 
     @abstractmethod
     def image_codes(self, images: list[Image.Image]) -> torch.Tensor:
@@ -281,8 +295,10 @@ class ImageWriter(ABC):
 
     def unconditional_ids(self, ids: torch.Tensor) -> torch.Tensor:
         """The prompt classifier-free guidance contrasts with: every token but BOS and :attr:`image_start_id` replaced
-        by the pad token, concept tokens included (what the family's own ``generate`` does)."""
+        by the pad token, concept tokens included (what Janus's own ``generate`` does). ``ids`` end with
+        :attr:`image_prefix_ids`, which are kept."""
         keep = ids == self.image_start_id
+        keep[..., ids.shape[-1] - len(self.image_prefix_ids):] = True
         if self.tokenizer.bos_token_id is not None:
             keep |= ids == self.tokenizer.bos_token_id
         return ids.masked_fill(~keep, self.tokenizer.pad_token_id or 0)

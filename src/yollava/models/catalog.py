@@ -38,6 +38,8 @@ FAMILIES = [
     Family("internvl", "InternVL (HF format)", "OpenGVLab/InternVL3-1B-hf", "448-px tiles + thumbnail, pixel shuffle"),
     Family("janus", "Janus / Janus-Pro (reads and draws)", "deepseek-community/Janus-Pro-1B",
            "SigLIP 384 px -> 576 tokens; draws 576 VQ codes (384 px) with its own head", draws=True),
+    Family("emu3", "Emu3 (reads and draws)", "BAAI/Emu3-Gen-hf",
+           "photos are VQ tokens of the vocabulary (rows ended by an end-of-line token); draws them with the output layer", draws=True),
 ]
 
 

@@ -343,6 +343,31 @@ def build_tiny_janus(path, hidden=64, layers=2, seed=0, init_range=0.02) -> Path
 
 
 
+def build_tiny_emu3(path, hidden=64, layers=2, seed=0, init_range=0.02) -> Path:
+    """A unified model whose photos are vocabulary tokens: a VQ tokenizer with a 64-code book makes a 32-px photo a 4x4
+    grid of ``<|visual token NNNNNN|>`` tokens (+ an end-of-line token per row); Emu3's layout at a tiny size."""
+    from transformers import Emu3Config, Emu3ForConditionalGeneration, Emu3ImageProcessor
+
+    from .hf_emu3 import EMU3_TEMPLATE
+
+    visual = [f"<|visual token {i:06d}|>" for i in range(64)]
+    named = {"image_token": "<image>", "boi_token": "<|image start|>", "eoi_token": "<|image end|>",
+             "image_wrapper_token": "<|image token|>", "eof_token": "<|extra_201|>"}
+    special = ["<|endoftext|>", "<|extra_203|>", "<|extra_204|>", *named.values(), "<|extra_200|>", *visual]
+    tok = byte_level_tokenizer(special, vocab_size=700, unk_token=None, bos_token="<|extra_203|>", eos_token="<|extra_204|>",
+                               pad_token="<|endoftext|>", extra_special_tokens=named)
+    text = _text_config(tok, hidden, layers, init_range)
+    text.pop("tie_word_embeddings")
+    vq = dict(codebook_size=64, embed_dim=4, latent_channels=4, base_channels=32, channel_multiplier=[1, 1, 1, 1], num_res_blocks=1,
+              attn_resolutions=[], hidden_size=32, num_attention_heads=1, temporal_downsample_factor=4)
+    cfg = Emu3Config(text_config=text, vq_config=vq, vocabulary_map={t: tok.convert_tokens_to_ids(t) for t in special},
+                     tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    model = Emu3ForConditionalGeneration(cfg).eval()
+    ip = Emu3ImageProcessor(min_pixels=32 * 32, max_pixels=32 * 32, spatial_factor=8)
+    return save_checkpoint(path, model, ip, tok, "Emu3Processor", EMU3_TEMPLATE)
+
+
 #: model_type -> builder of a tiny random checkpoint of that family (tests, benchmarks, ``yollava models``)
 TINY_BUILDERS = {
     "llava": build_tiny_llava,
@@ -356,5 +381,6 @@ TINY_BUILDERS = {
     "gemma3": build_tiny_gemma3,
     "internvl": build_tiny_internvl,
     "janus": build_tiny_janus,
+    "emu3": build_tiny_emu3,
 }
 
