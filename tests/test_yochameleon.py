@@ -327,14 +327,14 @@ def test_server_images_generations(adapter, trained, tmp_path, tiny_model_dirs):
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
-    from yollava.serve import ServerConfig, create_app
+    from yollava.serve import Limits, ServerConfig, create_app
     from yollava.serve.testing import tiny_recipe
 
     eng, _, result, _, _ = trained
 
     def server(engine, home):
         train, data = tiny_recipe()
-        return create_app(ServerConfig(model="tiny", home=home, train=train, data=data), engine)
+        return create_app(ServerConfig(model="tiny", home=home, train=train, data=data, limits=Limits(max_images_per_user_per_hour=6)), engine)
 
     def key(app, name):
         db = app.state.server.db
@@ -373,6 +373,12 @@ def test_server_images_generations(adapter, trained, tmp_path, tiny_model_dirs):
         assert "b64_json" in error(c.post("/v1/images/generations", headers=anna, json={"prompt": "a dog", "response_format": "url"}), 422)
         assert "32x32" in error(c.post("/v1/images/generations", headers=anna, json={"prompt": "a dog", "size": "1024x1024"}), 422)
         error(c.post("/v1/images/generations", json={"prompt": "a dog"}), 401, "missing_api_key")
+        # the hourly quota: 4 of anna's 6 pictures are drawn (refused requests do not count), ben's are his own
+        assert "4 of your 6 per hour" in error(c.post("/v1/images/generations", headers=anna, json={"prompt": "a dog", "n": 3}), 429,
+                                                "image_quota_exceeded")
+        assert c.post("/v1/images/generations", headers=anna, json={"prompt": "a dog", "n": 2}).status_code == 200
+        assert c.post("/v1/images/generations", headers=ben, json={"prompt": "a dog", "n": 3}).status_code == 200
+        error(c.post("/v1/images/generations", headers=anna, json={"prompt": "a dog"}), 429, "image_quota_exceeded")
         error(c.post("/v1/images/generations", headers=anna, json={"n": 1}), 422)
 
     reader = server(YoLLaVA(load_model(str(tiny_model_dirs["llava"]))), tmp_path / "home2")  # a model that only reads
@@ -468,3 +474,21 @@ def test_emu3_draws_through_its_vocabulary(tmp_path):
     drawing = generate_image(eng, "A photo of <bo>.", n=2, seed=0)
     assert drawing.codes.shape == (2, n) and (drawing.codes[:, 4::5] == eol).all() and len(drawing.images) == 2
     assert drawing.self_prompted == result.concept.task_tokens("generation")
+
+
+def test_hourly_picture_quota_slides_and_gives_back():
+    from yollava.serve.errors import APIError
+    from yollava.serve.quotas import HourlyQuota
+
+    now = [0.0]
+    quota = HourlyQuota(3, clock=lambda: now[0])
+    quota.take(1, 2)
+    with pytest.raises(APIError) as e:
+        quota.take(1, 2)
+    assert e.value.status == 429 and e.value.code == "image_quota_exceeded" and "about 3600 s" in e.value.message
+    quota.take(2, 3)  # another user's hour is their own
+    quota.give_back(1, 2)  # a failed drawing does not count
+    quota.take(1, 3)
+    now[0] = 3600.5  # an hour later the pictures no longer count
+    quota.take(1, 3)
+    HourlyQuota(0).take(1, 10_000)  # 0: no limit

@@ -70,6 +70,8 @@ class Limits:
     max_jobs_per_user: int = 4
     #: pictures one ``POST /v1/images/generations`` may ask for (``n``; models that draw only)
     max_images_per_request: int = 4
+    #: pictures a user may have drawn in any sliding hour (per server process; 0: no limit)
+    max_images_per_user_per_hour: int = 100
 
 
 _MIB = 1024 * 1024

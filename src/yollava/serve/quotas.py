@@ -1,4 +1,4 @@
-"""Per-user quotas (concepts, storage) and the rule that nothing is written for a removed user.
+"""Per-user quotas (concepts, storage, pictures drawn per hour) and the rule that nothing is written for a removed user.
 
 ``yollava users rm`` runs in another process: it deletes the user's rows, then their folder. A request
 that authenticated just before may still be running, so every write for a user happens inside
@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import threading
+import time
+from collections import defaultdict, deque
 from pathlib import Path
 
 from .db import ACTIVE, UserRemoved
@@ -45,6 +48,38 @@ def check_quotas(server, user_id: int, space, name: str, incoming_bytes: int, re
         raise APIError(429, f"<{name}> needs {incoming_bytes:,} bytes and you use {used:,} of your "
                             f"{limits.max_storage_bytes_per_user:,}; delete a concept first",
                        type="insufficient_quota", code="storage_quota_exceeded")
+
+
+class HourlyQuota:
+    """At most ``limit`` units (pictures) per user in any sliding hour, counted in this server process (0: no limit).
+    :meth:`take` reserves them or raises 429; :meth:`give_back` returns units whose work failed."""
+
+    def __init__(self, limit: int, what: str = "pictures", window_s: float = 3600.0, clock=time.monotonic):
+        self.limit, self.what, self.window_s, self.clock = limit, what, window_s, clock
+        self._used: dict[int, deque] = defaultdict(deque)
+        self._lock = threading.Lock()
+
+    def take(self, user_id: int, n: int) -> None:
+        if not self.limit:
+            return
+        with self._lock:
+            now, used = self.clock(), self._used[user_id]
+            while used and used[0] <= now - self.window_s:
+                used.popleft()
+            if n > self.limit:
+                raise APIError(429, f"you asked for {n} {self.what}; this server allows at most {self.limit} per hour",
+                               type="insufficient_quota", code="image_quota_exceeded")
+            if len(used) + n > self.limit:
+                wait = max(1, int(used[0] + self.window_s - now)) if used else 0
+                raise APIError(429, f"you asked for {n} {self.what}, and {len(used)} of your {self.limit} per hour are used; "
+                                    f"try again in about {wait} s", type="insufficient_quota", code="image_quota_exceeded")
+            used.extend([now] * n)
+
+    def give_back(self, user_id: int, n: int) -> None:
+        with self._lock:
+            used = self._used[user_id]
+            for _ in range(min(n, len(used))):
+                used.pop()
 
 
 def _gone() -> APIError:

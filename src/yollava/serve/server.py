@@ -17,6 +17,7 @@ from .db import Database, User
 from .errors import APIError, error_body
 from .host import ModelHost
 from .jobs import JobManager
+from .quotas import HourlyQuota
 from .photos import PhotoDecoder
 from .redact import server_redactor
 from .spaces import UserSpace
@@ -125,6 +126,7 @@ class Server:
         self.who = WhoService(self)
         self.jobs.who = self.who
         self.limits = limits
+        self.image_quota = HourlyQuota(limits.max_images_per_user_per_hour)  # pictures drawn per user per hour
         self.model_name = config.served_model_name
         self.step_limiter = anyio.CapacityLimiter(limits.max_concurrent_generations + 2)
         self.photos = PhotoDecoder(limits.max_pixels, limits.max_photo_side, limits.max_decoding, limits.queue_timeout_s,

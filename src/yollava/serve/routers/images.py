@@ -5,7 +5,8 @@ The body is OpenAI's (``prompt``, ``n``, ``size``, ``response_format``, ``model`
 chat. The answer is ``{"created", "data": [{"b64_json", "revised_prompt"}], "concepts", "self_prompted"}`` (PNG).
 Only a server whose model draws (Janus) generates; on another (``pocket``) the request is refused with the families
 that can. A concept trained without generation tokens is refused with how to get them. Requests share the
-generation slots and the model lock with chat; ``Limits.max_images_per_request`` caps ``n``.
+generation slots and the model lock with chat; ``Limits.max_images_per_request`` caps ``n`` and
+``Limits.max_images_per_user_per_hour`` the pictures a user draws in any hour (429 ``image_quota_exceeded``).
 """
 
 from __future__ import annotations
@@ -72,8 +73,14 @@ def _draw(server: Server, user: User, req: ImageRequest) -> dict:
         raise APIError(422, f"at most {limits.max_chat_concepts} concepts per request ({len(names)} named)", param="prompt")
     concepts_for(server, user, names, "prompt")
     engine = server.host.request_engine(server.space(user).concepts, names, limits.max_prompt_tokens)
-    with server.host.lock:
-        drawing = engine_draw(engine, req, names)
+    quota = server.image_quota
+    quota.take(user.id, req.n)
+    try:
+        with server.host.lock:
+            drawing = engine_draw(engine, req, names)
+    except BaseException:
+        quota.give_back(user.id, req.n)  # nothing was drawn: it does not count
+        raise
     side = drawing.images[0].size
     data = []
     for image in drawing.images:
