@@ -370,6 +370,9 @@ def models():
     console.print(table)
     console.print(VERIFIED_DETAIL + ".")
     console.print("Any local folder or Hugging Face cache id whose config.json has one of these model_types loads; nothing is downloaded.")
+    drawing = ", ".join(f.model_type for f in FAMILIES if f.draws)
+    console.print(f"Models that also draw their concepts (yollava personalize --recipe yochameleon, yollava generate): {drawing}; "
+                  "none is bundled.", highlight=False)
 
 
 @app.command()
