@@ -65,7 +65,9 @@ VARIANTS = {
     "fast-visual": {"init": "visual"},
     "fast-visual-global": {"init": "visual-global"},
     "fast-visual-lr3e-4": {"init": "visual", "lr": 3e-4},
-    "fast-visual-global-captions": {"init": "visual-global", "caption_photos": 4},  # + MyVLM's caption task
+    "fast-visual-global-captions": {"init": "visual-global", "caption_photos": 4, "repeat_captions": False},  # + MyVLM's caption task
+    "fast-visual-global-captions-x": {"init": "visual-global", "caption_photos": 4, "repeat_captions": True},  # captions balanced like positives
+    "fast-session11": {"init": None, "caption_photos": 0, "repeat_captions": False},  # fast as it was before session 12 (mean-embedding latents, no captions)
 }
 
 
@@ -167,8 +169,7 @@ def main() -> None:
 
     engine = YoLLaVA.from_pretrained("pocket")
     task = get_task("recognition")(dataset, subjects=args.subjects.split(",") if args.subjects else None, pool_negatives=30,
-                                   pool_hard_negatives=10, protocol_extra={"recipe": recipe.to_dict(), "variant": args.variant,
-                                                                               "model": engine.fingerprint().get("pocket_weights_sha256")})
+                                   pool_hard_negatives=10, protocol_extra={"recipe": recipe.to_dict(), "variant": args.variant})
     results = run_benchmark(task, engine, args.methods.split(","), args.out.parent / f"{args.out.stem}.run",
                             train=recipe.train, data=recipe.data, pool_fn=pool_fn)
     results["title"] = f"recipe dev: {args.variant}"

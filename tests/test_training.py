@@ -287,3 +287,16 @@ def test_visual_init_starts_the_latents_from_the_training_photos_own_visual_toke
     noise = (plain[1:] - llava_engine.adapter.embed_tokens.weight.float().mean(0)).abs().max()
     assert (seen["start"][1:] - expected).abs().max() <= noise + 1e-6  # the visual tokens + the same seeded noise
     assert (plain[1:] - expected).abs().max() > 3 * noise  # not where the plain initialisation starts
+
+
+def test_repeat_captions_balances_caption_samples_like_positives(tmp_path):
+    samples = [Sample(QUESTION, "Yes", f"p{i}.jpg", "positive") for i in range(2)]
+    samples += [Sample(QUESTION, "No", f"n{i}.jpg", "negative") for i in range(8)]
+    samples += [Sample("Describe this photo.", "<bo> is a dog.", "p0.jpg", "caption")]
+    once = TrainConfig(holdout_fraction=0.0)
+    epoch, _ = trainer_module.epoch_samples(samples, once)
+    assert sum(s.kind == "caption" for s in epoch) == 1 and sum(s.is_positive for s in epoch) == 8  # positives 4x
+    epoch, _ = trainer_module.epoch_samples(samples, TrainConfig(holdout_fraction=0.0, repeat_captions=True))
+    assert sum(s.kind == "caption" for s in epoch) == 4 and sum(s.is_positive for s in epoch) == 8
+    epoch, weights = trainer_module.epoch_samples(samples, TrainConfig(holdout_fraction=0.0, repeat_captions=True, balance_by="weight"))
+    assert [w for s, w in zip(epoch, weights) if s.kind == "caption"] == [4.0]

@@ -120,11 +120,12 @@ class ConceptPipeline:
         """The paper's training set for ``name``; conversation answers come from :attr:`answerer` and are cached in
         ``cache_dir`` (default ``$YOLLAVA_CACHE/answers``) by photo, question and model."""
         data = self.data_config
-        if self.engine is None and data.conversations:
-            raise ValueError("conversations need a model to answer them (pass an engine, or use a recipe without conversations)")
+        if self.engine is None and data.asks_base_model:
+            raise ValueError("conversations and captions need a model to answer them (pass an engine, or use a recipe without "
+                             "conversations and caption photos)")
         fingerprint = json.dumps(self.engine.fingerprint(), sort_keys=True) if self.engine is not None else ""
         return build_training_set(
-            name, photos, self.pool, answer_many=self.answerer if data.conversations else None, seed=self.train_config.seed,
+            name, photos, self.pool, answer_many=self.answerer if data.asks_base_model else None, seed=self.train_config.seed,
             cache_dir=cache_dir, model_fingerprint=fingerprint, **data.builder_options(),
         )
 

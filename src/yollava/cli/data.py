@@ -92,7 +92,7 @@ def data_build(
         _fail(str(e))
     image_pool = _index(pool or default_pool_dirs(), index_dir) if recipe.data.needs_pool else None
     engine = None
-    if recipe.data.conversations:  # the base model answers them, as personalize asks it (batched, the model itself)
+    if recipe.data.asks_base_model:  # the base model answers them, as personalize asks it (batched, the model itself)
         from ..engine import Engine
 
         engine = Engine.from_pretrained(model) if model else Engine.from_pretrained()

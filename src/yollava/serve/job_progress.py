@@ -40,7 +40,7 @@ STAGES: dict[str, str] = {
 
 
 def plan_stages(conversations: bool, photos_seconds: float = 0.0, now: float | None = None) -> list[dict[str, Any]]:
-    """The stages of a new job (answers only when its recipe synthesises conversations); the photos
+    """The stages of a new job (answers only when its recipe asks the base model: conversations, captions); the photos
     were checked when they were uploaded."""
     now = time.time() if now is None else now
     stages = []

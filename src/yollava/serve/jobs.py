@@ -113,7 +113,7 @@ class JobManager:
                 self._finish_failed(job, f"interrupted by a server restart, and its uploaded photos are gone ({len(photos)} of {job['n_photos']} left); upload them again")
             else:
                 was = job["status"]
-                live = self._enqueue(job["id"], job["user_id"], job["concept"], recipe_from_dict(job["recipe"])[1].conversations)
+                live = self._enqueue(job["id"], job["user_id"], job["concept"], recipe_from_dict(job["recipe"])[1].asks_base_model)
                 live.phase = f"queued (resuming after a server restart; was {was})"
                 _, progress = live.snapshot()
                 self.db.update_job(job["id"], status="queued", phase=live.phase, resumed=job["resumed"] + 1, progress=progress)
@@ -155,7 +155,7 @@ class JobManager:
             self.db.update_job(job_id, status="failed", phase="failed", error=f"could not store the photos ({e})", finished=time.time())
             self.space(user.id).remove_job_dir(job_id)
             raise
-        self._enqueue(job_id, user.id, concept, data.conversations, photos_seconds)
+        self._enqueue(job_id, user.id, concept, data.asks_base_model, photos_seconds)
         return self.view(self.db.get_job(job_id))
 
     def view(self, job: dict) -> dict[str, Any]:
@@ -470,7 +470,7 @@ class JobManager:
                 log.warning("rebuilding the training set of %s (%s)", jdir.name, e)
         data = pipeline.data_config
         n_conv = min(len(photos), data.conversation_photos or len(photos))
-        n_answers = n_conv * len(conversation_questions(data.category)) if data.conversations else 0
+        n_answers = (n_conv * len(conversation_questions(data.category)) if data.conversations else 0) + min(len(photos), data.caption_photos)
         if n_answers:
             live.begin("answers", total=n_answers)
         self._set(live, "building training data", {"answers": 0, "answers_total": n_answers} if n_answers else {})

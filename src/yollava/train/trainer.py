@@ -81,8 +81,10 @@ def positive_weight(samples: list[Sample]) -> int:
     return max(1, round(neg / pos)) if pos and neg > pos else 1
 
 
-def _positives_repeated(samples: list[Sample], times: int) -> list[Sample]:
-    return samples if times == 1 else [s for s in samples if not s.is_positive] + [s for s in samples if s.is_positive] * times
+def _positives_repeated(samples: list[Sample], times: int, captions_too: bool = False) -> list[Sample]:
+    """The positives (and, with ``captions_too``, the caption samples: one per photo, like a positive) ``times`` each."""
+    repeated = (lambda s: s.is_positive or s.kind == "caption") if captions_too else (lambda s: s.is_positive)  # noqa: E731
+    return samples if times == 1 else [s for s in samples if not repeated(s)] + [s for s in samples if repeated(s)] * times
 
 
 def balanced_samples(samples: list[Sample]) -> list[Sample]:
@@ -96,10 +98,10 @@ def epoch_samples(samples: list[Sample], config: TrainConfig) -> tuple[list[Samp
         return samples, None
     balance = positive_weight(samples)
     if config.balance_by != "weight":
-        return _positives_repeated(samples, balance), None
+        return _positives_repeated(samples, balance, config.repeat_captions), None
     repeats = min(config.positive_repeats or 1, balance)
-    epoch = _positives_repeated(samples, repeats)
-    return epoch, [balance / repeats if s.is_positive else 1.0 for s in epoch]
+    epoch = _positives_repeated(samples, repeats, config.repeat_captions)
+    return epoch, [balance / repeats if s.is_positive or (config.repeat_captions and s.kind == "caption") else 1.0 for s in epoch]
 
 
 @dataclass
