@@ -129,9 +129,36 @@ def analyse(run_dirs: list[Path]) -> str:
     return "\n".join(lines)
 
 
+def summary(results: list[Path]) -> str:
+    """Mean and range over seeds of each variant's overall weighted accuracy (the concept's own threshold) and mean
+    per-subject AUC, from ``<variant>-seed<N>.json`` reports; the head of the same runs beside them."""
+    import re
+    from collections import defaultdict
+
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for path in sorted(results):
+        m = re.fullmatch(r"(.+)-seed(\d+)", path.stem)
+        if m and path.suffix == ".json" and not path.stem.endswith(".caption"):
+            groups[m[1]].append({"seed": int(m[2]), **json.loads(path.read_text())["overall"]})
+    lines = ["| variant | seeds | method | weighted acc: mean (min-max) | AUC: mean (min-max) |", "|---|---|---|---:|---:|"]
+    for variant, runs in groups.items():
+        seeds = ",".join(str(r["seed"]) for r in sorted(runs, key=lambda r: r["seed"]))
+        for method in ("yollava", "head"):
+            rows = [r[method] for r in runs if method in r]
+            if not rows:
+                continue
+            cells = []
+            for key in ("weighted_accuracy", "auc"):
+                v = [row[key] for row in rows]
+                cells.append(f"{sum(v) / len(v):.3f} ({min(v):.3f}-{max(v):.3f})")
+            lines.append(f"| {variant} | {seeds} | {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--analyse", type=Path, nargs="*", help="Run folders to compare (prints a table and exits).")
+    ap.add_argument("--summary", type=Path, nargs="*", help="<variant>-seed<N>.json reports: mean and range over seeds (prints, exits).")
     ap.add_argument("--variant", default="fast", choices=sorted(VARIANTS))
     ap.add_argument("--out", type=Path)
     ap.add_argument("--threads", type=int, default=1)
@@ -143,6 +170,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.analyse:
         print(analyse(args.analyse))
+        return
+    if args.summary:
+        print(summary(args.summary))
         return
 
     import torch
