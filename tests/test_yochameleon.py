@@ -267,6 +267,9 @@ def test_personalize_with_the_yochameleon_recipe_from_photos_and_a_pool(adapter,
         im.save(pool_dir / f"{i}.png")
     pool = ImagePool.build_or_update([pool_dir], tmp_path / "idx", ColourEmbedder(), progress=False)
     eng = YoLLaVA(adapter, tmp_path / "concepts")
+    from yollava.who.embedding import set_embedder
+
+    set_embedder(eng, ColourEmbedder())  # the pool's embedder, for the concept's visual signature
     config = YoChameleonConfig(generation_tokens=3, understanding_tokens=2, soft_positives=3, epochs=2, batch_size=4)
     made = eng.personalize("bo", [photos_dir], recipe="yochameleon", config=config, pool=pool,
                            data=DataConfig(n_easy_negatives=1, n_hard_negatives=1, conversations=False), progress=False)
@@ -279,15 +282,23 @@ def test_personalize_with_the_yochameleon_recipe_from_photos_and_a_pool(adapter,
     assert meta["recipe"]["name"] == "yochameleon-modified" and meta["unified"]["generation"] == [1, 3]
     assert meta["soft_positive_tokens"] == soft_positive_token_counts(3, 3) and len(meta["source_photos"]) == 3
     assert meta["counts"]["soft_positives"] == 3 and meta["stage"] == "trained"
+    assert meta["visual"]["embedder"] and {"prototype", "head.weight", "head.bias"} <= set(made.concept.extra_tensors)
     again = YoLLaVA(adapter, tmp_path / "concepts")
     assert len(again.generate_image("A photo of <bo> on a beach", n=2, seed=1).images) == 2
+    set_embedder(again, ColourEmbedder())
+    found = again.recognize("bo", photos_dir / "0.png")  # the drawing concept recognises with its head, like any other
+    assert found.mode == "head" and found.answer == "Yes"
 
 
-def test_cli_personalize_and_generate(janus_dir, tmp_path):
+def test_cli_personalize_and_generate(janus_dir, tmp_path, monkeypatch):
     """``yollava personalize --recipe yochameleon`` then ``yollava generate``: pictures written, refusals clear."""
     from typer.testing import CliRunner
 
     from yollava.cli.main import app
+
+    from .conftest import ColourEmbedder
+
+    monkeypatch.setattr("yollava.who.embedding.default_embedder", ColourEmbedder)  # the signature's embedder, cheap
 
     def run(*args):
         return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
@@ -303,6 +314,7 @@ def test_cli_personalize_and_generate(janus_dir, tmp_path):
     assert "generation" in made.output and "yollava generate bo" in made.output
     meta = json.loads((concepts / "bo.json").read_text())
     assert meta["recipe"]["name"] == "yochameleon-no-soft-positives-modified" and meta["counts"]["soft_positives"] == 0
+    assert meta["visual"]["embedder"] == ColourEmbedder.fingerprint
 
     out = tmp_path / "pics" / "beach.png"
     drawn = run("generate", "bo", "A photo of <bo> on a beach", "--out", out, "-n", 2, "--seed", 4, "--model", janus_dir,

@@ -50,10 +50,14 @@ class UnifiedPersonalization:
 
 def personalize_unified(engine: Engine, name: str, photos: Sequence[str | Path], *, recipe: str = "yochameleon",
                         config: YoChameleonConfig | None = None, data: DataConfig | None = None, pool=None,
-                        save: bool = True, overwrite: bool = False, progress: bool = True) -> UnifiedPersonalization:
+                        save: bool = True, overwrite: bool = False, progress: bool = True,
+                        visual: bool | None = None) -> UnifiedPersonalization:
     """Learn ``name`` from ``photos`` with a Yo'Chameleon recipe (``yochameleon`` or one of its ablations) and, by
     default, save it in ``engine.concepts_dir``. ``config`` / ``data`` replace the recipe's training settings / its
-    understanding data settings. ``pool``: the image pool (default: the shared pool, loaded when needed)."""
+    understanding data settings. ``pool``: the image pool (default: the shared pool, loaded when needed). ``visual``
+    (default: when saving): fit the concept's visual signature (prototype + concept head, :mod:`yollava.who`), as
+    :func:`yollava.personalize.personalize` does, so ``recognize`` and ``who`` answer with the head; unlike there, no
+    recognition-only concept is stored while the tokens train."""
     from .personalize import ConceptPipeline
 
     require_writer(engine.adapter)  # before any work: this model must draw
@@ -73,6 +77,7 @@ def personalize_unified(engine: Engine, name: str, photos: Sequence[str | Path],
         vectors, _, _ = pool.embed(paths)
         trained_negatives = [*training_set.easy_negatives, *(h.path for h in training_set.hard_negatives)]
         soft = retrieve_soft_positives(pool, vectors, cfg.soft_positives, exclude=[*paths, *trained_negatives])
+    signature = pipeline.signature(paths) if (save if visual is None else visual) else None
     samples = [s for s in training_set.samples if not s.calibration]
     result = train_unified(engine, name, samples, paths, [p for p, _ in soft], cfg,
                            recipe_name=named.name if config is None and data is None else f"{named.name}-modified")
@@ -84,5 +89,9 @@ def personalize_unified(engine: Engine, name: str, photos: Sequence[str | Path],
         stage="trained",
     )
     concept.meta["recipe"] = {**concept.meta["recipe"], "understanding_data": replace(data).__dict__}
+    if signature is not None:
+        from .who import attach_signature
+
+        attach_signature(concept, signature)
     saved = engine.save_concept(name) if save else None
     return UnifiedPersonalization(result, training_set, soft, saved)

@@ -184,7 +184,7 @@ class YoChameleonMethod(Method):
         data = replace(ctx.data, category=subject.category)
         made = personalize_unified(ctx.engine.with_bank(self.folder(ctx), ctx.engine.bank), subject.concept, list(subject.train),
                                    recipe=self.recipe, config=config, data=data, pool=ctx.pool if config.soft_positives or data.needs_pool else None,
-                                   overwrite=True, progress=ctx.progress)
+                                   overwrite=True, progress=ctx.progress, visual=False)
         return _training_info(made.concept.meta, cached=False) | {"soft_positives": len(made.soft_positives)}
 
     def prompting(self, ctx: EvalContext, subject: Subject) -> Prompting:
