@@ -110,8 +110,8 @@ def test_fast_recipe_separates_a_synthetic_concept_at_its_own_threshold(llava_en
     before = {k: v.clone() for k, v in llava_engine.adapter.model.state_dict().items()}
     result = personalize(llava_engine, "bo", photos, recipe=get_recipe("fast").override(
         k=4, n_easy_negatives=12, n_hard_negatives=8, calibration_negatives=10, lr=1e-2, epochs=10,
-        # a random tiny model cannot learn the sentence answers' or conversations' words; the Yes/No decision it can
-        conversations=False, sentence_answers=False), pool=pool)
+        # a random tiny model cannot learn the sentence answers', conversations' or captions' words; the Yes/No decision it can
+        conversations=False, sentence_answers=False, caption_photos=0), pool=pool)
     assert all(torch.equal(before[k], v) for k, v in llava_engine.adapter.model.state_dict().items())
     concept = result.concept
     # a fixed schedule: the last epoch is kept, whatever the calibration samples say
@@ -200,3 +200,13 @@ def test_both_configs_check_their_values_and_data_config_lives_beside_the_recipe
         recipe_from_options("paper", n_easy=-5)
     assert TrainConfig(patience=None, holdout_fraction=0.0, lr=1).lr == 1  # edge values that are fine
     assert DataConfig(conversation_photos=None, sentence_negatives=None, positive_views=None).positive_views is None
+
+
+def test_fast_before_session_12_is_two_ablation_flags_away():
+    old = recipe_from_options("fast", no_visual_init=True, no_captions=True)
+    assert old.name == "fast-modified" and old.train.init is None and not old.train.repeat_captions and old.data.caption_photos == 0
+    fast = get_recipe("fast")
+    assert fast.train.init == "visual-global" and fast.train.repeat_captions and fast.data.caption_photos == 4
+    # everything else is fast's
+    assert dataclasses.replace(old.train, init=fast.train.init, repeat_captions=True) == fast.train
+    assert dataclasses.replace(old.data, caption_photos=4) == fast.data

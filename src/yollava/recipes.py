@@ -294,10 +294,11 @@ def recipe_from_options(
     n_easy: int | None = None, n_hard: int | None = None, conversation_tokens: int | None = None,
     no_hard_negatives: bool = False, no_conversations: bool = False, no_short_answers: bool = False,
     no_sentence_answers: bool = False, gradient_checkpointing: bool = False, balance_by: str | None = None,
-    precision: str | None = None,
+    precision: str | None = None, no_visual_init: bool = False, no_captions: bool = False,
 ) -> Recipe:
     """A named recipe with the command-line overrides every command shares (None / False: unchanged;
-    ``precision="model"``: the frozen model's own precision, TrainConfig's None)."""
+    ``precision="model"``: the frozen model's own precision, TrainConfig's None; ``no_visual_init``: latents from the
+    mean embedding, ``no_captions``: no caption samples — together, ``fast`` as it was before session 12)."""
     if precision not in (None, "model", "bf16", "auto"):
         raise ValueError(f"precision must be 'model', 'bf16' or 'auto', not {precision!r}")
     base = get_recipe(recipe)
@@ -307,9 +308,11 @@ def recipe_from_options(
         hard_negatives=False if no_hard_negatives else None, conversations=False if no_conversations else None,
         short_answers=False if no_short_answers else None, sentence_answers=False if no_sentence_answers else None,
         gradient_checkpointing=True if gradient_checkpointing else None, balance_by=balance_by,
-        precision=None if precision == "model" else precision,
+        precision=None if precision == "model" else precision, caption_photos=0 if no_captions else None,
     )
     train = replace(changed.train, precision=None) if precision == "model" else changed.train
+    train = replace(train, init=None) if no_visual_init else train
+    train = replace(train, repeat_captions=False) if no_captions else train
     return resolve_recipe(base, train, changed.data)
 
 
@@ -344,6 +347,10 @@ class RecipeOptions:
     no_short_answers: bool = field(default=False, metadata=_opt(
         "Ablation: no one-word Yes/No recognition answers (the paper's data)."))
     no_sentence_answers: bool = field(default=False, metadata=_opt("Ablation: no sentence recognition answers (Tables 16-17)."))
+    no_visual_init: bool = field(default=False, metadata=_opt(
+        "Ablation: latent tokens start near the mean word embedding, not from your photos' visual tokens (fast before session 12)."))
+    no_captions: bool = field(default=False, metadata=_opt(
+        "Ablation: no caption samples naming the subject (fast before session 12)."))
     balance_by: str | None = field(default=None, metadata=_opt(
         "How positives are made to weigh as much as the negatives: 'repeat' them, or 'weight' their loss (each once: fewer steps)."))
     gradient_checkpointing: bool = field(default=False, metadata=_opt(
