@@ -87,7 +87,9 @@ def test_identifier_for():
     ("A photo of a crayfish. A crayfish is small.", "<bo> is a crayfish. A crayfish is small."),
     ("A dog lying on a bed.", "<bo> is a dog lying on a bed."),
     ("The image  shows a black cat on a sofa.", "<bo> is a black cat on a sofa."),
-    ("In this photo, two cats sit.", "A photo of <bo>. In this photo, two cats sit."),  # no subject opening: named in front
+    ("In this photo, two cats sit.", "A photo of <bo>. In this photo, two cats sit."),
+    ("A photo of Snoopy. Snoopy is a dog.", "<bo> is Snoopy. Snoopy is a dog."),  # a name the model gave the subject
+    ("Snoopy on a roof.", "A photo of <bo>. Snoopy on a roof."),  # no subject opening: named in front
     ("A photo of a cat. It sits on a", "<bo> is a cat."),  # cut off by the token limit: the last full sentence
     ("", "A photo of <bo>."),
 ])

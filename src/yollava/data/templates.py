@@ -84,14 +84,16 @@ _ARTICLE = re.compile(r"(?:an?|the) [a-z]", re.I)
 def name_in_caption(caption: str, identifier: str) -> str:
     """The base model's caption of a photo of the subject, rewritten to say the subject is ``identifier``:
     "A photo of a crayfish. A crayfish is ..." -> "<bo> is a crayfish. A crayfish is ..."; "A dog lying on a bed."
-    -> "<bo> is a dog lying on a bed."; a caption that does not open with its subject ("In this photo, two cats
-    ...") gets "A photo of <bo>." in front. A caption cut off mid-sentence (a token limit) ends at its last full
+    -> "<bo> is a dog lying on a bed."; "A photo of Snoopy. ..." -> "<bo> is Snoopy. ..."; a caption that does not
+    open with its subject ("In this photo, two cats ...") gets "A photo of <bo>." in front. A caption cut off mid-sentence (a token limit) ends at its last full
     sentence. Only the opening is matched (anchored): linear in the caption."""
     caption = " ".join(caption.split())
     if caption and caption[-1] not in ".!?" and ". " in caption:
         caption = caption[: caption.rindex(". ") + 1]
     lead = _CAPTION_LEAD.match(caption)
     rest = caption[lead.end():] if lead else caption
-    if not _ARTICLE.match(rest):
-        return f"A photo of {identifier}. {caption}".strip()
-    return f"{identifier} is {rest[0].lower()}{rest[1:]}"
+    if _ARTICLE.match(rest):
+        return f"{identifier} is {rest[0].lower()}{rest[1:]}"
+    if lead and rest[:1].isupper():  # a name: "A photo of Snoopy. Snoopy is ..." -> "<bo> is Snoopy. Snoopy is ..."
+        return f"{identifier} is {rest}"
+    return f"A photo of {identifier}. {caption}".strip()
