@@ -30,7 +30,7 @@ from ..errors import CannotGenerateImagesError
 from ..train.metrics import recognition_metrics
 from .datasets import RecognitionDataset, Subject
 from .driver import Task
-from .methods import EvalContext, Method, Prompting, Unavailable, _training_info
+from .methods import EvalContext, Method, Unavailable, YollavaMethod, _training_info
 from .registry import method_names, register_method, register_task
 from .report import _f, _footer, _header
 from .store import RunStore
@@ -156,15 +156,14 @@ class GenerationTask(Task):
 @register_method("yochameleon-no-self-prompting", tasks=("generation", "recognition"), recipe="yochameleon-no-self-prompting")
 @register_method("yochameleon-no-soft-positives", tasks=("generation", "recognition"), recipe="yochameleon-no-soft-positives")
 @register_method("yochameleon", tasks=("generation", "recognition"), default_for=("generation",))
-class YoChameleonMethod(Method):
+class YoChameleonMethod(YollavaMethod):
     """A Yo'Chameleon concept (:func:`yollava.yochameleon.personalize_unified`) trained from the subject's training photos
-    with the named recipe, the run's epochs, learning rate and seed, and the run's understanding data settings."""
+    with the named recipe, the run's epochs, learning rate and seed, and the run's understanding data settings; asked
+    and released as a Yo'LLaVA concept is (its folder, prompting, threshold and release are :class:`YollavaMethod`'s)."""
 
     def __init__(self, name: str = "yochameleon", recipe: str = "yochameleon"):
-        self.name, self.recipe = name, recipe
-
-    def folder(self, ctx: EvalContext) -> Path:
-        return ctx.run_dir / "concepts" / self.name
+        super().__init__(name)
+        self.recipe = recipe
 
     def prepare(self, ctx: EvalContext, subject: Subject) -> dict:
         from ..engine.drawing import require_writer
@@ -187,15 +186,6 @@ class YoChameleonMethod(Method):
                                    overwrite=True, progress=ctx.progress, visual=False)
         return _training_info(made.concept.meta, cached=False) | {"soft_positives": len(made.soft_positives)}
 
-    def prompting(self, ctx: EvalContext, subject: Subject) -> Prompting:
-        return Prompting("", [subject.concept], f"<{subject.concept}>")
-
-    def threshold(self, ctx: EvalContext, subject: Subject) -> float:
-        return ctx.engine.bank[subject.concept].threshold
-
-    def release(self, ctx: EvalContext, subject: Subject) -> None:
-        if subject.concept in ctx.engine.bank:
-            ctx.engine.unload_concept(subject.concept)
 
 
 #: the methods ``yollava eval generation`` offers
