@@ -13,13 +13,25 @@ also recognises a concept in any mode, finds who is in a photo and makes concept
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
 from .engine import Engine, ImageLike
 
 
+def _heads_in_photo(engine, concepts, image):
+    from .who import heads_in_photo
+
+    return heads_in_photo(engine, concepts, image)
+
+
 class YoLLaVA(Engine):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.photo_gate is None:  # concepts taught MyVLM-style follow a photo only when their head finds them in it
+            self.photo_gate = functools.partial(_heads_in_photo, self)
+
     def recognize(self, name: str, image: ImageLike, *, mode: str = "auto", threshold: float | None = None):
         """Is ``<name>`` in ``image``? The answer (a :class:`~yollava.who.Found`, a
         :class:`~yollava.prompts.Recognition`) says the mode that gave it: ``auto`` (default) is the concept head

@@ -108,7 +108,10 @@ class ConceptPipeline:
         pool's negatives when the recipe uses a pool (or one was given)."""
         from .who import embedder_for, fit_signature
 
-        return fit_signature(photos, embedder or embedder_for(self.engine), self.pool, seed=self.train_config.seed)
+        pool = self.pool
+        if pool is None and self.train_config.injection == "vision":  # MyVLM's head is the toggle: it learns from negatives
+            pool = self._pool = self._pool_loader()
+        return fit_signature(photos, embedder or embedder_for(self.engine), pool, seed=self.train_config.seed)
 
     # ---- 3. the training set ----------------------------------------------------------------------
     def answer(self, pairs: list[tuple[str, Path]]) -> list[str]:
@@ -165,6 +168,8 @@ class ConceptPipeline:
         """Every step; see :func:`personalize` for the arguments."""
         self.check_name(name, save, overwrite)
         paths = self.check_photos(photos)
+        if self.train_config.injection == "vision" and not visual:
+            visual = True  # a MyVLM-style concept follows a photo only when its head finds it there: it needs one
         signature = self._signature_step(name, paths, save if visual is None else visual, save)
         if signature is not None and on_recognition_ready is not None:
             on_recognition_ready(signature)

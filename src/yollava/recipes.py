@@ -17,6 +17,13 @@
 - ``accurate``: ``fast`` for 3 epochs instead of 1 (chosen on the dev subjects of
   ``benchmarks/results/recipe_dev/threshold_rules.md``, never on a reported test set): concepts
   from 3-4 photos are under-trained after one epoch; three cost 3x the training time.
+- ``myvlm``: MyVLM's method (``injection="vision"``): the concept head is the toggle; when it finds the subject in a
+  photo, one learned concept embedding (k=1, started from the mean of the photos' visual tokens) follows the photo's
+  visual tokens, where MyVLM puts its embedding (in the vision-language features; here the projected visual tokens
+  the LLM reads, after the chat template's newline). Trained on the base model's captions of every photo rewritten to
+  name the subject, the paper's positive sentence answers, and the base model's own captions of 12 pool photos (6
+  look-alikes, 6 random; nothing injected, the subject not named: without them the concept's output row named the
+  subject in every caption, head or not); recognition is the head's. Text-only prompts get nothing (MyVLM personalises what it sees). Epochs, learning rate and batch are ours.
 - ``paper``: Yo'LLaVA as published (sentence templates only, 100 + 100 negatives, conversations about
   every photo, 15 epochs, AdamW 1e-3, best epoch on a held-back slice).
 
@@ -81,6 +88,9 @@ class TrainConfig:
     #: caption samples count as much as the positives in the balance (repeated or weighted as they are); else once
     #: per epoch (a 1-epoch concept then keeps the base model's captions: recall 0.00 on the dev subjects)
     repeat_captions: bool = False
+    #: where the latents enter a prompt (:attr:`yollava.concepts.Concept.injection`): None / "prompt" (Yo'LLaVA) or
+    #: "vision" (MyVLM: after the photo, when the concept head fires; recipe ``myvlm``)
+    injection: str | None = None
 
     def __post_init__(self):
         for name, minimum in (("k", 1), ("epochs", 1), ("batch_size", 1), ("eval_every", 1), ("seed", 0)):
@@ -104,6 +114,8 @@ class TrainConfig:
             raise ValueError(f"precision must be None (the model's own), 'bf16' or 'auto', not {self.precision!r}")
         if self.init not in (None, "visual", "visual-global", "visual-first"):
             raise ValueError(f"init must be None (the mean embedding), 'visual', 'visual-global' or 'visual-first', not {self.init!r}")
+        if self.injection not in (None, "prompt", "vision"):
+            raise ValueError(f"injection must be None / 'prompt' (before the question) or 'vision' (after the photo), not {self.injection!r}")
         if self.precision == "bf16" and self.gradient_checkpointing:
             raise ValueError("precision 'bf16' trains a copy of the model, which gradient checkpointing does not reach; "
                              "use precision None or 'auto' with gradient_checkpointing")
@@ -145,12 +157,14 @@ class DataConfig:
     #: photos the base model captions ("Describe this photo."), its caption naming the subject by the identifier
     #: (:func:`yollava.data.templates.name_in_caption`) trained as the answer with the photo
     caption_photos: int = 0
+    #: negatives captioned as they are, not naming the subject (``other_caption`` samples; recipe ``myvlm``)
+    caption_negatives: int = 0
 
     def __post_init__(self):
         if self.category not in ("person", "object"):
             raise ValueError(f"category must be 'person' or 'object', not {self.category!r}")
         for field_name in ("n_easy_negatives", "n_hard_negatives", "conversation_tokens", "calibration_negatives", "calibration_views",
-                           "caption_photos"):
+                           "caption_photos", "caption_negatives"):
             _check_int(self, field_name, 0)
         for field_name in ("conversation_photos", "sentence_negatives", "positive_views"):  # None: all / as many as needed
             if getattr(self, field_name) is not None:
@@ -167,12 +181,13 @@ class DataConfig:
             "sentence_answers": self.sentence_answers, "sentence_negatives": self.sentence_negatives, "short_answers": self.short_answers,
             "positive_views": self.positive_views, "calibration_negatives": self.calibration_negatives,
             "calibration_views": self.calibration_views, "caption_photos": self.caption_photos,
+            "caption_negatives": self.caption_negatives,
         }
 
     @property
     def asks_base_model(self) -> bool:
         """Whether building the training set asks the base model (conversations, captions)."""
-        return self.conversations or self.caption_photos > 0
+        return self.conversations or self.caption_photos > 0 or self.caption_negatives > 0
 
     @property
     def needs_pool(self) -> bool:
@@ -240,6 +255,15 @@ RECIPES: dict[str, Recipe] = {
         train=replace(_FAST.train, epochs=3),
         data=replace(_FAST.data),  # its own copy: registry entries share no mutable config
     ),
+    "myvlm": Recipe(  # MyVLM's method on this model; the settings are ours (the paper's text here has none)
+        "myvlm",
+        "MyVLM's method: the concept head decides whether your subject is in a photo, and only then a learned concept embedding follows the photo's visual tokens, trained on captions that name the subject; recognition is the head's",
+        "not timed yet",
+        TrainConfig(k=1, epochs=10, lr=1e-3, batch_size=8, holdout_fraction=0.0, select_best_epoch=False, precision="auto", init="visual",
+                    repeat_captions=True, injection="vision"),
+        DataConfig(n_easy_negatives=6, n_hard_negatives=6, conversations=False, sentence_answers=True, sentence_negatives=0,
+                   short_answers=False, caption_photos=10, caption_negatives=12),
+    ),
     "paper": Recipe(
         "paper",
         "Yo'LLaVA as published: sentence answers, 100 + 100 negatives, conversations on every photo, 15 epochs",
@@ -259,7 +283,7 @@ def get_recipe(name: str = DEFAULT_RECIPE) -> Recipe:
         if name in UNIFIED_RECIPES:  # defined below: a concept that also draws, trained by `personalize` only
             raise ValueError(f"recipe {name!r} makes a concept that also draws its subject: train it with `yollava personalize "
                              f"NAME PHOTOS --recipe {name}` (Python: YoLLaVA.personalize(..., recipe={name!r})) on a model that draws "
-                             "(Janus); this command takes fast, accurate or paper") from None
+                             f"(Janus); this command takes {', '.join(RECIPES)}") from None
         raise ValueError(f"unknown recipe {name!r}; choose from {', '.join(RECIPES)}") from None
 
 

@@ -87,7 +87,18 @@ class Concept(nn.Module):
     @property
     def system_prefix(self) -> str:
         """The sentence that introduces the concept before a question: ``<bo> is <bo_1>...<bo_k>.``"""
-        return f"{self.identifier} is {''.join(latent_tokens(self.name, self.k))}."
+        return f"{self.identifier} is {self.latent_text}."
+
+    @property
+    def latent_text(self) -> str:
+        """``<bo_1>...<bo_k>``: what follows a photo the subject is in, for a concept with ``injection == "vision"``."""
+        return "".join(latent_tokens(self.name, self.k))
+
+    @property
+    def injection(self) -> str:
+        """Where the latents enter a prompt: ``"prompt"`` (Yo'LLaVA: :attr:`system_prefix` before the question) or
+        ``"vision"`` (MyVLM: :attr:`latent_text` straight after a photo's visual tokens, only when the subject is in it)."""
+        return str(self.meta.get("injection") or "prompt")
 
     @property
     def threshold(self) -> float:

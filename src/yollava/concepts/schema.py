@@ -33,6 +33,10 @@ MAX_ROW_VALUE = 100.0
 MAX_VISUAL_VALUE = 10_000.0
 #: ``stage``: "recognition" = only the visual signature is usable yet (rows untrained); "trained" = both
 STAGES = ("recognition", "trained")
+#: ``injection``: where the latents enter a prompt. "prompt" (Yo'LLaVA, the default): ``<bo> is <bo_1>...<bo_k>.``
+#: before the question; "vision" (MyVLM, recipe ``myvlm``): straight after a photo's visual tokens, and only when the
+#: concept head says the subject is in that photo (:attr:`yollava.engine.Engine.photo_gate`)
+INJECTIONS = ("prompt", "vision")
 
 
 def _show(value: Any) -> str:
@@ -95,6 +99,8 @@ def meta_problems(meta: Any) -> list[str]:
         problems.append("counts must map sample kinds to whole numbers")
     if meta.get("stage") is not None and meta["stage"] not in STAGES:
         problems.append(f"stage must be one of {', '.join(STAGES)} (got {_show(meta['stage'])})")
+    if meta.get("injection") is not None and meta["injection"] not in INJECTIONS:
+        problems.append(f"injection must be one of {', '.join(INJECTIONS)} (got {_show(meta['injection'])})")
     visual = _optional(meta, "visual", dict, "an object (the visual signature's description)", problems)
     if visual:
         if not isinstance(visual.get("embedder"), str) or not visual["embedder"]:

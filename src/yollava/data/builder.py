@@ -160,6 +160,7 @@ def build_training_set(
     calibration_views: int = 0,
     product_query_share: float = 0.5,
     caption_photos: int = 0,
+    caption_negatives: int = 0,
 ) -> TrainingSet:
     """Build the training set for concept ``name`` from the user's ``photos`` (files or folders).
 
@@ -177,7 +178,8 @@ def build_training_set(
     ``caption_photos``: that many of the photos are asked "Describe this photo." by the base model (through
     ``answer_fn``/``answer_many``, cached like the conversations) and its caption, rewritten to name the subject by
     the identifier (:func:`~yollava.data.templates.name_in_caption`), becomes the answer of a caption sample
-    with the photo (MyVLM's captioning task).
+    with the photo (MyVLM's captioning task). ``caption_negatives``: that many of the negatives (hard ones first) are
+    captioned too, their captions kept as they are ("other_caption" samples: where the subject is not, it is not named).
     """
     identifier = identifier_for(name)
     if not (sentence_answers or short_answers):
@@ -185,7 +187,7 @@ def build_training_set(
     want_negatives = n_easy_negatives > 0 or (hard_negatives and n_hard_negatives > 0) or calibration_negatives > 0
     if want_negatives and pool is None:
         raise ValueError("negatives need an image pool (pass pool=ImagePool..., or n_easy_negatives=0, hard_negatives=False)")
-    if (conversations or caption_photos) and answer_fn is None and answer_many is None:
+    if (conversations or caption_photos or caption_negatives) and answer_fn is None and answer_many is None:
         raise ValueError("conversations and captions need answer_fn(question, image_path) -> str (the base model) or "
                          "answer_many, or conversations=False and caption_photos=0")
     paths = expand_photos(photos)
@@ -233,17 +235,22 @@ def build_training_set(
     samples += [short(p, "positive", CALIBRATION_VIEW_BASE + v, True, 1.0) for v in range(calibration_views) for p in pos_paths]
     samples += [short(p, "negative", 0, True, 1.0) for p in calibration]
 
-    if conversations or caption_photos:
+    if conversations or caption_photos or caption_negatives:
         cache = AnswerCache(cache_dir)
         questions = conversation_questions(category) if conversations else []
         asked = [(p, sha, q) for p, sha in list(zip(pos_paths, pos_shas))[:conversation_photos] for q in questions]
         asked += [(p, sha, CAPTION_QUERY) for p, sha in list(zip(pos_paths, pos_shas))[:caption_photos]]
+        others = [(Path(p), file_sha256(p), CAPTION_QUERY) for p, _ in negatives[:caption_negatives]]
+        asked += others
         _answer_missing(cache, [a for a in asked if cache.get(a[1], a[2], model_fingerprint) is None], model_fingerprint,
                         answer_fn, answer_many, f"conversations about {identifier}")
+        other_photos = {p for p, _, _ in others}
         for p, sha, q in asked:
             answer = cache.get(sha, q, model_fingerprint).strip()
             if not answer:
                 log.warning("empty answer to %r about %s; sample left out", q, p)
+            elif p in other_photos:
+                samples.append(Sample(q, answer, p, "other_caption"))
             elif q == CAPTION_QUERY:
                 samples.append(Sample(q, name_in_caption(answer, identifier), p, "caption"))
             else:
@@ -256,7 +263,7 @@ def build_training_set(
         "near_duplicate": near_duplicate, "positives_per_photo": positives_per_photo, "conversation_photos": conversation_photos,
         "sentence_answers": sentence_answers, "short_answers": short_answers, "sentence_negatives": sentence_negatives,
         "positive_views": positive_views if short_answers else 0, "calibration_negatives": calibration_negatives, "calibration_views": calibration_views,
-        "product_query_share": product_query_share, "caption_photos": caption_photos,
+        "product_query_share": product_query_share, "caption_photos": caption_photos, "caption_negatives": caption_negatives,
         "model_fingerprint": model_fingerprint, "positive_sha256": pos_shas,
         "pool": None if pool is None else {"index_dir": str(pool.index_dir), "size": len(pool), "embedder": pool.embedder_id},
     }

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 #: "caption": "Describe this photo." about a training photo, answered with the base model's caption naming the subject
-KINDS = ("positive", "negative", "hard_negative", "conversation", "caption")
+#: "other_caption": "Describe this photo." about a negative photo, answered with the base model's own caption (the
+#: subject is not in it, so it is not named: recipe ``myvlm`` teaches with them when not to name the subject)
+KINDS = ("positive", "negative", "hard_negative", "conversation", "caption", "other_caption")
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,7 @@ class Sample:
 
     @property
     def is_recognition(self) -> bool:
-        return self.kind not in ("conversation", "caption")
+        return self.kind not in ("conversation", "caption", "other_caption")
 
     @property
     def is_positive(self) -> bool:

@@ -2,7 +2,8 @@
 Engine that also recognises in every mode, finds who is here and makes concepts).
 
 It loads, adds and saves concepts (in its bank, from its concepts folder), turns questions and
-conversations into prompts (``<bo> is <bo_1>...<bo_k>.`` before the question), and offers chat /
+conversations into prompts (``<bo> is <bo_1>...<bo_k>.`` before the question; for a concept taught MyVLM-style,
+``<bo_1>...<bo_k>`` straight after a photo its :attr:`Engine.photo_gate` finds it in), and offers chat /
 stream / the language model's yes-probabilities / first-token probabilities and the training loss, each a
 few lines over the model layer with ``self.bank`` passed in. :meth:`Engine.with_bank` makes another pipeline over the
 same model with its own bank and folder (the server gives one to each request and training job; no
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ..concepts import Concept, ConceptBank, load_concept, save_concept
+from ..concepts import INJECTIONS, Concept, ConceptBank, load_concept, save_concept
 from ..prompts import RECOGNITION_QUERY, Recognition
 from ..errors import ConceptNotReadyError, PromptTooLongError, UnknownConceptError
 from ..images import load_image
@@ -27,6 +28,10 @@ from ..models import DEFAULT_MODEL, EncodedImage, Message, VLMAdapter, load_mode
 from ..paths import default_concepts_dir
 from . import user_text
 from .model import ConceptModel, Encoded, ImageLike
+
+
+#: which of these MyVLM-style concepts are in this photo (their names); see :attr:`Engine.photo_gate`
+PhotoGate = Callable[[list[Concept], ImageLike], Sequence[str]]
 
 
 @dataclass(frozen=True)
@@ -51,11 +56,15 @@ class Engine:
 
     def __init__(self, adapter: VLMAdapter | ConceptModel, concepts_dir: str | Path | None = None, *,
                  bank: ConceptBank | None = None, fingerprint: dict[str, Any] | None = None,
-                 prompt_limit: PromptLimit | None = None):
+                 prompt_limit: PromptLimit | None = None, photo_gate: PhotoGate | None = None):
         self.model = adapter if isinstance(adapter, ConceptModel) else ConceptModel(adapter)
         self.concepts_dir = Path(concepts_dir) if concepts_dir else default_concepts_dir()
         self.bank = bank if bank is not None else self.model.new_bank()
         self.prompt_limit = prompt_limit
+        #: the public hook that says which MyVLM-style concepts (``injection == "vision"``) are in a photo:
+        #: ``(loaded vision concepts, photo) -> names present``. None: each one the prompt names (or ``concepts=``
+        #: asks for) counts as present. :class:`yollava.YoLLaVA` sets their concept heads (``yollava.who.head_gate``).
+        self.photo_gate = photo_gate
         self._fingerprint = fingerprint
         self._image_cache: dict[tuple, EncodedImage] = {}
 
@@ -72,7 +81,7 @@ class Engine:
         """Another pipeline over the same frozen model, with its own concept bank (default: empty) and
         concepts folder (default: this one's). Nothing loaded into either is seen by the other."""
         return type(self)(self.model, concepts_dir or self.concepts_dir, bank=bank, fingerprint=self._fingerprint,
-                          prompt_limit=prompt_limit)
+                          prompt_limit=prompt_limit, photo_gate=self.photo_gate)
 
     # ---- concepts --------------------------------------------------------------------------
     def fingerprint(self) -> dict[str, Any]:
@@ -98,15 +107,20 @@ class Engine:
     def save_concept(self, name: str, folder: str | Path | None = None) -> Path:
         return save_concept(self.bank[name], folder or self.concepts_dir, self.fingerprint())
 
-    def new_concept(self, name: str, k: int, seed: int = 0, *, photos: Sequence[ImageLike] = (), visual_init: str | None = None) -> Concept:
+    def new_concept(self, name: str, k: int, seed: int = 0, *, photos: Sequence[ImageLike] = (), visual_init: str | None = None,
+                    injection: str = "prompt") -> Concept:
         """A fresh concept in the bank; with ``visual_init`` its latents start from ``photos``' visual tokens
-        (:func:`~yollava.concepts.concept.visual_latents`)."""
+        (:func:`~yollava.concepts.concept.visual_latents`); ``injection``: see :attr:`Concept.injection`."""
+        if injection not in INJECTIONS:
+            raise ValueError(f"injection must be one of {', '.join(INJECTIONS)}, not {injection!r}")
         visual = None
         if visual_init is not None:
             if not photos:
                 raise ValueError(f"<{name}>: a visual initialisation needs the subject's photos")
             visual = (visual_init, [self.encode_image(p).features for p in photos])
         concept = Concept.initialise(name, self.adapter.embed_tokens.weight, self.adapter.lm_head.weight, k=k, seed=seed, visual=visual)
+        if injection != "prompt":
+            concept.meta["injection"] = injection
         return self.add_concept(concept)
 
     def _ensure_loaded(self, names: Sequence[str]) -> None:
@@ -140,18 +154,36 @@ class Engine:
         return self.model.mentioned_concepts(text, self.bank.reserved_tokens)
 
     def _introductions(self, names: Sequence[str]) -> str:
-        """``<bo> is <bo_1>...<bo_k>.`` for each of ``names`` (loaded from the folder when needed)."""
+        """``<bo> is <bo_1>...<bo_k>.`` for each of ``names`` taught Yo'LLaVA-style (loaded from the folder when needed)."""
         self._ensure_loaded(names)
         for n in names:  # a concept whose head is ready but whose tokens are still training (yollava.who)
             if self.bank[n].meta.get("stage") == "recognition":
                 raise ConceptNotReadyError(f"<{n}> can recognise but not talk yet: its tokens are still training")
-        return " ".join(self.bank[n].system_prefix for n in names)
+        return " ".join(self.bank[n].system_prefix for n in names if self.bank[n].injection == "prompt")
 
-    def user_message(self, question: str, concepts: Sequence[str] = (), has_image: bool = False) -> Message:
-        """``<bo> is <bo_1>...<bo_k>.`` for each concept, then the question."""
-        prefix = self._introductions(list(dict.fromkeys([*concepts, *self.mentioned_concepts(question)])))
+    def concepts_in_photo(self, image: ImageLike, named: Sequence[str] = (), in_photo: Sequence[str] | None = None) -> list[str]:
+        """The MyVLM-style concepts (``injection == "vision"``) whose latents follow ``image``: ``in_photo`` when
+        given (training knows), else what :attr:`photo_gate` says of every loaded one, else (no gate, or a photo
+        already encoded, which has no pixels for a head) those of ``named``."""
+        if in_photo is not None:
+            self._ensure_loaded(in_photo)
+            return [n for n in dict.fromkeys(in_photo) if self.bank[n].injection == "vision"]
+        self._ensure_loaded(named)
+        vision = [self.bank[n] for n in self.bank.names() if self.bank[n].injection == "vision"]
+        if not vision:
+            return []
+        if self.photo_gate is None or isinstance(image, EncodedImage):
+            return [n for n in dict.fromkeys(named) if self.bank[n].injection == "vision"]
+        return list(dict.fromkeys(self.photo_gate(vision, image)))
+
+    def user_message(self, question: str, concepts: Sequence[str] = (), has_image: bool = False, in_photo: Sequence[str] = ()) -> Message:
+        """The latents of the MyVLM-style concepts ``in_photo`` (straight after the photo), ``<bo> is <bo_1>...<bo_k>.``
+        for each other concept named, then the question."""
+        names = list(dict.fromkeys([*concepts, *self.mentioned_concepts(question)]))
+        prefix = self._introductions(names)
+        after_photo = "".join(self.bank[n].latent_text for n in in_photo) if has_image else ""
         question = user_text.mark(question)  # typed text: "</s>" in it stays text, never the special token
-        return Message("user", f"{prefix} {question}" if prefix else question, has_image)
+        return Message("user", " ".join(part for part in (after_photo, prefix, question) if part), has_image)
 
     def _checked(self, enc: Encoded) -> Encoded:
         if self.prompt_limit is not None:
@@ -159,24 +191,28 @@ class Engine:
         return enc
 
     def encode(
-        self, question: str, image: ImageLike | None = None, answer: str | None = None, concepts: Sequence[str] = ()
+        self, question: str, image: ImageLike | None = None, answer: str | None = None, concepts: Sequence[str] = (),
+        in_photo: Sequence[str] | None = None,
     ) -> Encoded:
+        """``in_photo``: the MyVLM-style concepts in ``image`` when the caller knows (None: :meth:`concepts_in_photo`)."""
         images = [self.encode_image(image)] if image is not None else []
-        rendered = self.adapter.render([self.user_message(question, concepts, bool(images))])
+        present = self.concepts_in_photo(image, [*concepts, *self.mentioned_concepts(question)], in_photo) if images else []
+        rendered = self.adapter.render([self.user_message(question, concepts, bool(images), present)])
         return self._checked(self.model.encoded(self.bank, rendered, images, answer))
 
     def encode_conversation(self, conversation: Sequence[tuple[str, str, ImageLike | None]], concepts: Sequence[str] = ()) -> Encoded:
         """A multi-turn prompt from ``[(role, text, photo or None), ...]``; the concepts named anywhere (and
         ``concepts``) are introduced at the start of the first user turn, as :meth:`encode` does for one turn."""
         names = list(dict.fromkeys([*concepts, *self.mentioned_concepts(" ".join(t for _, t, _ in conversation))]))
-        self._ensure_loaded(names)
-        prefix = " ".join(self.bank[n].system_prefix for n in names)
+        prefix = self._introductions(names)
         messages, images = [], []
         for role, text, image in conversation:
             text = user_text.mark(text)  # typed text: "</s>" in it stays text, never the special token
             if prefix and role == "user":
                 text, prefix = f"{prefix} {text}", ""
             if image is not None:
+                after_photo = "".join(self.bank[n].latent_text for n in self.concepts_in_photo(image, names))
+                text = f"{after_photo} {text}" if after_photo else text
                 images.append(self.encode_image(image))
             messages.append(Message(role, text, image is not None))
         ids = self.model.prompt_ids(self.bank, self.adapter.render(messages), images)

@@ -17,6 +17,9 @@ Every language-model method is a way of *introducing* the subject before a quest
   A caption that is a refusal ("I'm sorry, ...": small models balk at the role-play prompt) is asked
   again plainly ("This photo shows bo. Describe bo in detail."); the count is recorded.
 
+``myvlm`` is MyVLM's method (recipe ``myvlm``): its concept head recognises and toggles a concept embedding that
+follows the photo, so its recognition scores are the head's and its captions and answers the language model's.
+
 and ``head`` is not a language-model method: the product's concept head (MyVLM-style logistic regression on
 the image pool's embedder, EfficientNet-Lite0 by default; :class:`yollava.who.ConceptHead`), fitted and
 thresholded exactly as a concept's visual signature is. It only does recognition.
@@ -33,6 +36,7 @@ another module keeps a stable place). A report lists the methods in the order ``
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -44,7 +48,7 @@ from typing import Any, Callable
 
 from ..data.pool import atomic_write_json
 from ..engine import RECOGNITION_QUERY, Engine
-from ..recipes import DataConfig
+from ..recipes import DataConfig, get_recipe
 from ..train import TrainConfig
 from .datasets import Subject
 from .registry import _METHODS as _registered_methods
@@ -172,6 +176,13 @@ class YollavaMethod(Method):
         self.name = name
         self.data_overrides = data_overrides
 
+    def recipe_name(self, ctx: EvalContext) -> str:
+        """The named recipe its concepts are trained with (the run's, ``--recipe``)."""
+        return ctx.recipe_name
+
+    def train_config(self, ctx: EvalContext) -> TrainConfig:
+        return ctx.train
+
     def data_config(self, ctx: EvalContext, subject: Subject) -> DataConfig:
         try:
             return replace(ctx.data, category=subject.category, **self.data_overrides)
@@ -194,7 +205,7 @@ class YollavaMethod(Method):
         if meta_path.exists():  # trained in an earlier (interrupted) run, or reused from another run folder
             concept = engine.load_concept(meta_path)
             return _training_info(concept.meta, cached=True)
-        pipeline = ConceptPipeline(engine, ctx.recipe_name, train=ctx.train, data=data, pool_loader=lambda: ctx.pool,
+        pipeline = ConceptPipeline(engine, self.recipe_name(ctx), train=self.train_config(ctx), data=data, pool_loader=lambda: ctx.pool,
                                    progress=ctx.progress)
         t0 = time.perf_counter()
         ts = pipeline.training_set(name, list(subject.train))
@@ -223,7 +234,7 @@ class YollavaMethod(Method):
                 continue
             meta = json.loads(src.read_text(encoding="utf-8"))
             recipe = meta.get("recipe", {})
-            same = (not settings_differences(recipe.get("train", recipe), json.loads(json.dumps(asdict(ctx.train))))
+            same = (not settings_differences(recipe.get("train", recipe), json.loads(json.dumps(asdict(self.train_config(ctx)))))
                     and not settings_differences(meta.get("eval_data_config"), json.loads(json.dumps(asdict(data))))
                     and sorted(p["sha256"] for p in meta.get("source_photos", [])) == sorted(file_sha256(p) for p in subject.train))
             if not same:
@@ -394,6 +405,57 @@ class HeadMethod(Method):
 
     def release(self, ctx: EvalContext, subject: Subject) -> None:
         self._signatures.pop(subject.name, None)
+
+
+# ---- MyVLM ---------------------------------------------------------------------------------------
+@register_method("myvlm", tasks=ALL_TASKS)
+class MyvlmMethod(YollavaMethod):
+    """MyVLM's method as recipe ``myvlm`` (:mod:`yollava.recipes`), whatever ``--recipe`` says: the concept head
+    (fitted on the run's pool, as ``head`` is) recognises and is the toggle; the concept embedding follows a photo
+    only when the head finds the subject in it (the engine's :attr:`~yollava.engine.Engine.photo_gate`, set while
+    the subject is evaluated). Its recognition scores are therefore the head's."""
+
+    def __init__(self, name: str = "myvlm"):
+        super().__init__(name)
+        self._gate_before: Any = None
+
+    def recipe_name(self, ctx: EvalContext) -> str:
+        return "myvlm"
+
+    def train_config(self, ctx: EvalContext) -> TrainConfig:
+        return replace(get_recipe("myvlm").train, seed=ctx.train.seed)
+
+    def data_config(self, ctx: EvalContext, subject: Subject) -> DataConfig:
+        return replace(get_recipe("myvlm").data, category=subject.category)
+
+    def prepare(self, ctx: EvalContext, subject: Subject) -> dict:
+        from ..who import heads_in_photo
+
+        info = super().prepare(ctx, subject)
+        if self._signature(ctx, subject) is None:
+            raise Unavailable("the concept has no concept head (the image pool gave no negatives?)")
+        self._gate_before = ctx.engine.photo_gate
+        ctx.engine.photo_gate = functools.partial(heads_in_photo, ctx.engine)
+        return info
+
+    def _signature(self, ctx: EvalContext, subject: Subject):
+        from ..who import VisualSignature
+
+        sig = VisualSignature.from_concept(ctx.engine.bank[subject.concept])
+        return sig if sig is not None and sig.head is not None else None
+
+    def threshold(self, ctx: EvalContext, subject: Subject) -> float:
+        return self._signature(ctx, subject).head.threshold
+
+    def recognition_scores(self, ctx: EvalContext, subject: Subject, images: list[Path]) -> list[float]:
+        from ..who import embed_query, embedder_for
+
+        sig, embedder = self._signature(ctx, subject), embedder_for(ctx.engine)
+        return [sig.photo_probability(embed_query(embedder, p)) for p in images]
+
+    def release(self, ctx: EvalContext, subject: Subject) -> None:
+        ctx.engine.photo_gate = self._gate_before
+        super().release(ctx, subject)
 
 
 for _name, _overrides in ABLATIONS.items():

@@ -258,7 +258,8 @@ class ConceptTrainer:
             if name in engine.bank:
                 engine.unload_concept(name)
             photos = list(dict.fromkeys(s.image for s in tr if s.is_positive and not s.view and not s.calibration))
-            concept = engine.new_concept(name, cfg.k, seed=cfg.seed, photos=photos, visual_init=cfg.visual_init)
+            concept = engine.new_concept(name, cfg.k, seed=cfg.seed, photos=photos, visual_init=cfg.visual_init,
+                                         injection=cfg.injection or "prompt")
             concept.requires_grad_(True)
             runs[name] = _ConceptRun(concept, held, {})
             runs[name].keep(-1)
@@ -281,7 +282,8 @@ class ConceptTrainer:
         encoded = []
         for name, s in tqdm(train, desc="encoding samples", disable=not self.progress, leave=False):
             with callbacks.step_context(state, "encode"):
-                encoded.append(engine.encode(s.question, image=self._image(s), answer=s.answer, concepts=[name]))
+                in_photo = [name] if s.is_positive or s.kind == "caption" else []  # what a MyVLM-style concept's head would say
+                encoded.append(engine.encode(s.question, image=self._image(s), answer=s.answer, concepts=[name], in_photo=in_photo))
         prefix_cache: dict | None = {} if cfg.prefix_cache and not cfg.gradient_checkpointing else None
         precision = self.precision = cfg.training_precision(engine.adapter)
         steps_per_epoch = state.steps_per_epoch = len(self.batches(encoded, 0))

@@ -17,7 +17,7 @@ import numpy as np
 from ..concepts import Concept
 from ..engine import Recognition
 from ..errors import ConceptNotReadyError, UnknownConceptError
-from .embedding import _normalise, embed_query, embedder_for
+from .embedding import _normalise, embed_query, embedder_for, embedder_id
 from .index import ConceptIndex, _Entry, index_for, library_sources
 from .signature import VisualSignature
 
@@ -211,6 +211,25 @@ def who(engine, image, *, mode: str = "auto", strategy: str = "retrieve", top_k:
         log.warning("skipping concept <%s>: %s", name, err)
     return who_in(index, engine, embedder_for(engine), image, mode=mode, strategy=strategy, top_k=top_k,
                   threshold=threshold, batch_size=batch_size, multi_crop=multi_crop)
+
+
+def heads_in_photo(engine, concepts: Sequence[Concept], image, embedder=None) -> list[str]:
+    """MyVLM's toggle, the :attr:`~yollava.engine.Engine.photo_gate` of :class:`yollava.YoLLaVA`: which of
+    ``concepts`` their concept heads find in ``image`` (the best of its views against each head's threshold).
+    A concept without a head, or with one fitted on another embedder, is never found (logged)."""
+    embedder = embedder or embedder_for(engine)
+    wanted = embedder_id(embedder)
+    usable = []
+    for c in concepts:
+        sig = VisualSignature.from_concept(c)
+        if sig is None or sig.head is None or sig.embedder != wanted:
+            log.warning("<%s> has no concept head on %s, so it is never taken to be in a photo", c.name, wanted)
+            continue
+        usable.append((c.name, sig))
+    if not usable:
+        return []
+    x = embed_query(embedder, image)
+    return [name for name, sig in usable if sig.photo_probability(x) >= sig.head.threshold]
 
 
 def recognize(engine, name: str, image, *, mode: str = "auto", threshold: float | None = None) -> Found:
