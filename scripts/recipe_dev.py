@@ -68,6 +68,8 @@ VARIANTS = {
     "fast-visual-global-captions": {"init": "visual-global", "caption_photos": 4, "repeat_captions": False},  # + MyVLM's caption task
     "fast-visual-global-captions-x": {"init": "visual-global", "caption_photos": 4, "repeat_captions": True},  # captions balanced like positives
     "fast-session11": {"init": None, "caption_photos": 0, "repeat_captions": False},  # fast as it was before session 12 (mean-embedding latents, no captions)
+    # MyVLM's method as a recipe (session 13); run it with --methods myvlm (recognition: the head) --captions
+    "myvlm": {"recipe": "myvlm"},
 }
 
 
@@ -76,7 +78,8 @@ def variant_recipe(variant: str):
     from yollava.recipes import recipe_from_options
 
     settings = dict(VARIANTS[variant])
-    return recipe_from_options("fast", precision=settings.pop("precision", None)).override(**settings)
+    base = settings.pop("recipe", "fast")
+    return recipe_from_options(base, precision=settings.pop("precision", None)).override(**settings)
 
 
 def _logit(p: float) -> float:
@@ -207,8 +210,9 @@ def main() -> None:
     print(json.dumps(results.get("overall", {}), indent=1, default=str)[:3000])
     if args.captions:  # the recognition run's concepts, reused (same photos and settings)
         run = args.out.parent / f"{args.out.stem}.run"
+        caption_methods = [m for m in args.methods.split(",") if m != "head"]
         captions = run_benchmark(get_task("caption")(dataset, subjects=args.subjects.split(",") if args.subjects else None), engine,
-                                 ["yollava"], args.out.parent / f"{args.out.stem}.caption.run", train=recipe.train, data=recipe.data,
+                                 caption_methods, args.out.parent / f"{args.out.stem}.caption.run", train=recipe.train, data=recipe.data,
                                  pool_fn=pool_fn, reuse_from=[run])
         captions["title"] = f"recipe dev captions: {args.variant}"
         write_report(captions, args.out.with_suffix(".caption.json"), captions["title"])

@@ -12,6 +12,7 @@ fairly and the training job's steps slot in between.
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -24,6 +25,7 @@ from ..concepts import Concept
 from ..concepts.io import concept_stamp, damaged_message, load_concept
 from ..engine import PromptLimit, Engine
 from ..errors import CorruptConceptError, PromptTooLongError, UnknownConceptError
+from ..who import heads_in_photo
 
 __all__ = ["ChatSession", "ConceptStore", "FairLock", "JobCancelled", "ModelHost", "PromptTooLongError", "context_length",
            "locked_steps"]
@@ -205,6 +207,7 @@ class ModelHost:
         (:class:`PromptTooLongError`) above ``max_prompt_tokens`` or the model's context."""
         view = Engine(self.engine.model, concepts_dir, fingerprint=self.fingerprint,
                        prompt_limit=PromptLimit(max_prompt_tokens, self.context_length))
+        view.photo_gate = functools.partial(heads_in_photo, view)  # a concept trained with recipe myvlm: its head is the toggle
         for name in dict.fromkeys(names):
             view.bank.add(self.concepts.get(concepts_dir, name))
         return view
