@@ -76,11 +76,11 @@ def filler(answer: str, identifier: str, question: str) -> str | None:
     return next((why for hit, why in rules if hit), None)
 
 
-def subjects_and_photos(run: Path, data_root: Path) -> tuple[dict[str, list[Path]], dict[str, str]]:
+def subjects_and_photos(run: Path, data_root: Path, method: str = "yollava") -> tuple[dict[str, list[Path]], dict[str, str]]:
     """Held-out photos and annotation category of each subject whose concept the run folder holds."""
     from yollava.eval.datasets import load_bo, load_myvlm, myvlm_descriptions, yollava_descriptions
 
-    names = {p.stem for p in (run / "concepts" / "yollava").glob("*.json")}
+    names = {p.stem for p in (run / "concepts" / method).glob("*.json")}
     photos, cats = {}, {}
     if names == {"bo"}:
         ds, (_, c) = load_bo(data_root), yollava_descriptions(data_root)
@@ -94,7 +94,9 @@ def subjects_and_photos(run: Path, data_root: Path) -> tuple[dict[str, list[Path
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=Path, nargs="+", required=True, help="evaluation run folders with concepts/yollava/")
+    ap.add_argument("--runs", type=Path, nargs="+", required=True, help="evaluation run folders with concepts/<method>/")
+    ap.add_argument("--method", default="yollava", help="whose concepts: yollava (the run's recipe) or myvlm (recipe myvlm: the "
+                    "concept head decides whether its embedding follows the photo)")
     ap.add_argument("--photos", type=int, default=20)
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--threads", type=int, default=2)
@@ -111,7 +113,7 @@ def main() -> None:
     queue: list[tuple[Path, str, Path, str | None]] = []  # (run, concept, photo, category)
     per_run = []
     for run in args.runs:
-        photos, cats = subjects_and_photos(run, data_root)
+        photos, cats = subjects_and_photos(run, data_root, args.method)
         per_run.append([(run, name, ps, cats[name]) for name, ps in sorted(photos.items())])
     depth = 0
     while len(queue) < args.photos and any(depth < len(ps) for subjects in per_run for *_, ps, _ in subjects):
@@ -123,7 +125,7 @@ def main() -> None:
 
     rows = []
     for run, name, photo, cat in queue:
-        engine.load_concept(run / "concepts" / "yollava" / f"{name}.json")
+        engine.load_concept(run / "concepts" / args.method / f"{name}.json")
         x = f"<{name}>"
         words = kind_words(name, cat)
         for q in QUESTIONS:
@@ -140,7 +142,8 @@ def main() -> None:
                    "filler": sum(r["filler"] is not None for r in rows if r["question"].startswith(q.split("{")[0]))} for q in QUESTIONS}
     fingerprint = engine.fingerprint()
     lines = [f"# Answers about a concept in a held-out photo", "",
-             "```", "python scripts/answers_about_concept.py --runs " + " ".join(str(r) for r in args.runs) + f" --out {args.out}", "```", "",
+             "```", "python scripts/answers_about_concept.py --runs " + " ".join(str(r) for r in args.runs)
+             + (f" --method {args.method}" if args.method != "yollava" else "") + f" --out {args.out}", "```", "",
              f"- model: `pocket` (weights {fingerprint.get('pocket_weights_sha256')}); concepts from the run folders above "
              "(trained on their training photos only); photos: the same subjects' held-out test photos, round-robin",
              "- target (issue 26): the right kind of subject in >= 15 of 20 for each question, never filler", "",

@@ -279,6 +279,8 @@ def generation(
     max_negatives: int = typer.Option(40, "--max-negatives", help="Other subjects' photos in the recognition check."),
     train_per_subject: int = typer.Option(4, "--train-per-subject"),
     seed: int = typer.Option(0, "--seed"),
+    embedder: str = typer.Option(None, "--embedder", help="Compare pictures with a local CLIP, SigLIP or DINO checkpoint (folder or "
+                                 "HF-cache id) instead of the product's EfficientNet-Lite0: the papers' CLIP-I / DINO scores."),
     recipe_options: RecipeOptions = RECIPE_OPTIONS,
     pool: list[Path] = PoolOpt, index_dir: Path = IndexDirOpt,
     caption_tokens: int = CaptionTokOpt, summary_tokens: int = SummaryTokOpt,
@@ -291,9 +293,19 @@ def generation(
     from ..eval.datasets import load_dataset
     from ..eval.generation import GenerationTask
 
+    image_embedder = None
+    if embedder:
+        from ..vision.hf_embedder import HFImageEmbedder
+
+        try:
+            image_embedder = HFImageEmbedder(embedder)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--embedder") from None
+
     def make_task():
         return GenerationTask(load_dataset(dataset, data_root, train_per_subject, seed), subjects=_split(subjects),
-                              max_subjects=max_subjects, n_images=n_images, guidance=guidance, max_negatives=max_negatives, seed=seed)
+                              max_subjects=max_subjects, n_images=n_images, guidance=guidance, max_negatives=max_negatives, seed=seed,
+                              embedder=image_embedder)
 
     _benchmark("generation", methods, make_task, lambda task: f"Generation: {task.dataset.name}", out=out, run_dir=run_dir, model=model,
                options=recipe_options, seed=seed, pool=pool, index_dir=index_dir, caption_tokens=caption_tokens,

@@ -3,8 +3,8 @@
 For each subject the method draws ``n_images`` pictures of "A photo of {subject}." (the subject introduced the method's
 way: the learned concept for ``yochameleon`` and its ablations, a description for ``text-human``, the plain name for
 ``vanilla``) on a model that draws (Janus). The pictures and the subject's held-out test photos are embedded with the
-product's image embedder (EfficientNet-Lite0, the pool's; a user with DINO or CLIP sets another with
-:func:`yollava.who.embedding.set_embedder`), and the record keeps:
+product's image embedder (EfficientNet-Lite0, the pool's) or, with ``--embedder``, a local CLIP / SigLIP / DINO
+checkpoint (:class:`yollava.vision.hf_embedder.HFImageEmbedder`: the papers' CLIP-I / DINO scores), and the record keeps:
 
 - ``subject_similarity``: mean cosine of the pictures to the subject's test photos;
 - ``other_similarity``: mean cosine to the other subjects' test photos;
