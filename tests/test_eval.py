@@ -383,6 +383,7 @@ def test_caption_recall(llava_engine: YoLLaVA, world, tmp_path):
 
     assert names_subject("A photo of <red_mug> on a table", "<red_mug>") and not names_subject("a red_mug", "<red_mug>")
     assert names_subject("A Red Mug on a table", "red mug") and names_subject("the red_mug", "red mug")
+    assert names_subject("Bo is asleep.", "bo") and not names_subject("A photo of a booby; its body is brown.", "bo")  # whole words
     # the prompt's concept definition repeated back does not name the subject (two v1 "hits" were this)
     assert not names_subject("<red_mug> is <red_mug_1><red_mug_2>. A cup.", "<red_mug>")
     assert names_subject("<red_mug> is <red_mug_1>. <red_mug> stands on a table.", "<red_mug>")

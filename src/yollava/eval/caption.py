@@ -22,7 +22,7 @@ from .registry import method_names, register_task
 from .report import _f, _footer, _header
 from .store import RunStore
 
-PROTOCOL_VERSION = 2  # 2: a quoted concept definition no longer counts as naming the subject
+PROTOCOL_VERSION = 3  # 2: a quoted concept definition no longer counts as naming the subject; 3: a plain name, as whole words
 
 
 def names_subject(caption: str, mention: str) -> bool:
@@ -31,7 +31,8 @@ def names_subject(caption: str, mention: str) -> bool:
     if mention.startswith("<"):
         quoted = re.compile(re.escape(mention) + r"\s*is\s*(?:<" + re.escape(mention[1:-1]) + r"_\d+>\s*)+\.?")
         return mention in quoted.sub(" ", caption)
-    return mention.lower() in caption.lower() or mention.replace(" ", "_").lower() in caption.lower()
+    # a plain name counts as whole words only: "bo" is not named by "a booby" or "its body"
+    return any(re.search(r"(?<!\w)" + re.escape(m) + r"(?!\w)", caption, re.I) for m in {mention, mention.replace(" ", "_")})
 
 
 @register_task("caption")
