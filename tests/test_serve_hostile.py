@@ -653,7 +653,9 @@ def test_limits_are_set_from_serve_flags(tmp_path):
     assert (limits.max_concepts_per_user, limits.max_storage_bytes_per_user, limits.max_k, limits.max_meta_bytes) == (5, 2 << 20, 8, 16384)
     assert (limits.max_pixels, limits.max_photo_side, limits.max_decoding, limits.max_prompt_tokens) == (12_500_000, 1024, 1, 999)
     assert limits.max_import_bytes == 3 << 20 and limits.max_photos == 20
-    for bad in ({"max_concepts": 0}, {"max_meta_kb": 4096}):
+    drawing = limits_from_flags(max_images=2, max_images_per_hour=7)
+    assert (drawing.max_images_per_request, drawing.max_images_per_user_per_hour) == (2, 7)
+    for bad in ({"max_concepts": 0}, {"max_meta_kb": 4096}, {"max_images": 0}):
         with pytest.raises(ValueError):
             limits_from_flags(**bad)
     run = lambda *a: CliRunner().invoke(cli, ["serve", *a, "--home", str(tmp_path / "home")])  # noqa: E731

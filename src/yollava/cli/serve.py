@@ -48,6 +48,8 @@ def serve_command(
     max_decoding: int = typer.Option(None, help="Photos decoded at once across all requests (default 2)."),
     max_decode_mb: int = typer.Option(None, help="Memory the photos being decoded may take at once, all requests, MiB (default 400)."),
     max_prompt_tokens: int = typer.Option(None, help="Longest prompt in tokens, concepts and photos included (default 4096)."),
+    max_images: int = typer.Option(None, help="Pictures one image-generation request may ask for, its n (default 4; models that draw)."),
+    max_images_per_hour: int = typer.Option(None, help="Quota: pictures a user may have drawn in any hour (default 100)."),
     no_resume: bool = typer.Option(False, "--no-resume", help="Mark jobs left unfinished by a previous run as failed instead of resuming them."),
     keep_uploads: bool = typer.Option(False, "--keep-uploads", help="Keep uploaded photos and checkpoints after a job ends."),
     threads: int = typer.Option(None, help="CPU threads for the model (torch.set_num_threads); 1 is often fastest on a busy shared machine."),
@@ -78,6 +80,7 @@ def serve_command(
             max_photos=max_photos, max_request_mb=max_request_mb, max_concurrent=max_concurrent, max_concepts=max_concepts,
             max_storage_mb=max_storage_mb, max_k=max_k, max_meta_kb=max_meta_kb, max_import_mb=max_import_mb,
             max_megapixels=max_megapixels, max_photo_side=max_photo_side, max_decoding=max_decoding, max_decode_mb=max_decode_mb, max_prompt_tokens=max_prompt_tokens,
+            max_images=max_images, max_images_per_hour=max_images_per_hour,
         )
     except ValueError as e:
         typer.echo(f"error: {e}", err=True)

@@ -90,6 +90,8 @@ LIMIT_FLAGS = {
     "max_decoding": ("max_decoding", 1),
     "max_decode_mb": ("max_decode_bytes", _MIB),
     "max_prompt_tokens": ("max_prompt_tokens", 1),
+    "max_images": ("max_images_per_request", 1),
+    "max_images_per_hour": ("max_images_per_user_per_hour", 1),
 }
 
 
