@@ -142,11 +142,15 @@ def summary(results: list[Path]) -> str:
     for path in sorted(results):
         m = re.fullmatch(r"(.+)-seed(\d+)", path.stem)
         if m and path.suffix == ".json" and not path.stem.endswith(".caption"):
-            groups[m[1]].append({"seed": int(m[2]), **json.loads(path.read_text())["overall"]})
-    lines = ["| variant | seeds | method | weighted acc: mean (min-max) | AUC: mean (min-max) |", "|---|---|---|---:|---:|"]
+            captions = path.with_suffix(".caption.json")
+            recall = json.loads(captions.read_text())["overall"] if captions.exists() else {}
+            overall = json.loads(path.read_text())["overall"]
+            groups[m[1]].append({"seed": int(m[2]), **{k: {**v, "recall": recall.get(k, {}).get("recall")} for k, v in overall.items()}})
+    lines = ["| variant | seeds | method | weighted acc: mean (min-max) | AUC: mean (min-max) | caption recall: seeds captioned, mean (min-max) |",
+             "|---|---|---|---:|---:|---:|"]
     for variant, runs in groups.items():
         seeds = ",".join(str(r["seed"]) for r in sorted(runs, key=lambda r: r["seed"]))
-        for method in ("yollava", "head"):
+        for method in ("yollava", "myvlm", "head"):
             rows = [r[method] for r in runs if method in r]
             if not rows:
                 continue
@@ -154,6 +158,9 @@ def summary(results: list[Path]) -> str:
             for key in ("weighted_accuracy", "auc"):
                 v = [row[key] for row in rows]
                 cells.append(f"{sum(v) / len(v):.3f} ({min(v):.3f}-{max(v):.3f})")
+            rec = [(r["seed"], r[method]["recall"]) for r in runs if method in r and r[method].get("recall") is not None]
+            v = [x for _, x in rec]
+            cells.append(f"{','.join(str(sd) for sd, _ in rec)}: {sum(v) / len(v):.2f} ({min(v):.2f}-{max(v):.2f})" if v else "")
             lines.append(f"| {variant} | {seeds} | {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
