@@ -379,6 +379,13 @@ def test_server_images_generations(adapter, trained, tmp_path, tiny_model_dirs):
 
         assert "unknown concept <bo>" in error(c.post("/v1/images/generations", headers=ben, json={"prompt": "A photo of <bo>"}), 404,
                                                "concept_not_found")  # another user's concept is not there
+        # a drawing concept travels as a concept zip: exported by anna, imported by ben, it draws the same for him
+        exported = c.get("/v1/concepts/bo/export", headers=anna)
+        assert exported.status_code == 200, exported.text
+        r = c.post("/v1/concepts/import", headers=ben, files={"file": ("bo.zip", exported.content, "application/zip")})
+        assert r.status_code == 201, r.text
+        his = c.post("/v1/images/generations", headers=ben, json={"prompt": "A photo of <bo> on a beach", "n": 2, "seed": 1})
+        assert his.status_code == 200 and his.json()["data"][0]["b64_json"] == body["data"][0]["b64_json"]
         assert "no generation tokens" in error(c.post("/v1/images/generations", headers=anna, json={"prompt": "A photo of <mug>"}), 422,
                                                "cannot_generate_images")
         assert "at most 4" in error(c.post("/v1/images/generations", headers=anna, json={"prompt": "a dog", "n": 5}), 422)
