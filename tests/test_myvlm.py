@@ -140,6 +140,7 @@ def test_myvlm_recipe_trains_a_concept_that_the_head_toggles(engine, world, monk
     engine.add_concept(loaded)
     assert engine.concepts_in_photo(world["red"][5]) == ["red"] and engine.concepts_in_photo(world["blue"][0]) == []
     assert engine.recognize("red", world["red"][5]).mode == "head"  # MyVLM recognises with its head
+    assert engine.recognize("red", world["red"][5], mode="yollava").mode == "head"  # whatever mode is asked for
 
 
 def test_myvlm_is_an_evaluation_method():

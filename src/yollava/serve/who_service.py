@@ -90,7 +90,7 @@ class WhoService:
                     self.host.concepts.get(folder, name)
                 raise UnknownConceptError(f"unknown concept <{name}>")
             entries.append(e)
-        modes = {resolve_mode(mode, e.stage, e.signature) for e in entries}
+        modes = {resolve_mode(mode, e.stage, e.signature, e.concept.injection) for e in entries}
         x = embed_query(self.embedder, image) if modes & {"head", "fused"} else None
         engine = self.host.request_engine(self.server.space_for(user_id).concepts, [], self.server.limits.max_prompt_tokens)
         found = score_candidates(engine, image, [(e, None) for e in entries], x, mode, threshold, llm_lock=self.host.lock)

@@ -52,12 +52,13 @@ def fuse(p_head: float, t_head: float, p_llm: float, t_llm: float) -> tuple[floa
     return _sigmoid(0.5 * (margin(p_head, t_head) + margin(p_llm, t_llm))), 0.5
 
 
-def resolve_mode(mode: str, stage: str, signature: VisualSignature | None) -> str:
-    """The mode one concept answers in (see the module docstring)."""
+def resolve_mode(mode: str, stage: str, signature: VisualSignature | None, injection: str = "prompt") -> str:
+    """The mode one concept answers in (see the module docstring). A concept taught MyVLM-style (``injection ==
+    "vision"``, recipe ``myvlm``) always answers with its head: its language model never learned to say "No"."""
     if mode not in MODES:
         raise ValueError(f"unknown recognition mode {mode!r}; choose from {', '.join(MODES)}")
     has_head = signature is not None and signature.head is not None
-    if stage == "recognition":
+    if stage == "recognition" or (injection == "vision" and has_head):
         if not has_head:
             raise ConceptNotReadyError("this concept has neither trained tokens nor a visual head")
         return "head"
@@ -109,7 +110,7 @@ def score_candidates(engine, image, candidates: list[tuple[_Entry, float | None]
                      threshold: float | None = None, batch_size: int = 8, llm_lock=None) -> list[Found]:
     """Verify candidates on one photo: heads on the features ``x``, the language model's P(yes) for the
     ones whose mode needs it (one batched pass with the photo's prefix reused)."""
-    plan = [(e, sim, resolve_mode(mode, e.stage, e.signature)) for e, sim in candidates]
+    plan = [(e, sim, resolve_mode(mode, e.stage, e.signature, e.concept.injection)) for e, sim in candidates]
     llm = [e for e, _, m in plan if m in ("yollava", "fused")]
     p_llm: dict[str, float] = {}
     if llm:
@@ -243,6 +244,6 @@ def recognize(engine, name: str, image, *, mode: str = "auto", threshold: float 
     if name not in index.entries:
         raise UnknownConceptError(errors[0][1] if errors else f"unknown concept <{name}>")
     e = index.entries[name]
-    m = resolve_mode(mode, e.stage, e.signature)
+    m = resolve_mode(mode, e.stage, e.signature, e.concept.injection)
     x = embed_query(embedder_for(engine), image) if m in ("head", "fused") else None
     return score_candidates(engine, image, [(e, None)], x, mode, threshold)[0]
