@@ -3,7 +3,6 @@ tokens only when the head finds the subject there; captions that name the subjec
 
 from __future__ import annotations
 
-import random
 from dataclasses import replace
 
 import pytest
@@ -12,28 +11,14 @@ import torch
 from yollava import YoLLaVA
 from yollava import who as W
 from yollava.concepts import Concept, load_concept, validate_meta
-from yollava.data.pool import ImagePool
 from yollava.engine import Engine
 from yollava.errors import CorruptConceptError
 from yollava.models import load_model
 from yollava.recipes import get_recipe
 
-from .test_who import PALETTE, PaletteEmbedder, photo
+from .test_who import PaletteEmbedder, world  # noqa: F401  (world: the who-is-here test world, a pytest fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread", "private_dirs")
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("myvlm-world")
-    red = [photo(root / "red" / f"{i}.jpg", ["red"], seed=i) for i in range(6)]
-    blue = [photo(root / "blue" / f"{i}.jpg", ["blue"], seed=50 + i) for i in range(2)]
-    others = [c for c in PALETTE if c not in ("red", "blue")]
-    rng = random.Random(0)
-    for i in range(30):
-        photo(root / "pool" / f"p{i:02d}.jpg", [rng.choice(others)], seed=100 + i)
-    pool = ImagePool.build_or_update([root / "pool"], root / "index", PaletteEmbedder(), progress=False)
-    return {"red": red, "blue": blue, "pool": pool}
 
 
 @pytest.fixture
@@ -64,7 +49,7 @@ def test_vision_latents_follow_the_photo_only_when_it_is_there(tiny_model_dirs, 
     gate_answer[:] = ["red"]
     msg = engine.user_message("Describe this photo.", has_image=True, in_photo=["red"])
     assert msg.content.startswith("<red_1><red_2> ") and "<red> is" not in msg.content
-    enc = engine.encode("Describe this photo.", image=world["red"][0])
+    enc = engine.encode("Describe this photo.", image=world["subjects"]["red"][0])
     ids = list(enc.input_ids)
     start = ids.index(latents[0])
     assert ids[start:start + 2] == latents
@@ -73,30 +58,30 @@ def test_vision_latents_follow_the_photo_only_when_it_is_there(tiny_model_dirs, 
     assert seen and seen[-1][0] == ["red"]  # every loaded vision concept was asked about, unnamed or not
 
     gate_answer[:] = []
-    assert not set(latents) & set(engine.encode("Describe this photo.", image=world["blue"][0]).input_ids)
+    assert not set(latents) & set(engine.encode("Describe this photo.", image=world["subjects"]["blue"][0]).input_ids)
     # named in the question but not in the photo: the identifier is there, its latents are not
-    ids = list(engine.encode("What is <red> doing?", image=world["blue"][0]).input_ids)
+    ids = list(engine.encode("What is <red> doing?", image=world["subjects"]["blue"][0]).input_ids)
     assert ident in ids and not set(latents) & set(ids)
     # what training knows beats the gate; text-only prompts never get them
-    assert set(latents) <= set(engine.encode("Describe this photo.", image=world["blue"][0], in_photo=["red"]).input_ids)
+    assert set(latents) <= set(engine.encode("Describe this photo.", image=world["subjects"]["blue"][0], in_photo=["red"]).input_ids)
     assert not set(latents) & set(engine.encode("What is <red>?").input_ids)
     # a Yo'LLaVA-style concept is introduced in text as before
     assert "<bo> is <bo_1><bo_2>." in engine.user_message("Is <bo> here?", has_image=True).content
 
 
 def test_the_concept_head_is_the_gate_of_yollava(engine, world):
-    sig = W.fit_signature(world["red"][:4], W.embedder_for(engine), world["pool"], seed=0)
+    sig = W.fit_signature(world["subjects"]["red"][:4], W.embedder_for(engine), world["pool"], seed=0)
     c = Concept.initialise("red", engine.adapter.embed_tokens.weight, engine.adapter.lm_head.weight, k=1)
     c.meta["injection"] = "vision"
     engine.add_concept(W.attach_signature(c, sig))
-    assert engine.concepts_in_photo(world["red"][5]) == ["red"]
-    assert engine.concepts_in_photo(world["blue"][0]) == []
+    assert engine.concepts_in_photo(world["subjects"]["red"][5]) == ["red"]
+    assert engine.concepts_in_photo(world["subjects"]["blue"][0]) == []
     # without a head it is never taken to be present
     bare = Concept.initialise("green", engine.adapter.embed_tokens.weight, engine.adapter.lm_head.weight, k=1)
     bare.meta["injection"] = "vision"
     engine.add_concept(bare)
-    assert W.heads_in_photo(engine, [bare], world["red"][5]) == []
-    assert engine.concepts_in_photo(world["red"][5]) == ["red"]
+    assert W.heads_in_photo(engine, [bare], world["subjects"]["red"][5]) == []
+    assert engine.concepts_in_photo(world["subjects"]["red"][5]) == ["red"]
     # another request's bank keeps the gate
     assert engine.with_bank().photo_gate is engine.photo_gate
 
@@ -121,7 +106,7 @@ def test_myvlm_recipe_trains_a_concept_that_the_head_toggles(engine, world, monk
         return real_encode(self, question, image, answer, concepts, in_photo)
 
     monkeypatch.setattr(Engine, "encode", spy)
-    result = engine.personalize("red", world["red"][:4], recipe="myvlm", train=train, data=data, pool=world["pool"], progress=False)
+    result = engine.personalize("red", world["subjects"]["red"][:4], recipe="myvlm", train=train, data=data, pool=world["pool"], progress=False)
     monkeypatch.undo()
 
     c = result.concept
@@ -138,9 +123,9 @@ def test_myvlm_recipe_trains_a_concept_that_the_head_toggles(engine, world, monk
     loaded = load_concept(engine.concepts_dir, "red", engine.fingerprint())
     assert loaded.injection == "vision" and loaded.meta["recipe"]["name"] == "myvlm-modified"  # one epoch here
     engine.add_concept(loaded)
-    assert engine.concepts_in_photo(world["red"][5]) == ["red"] and engine.concepts_in_photo(world["blue"][0]) == []
-    assert engine.recognize("red", world["red"][5]).mode == "head"  # MyVLM recognises with its head
-    assert engine.recognize("red", world["red"][5], mode="yollava").mode == "head"  # whatever mode is asked for
+    assert engine.concepts_in_photo(world["subjects"]["red"][5]) == ["red"] and engine.concepts_in_photo(world["subjects"]["blue"][0]) == []
+    assert engine.recognize("red", world["subjects"]["red"][5]).mode == "head"  # MyVLM recognises with its head
+    assert engine.recognize("red", world["subjects"]["red"][5], mode="yollava").mode == "head"  # whatever mode is asked for
 
 
 def test_myvlm_is_an_evaluation_method():

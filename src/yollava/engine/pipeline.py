@@ -63,7 +63,7 @@ class Engine:
         self.prompt_limit = prompt_limit
         #: the public hook that says which MyVLM-style concepts (``injection == "vision"``) are in a photo:
         #: ``(loaded vision concepts, photo) -> names present``. None: each one the prompt names (or ``concepts=``
-        #: asks for) counts as present. :class:`yollava.YoLLaVA` sets their concept heads (``yollava.who.head_gate``).
+        #: asks for) counts as present. :class:`yollava.YoLLaVA` sets their concept heads (``yollava.who.heads_in_photo``).
         self.photo_gate = photo_gate
         self._fingerprint = fingerprint
         self._image_cache: dict[tuple, EncodedImage] = {}
