@@ -76,6 +76,14 @@ def test_the_concept_head_is_the_gate_of_yollava(engine, world):
     engine.add_concept(W.attach_signature(c, sig))
     assert engine.concepts_in_photo(world["subjects"]["red"][5]) == ["red"]
     assert engine.concepts_in_photo(world["subjects"]["blue"][0]) == []
+    # its yes/no is decided at the head's threshold, not at the language model's unused one
+    sig.head.threshold = 0.37
+    c = W.attach_signature(c, sig)
+    assert W.decision_threshold(c) == pytest.approx(0.37) and c.threshold == 0.5
+    assert W.head_scores(sig, W.embedder_for(engine), world["subjects"]["red"][5:6])[0] >= 0.37
+    prompt_style = Concept.initialise("p", engine.adapter.embed_tokens.weight, engine.adapter.lm_head.weight, k=1)
+    prompt_style.meta["recognition_threshold"] = 0.61
+    assert W.decision_threshold(W.attach_signature(prompt_style, sig)) == pytest.approx(0.61)
     # without a head it is never taken to be present
     bare = Concept.initialise("green", engine.adapter.embed_tokens.weight, engine.adapter.lm_head.weight, k=1)
     bare.meta["injection"] = "vision"

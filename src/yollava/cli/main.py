@@ -86,10 +86,13 @@ def personalize(
                      on_recognition_ready=ready)
     except YollavaError as e:
         _fail(str(e))
+    from ..who import decision_threshold
+
     h = result.holdout
     precision = result.concept.meta.get("metrics", {}).get("precision", "?")
+    decider = "concept head's threshold" if result.concept.injection == "vision" else "threshold"
     console.print(f"saved <{name}> to {engine.concepts_dir} (recipe {chosen.name}, {result.seconds:.0f}s of training in {precision}, "
-                  f"threshold {result.concept.threshold:.2f}"
+                  f"{decider} {decision_threshold(result.concept):.2f}"
                   + (f", calibration weighted acc {h['weighted_accuracy']:.2f}" if h.get("weighted_accuracy") is not None else "") + ")")
     from ..calibration import calibration_advice
 

@@ -395,10 +395,9 @@ class HeadMethod(Method):
         return self._signatures[subject.name].head.threshold
 
     def recognition_scores(self, ctx: EvalContext, subject: Subject, images: list[Path]) -> list[float]:
-        from ..who import embed_query
+        from ..who import head_scores
 
-        signature = self._signatures[subject.name]
-        return [signature.photo_probability(embed_query(ctx.pool.embedder, p)) for p in images]
+        return head_scores(self._signatures[subject.name], ctx.pool.embedder, images)
 
     def prompting(self, ctx: EvalContext, subject: Subject) -> Prompting:
         raise Unavailable("the concept head only recognises; it cannot answer questions")
@@ -448,10 +447,9 @@ class MyvlmMethod(YollavaMethod):
         return self._signature(ctx, subject).head.threshold
 
     def recognition_scores(self, ctx: EvalContext, subject: Subject, images: list[Path]) -> list[float]:
-        from ..who import embed_query, embedder_for
+        from ..who import embedder_for, head_scores
 
-        sig, embedder = self._signature(ctx, subject), embedder_for(ctx.engine)
-        return [sig.photo_probability(embed_query(embedder, p)) for p in images]
+        return head_scores(self._signature(ctx, subject), embedder_for(ctx.engine), images)
 
     def release(self, ctx: EvalContext, subject: Subject) -> None:
         ctx.engine.photo_gate = self._gate_before

@@ -44,7 +44,8 @@ from .embedding import default_embedder, embed_images, embed_query, embedder_for
 from .index import PENDING_DIR, ConceptIndex, Loader, PrototypeIndex, index_for, library_loader, library_sources, stored_sources
 from .head import ConceptHead
 from .signature import DEFAULT_HEAD_VIEWS, VisualSignature, attach_signature, composite, concept_stage, fit_signature
-from .verify import (DEFAULT_TOP_K, DEFAULT_TRAINED_MODE, MODES, Found, WhoResult, concepts_loaded, fuse, heads_in_photo, margin, recognize,
+from .verify import (DEFAULT_TOP_K, DEFAULT_TRAINED_MODE, MODES, Found, WhoResult, concepts_loaded, decision_threshold, fuse, head_scores,
+                     heads_in_photo, margin, recognize,
                      resolve_mode,
                      score_candidates, who, who_in)
 
@@ -57,7 +58,7 @@ from .verify import _EPS, _logit, _NoLock, _sigmoid  # noqa: F401
 __all__ = [
     "ConceptHead", "DEFAULT_HEAD_VIEWS", "DEFAULT_TOP_K", "DEFAULT_TRAINED_MODE", "MODES", "PENDING_DIR", "ConceptIndex",
     "Found", "Loader", "PrototypeIndex", "VisualSignature", "WhoChat", "WhoResult", "attach_signature", "chat", "composite",
-    "concept_stage", "default_embedder", "embed_images", "embed_query", "embedder_for", "embedder_id", "fit_signature", "fuse", "heads_in_photo",
+    "concept_stage", "decision_threshold", "default_embedder", "embed_images", "embed_query", "embedder_for", "embedder_id", "fit_signature", "fuse", "head_scores", "heads_in_photo",
     "index_for", "instant_concept", "library_loader", "library_sources", "concepts_loaded", "margin", "query_views", "recognize",
     "remove_pending", "resolve_mode", "save_pending", "score_candidates", "set_embedder", "stored_sources",
     "who", "who_in", "who_prompt",

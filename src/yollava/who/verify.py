@@ -233,6 +233,18 @@ def heads_in_photo(engine, concepts: Sequence[Concept], image, embedder=None) ->
     return [name for name, sig in usable if sig.photo_probability(x) >= sig.head.threshold]
 
 
+def head_scores(signature: VisualSignature, embedder, images: Sequence) -> list[float]:
+    """The concept head's P(present) for each photo (its best view), as :func:`recognize` reads it in ``head`` mode."""
+    return [signature.photo_probability(embed_query(embedder, image)) for image in images]
+
+
+def decision_threshold(concept: Concept) -> float:
+    """The threshold a user's yes/no about ``concept`` is decided at by default: the concept head's for a MyVLM-style
+    concept (``injection == "vision"``: its head recognises in every mode), else the language model's calibrated one."""
+    sig = VisualSignature.from_concept(concept) if concept.injection == "vision" else None
+    return float(sig.head.threshold) if sig is not None and sig.head is not None else concept.threshold
+
+
 def recognize(engine, name: str, image, *, mode: str = "auto", threshold: float | None = None) -> Found:
     """Is ``<name>`` in ``image``? Like ``engine.recognize``, in any mode, also for a concept whose head is
     ready but whose tokens are still training (the answer says the mode)."""
