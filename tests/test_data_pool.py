@@ -154,3 +154,19 @@ def test_real_efficientnet_pool(tmp_path):
     hits = pool.search(pool.vectors()[0], k=10)[0]
     assert hits[0][0].name == "0.jpg" and hits[0][1] == pytest.approx(1, abs=1e-4)
     assert [s for _, s in hits] == sorted((s for _, s in hits), reverse=True)
+
+
+def test_channels_last_encoder_gives_the_features_of_the_plain_one():
+    """The shipped encoder runs its convolutions channels-last for speed; the features may move only by float
+    rounding (pool indexes, concept heads and pocket's visual tokens built before the change stay valid)."""
+    import torch
+
+    from yollava.vision.efficientnet import EfficientNetLite
+
+    net = EfficientNetLite()
+    assert net.net._conv_stem.weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    fast = net.feature_map(x)
+    assert fast.is_contiguous() and fast.shape == (2, 1280, 7, 7)
+    net.net.to(memory_format=torch.contiguous_format)
+    assert torch.allclose(fast, net.feature_map(x), rtol=0, atol=1e-4)

