@@ -30,6 +30,23 @@ from PIL import Image, ImageOps
 from sklearn.metrics import roc_auc_score
 
 RULES = ("whole", "views", "head")
+_POOL = []
+
+
+def dev_pool():
+    """The pool as ``recipe_dev.py`` gives it to its runs: without the dev classes' folders."""
+    if not _POOL:
+        from recipe_dev import DEV_CALTECH
+
+        from yollava.personalize import load_pool
+
+        pool = load_pool(progress=True)
+        _POOL.append(pool.without({e["path"] for e in pool.entries if any(f"/caltech101/{c}/" in e["path"] for c in DEV_CALTECH)}))
+    return _POOL[0]
+
+
+def signature_embedder():
+    return dev_pool().embedder
 
 
 def pasted(photo: Path, background: Path, rng: random.Random, size: int = 384) -> Image.Image:
@@ -41,8 +58,8 @@ def pasted(photo: Path, background: Path, rng: random.Random, size: int = 384) -
     return bg
 
 
-def scores(engine, name: str, images: list, embedder) -> dict[str, list[float]]:
-    from yollava.who import VisualSignature, head_scores, query_views
+def scores(engine, name: str, images: list, signature) -> dict[str, list[float]]:
+    from yollava.who import head_scores, query_views
 
     out = {"whole": engine.yes_probabilities(name, images)}
     views = [query_views(im) for im in images]
@@ -51,8 +68,7 @@ def scores(engine, name: str, images: list, embedder) -> dict[str, list[float]]:
     for vs in views:
         out["views"].append(max(flat[i : i + len(vs)]))
         i += len(vs)
-    sig = VisualSignature.from_concept(engine.bank[name])
-    out["head"] = head_scores(sig, embedder, images)
+    out["head"] = head_scores(signature, signature_embedder(), images)
     return out
 
 
@@ -74,7 +90,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from yollava import YoLLaVA
     from yollava.paths import cache_home, default_data_root
-    from yollava.who import VisualSignature, embedder_for
+    from yollava.who import fit_signature
 
     data = Path(default_data_root())
     subjects_root = cache_home() / "recipe_dev" / "subjects"
@@ -87,7 +103,6 @@ def main() -> None:
         concepts = run / "concepts" / "yollava"
         if engine is None:
             engine = YoLLaVA.from_pretrained("pocket", concepts_dir=concepts)
-        embedder = embedder_for(engine)
         split = config["split"]
         rng = random.Random(args.seed)  # the same pasted photos for every run
         small = {s: [pasted(subjects_root / s / f, rng.choice(backgrounds), rng) for f in sp["test"]] for s, sp in split.items()}
@@ -95,8 +110,10 @@ def main() -> None:
                 for s, sp in split.items()}
         for name, sp in split.items():
             engine.load_concept(concepts / f"{name}.json")
-            thresholds = {"whole": engine.bank[name].threshold, "views": engine.bank[name].threshold,
-                          "head": VisualSignature.from_concept(engine.bank[name]).head.threshold}
+            # the concept head as the run's `head` method fits it (same photos, pool and seed)
+            signature = fit_signature([subjects_root / name / f for f in sp["train"]], signature_embedder(), dev_pool(),
+                                      seed=config.get("train", {}).get("seed", 0))
+            thresholds = {"whole": engine.bank[name].threshold, "views": engine.bank[name].threshold, "head": signature.head.threshold}
             sets = {
                 "as is": ([subjects_root / name / f for f in sp["test"]],
                           [subjects_root / o / f for o, osp in split.items() if o != name for f in osp["test"]]
@@ -104,7 +121,7 @@ def main() -> None:
                 "small": (small[name], [im for o in split if o != name for im in small[o]] + bare[name]),
             }
             for set_name, (pos, neg) in sets.items():
-                s_pos, s_neg = scores(engine, name, pos, embedder), scores(engine, name, neg, embedder)
+                s_pos, s_neg = scores(engine, name, pos, signature), scores(engine, name, neg, signature)
                 for rule in RULES:
                     table.setdefault((set_name, rule), []).append((run.name, name, *metrics(s_pos[rule], s_neg[rule], thresholds[rule])))
                 print(run.name, name, set_name, {r: round(metrics(s_pos[r], s_neg[r], thresholds[r])[1], 3) for r in RULES}, flush=True)
