@@ -84,7 +84,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--table-only", action="store_true", help="only write the table from <out>.jsonl (several runs side by side)")
     args = ap.parse_args()
+    records = args.out.with_suffix(".jsonl")
+    done = [json.loads(line) for line in records.read_text().splitlines()] if records.exists() else []
     import torch
 
     torch.set_num_threads(args.threads)
@@ -96,8 +99,7 @@ def main() -> None:
     subjects_root = cache_home() / "recipe_dev" / "subjects"
     backgrounds = sorted((data / "pool" / "cc12m").glob("*.jpg"))
     engine = None
-    table: dict = {}
-    for run in args.runs:
+    for run in [] if args.table_only else args.runs:
         config = json.loads((run / "config.json").read_text())
         pool_negatives = json.loads((run / "pool_negatives.json").read_text())
         concepts = run / "concepts" / "yollava"
@@ -109,6 +111,8 @@ def main() -> None:
         bare = {s: [ImageOps.fit(Image.open(rng.choice(backgrounds)).convert("RGB"), (384, 384)) for _ in sp["test"]]
                 for s, sp in split.items()}
         for name, sp in split.items():
+            if any(d["run"] == run.name and d["subject"] == name for d in done):
+                continue
             engine.load_concept(concepts / f"{name}.json")
             # the concept head as the run's `head` method fits it (same photos, pool and seed)
             signature = fit_signature([subjects_root / name / f for f in sp["train"]], signature_embedder(), dev_pool(),
@@ -120,12 +124,19 @@ def main() -> None:
                           + [Path(p) for p in pool_negatives[name]]),
                 "small": (small[name], [im for o in split if o != name for im in small[o]] + bare[name]),
             }
+            lines = []  # written together, so a subject is either done or redone
             for set_name, (pos, neg) in sets.items():
                 s_pos, s_neg = scores(engine, name, pos, signature), scores(engine, name, neg, signature)
                 for rule in RULES:
-                    table.setdefault((set_name, rule), []).append((run.name, name, *metrics(s_pos[rule], s_neg[rule], thresholds[rule])))
+                    w, a = metrics(s_pos[rule], s_neg[rule], thresholds[rule])
+                    lines.append(json.dumps({"run": run.name, "subject": name, "set": set_name, "rule": rule, "weighted": w, "auc": a}))
                 print(run.name, name, set_name, {r: round(metrics(s_pos[r], s_neg[r], thresholds[r])[1], 3) for r in RULES}, flush=True)
+            with records.open("a") as f:
+                f.write("\n".join(lines) + "\n")
             engine.unload_concept(name)
+    table: dict = {}
+    for d in [json.loads(line) for line in records.read_text().splitlines()]:
+        table.setdefault((d["set"], d["rule"]), []).append((d["run"], d["subject"], d["weighted"], d["auc"]))
     runs = " ".join(str(r) for r in args.runs)
     lines = ["# Recognition of small subjects in clutter, on the dev subjects", "",
              f"`python scripts/small_subject_dev.py --runs {runs} --out {args.out} --threads {args.threads}`", "",
