@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from pathlib import Path
 
@@ -61,3 +62,23 @@ def list_images(folder: str | Path) -> list[Path]:
     """Photos in a folder (not recursive), sorted by name."""
     folder = Path(folder)
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def photo_views(image: str | Path | Image.Image) -> list[Image.Image]:
+    """The views a photo is looked at in: the whole photo (encoders centre-crop it), squares covering it edge to edge
+    when it is wide or tall (a centre crop would cut the sides off), and the four corners at 60 % of each side (a
+    subject that fills only part of the photo). Concept heads and concepts that read ``"views"`` answer with their
+    best view."""
+    im = load_image(image)
+    w, h = im.size
+    views = [im]
+    if max(w, h) >= 1.3 * min(w, h):
+        side, long = min(w, h), max(w, h)
+        n = math.ceil(long / side)
+        step = (long - side) / max(1, n - 1)
+        for i in range(n):
+            o = round(i * step)
+            views.append(im.crop((o, 0, o + side, h)) if w > h else im.crop((0, o, w, o + side)))
+    cw, ch = max(1, int(w * 0.6)), max(1, int(h * 0.6))
+    views += [im.crop((x, y, x + cw, y + ch)) for x in (0, w - cw) for y in (0, h - ch)]
+    return views

@@ -91,6 +91,9 @@ class TrainConfig:
     #: where the latents enter a prompt (:attr:`yollava.concepts.Concept.injection`): None / "prompt" (Yo'LLaVA) or
     #: "vision" (MyVLM: after the photo, when the concept head fires; recipe ``myvlm``)
     injection: str | None = None
+    #: how the concept's yes/no is read from a photo (:attr:`yollava.concepts.Concept.reading`): None / "whole" (the
+    #: photo as given) or "views" (the best of its views; calibrated the same way, about 5-8x the forward passes)
+    reading: str | None = None
 
     def __post_init__(self):
         for name, minimum in (("k", 1), ("epochs", 1), ("batch_size", 1), ("eval_every", 1), ("seed", 0)):
@@ -116,6 +119,8 @@ class TrainConfig:
             raise ValueError(f"init must be None (the mean embedding), 'visual', 'visual-global' or 'visual-first', not {self.init!r}")
         if self.injection not in (None, "prompt", "vision"):
             raise ValueError(f"injection must be None / 'prompt' (before the question) or 'vision' (after the photo), not {self.injection!r}")
+        if self.reading not in (None, "whole", "views"):
+            raise ValueError(f"reading must be None / 'whole' (the photo as given) or 'views' (the best of its views), not {self.reading!r}")
         if self.precision == "bf16" and self.gradient_checkpointing:
             raise ValueError("precision 'bf16' trains a copy of the model, which gradient checkpointing does not reach; "
                              "use precision None or 'auto' with gradient_checkpointing")

@@ -101,6 +101,12 @@ class Concept(nn.Module):
         return str(self.meta.get("injection") or "prompt")
 
     @property
+    def reading(self) -> str:
+        """How its yes/no is read from a photo: ``"whole"`` (the photo as given) or ``"views"`` (the best of the
+        photo's views, :func:`yollava.images.photo_views`); the threshold was calibrated the same way."""
+        return str(self.meta.get("reading") or "whole")
+
+    @property
     def threshold(self) -> float:
         """Decision threshold on the yes-probability: 0.5 until trained; training calibrates it on the recipe's
         calibration samples (``fast``/``accurate``: unused pool photos and unseen augmented views of the positives,

@@ -37,6 +37,10 @@ STAGES = ("recognition", "trained")
 #: before the question; "vision" (MyVLM, recipe ``myvlm``): straight after a photo's visual tokens, and only when the
 #: concept head says the subject is in that photo (:attr:`yollava.engine.Engine.photo_gate`)
 INJECTIONS = ("prompt", "vision")
+#: ``reading``: how the yes/no about the concept is read from a photo. "whole" (the default): the language model's
+#: P(yes) on the whole photo; "views": the largest P(yes) over the photo's views (:func:`yollava.images.photo_views`),
+#: as a concept head reads its photo — a subject that fills only part of the frame is seen larger in a corner view
+READINGS = ("whole", "views")
 
 
 def _show(value: Any) -> str:
@@ -99,6 +103,8 @@ def meta_problems(meta: Any) -> list[str]:
         problems.append("counts must map sample kinds to whole numbers")
     if meta.get("stage") is not None and meta["stage"] not in STAGES:
         problems.append(f"stage must be one of {', '.join(STAGES)} (got {_show(meta['stage'])})")
+    if meta.get("reading") is not None and meta["reading"] not in READINGS:
+        problems.append(f"reading must be one of {', '.join(READINGS)} (got {_show(meta['reading'])})")
     if meta.get("injection") is not None and meta["injection"] not in INJECTIONS:
         problems.append(f"injection must be one of {', '.join(INJECTIONS)} (got {_show(meta['injection'])})")
     visual = _optional(meta, "visual", dict, "an object (the visual signature's description)", problems)

@@ -20,10 +20,10 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ..concepts import INJECTIONS, Concept, ConceptBank, load_concept, save_concept
+from ..concepts import INJECTIONS, READINGS, Concept, ConceptBank, load_concept, save_concept
 from ..prompts import RECOGNITION_QUERY, Recognition
 from ..errors import ConceptNotReadyError, PromptTooLongError, UnknownConceptError
-from ..images import load_image
+from ..images import load_image, photo_views
 from ..models import DEFAULT_MODEL, EncodedImage, Message, VLMAdapter, load_model
 from ..paths import default_concepts_dir
 from . import user_text
@@ -108,11 +108,13 @@ class Engine:
         return save_concept(self.bank[name], folder or self.concepts_dir, self.fingerprint())
 
     def new_concept(self, name: str, k: int, seed: int = 0, *, photos: Sequence[ImageLike] = (), visual_init: str | None = None,
-                    injection: str = "prompt") -> Concept:
+                    injection: str = "prompt", reading: str = "whole") -> Concept:
         """A fresh concept in the bank; with ``visual_init`` its latents start from ``photos``' visual tokens
         (:func:`~yollava.concepts.concept.visual_latents`); ``injection``: see :attr:`Concept.injection`."""
         if injection not in INJECTIONS:
             raise ValueError(f"injection must be one of {', '.join(INJECTIONS)}, not {injection!r}")
+        if reading not in READINGS:
+            raise ValueError(f"reading must be one of {', '.join(READINGS)}, not {reading!r}")
         visual = None
         if visual_init is not None:
             if not photos:
@@ -121,6 +123,8 @@ class Engine:
         concept = Concept.initialise(name, self.adapter.embed_tokens.weight, self.adapter.lm_head.weight, k=k, seed=seed, visual=visual)
         if injection != "prompt":
             concept.meta["injection"] = injection
+        if reading != "whole":
+            concept.meta["reading"] = reading
         return self.add_concept(concept)
 
     def _ensure_loaded(self, names: Sequence[str]) -> None:
@@ -239,28 +243,57 @@ class Engine:
     # ---- recognition -----------------------------------------------------------------------
     @torch.no_grad()
     def prompt_yes_probabilities(self, prompt: str, images: Sequence[ImageLike | None], concepts: Sequence[str] = (),
-                                 batch_size: int = 8) -> list[float]:
-        """``P(yes) / (P(yes) + P(no))`` of the first answer token of ``prompt`` asked about each photo."""
+                                 batch_size: int = 8, views: bool = False) -> list[float]:
+        """``P(yes) / (P(yes) + P(no))`` of the first answer token of ``prompt`` asked about each photo; with
+        ``views``, the largest over each photo's views (:func:`yollava.images.photo_views`)."""
+        if views:
+            groups = [self._views(img) for img in images]
+            flat = self.prompt_yes_probabilities(prompt, [v for g in groups for v in g], concepts, batch_size)
+            out, i = [], 0
+            for g in groups:
+                out.append(max(flat[i : i + len(g)]))
+                i += len(g)
+            return out
         out: list[float] = []
         for i in range(0, len(images), batch_size):
             items = [self.encode(prompt, image=img, concepts=concepts) for img in images[i : i + batch_size]]
             out += self.yes_share(self.first_token_probabilities(items))
         return out
 
+    @staticmethod
+    def _views(image: ImageLike | None) -> list[ImageLike]:
+        if image is None or isinstance(image, EncodedImage):
+            raise ValueError("reading a photo in views needs the photo itself (a path or PIL image), not "
+                             + ("no photo" if image is None else "its encoded visual tokens"))
+        return photo_views(image)
+
     def yes_probabilities(self, name: str, images: Sequence[ImageLike], batch_size: int = 8) -> list[float]:
-        """P(yes) / (P(yes) + P(no)) for the first answer token of the paper's recognition query."""
+        """P(yes) / (P(yes) + P(no)) for the first answer token of the paper's recognition query, read as the
+        concept reads (:attr:`Concept.reading`: the whole photo, or the best of its views)."""
         self._ensure_loaded([name])
         query = RECOGNITION_QUERY.format(identifier=self.bank[name].identifier)
-        return self.prompt_yes_probabilities(query, images, concepts=[name], batch_size=batch_size)
+        return self.prompt_yes_probabilities(query, images, concepts=[name], batch_size=batch_size,
+                                             views=self.bank[name].reading == "views")
 
     @torch.no_grad()
     def concept_yes_probabilities(self, image: ImageLike, names: Sequence[str], batch_size: int = 8,
-                                  prefix_cache: dict | None = None) -> list[float]:
+                                  prefix_cache: dict | None = None, photo: ImageLike | None = None) -> list[float]:
         """:meth:`yes_probabilities` of one photo for each of ``names``, batched; the system prompt and the
         photo are run once and their keys/values reused where the model allows (``who`` verification;
-        pass the same ``prefix_cache`` dict and encoded photo to reuse them across calls)."""
+        pass the same ``prefix_cache`` dict and encoded photo to reuse them across calls). Concepts that read
+        ``"views"`` are asked about each view of ``photo`` (the photo itself; default ``image``)."""
         self._ensure_loaded(names)
-        img = self.encode_image(image)
+        by_views = [n for n in names if self.bank[n].reading == "views"]
+        whole = [n for n in names if n not in by_views]
+        scores: dict[str, float] = dict(zip(whole, self._yes_on_one_photo(self.encode_image(image), whole, batch_size, prefix_cache)))
+        if by_views:
+            best = [0.0] * len(by_views)
+            for view in self._views(image if photo is None else photo):
+                best = [max(b, p) for b, p in zip(best, self._yes_on_one_photo(self.encode_image(view), by_views, batch_size, {}))]
+            scores.update(zip(by_views, best))
+        return [scores[n] for n in names]
+
+    def _yes_on_one_photo(self, img: EncodedImage, names: Sequence[str], batch_size: int, prefix_cache: dict | None) -> list[float]:
         cache: dict = {} if prefix_cache is None else prefix_cache
         out: list[float] = []
         for i in range(0, len(names), batch_size):

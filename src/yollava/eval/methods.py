@@ -253,6 +253,10 @@ class YollavaMethod(Method):
     def threshold(self, ctx: EvalContext, subject: Subject) -> float:
         return ctx.engine.bank[subject.concept].threshold
 
+    def recognition_scores(self, ctx: EvalContext, subject: Subject, images: list[Path]) -> list[float]:
+        """As a user's ``recognize`` reads them: the concept's own reading (whole photo or best view)."""
+        return ctx.engine.yes_probabilities(subject.concept, images, batch_size=ctx.batch_size)
+
     def release(self, ctx: EvalContext, subject: Subject) -> None:
         if subject.concept in ctx.engine.bank:
             ctx.engine.unload_concept(subject.concept)

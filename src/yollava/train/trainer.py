@@ -218,9 +218,15 @@ class ConceptTrainer:
             self._images[key] = self.engine.encode_image(photo)
         return self._images[key]
 
+    def _photo(self, sample: Sample):
+        """The sample's photo itself (its augmented view where it has one), for a concept that reads views."""
+        image = load_image(sample.image)
+        return augmented_view(image, sample.view, self.config.seed) if sample.view else image
+
     def _evaluate(self, name: str, held: list[Sample]) -> dict[str, Any]:
+        photo = self._photo if self.engine.bank[name].reading == "views" else self._image
         with self.callbacks.step_context(self.state, "evaluate"):
-            scores = self.engine.yes_probabilities(name, [self._image(s) for s in held], batch_size=self.config.batch_size)
+            scores = self.engine.yes_probabilities(name, [photo(s) for s in held], batch_size=self.config.batch_size)
         labels = [s.is_positive for s in held]
         return {**recognition_metrics(labels, scores, 0.5), "scores": scores, "labels": labels}
 
@@ -259,7 +265,7 @@ class ConceptTrainer:
                 engine.unload_concept(name)
             photos = list(dict.fromkeys(s.image for s in tr if s.is_positive and not s.view and not s.calibration))
             concept = engine.new_concept(name, cfg.k, seed=cfg.seed, photos=photos, visual_init=cfg.visual_init,
-                                         injection=cfg.injection or "prompt")
+                                         injection=cfg.injection or "prompt", reading=cfg.reading or "whole")
             concept.requires_grad_(True)
             runs[name] = _ConceptRun(concept, held, {})
             runs[name].keep(-1)

@@ -69,25 +69,11 @@ def embed_images(embedder, images: Sequence[str | Path | Image.Image]) -> np.nda
 
 
 def query_views(image) -> list[Image.Image]:
-    """The views a photo is looked at in: the whole photo (the embedder centre-crops it), squares covering
-    it edge to edge when it is wide or tall (a centre crop would cut the sides off), and the four corners
-    at 60 % of each side (a subject that fills only part of the photo). A concept's head answers with its
+    """The views a photo is looked at in (:func:`yollava.images.photo_views`); a concept's head answers with its
     best view, so two subjects in one photo can both be found."""
-    from ..images import load_image
+    from ..images import photo_views
 
-    im = load_image(image)
-    w, h = im.size
-    views = [im]
-    if max(w, h) >= 1.3 * min(w, h):
-        side, long = min(w, h), max(w, h)
-        n = math.ceil(long / side)
-        step = (long - side) / max(1, n - 1)
-        for i in range(n):
-            o = round(i * step)
-            views.append(im.crop((o, 0, o + side, h)) if w > h else im.crop((0, o, w, o + side)))
-    cw, ch = max(1, int(w * 0.6)), max(1, int(h * 0.6))
-    views += [im.crop((x, y, x + cw, y + ch)) for x in (0, w - cw) for y in (0, h - ch)]
-    return views
+    return photo_views(image)
 
 
 def embed_query(embedder, image, multi_crop: bool = True) -> np.ndarray:

@@ -115,12 +115,13 @@ def score_candidates(engine, image, candidates: list[tuple[_Entry, float | None]
     p_llm: dict[str, float] = {}
     if llm:
         with (llm_lock if llm_lock is not None else _NoLock()):
-            image = engine.encode_image(image)  # once for every batch
+            encoded = engine.encode_image(image)  # once for every batch
             cache: dict = {}
             for i in range(0, len(llm), batch_size):  # only one batch's concepts in the bank at a time
                 chunk = llm[i : i + batch_size]
                 with concepts_loaded(engine, [e.concept for e in chunk]):
-                    probs = engine.concept_yes_probabilities(image, [e.name for e in chunk], batch_size=batch_size, prefix_cache=cache)
+                    probs = engine.concept_yes_probabilities(encoded, [e.name for e in chunk], batch_size=batch_size, prefix_cache=cache,
+                                                             photo=image)
                 p_llm.update(zip([e.name for e in chunk], probs))
     out = []
     for e, sim, m in plan:
