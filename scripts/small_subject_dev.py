@@ -6,8 +6,11 @@ dev photo pasted at 40-60 % of the frame on a CC12M pool photo. It reuses the co
 trained (no training here) and compares ways of reading the decision:
 
 * ``whole``: the language model's P(yes) on the whole photo (what ``recognize`` reads today);
-* ``views``: the largest P(yes) over the photo's views (:func:`yollava.who.query_views`: the whole photo, squares
-  covering a wide one, four corner crops at 60 % of each side), as the concept head already reads its photo;
+* ``views``: the largest P(yes) over the photo's views (:func:`yollava.images.photo_views`: the whole photo, squares
+  covering a wide one, four corner crops at 60 % of each side), as the concept head already reads its photo — a
+  concept with ``reading="views"``; its threshold re-calibrated the same way, on the run's own calibration samples
+  (its training set's unused pool photos and unseen views of its photos: what training with ``TrainConfig(reading=
+  "views")`` gives, since the reading does not change a training step);
 * ``head``: the concept head, best view (the reference).
 
 Test sets per subject: ``as is`` = the run's own test (its held-out photos; the other dev subjects' held-out photos
@@ -58,18 +61,30 @@ def pasted(photo: Path, background: Path, rng: random.Random, size: int = 384) -
     return bg
 
 
-def scores(engine, name: str, images: list, signature) -> dict[str, list[float]]:
-    from yollava.who import head_scores, query_views
+def query(name: str) -> str:
+    from yollava.prompts import RECOGNITION_QUERY
 
-    out = {"whole": engine.yes_probabilities(name, images)}
-    views = [query_views(im) for im in images]
-    flat = engine.yes_probabilities(name, [v for vs in views for v in vs])
-    out["views"], i = [], 0
-    for vs in views:
-        out["views"].append(max(flat[i : i + len(vs)]))
-        i += len(vs)
-    out["head"] = head_scores(signature, signature_embedder(), images)
-    return out
+    return RECOGNITION_QUERY.format(identifier=f"<{name}>")
+
+
+def scores(engine, name: str, images: list, signature) -> dict[str, list[float]]:
+    from yollava.who import head_scores
+
+    return {"whole": engine.prompt_yes_probabilities(query(name), images, [name]),
+            "views": engine.prompt_yes_probabilities(query(name), images, [name], views=True),
+            "head": head_scores(signature, signature_embedder(), images)}
+
+
+def views_threshold(engine, name: str, training_set: dict, seed: int, views: bool = True) -> float:
+    """The threshold training gives a concept that reads views: its calibration samples, scored that way
+    (``views=False``: the whole photo, which must give back the threshold the run stored)."""
+    from yollava.calibration import calibrate
+    from yollava.data.augment import augmented_view
+    from yollava.images import load_image
+
+    held = [s for s in training_set["samples"] if s.get("calibration")]
+    photos = [augmented_view(load_image(s["image"]), s["view"], seed) if s.get("view") else s["image"] for s in held]
+    return calibrate([s["kind"] == "positive" for s in held], engine.prompt_yes_probabilities(query(name), photos, [name], views=views))
 
 
 def metrics(pos: list[float], neg: list[float], threshold: float) -> tuple[float, float]:
@@ -117,7 +132,11 @@ def main() -> None:
             # the concept head as the run's `head` method fits it (same photos, pool and seed)
             signature = fit_signature([subjects_root / name / f for f in sp["train"]], signature_embedder(), dev_pool(),
                                       seed=config.get("train", {}).get("seed", 0))
-            thresholds = {"whole": engine.bank[name].threshold, "views": engine.bank[name].threshold, "head": signature.head.threshold}
+            training_set = json.loads((run / "training_sets" / "yollava" / f"{name}.json").read_text())
+            thresholds = {"whole": engine.bank[name].threshold, "head": signature.head.threshold,
+                          "views": views_threshold(engine, name, training_set, config.get("train", {}).get("seed", 0))}
+            check = views_threshold(engine, name, training_set, config.get("train", {}).get("seed", 0), views=False)
+            print(f"{run.name} {name}: stored threshold {thresholds['whole']:.4f}, recomputed {check:.4f}, views {thresholds['views']:.4f}", flush=True)
             sets = {
                 "as is": ([subjects_root / name / f for f in sp["test"]],
                           [subjects_root / o / f for o, osp in split.items() if o != name for f in osp["test"]]
@@ -142,8 +161,8 @@ def main() -> None:
              f"`python scripts/small_subject_dev.py --runs {runs} --out {args.out} --threads {args.threads}`", "",
              "The concepts of the runs above (no training here). `small`: each held-out dev photo pasted at 40-60 % of a "
              "384 px frame on a CC12M pool photo; negatives the other dev subjects pasted the same way and bare backgrounds. "
-             "Threshold: the concept's calibrated one (whole photo) for `whole` and `views` (not re-calibrated for views), "
-             "the head's for `head`. Mean over subjects and runs; range over runs (each run's mean over its subjects) in brackets.", "",
+             "Threshold: the concept's calibrated one for `whole`, re-calibrated on the same calibration samples read in views "
+             "for `views`, the head's for `head`. Mean over subjects and runs; range over runs (each run's mean over its subjects) in brackets.", "",
              "| test set | rule | weighted acc | ROC-AUC |", "|---|---|---:|---:|"]
     for (set_name, rule), rows in table.items():
         by_run: dict[str, list] = {}
