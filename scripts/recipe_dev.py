@@ -70,6 +70,9 @@ VARIANTS = {
     "fast-session11": {"init": None, "caption_photos": 0, "repeat_captions": False},  # fast as it was before session 12 (mean-embedding latents, no captions)
     # MyVLM's method as a recipe (session 13); run it with --methods myvlm (recognition: the head) --captions
     "myvlm": {"recipe": "myvlm"},
+    # session 14: the yes/no read as the best of the photo's views (TrainConfig.reading; scripts/small_subject_dev.py
+    # measures it on the fast runs' own concepts without retraining: the reading does not change a training step)
+    "fast-views": {"reading": "views"},
 }
 
 

@@ -324,11 +324,12 @@ def recipe_from_options(
     n_easy: int | None = None, n_hard: int | None = None, conversation_tokens: int | None = None,
     no_hard_negatives: bool = False, no_conversations: bool = False, no_short_answers: bool = False,
     no_sentence_answers: bool = False, gradient_checkpointing: bool = False, balance_by: str | None = None,
-    precision: str | None = None, no_visual_init: bool = False, no_captions: bool = False,
+    precision: str | None = None, no_visual_init: bool = False, no_captions: bool = False, reading: str | None = None,
 ) -> Recipe:
     """A named recipe with the command-line overrides every command shares (None / False: unchanged;
     ``precision="model"``: the frozen model's own precision, TrainConfig's None; ``no_visual_init``: latents from the
-    mean embedding, ``no_captions``: no caption samples — together, ``fast`` as it was before session 12)."""
+    mean embedding, ``no_captions``: no caption samples — together, ``fast`` as it was before session 12; ``reading``:
+    how the concept's yes/no is read from a photo, see :attr:`TrainConfig.reading`)."""
     if precision not in (None, "model", "bf16", "auto"):
         raise ValueError(f"precision must be 'model', 'bf16' or 'auto', not {precision!r}")
     base = get_recipe(recipe)
@@ -343,6 +344,7 @@ def recipe_from_options(
     train = replace(changed.train, precision=None) if precision == "model" else changed.train
     train = replace(train, init=None) if no_visual_init else train
     train = replace(train, repeat_captions=False) if no_captions else train
+    train = replace(train, reading=reading) if reading is not None else train
     return resolve_recipe(base, train, changed.data)
 
 
@@ -381,6 +383,9 @@ class RecipeOptions:
         "Ablation: latent tokens start near the mean word embedding, not from your photos' visual tokens (fast before session 12)."))
     no_captions: bool = field(default=False, metadata=_opt(
         "Ablation: no caption samples naming the subject (fast before session 12)."))
+    reading: str | None = field(default=None, metadata=_opt(
+        "How the concept's yes/no is read from a photo: 'whole' (the photo as given) or 'views' (the best of the whole photo and "
+        "its corner crops, as the concept head reads it; about 5-8x the recognition passes)."))
     balance_by: str | None = field(default=None, metadata=_opt(
         "How positives are made to weigh as much as the negatives: 'repeat' them, or 'weight' their loss (each once: fewer steps)."))
     gradient_checkpointing: bool = field(default=False, metadata=_opt(
