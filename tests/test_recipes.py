@@ -43,7 +43,7 @@ def test_paper_recipe_is_the_papers_settings_field_by_field():
     assert dataclasses.asdict(paper.train) == {
         "k": 16, "lr": 1e-3, "epochs": 15, "batch_size": 8, "weight_decay": 0.0, "seed": 0, "holdout_fraction": 0.2,
         "balance_positives": True, "balance_by": None, "positive_repeats": None, "patience": None, "eval_every": 1, "prefix_cache": True, "select_best_epoch": True,
-        "gradient_checkpointing": False, "precision": None, "init": None, "repeat_captions": False, "injection": None}
+        "gradient_checkpointing": False, "precision": None, "init": None, "repeat_captions": False, "injection": None, "reading": None}
     assert dataclasses.asdict(paper.data) == {
         "category": "object", "n_easy_negatives": 100, "n_hard_negatives": 100, "hard_negatives": True, "conversations": True,
         "conversation_photos": None, "conversation_tokens": 48, "sentence_answers": True, "sentence_negatives": None,
