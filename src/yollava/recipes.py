@@ -243,7 +243,7 @@ class Recipe:
 _FAST = Recipe(
     "fast",
     "recipe v2: latents start from your photos' own visual tokens; short Yes/No answers on every recognition photo, captions naming the subject on 4 photos, one epoch, threshold set on unused pool photos and augmented views of yours",
-    "about 75 s per concept on 2 idle CPU cores with pocket where the CPU multiplies bf16 natively (71 s for <bo>, 10 photos; 160 s in fp32)",
+    "about 3 min per concept on 2 idle CPU cores with pocket v2 where the CPU multiplies bf16 natively (181 s for <bo>, 10 photos, session 14; pocket v1: 71 s)",
     TrainConfig(epochs=1, lr=1e-3, batch_size=8, holdout_fraction=0.0, select_best_epoch=False, precision="auto", init="visual-global",
                 repeat_captions=True),
     DataConfig(n_easy_negatives=60, n_hard_negatives=40, short_answers=True, sentence_negatives=20, positive_views=0,
