@@ -24,6 +24,7 @@ held-out photos pasted the same way and the bare backgrounds (negatives).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 from pathlib import Path
@@ -33,19 +34,17 @@ from PIL import Image, ImageOps
 from sklearn.metrics import roc_auc_score
 
 RULES = ("whole", "views", "head")
-_POOL = []
 
 
+@functools.cache
 def dev_pool():
     """The pool as ``recipe_dev.py`` gives it to its runs: without the dev classes' folders."""
-    if not _POOL:
-        from recipe_dev import DEV_CALTECH
+    from recipe_dev import DEV_CALTECH
 
-        from yollava.personalize import load_pool
+    from yollava.personalize import load_pool
 
-        pool = load_pool(progress=True)
-        _POOL.append(pool.without({e["path"] for e in pool.entries if any(f"/caltech101/{c}/" in e["path"] for c in DEV_CALTECH)}))
-    return _POOL[0]
+    pool = load_pool(progress=True)
+    return pool.without({e["path"] for e in pool.entries if any(f"/caltech101/{c}/" in e["path"] for c in DEV_CALTECH)})
 
 
 def signature_embedder():

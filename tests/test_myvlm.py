@@ -8,7 +8,6 @@ from dataclasses import replace
 import pytest
 import torch
 
-from yollava import YoLLaVA
 from yollava import who as W
 from yollava.concepts import Concept, load_concept, validate_meta
 from yollava.engine import Engine
@@ -16,16 +15,9 @@ from yollava.errors import CorruptConceptError
 from yollava.models import load_model
 from yollava.recipes import get_recipe
 
-from .test_who import PaletteEmbedder, world  # noqa: F401  (world: the who-is-here test world, a pytest fixture)
+from .test_who import engine, world  # noqa: F401  (engine, world: test_who's fixtures: a tiny model, its palette world)
 
 pytestmark = pytest.mark.usefixtures("one_thread", "private_dirs")
-
-
-@pytest.fixture
-def engine(tiny_model_dirs, tmp_path) -> YoLLaVA:
-    e = YoLLaVA(load_model(str(tiny_model_dirs["llava"])), concepts_dir=tmp_path / "concepts")
-    W.set_embedder(e, PaletteEmbedder())
-    return e
 
 
 def _ids(engine, tokens):

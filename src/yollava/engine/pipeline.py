@@ -285,7 +285,9 @@ class Engine:
         self._ensure_loaded(names)
         by_views = [n for n in names if self.bank[n].reading == "views"]
         whole = [n for n in names if n not in by_views]
-        scores: dict[str, float] = dict(zip(whole, self._yes_on_one_photo(self.encode_image(image), whole, batch_size, prefix_cache)))
+        scores: dict[str, float] = {}
+        if whole:
+            scores.update(zip(whole, self._yes_on_one_photo(self.encode_image(image), whole, batch_size, prefix_cache)))
         if by_views:
             best = [0.0] * len(by_views)
             for view in self._views(image if photo is None else photo):

@@ -214,14 +214,12 @@ class ConceptTrainer:
             return None
         key = (str(sample.image), sample.view)
         if key not in self._images:
-            photo = augmented_view(load_image(sample.image), sample.view, self.config.seed) if sample.view else sample.image
-            self._images[key] = self.engine.encode_image(photo)
+            self._images[key] = self.engine.encode_image(self._photo(sample))
         return self._images[key]
 
     def _photo(self, sample: Sample):
-        """The sample's photo itself (its augmented view where it has one), for a concept that reads views."""
-        image = load_image(sample.image)
-        return augmented_view(image, sample.view, self.config.seed) if sample.view else image
+        """The sample's photo itself: its augmented view where it has one, else its file."""
+        return augmented_view(load_image(sample.image), sample.view, self.config.seed) if sample.view else sample.image
 
     def _evaluate(self, name: str, held: list[Sample]) -> dict[str, Any]:
         photo = self._photo if self.engine.bank[name].reading == "views" else self._image
