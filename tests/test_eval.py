@@ -282,6 +282,33 @@ def test_every_method_scores_in_unit_interval_and_resume_skips_done_pairs(llava_
     assert Image.open(paths[2]).size[0] > 100
 
 
+def test_a_subject_blind_prompt_reads_each_photo_once_per_run(llava_engine: YoLLaVA, world, tmp_path, monkeypatch):
+    """``vanilla-sks`` asks every subject the same question: a photo scored for one subject (as its own test photo)
+    is not scored again for the next (as another subject's), and the kept score is the one a fresh pass gives."""
+    import yollava.eval.methods as methods_module
+
+    ds = load_folder(world["ds"], train_per_subject=2, seed=0)
+    seen: list[str] = []
+    real = methods_module.yes_probabilities
+
+    def counting(engine, prompt, images, **kw):
+        seen.extend(str(x) for x in images)
+        return real(engine, prompt, images, **kw)
+
+    monkeypatch.setattr(methods_module, "yes_probabilities", counting)
+    train, data = small_recipe()
+    task = get_task("recognition")(ds, subjects=["red_mug", "green-toy"])
+    res = run_benchmark(task, llava_engine, ["vanilla-sks"], tmp_path / "run", train=train, data=data,
+                        pool_fn=lambda: world["pool"], caption_tokens=4, summary_tokens=4, progress=False, echo=lambda _: None)
+    tested = {str(p) for s in ds.subjects for p in ds.test_set(s, None, 0)[0]}
+    assert len(seen) == len(set(seen)) and set(seen) <= tested  # every photo read once in all
+    records = [json.loads(line) for line in (tmp_path / "run" / "records.jsonl").read_text().splitlines()]
+    assert sum(len(r["scores"]) for r in records) > len(seen)  # the second subject reused the first one's reads
+    fresh = real(llava_engine, RECOGNITION_QUERY.format(identifier="sks"), [world["root"] / p for p in records[1]["photos"]])
+    assert np.allclose(records[1]["scores"], fresh, atol=1e-5)
+    assert res["overall"]["vanilla-sks"]["subjects"] == 2
+
+
 def test_cli_recognition_report_and_resume(tiny_model_dirs, world, tmp_path, monkeypatch):
     monkeypatch.setattr("yollava.data.pool.default_embedder", ColourEmbedder)
     runner = CliRunner()

@@ -109,6 +109,8 @@ class EvalContext:
     progress: bool = True
     #: other run folders whose concepts/descriptions may be reused when they were made the same way
     reuse_from: list[Path] = field(default_factory=list)
+    #: (prompt, photo path) -> P(yes) of a prompt without concepts (:meth:`Method.recognition_scores`)
+    scores_without_concepts: dict[tuple[str, str], float] = field(default_factory=dict)
     _pool: Any = None
 
     @property
@@ -161,9 +163,18 @@ class Method:
         return 0.5
 
     def recognition_scores(self, ctx: EvalContext, subject: Subject, images: list[Path]) -> list[float]:
+        """P(yes) of the recognition query as :meth:`prompting` asks it. A prompt without concepts is the same
+        frozen model's answer whatever the subject, so its scores are kept per (prompt, photo) for the run: a
+        subject-blind prompt (``vanilla-sks``) reads each photo once, not once per subject."""
         p = self.prompting(ctx, subject)
-        return yes_probabilities(ctx.engine, p.ask(RECOGNITION_QUERY.replace("{identifier}", "{subject}")), images,
-                                 concepts=p.concepts, batch_size=ctx.batch_size)
+        prompt = p.ask(RECOGNITION_QUERY.replace("{identifier}", "{subject}"))
+        if p.concepts or not all(isinstance(x, (str, Path)) for x in images):
+            return yes_probabilities(ctx.engine, prompt, images, concepts=p.concepts, batch_size=ctx.batch_size)
+        memo = ctx.scores_without_concepts
+        missing = list(dict.fromkeys(str(x) for x in images if (prompt, str(x)) not in memo))
+        memo.update(((prompt, x), s) for x, s in zip(missing, yes_probabilities(
+            ctx.engine, prompt, [Path(x) for x in missing], batch_size=ctx.batch_size)))
+        return [memo[prompt, str(x)] for x in images]
 
     def release(self, ctx: EvalContext, subject: Subject) -> None:
         pass
