@@ -230,6 +230,17 @@ def test_every_method_scores_in_unit_interval_and_resume_skips_done_pairs(llava_
     assert len(desc["captions"]) == 2 and "description" in desc
     assert res["per_subject"]["text-human"]["red_mug"]["description"].startswith("red mug is")
 
+    # fused: who's fused mode from the run's own yollava and head records, no model run; without them, unavailable
+    from yollava.who.verify import fuse
+
+    fused = run_benchmark(recognition(ds, **task), llava_engine, ["fused"], run_dir, **kw)
+    by = {r["method"]: r for r in (json.loads(x) for x in (run_dir / "records.jsonl").read_text().splitlines())}
+    expected = [fuse(h, by["head"]["threshold"], y, by["yollava"]["threshold"])[0] for h, y in zip(by["head"]["scores"], by["yollava"]["scores"])]
+    assert np.allclose(by["fused"]["scores"], expected, atol=1e-6) and by["fused"]["threshold"] == 0.5
+    assert fused["overall"]["fused"]["subjects"] == 1
+    alone = run_benchmark(recognition(ds, **task), llava_engine, ["fused"], tmp_path / "fused-alone", **kw)
+    assert "run --methods head,yollava,fused" in alone["per_subject"]["fused"]["red_mug"]["unavailable"]
+
     # resume: finished pairs are skipped (no training, no scoring), a new subject is added
     import yollava.eval.methods as methods_mod
 

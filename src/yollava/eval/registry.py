@@ -78,7 +78,7 @@ def _import_builtins() -> None:
         return
     _loading = True
     try:
-        from . import methods, probes, recognition, qa, caption, forgetting, generation  # noqa: F401, I001  (registration side effects, in listing order)
+        from . import methods, fused, probes, recognition, qa, caption, forgetting, generation  # noqa: F401, I001  (registration side effects, in listing order)
     except BaseException:
         _loading = False
         raise
