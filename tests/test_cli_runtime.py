@@ -73,3 +73,15 @@ def test_chat_prints_only_the_answer(tiny_model_dirs, tmp_path):
     assert len(quiet.stdout.strip("\n").splitlines()) <= 1 and "\x1b[" not in quiet.stdout
     loud = subprocess.run([sys.executable, "-m", "yollava.cli", "--verbose", *args], capture_output=True, text=True, env=env, timeout=120)
     assert loud.returncode == 0 and "Loading weights" in loud.stderr
+
+
+@pytest.mark.slow
+def test_the_python_api_loads_pocket_quietly(tmp_path):
+    """A user's own script (no CLI) sees no transformers 'Loading weights' bar or warning when pocket loads."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    for var in ("YOLLAVA_VERBOSE", "TRANSFORMERS_VERBOSITY", "HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_NO_ADVISORY_WARNINGS"):
+        env.pop(var, None)
+    script = "import torch; torch.set_num_threads(1); from yollava import YoLLaVA; YoLLaVA.from_pretrained('pocket', concepts_dir=%r)" % str(tmp_path)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "Loading weights" not in run.stderr and "Warning" not in run.stderr, run.stderr

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from ...runtime import quiet_library
+
 log = logging.getLogger(__name__)
 
 GGUF_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
@@ -87,8 +89,9 @@ def build_cache(target: Path | None = None, progress: bool = True) -> Path:
         assemble_gguf(gguf_dir / GGUF_NAME, progress=progress)
         t0 = time.perf_counter()
         with console.status("de-quantising the pocket LLM (first use only, about 1-2 minutes)..."):
-            tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=GGUF_NAME)
-            model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=GGUF_NAME, dtype=torch.float32)
+            with quiet_library():
+                tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=GGUF_NAME)
+                model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=GGUF_NAME, dtype=torch.float32)
         console.print(f"de-quantised in {time.perf_counter() - t0:.0f} s")
         shutil.rmtree(gguf_dir)  # 470 MB we no longer need
         out = tmp / "model"
@@ -119,8 +122,9 @@ def load_llm(progress: bool = True):
     if not _cache_ok(path):
         log.warning("pocket LLM cache not found at %s; building it from the GGUF (first use only)", path)
         build_cache(path, progress=progress)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, local_files_only=True).eval()
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    with quiet_library():  # transformers' "Loading weights" bar is not ours to show (README "A quiet console")
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, local_files_only=True).eval()
+        tokenizer = AutoTokenizer.from_pretrained(path)
     assert not model.config.tie_word_embeddings and (
         model.lm_head.weight.data_ptr() != model.model.embed_tokens.weight.data_ptr()
     ), "the pocket LLM's lm_head must be untied from its input embeddings"
