@@ -42,6 +42,7 @@ def main() -> None:
     from yollava import YoLLaVA
     from yollava.images import photo_views
     from yollava.paths import default_data_root
+    from yollava.prompts import RECOGNITION_QUERY
 
     data = Path(default_data_root()) / "yollava"
     photos = sorted((data / "bo" / "test").glob("*.jpg"))[: args.photos // 2]
@@ -49,13 +50,15 @@ def main() -> None:
     engine = YoLLaVA.from_pretrained("pocket", concepts_dir=args.concept.parent)
     engine.load_concept(args.concept)
     name = args.concept.stem
-    concept = engine.bank[name]
+    query = RECOGNITION_QUERY.format(identifier=engine.bank[name].identifier)
     n_views = [len(photo_views(p)) for p in photos]
     times = {}
-    for reading in ("whole", "views"):
-        concept.reading = reading
-        engine.yes_probabilities(name, photos[:2])  # warm-up
-        times[reading] = best_seconds(lambda: engine.yes_probabilities(name, photos), args.repeats) / len(photos)
+    for reading in ("whole", "views"):  # as Engine.yes_probabilities reads a concept of that reading
+        def read(images, views=reading == "views"):
+            return engine.prompt_yes_probabilities(query, images, [name], views=views)
+
+        read(photos[:2])  # warm-up
+        times[reading] = best_seconds(lambda: read(photos), args.repeats) / len(photos)
     training_set = args.concept.parent.parent.parent / "training_sets" / "yollava" / f"{name}.json"
     calibration = None
     if training_set.exists():
