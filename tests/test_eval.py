@@ -633,7 +633,7 @@ def test_methods_help_and_default_come_from_the_registry():
 
     assert default_methods("recognition") == ("yollava", "vanilla", "text-human", "text-model", "head")
     assert default_methods("qa") == default_methods("caption") == ("yollava", "vanilla", "text-human")
-    assert len(method_names("recognition")) == 21  # 17 (myvlm among them) + yochameleon and its 3 ablations (on a model that draws)
+    assert len(method_names("recognition")) == 22  # 18 (myvlm and fused among them) + yochameleon and its 3 ablations (on a model that draws)
     group = typer.main.get_command(commands.eval_app)
     for task in ("recognition", "qa", "caption"):
         cmd = group.commands[task]
