@@ -9,7 +9,10 @@ subjects, at most ``--photos`` in all. Every answer is written unedited to the r
     python scripts/answers_about_concept.py --runs benchmarks/results/eval_bo_pocket_v2/results.run \
         benchmarks/results/eval_myvlm_v2/results.run --out benchmarks/results/answers_about_concept.md
 
-"right kind": the answer contains a word of the subject's kind (its category in the datasets' ``concept_info``
+``--base-model`` asks the same photos the same questions with no concept, the subject named "the main subject of this
+photo": what the model sees unaided, which bounds what a concept can answer.
+
+"right kind": the answer, without the identifier, contains a word of the subject's kind (its category in the datasets' ``concept_info``
 annotations, widened by :data:`KIND_WORDS`, plus the words of its folder name: ``skulls_mug`` -> skulls, mug).
 "filler": a tautology ("<x> is a <x>"), "doing something", "in the context of", the question or the concept
 definition repeated back, a refusal ("I'm sorry, I don't know"), an answer given as the subject ("I am a bear."),
@@ -25,10 +28,13 @@ import re
 from pathlib import Path
 
 QUESTIONS = ("Describe {x}.", "What is {x} doing?")
+#: how ``--base-model`` names the subject (no concept)
+BASE_SUBJECT = "the main subject of this photo"
 
 #: words that name a kind, for each category of the annotations
 KIND_WORDS = {
-    "dog": ("dog", "puppy", "shiba", "canine", "pet"),
+    "dog": ("dog", "puppy", "shiba", "canine", "pet", "poodle", "retriever", "terrier", "labrador", "bulldog", "spaniel",
+            "corgi", "husky", "beagle", "dachshund", "chihuahua", "pug"),
     "cat": ("cat", "kitten", "kitty", "feline", "pet"),
     "toy": ("toy", "figure", "figurine", "doll", "plush", "funko", "stuffed", "character"),
     "plush toy": ("plush", "toy", "stuffed", "teddy", "doll"),
@@ -55,7 +61,9 @@ def kind_words(subject: str, category: str | None) -> set[str]:
 
 
 def names_kind(answer: str, words: set[str]) -> bool:
-    tokens = set(re.findall(r"[a-z]+", answer.lower()))
+    """Whether the answer names the kind in its own words: the identifier (``<billy_dog>``) is dropped first, or
+    "<billy_dog> is a seahorse." would count as naming a dog."""
+    tokens = set(re.findall(r"[a-z]+", re.sub(r"<[^>]*>", " ", answer).lower()))
     return bool(tokens & words)
 
 
@@ -101,6 +109,8 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, required=True, help="report (.md; a .json beside it)")
+    ap.add_argument("--base-model", action="store_true", help="the bound: the same photos and questions asked of the model "
+                    f"with no concept, the subject named {BASE_SUBJECT!r}")
     args = ap.parse_args()
     import torch
 
@@ -125,17 +135,19 @@ def main() -> None:
 
     rows = []
     for run, name, photo, cat in queue:
-        engine.load_concept(run / "concepts" / args.method / f"{name}.json")
-        x = f"<{name}>"
+        if not args.base_model:
+            engine.load_concept(run / "concepts" / args.method / f"{name}.json")
+        x = BASE_SUBJECT if args.base_model else f"<{name}>"
         words = kind_words(name, cat)
         for q in QUESTIONS:
             question = q.format(x=x)
-            answer = engine.chat(question, image=photo, concepts=[name], max_new_tokens=args.max_new_tokens)
+            answer = engine.chat(question, image=photo, concepts=[] if args.base_model else [name], max_new_tokens=args.max_new_tokens)
             why = filler(answer, x, question)
             rows.append({"concept": name, "category": cat, "photo": str(photo.relative_to(data_root)) if photo.is_relative_to(data_root) else str(photo),
                          "question": question, "answer": answer, "right_kind": names_kind(answer, words), "filler": why})
             print(f"{x} {photo.name} | {question} -> {answer!r} | kind {rows[-1]['right_kind']} | filler {why}", flush=True)
-        engine.unload_concept(name)
+        if not args.base_model:
+            engine.unload_concept(name)
 
     n = len(queue)
     summary = {q: {"photos": n, "right_kind": sum(r["right_kind"] for r in rows if r["question"].startswith(q.split("{")[0])),
@@ -143,7 +155,10 @@ def main() -> None:
     fingerprint = engine.fingerprint()
     lines = [f"# Answers about a concept in a held-out photo", "",
              "```", "python scripts/answers_about_concept.py --runs " + " ".join(str(r) for r in args.runs)
-             + (f" --method {args.method}" if args.method != "yollava" else "") + f" --out {args.out}", "```", "",
+             + (f" --method {args.method}" if args.method != "yollava" else "") + (" --base-model" if args.base_model else "")
+             + f" --out {args.out}", "```", "",
+             *([f"- **the base model, no concept**: the subject named {BASE_SUBJECT!r} (what a concept's answers are bounded by)"]
+               if args.base_model else []),
              f"- model: `pocket` (weights {fingerprint.get('pocket_weights_sha256')}); concepts from the run folders above "
              "(trained on their training photos only); photos: the same subjects' held-out test photos, round-robin",
              "- target (issue 26): the right kind of subject in >= 15 of 20 for each question, never filler", "",
