@@ -57,6 +57,32 @@ def test_head_reaches_auc_1_on_separable_subjects(llava_engine: YoLLaVA, separab
     assert res["overall"]["head"]["auc"] == 1.0 and res["overall"]["head"]["weighted_accuracy"] >= 0.9, res["overall"]["head"]
 
 
+def test_heads_share_a_run_s_embedded_photos_and_score_as_alone(llava_engine: YoLLaVA, separable, tmp_path, monkeypatch):
+    """Every subject's head reads the same test photos: each photo is embedded once per run (not once per subject),
+    and the scores are those a head gives on its own."""
+    import numpy as np
+
+    import yollava.who.verify as verify
+    from yollava.who import fit_signature, head_scores
+
+    ds, pool = separable
+    calls: list[str] = []
+    real = verify.embed_query
+
+    def counting(embedder, image, multi_crop=True):
+        calls.append(str(image))
+        return real(embedder, image, multi_crop)
+
+    monkeypatch.setattr(verify, "embed_query", counting)
+    res = _head(llava_engine, ds, pool, tmp_path / "run")
+    assert len(calls) == len(set(calls)) and res["overall"]["head"]["subjects"] == 3
+    photos = sorted((ds / "red_mug").glob("*.jpg"))
+    sig = fit_signature(photos[:3], pool.embedder, pool, seed=0)
+    kept: dict = {}
+    assert np.allclose(head_scores(sig, pool.embedder, photos, views=kept), head_scores(sig, pool.embedder, photos))
+    assert set(kept) == {str(p) for p in photos}
+
+
 def test_head_does_not_reach_auc_1_when_two_subjects_look_the_same(llava_engine: YoLLaVA, separable, tmp_path):
     ds, pool = separable
     shutil.rmtree(ds / "blue_cat")

@@ -394,6 +394,7 @@ class HeadMethod(Method):
     def __init__(self, name: str | None = None):
         super().__init__(name)
         self._signatures: dict[str, Any] = {}
+        self._views: dict[str, Any] = {}  # each test photo's embedded views, shared by every subject's head in the run
 
     def prepare(self, ctx: EvalContext, subject: Subject) -> dict:
         from ..who import fit_signature
@@ -412,7 +413,7 @@ class HeadMethod(Method):
     def recognition_scores(self, ctx: EvalContext, subject: Subject, images: list[Path]) -> list[float]:
         from ..who import head_scores
 
-        return head_scores(self._signatures[subject.name], ctx.pool.embedder, images)
+        return head_scores(self._signatures[subject.name], ctx.pool.embedder, images, views=self._views)
 
     def prompting(self, ctx: EvalContext, subject: Subject) -> Prompting:
         raise Unavailable("the concept head only recognises; it cannot answer questions")

@@ -10,6 +10,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -234,9 +235,18 @@ def heads_in_photo(engine, concepts: Sequence[Concept], image, embedder=None) ->
     return [name for name, sig in usable if sig.photo_probability(x) >= sig.head.threshold]
 
 
-def head_scores(signature: VisualSignature, embedder, images: Sequence) -> list[float]:
-    """The concept head's P(present) for each photo (its best view), as :func:`recognize` reads it in ``head`` mode."""
-    return [signature.photo_probability(embed_query(embedder, image)) for image in images]
+def head_scores(signature: VisualSignature, embedder, images: Sequence, views: dict | None = None) -> list[float]:
+    """The concept head's P(present) for each photo (its best view), as :func:`recognize` reads it in ``head`` mode.
+    ``views``: a dict that keeps each photo file's embedded views (by path) for the next call with the same embedder,
+    so many heads read a set of photos for the cost of embedding it once."""
+    def query(image):
+        if views is None or not isinstance(image, (str, Path)):
+            return embed_query(embedder, image)
+        if str(image) not in views:
+            views[str(image)] = embed_query(embedder, image)
+        return views[str(image)]
+
+    return [signature.photo_probability(query(image)) for image in images]
 
 
 def decision_threshold(concept: Concept) -> float:
