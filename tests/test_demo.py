@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-import pytest
-
 from yollava.demo import run_demo
-from yollava.personalize import load_pool, load_pool_in_background, wait_for_pool
 from yollava.recipes import get_recipe
 
 from .conftest import make_photos, other_colour, reddish
@@ -24,20 +21,9 @@ def test_demo_runs_end_to_end(llava_engine, tmp_path, monkeypatch):
     make_photos(root / "pool" / "misc", 12, other_colour, seed=4)
     recipe = get_recipe("fast").override(k=2, n_easy_negatives=4, n_hard_negatives=4, conversation_tokens=4, calibration_negatives=4)
     console = Console(record=True, width=120)
-    pool = load_pool_in_background([root / "pool"])  # as `yollava demo` starts it, while the model loads
-    out = run_demo(llava_engine, root, recipe, console, pool=pool)
+    out = run_demo(llava_engine, root, recipe, console)
     text = console.export_text()
     assert "Can you see if <bo> is in this photo?" in text and "text-only" in text
     assert "training in fp32" in " ".join(text.split())
     assert out["metrics"]["n_positive"] == 3 and out["metrics"]["n_negative"] == 3
     assert (llava_engine.concepts_dir / "bo.json").exists()
-
-
-def test_a_background_pool_hands_its_error_to_whoever_waits(tmp_path, monkeypatch):
-    monkeypatch.setenv("YOLLAVA_CACHE", str(tmp_path / "cache"))
-    missing = tmp_path / "no-such-pool"
-    with pytest.raises(Exception) as direct:
-        load_pool([missing], progress=False)
-    future = load_pool_in_background([missing])
-    with pytest.raises(type(direct.value), match=str(missing).replace("/", ".")):
-        wait_for_pool(future, Console(record=True))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from concurrent.futures import Future
 from pathlib import Path
 
 from rich.console import Console
@@ -12,15 +11,13 @@ from rich.table import Table
 from .data.builder import expand_photos
 from .engine import Engine
 from .paths import default_data_root
-from .personalize import load_pool, personalize, wait_for_pool
+from .personalize import load_pool, personalize
 from .recipes import Recipe, resolve_recipe
 from .train import recognition_metrics
 
 
-def run_demo(engine: Engine, data_root: Path | None = None, recipe: Recipe | str | None = None, console: Console | None = None,
-             pool=None) -> dict:
-    """``recipe``: a :class:`Recipe` or its name (default ``"fast"``). ``pool``: the image pool, or a
-    :func:`~yollava.personalize.load_pool_in_background` future of it (default: loaded here when the recipe needs it)."""
+def run_demo(engine: Engine, data_root: Path | None = None, recipe: Recipe | str | None = None, console: Console | None = None) -> dict:
+    """``recipe``: a :class:`Recipe` or its name (default ``"fast"``)."""
     console = console or Console()
     recipe = resolve_recipe(recipe)
     data_root = Path(data_root or default_data_root())
@@ -31,10 +28,7 @@ def run_demo(engine: Engine, data_root: Path | None = None, recipe: Recipe | str
     console.rule("[bold]1. personalise <bo> from its photos")
     console.print(f"{len(train_photos)} photos of <bo> from {root / 'bo' / 'train'}; negatives from the image pool; recipe {recipe.name!r}")
     t0 = time.perf_counter()
-    if isinstance(pool, Future):
-        pool = wait_for_pool(pool, console)
-    elif pool is None and recipe.data.needs_pool:
-        pool = load_pool([data_root / "pool"])
+    pool = load_pool([data_root / "pool"]) if recipe.data.needs_pool else None
     result = personalize(engine, "bo", train_photos, recipe=recipe, pool=pool, overwrite=True)
     total = time.perf_counter() - t0
     console.print(f"saved <bo> in {engine.concepts_dir}: {total:.0f}s end to end, {result.seconds:.0f}s of it training "

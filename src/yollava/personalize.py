@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from pathlib import Path
 
 from .concepts import Concept, validate_name
@@ -47,32 +45,6 @@ def load_pool(pool_dirs: list[Path] | None = None, index_dir: Path | None = None
 
     dirs = pool_dirs or [default_data_root() / "pool"]
     return ImagePool.build_or_update(dirs, index_dir, progress=progress)
-
-
-def load_pool_in_background(pool_dirs: list[Path] | None = None, index_dir: Path | None = None) -> Future:
-    """:func:`load_pool` in a daemon thread, without its progress bar; ``.result()`` is the pool (or re-raises its
-    error). On a bare machine the first model load (de-quantising pocket's GGUF, building its tokenizer) runs on one
-    core for about 95 s, and indexing the pool (about 80 s on two) can use the other meanwhile. A daemon, so a
-    command that fails while it runs exits at once (the index is written atomically)."""
-    future: Future = Future()
-
-    def run() -> None:
-        if future.set_running_or_notify_cancel():
-            try:
-                future.set_result(load_pool(pool_dirs, index_dir, progress=False))
-            except BaseException as e:  # handed to whoever asks for the pool
-                future.set_exception(e)
-
-    threading.Thread(target=run, name="yollava-pool-index", daemon=True).start()
-    return future
-
-
-def wait_for_pool(future: Future, console=None):
-    """The pool from :func:`load_pool_in_background`, saying so on ``console`` (a rich Console) while it waits."""
-    if future.done() or console is None:
-        return future.result()
-    with console.status("indexing the image pool (first use only; it started while the model loaded)..."):
-        return future.result()
 
 
 def check_photos(photos: Sequence[str | Path]) -> list[Path]:

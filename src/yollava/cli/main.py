@@ -331,16 +331,12 @@ def demo(
 ):
     """The main job: personalise <bo> from its 10 photos, recognise it in new photos, talk about it."""
     from ..demo import run_demo
-    from ..paths import default_data_root
-    from ..personalize import load_pool_in_background
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     chosen = _recipe(recipe_options)
-    # the pool index builds while the model loads (on a bare machine both are first-use work)
-    pool = load_pool_in_background([Path(data_root or default_data_root()) / "pool"]) if chosen.data.needs_pool else None
     engine = _engine(model, concepts_dir)
     try:
-        run_demo(engine, data_root, chosen, console, pool=pool)
+        run_demo(engine, data_root, chosen, console)
     except YollavaError as e:
         _fail(str(e))
 
