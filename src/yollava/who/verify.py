@@ -25,8 +25,9 @@ from .signature import VisualSignature
 log = logging.getLogger(__name__)
 
 MODES = ("auto", "head", "yollava", "fused")
-#: the mode ``auto`` uses for a trained concept that has a head: the better one on MyVLM (benchmarks/who.py,
-#: benchmarks/results/who/results.md; on `pocket` the head). Concepts without a signature always use ``yollava``.
+#: the mode ``auto`` uses for a trained concept that has a head: the better one on MyVLM (benchmarks/who.py; on `pocket`
+#: the head, with v1 concepts (benchmarks/results/who/results.md) and again with v2's (benchmarks/results/who_v2/results.md:
+#: F1 0.64 vs fused 0.54). Concepts without a signature always use ``yollava``.
 DEFAULT_TRAINED_MODE = "head"
 #: how many candidates the prototype index hands to verification
 DEFAULT_TOP_K = 5
