@@ -15,19 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 from pathlib import Path
 
 import torch
-
-
-def best_seconds(fn, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+from embed_speed import per_photo_ms  # (benchmarks/ is on the path when a benchmark runs)
 
 
 def main() -> None:
@@ -58,7 +49,7 @@ def main() -> None:
             return engine.prompt_yes_probabilities(query, images, [name], views=views)
 
         read(photos[:2])  # warm-up
-        times[reading] = best_seconds(lambda: read(photos), args.repeats) / len(photos)
+        times[reading] = per_photo_ms(lambda: read(photos), len(photos), args.repeats) / 1000
     training_set = args.concept.parent.parent.parent / "training_sets" / "yollava" / f"{name}.json"
     calibration = None
     if training_set.exists():

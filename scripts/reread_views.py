@@ -28,8 +28,10 @@ from small_subject_dev import metrics, query, views_threshold
 
 
 def load_records(run: Path) -> dict[tuple[str, str], dict]:
-    rows = [json.loads(line) for line in (run / "records.jsonl").read_text().splitlines() if line.strip()]
-    return {(r["method"], r["subject"]): r for r in rows if "scores" in r}
+    """The run's finished (method, subject) records that have scores."""
+    from yollava.eval.store import read_records
+
+    return {(r["method"], r["subject"]): r for r in read_records(run / "records.jsonl") if "scores" in r}
 
 
 def split_scores(record: dict) -> tuple[list[float], list[float]]:
