@@ -37,7 +37,7 @@ def dev_folder(data_root: Path, root: Path, n_caltech: int = 12) -> Path:
 
 VARIANTS = {
     "fast": {},  # as shipped (its run is committed as fast-no-views: the variant's name when views were the default)
-    "fast-views": {"positive_views": None},  # augmented views of the positives instead of repeats
+    "fast-positive-views": {"positive_views": None},  # augmented views of the positives instead of repeats (run as "fast-views" in recipe_dev/, when the key below did not exist)
     "fast-2ep": {"epochs": 2},
     "fast-no-sentence": {"sentence_answers": False},
     "fast-k8": {"k": 8},
@@ -73,6 +73,8 @@ VARIANTS = {
     # session 14: the yes/no read as the best of the photo's views (TrainConfig.reading; scripts/small_subject_dev.py
     # measures it on the fast runs' own concepts without retraining: the reading does not change a training step)
     "fast-views": {"reading": "views"},
+    # session 16, the speed issue: half the negatives (the positives' repeats follow them), so about half the steps
+    "fast-half": {"n_easy_negatives": 30, "n_hard_negatives": 20, "sentence_negatives": 10},
 }
 
 
