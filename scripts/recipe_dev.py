@@ -10,6 +10,12 @@ removed from the pool the training-set builder sees, so they are never negatives
     python scripts/recipe_dev.py --variant fast --seed 1 --out benchmarks/results/recipe_dev_v2/fast-seed1.json
 
 Runs before pocket v2 (session 11) are in ``recipe_dev/``; on v2 in ``recipe_dev_v2/``.
+
+``--scene`` (session 16): the same subjects pasted small into shared scenes (:func:`scene_folder`), for the domain
+shortcut MyVLM shows (``scripts/domain_shift.py``) and the lever against it, scene negatives:
+
+    python scripts/recipe_dev.py --scene --variant fast --out benchmarks/results/recipe_dev_v2/scene/fast-seed0.json
+    python scripts/recipe_dev.py --scene --variant fast-scene --out benchmarks/results/recipe_dev_v2/scene/fast-scene-seed0.json
 """
 
 from __future__ import annotations
@@ -32,6 +38,35 @@ def dev_folder(data_root: Path, root: Path, n_caltech: int = 12) -> Path:
             link = d / p.name
             if not link.exists():
                 link.symlink_to(p.resolve())
+    return root
+
+
+def scene_folder(data_root: Path, root: Path, n_caltech: int = 12, n_backgrounds: int = 60, seed: int = 0) -> Path:
+    """The dev subjects in shared scenes (``--scene``): each dev photo pasted at 25-45 % of the frame on one of the first
+    ``n_backgrounds`` CC12M photos (the subjects share them, as MyVLM's subjects share their owners' rooms); the other
+    CC12M photos, bare, are every subject's extra test negatives (``hard_negatives_scene/``). The pool the runs train
+    with has no CC12M photo, as the pool has none of MyVLM's rooms. Written once under ``root`` (not in the repo)."""
+    import random
+
+    from small_subject_dev import pasted
+
+    backgrounds = sorted((data_root / "pool" / "cc12m").glob("*.jpg"))
+    used, bare = backgrounds[:n_backgrounds], backgrounds[n_backgrounds:]
+    rng = random.Random(seed)
+    sources = [("mam", sorted((data_root / "yollava" / "mam" / "train").glob("*.jpg")))] + [
+        (c, sorted((data_root / "pool" / "caltech101" / c).glob("*.jpg"))[:n_caltech]) for c in DEV_CALTECH]
+    for name, photos in sources:
+        d = root / name
+        d.mkdir(parents=True, exist_ok=True)
+        for i, p in enumerate(photos):
+            out, background = d / f"{i:02d}.jpg", rng.choice(used)
+            if not out.exists():
+                pasted(p, background, rng, scale=(0.25, 0.45)).save(out, quality=92)
+        neg = root / "hard_negatives_scene" / name
+        neg.mkdir(parents=True, exist_ok=True)
+        for p in bare:
+            if not (neg / p.name).exists():
+                (neg / p.name).symlink_to(p.resolve())
     return root
 
 
@@ -75,6 +110,8 @@ VARIANTS = {
     "fast-views": {"reading": "views"},
     # session 16, the speed issue: half the negatives (the positives' repeats follow them), so about half the steps
     "fast-half": {"n_easy_negatives": 30, "n_hard_negatives": 20, "sentence_negatives": 10},
+    # session 16, the domain shortcut (run with --scene): one crop of each training photo without the subject, as "No"
+    "fast-scene": {"scene_negatives": 1},
 }
 
 
@@ -182,6 +219,9 @@ def main() -> None:
     ap.add_argument("--captions", action="store_true",
                     help="then caption the dev test photos with the same concepts (caption recall; <out>.caption.json)")
     ap.add_argument("--subjects", default=None, help="comma-separated dev subjects (default: all; run parts side by side)")
+    ap.add_argument("--scene", action="store_true",
+                    help="the dev subjects pasted small into shared CC12M scenes, bare scenes among the test negatives, no CC12M "
+                         "photo in the training pool (scene_folder: MyVLM's shared rooms on dev photos)")
     args = ap.parse_args()
     if args.analyse:
         print(analyse(args.analyse))
@@ -201,15 +241,19 @@ def main() -> None:
     from yollava.personalize import load_pool
 
     data_root = Path(os.environ.get("YOLLAVA_DATA", default_data_root()))
-    root = dev_folder(data_root, cache_home() / "recipe_dev" / "subjects")
-    dataset = load_folder(root, train_per_subject=4, seed=0, name="recipe-dev")
+    if args.scene:
+        root = scene_folder(data_root, cache_home() / "recipe_dev" / "scene_subjects")
+    else:
+        root = dev_folder(data_root, cache_home() / "recipe_dev" / "subjects")
+    dataset = load_folder(root, train_per_subject=4, seed=0, name="recipe-dev-scene" if args.scene else "recipe-dev")
     recipe = variant_recipe(args.variant)
     if args.seed is not None:
         recipe = recipe.override(seed=args.seed)
 
     def pool_fn():
         pool = load_pool(progress=True)
-        banned = {e["path"] for e in pool.entries if any(f"/caltech101/{c}/" in e["path"] for c in DEV_CALTECH)}
+        banned = {e["path"] for e in pool.entries if any(f"/caltech101/{c}/" in e["path"] for c in DEV_CALTECH)
+                  or (args.scene and "/cc12m/" in e["path"])}
         return pool.without(banned)
 
     engine = YoLLaVA.from_pretrained("pocket")

@@ -51,10 +51,10 @@ def signature_embedder():
     return dev_pool().embedder
 
 
-def pasted(photo: Path, background: Path, rng: random.Random, size: int = 384) -> Image.Image:
+def pasted(photo: Path, background: Path, rng: random.Random, size: int = 384, scale: tuple[float, float] = (0.4, 0.6)) -> Image.Image:
     bg = ImageOps.fit(Image.open(background).convert("RGB"), (size, size), Image.BICUBIC)
     fg = Image.open(photo).convert("RGB")
-    side = int(size * rng.uniform(0.4, 0.6))
+    side = int(size * rng.uniform(*scale))
     fg.thumbnail((side, side), Image.BICUBIC)
     bg.paste(fg, (rng.randint(0, size - fg.width), rng.randint(0, size - fg.height)))
     return bg

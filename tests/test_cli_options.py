@@ -56,7 +56,7 @@ def test_every_training_command_takes_the_same_recipe_flags():
     group = recipe_flags()
     assert {"--recipe", "-r", "--epochs", "--k", "--lr", "--batch-size", "--patience", "--n-easy", "--n-hard", "--conversation-tokens",
             "--no-hard-negatives", "--no-conversations", "--no-short-answers", "--no-sentence-answers", "--gradient-checkpointing",
-            "--balance-by", "--precision", "--no-visual-init", "--no-captions", "--reading"} == set(group)
+            "--balance-by", "--precision", "--no-visual-init", "--no-captions", "--reading", "--scene-negatives"} == set(group)
     assert len(recipe_option_parameters()) == len(dataclasses.fields(RecipeOptions))  # one flag per field, nothing else
     reference = {f: o for f, o in _options(_command("personalize")).items() if f in group}
     assert set(reference) == set(group)

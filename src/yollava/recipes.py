@@ -164,12 +164,14 @@ class DataConfig:
     caption_photos: int = 0
     #: negatives captioned as they are, not naming the subject (``other_caption`` samples; recipe ``myvlm``)
     caption_negatives: int = 0
+    #: crops of each photo where the subject is not, answered "No" (:mod:`yollava.data.scene`: the user's own scenes)
+    scene_negatives: int = 0
 
     def __post_init__(self):
         if self.category not in ("person", "object"):
             raise ValueError(f"category must be 'person' or 'object', not {self.category!r}")
         for field_name in ("n_easy_negatives", "n_hard_negatives", "conversation_tokens", "calibration_negatives", "calibration_views",
-                           "caption_photos", "caption_negatives"):
+                           "caption_photos", "caption_negatives", "scene_negatives"):
             _check_int(self, field_name, 0)
         for field_name in ("conversation_photos", "sentence_negatives", "positive_views"):  # None: all / as many as needed
             if getattr(self, field_name) is not None:
@@ -186,7 +188,7 @@ class DataConfig:
             "sentence_answers": self.sentence_answers, "sentence_negatives": self.sentence_negatives, "short_answers": self.short_answers,
             "positive_views": self.positive_views, "calibration_negatives": self.calibration_negatives,
             "calibration_views": self.calibration_views, "caption_photos": self.caption_photos,
-            "caption_negatives": self.caption_negatives,
+            "caption_negatives": self.caption_negatives, "scene_negatives": self.scene_negatives,
         }
 
     @property
@@ -325,6 +327,7 @@ def recipe_from_options(
     no_hard_negatives: bool = False, no_conversations: bool = False, no_short_answers: bool = False,
     no_sentence_answers: bool = False, gradient_checkpointing: bool = False, balance_by: str | None = None,
     precision: str | None = None, no_visual_init: bool = False, no_captions: bool = False, reading: str | None = None,
+    scene_negatives: int | None = None,
 ) -> Recipe:
     """A named recipe with the command-line overrides every command shares (None / False: unchanged;
     ``precision="model"``: the frozen model's own precision, TrainConfig's None; ``no_visual_init``: latents from the
@@ -340,6 +343,7 @@ def recipe_from_options(
         short_answers=False if no_short_answers else None, sentence_answers=False if no_sentence_answers else None,
         gradient_checkpointing=True if gradient_checkpointing else None, balance_by=balance_by,
         precision=None if precision == "model" else precision, caption_photos=0 if no_captions else None,
+        scene_negatives=scene_negatives,
     )
     train = replace(changed.train, precision=None) if precision == "model" else changed.train
     train = replace(train, init=None) if no_visual_init else train
@@ -386,6 +390,9 @@ class RecipeOptions:
     reading: str | None = field(default=None, metadata=_opt(
         "How the concept's yes/no is read from a photo: 'whole' (the photo as given) or 'views' (the best of the whole photo and "
         "its corner crops, as the concept head reads it; about 5-8x the recognition passes)."))
+    scene_negatives: int | None = field(default=None, metadata=_opt(
+        "Crops of each of your photos where the subject is not, trained as 'No' (found by what your photos share; "
+        "needs 2 photos or more; default 0)."))
     balance_by: str | None = field(default=None, metadata=_opt(
         "How positives are made to weigh as much as the negatives: 'repeat' them, or 'weight' their loss (each once: fewer steps)."))
     gradient_checkpointing: bool = field(default=False, metadata=_opt(

@@ -3,7 +3,8 @@
 The recipe trains on several views of each of the user's few photos instead of repeating the same
 pixels (the frozen vision tower sees a slightly different photo each time, so the concept cannot
 latch on to one exact set of features), and calibrates its yes/no threshold on views it never
-trained on. View 0 is the photo itself.
+trained on. View 0 is the photo itself; views from :data:`SCENE_VIEW_BASE` on are fixed crops of it
+(:data:`yollava.data.scene.SCENE_CROPS`: parts of a user's photo without the subject, trained as negatives).
 """
 
 from __future__ import annotations
@@ -12,8 +13,12 @@ import random
 
 from PIL import Image, ImageEnhance, ImageOps
 
+from .scene import scene_crop
+
 #: views at or above this id are kept for calibration; training views stay below it
 CALIBRATION_VIEW_BASE = 1000
+#: views at or above this id are scene crops: ``SCENE_CROPS[view - SCENE_VIEW_BASE]``, no random augmentation
+SCENE_VIEW_BASE = 2000
 
 
 def augmented_view(image: Image.Image, view: int, seed: int = 0, min_scale: float = 0.5) -> Image.Image:
@@ -21,6 +26,8 @@ def augmented_view(image: Image.Image, view: int, seed: int = 0, min_scale: floa
     brightness/contrast/saturation jitter of +-25 %; the same ``(view, seed)`` gives the same view."""
     if view == 0:
         return image
+    if view >= SCENE_VIEW_BASE:
+        return scene_crop(image, view - SCENE_VIEW_BASE)
     rng = random.Random(f"{seed}:{view}")
     w, h = image.size
     for _ in range(10):

@@ -33,8 +33,9 @@ from .samples import Sample
 from ..paths import cache_home
 from ..prompts import CAPTION_QUERY
 from .pool import ImagePool, atomic_write_json
-from .augment import CALIBRATION_VIEW_BASE
+from .augment import CALIBRATION_VIEW_BASE, SCENE_VIEW_BASE
 from .negatives import NEAR_DUPLICATE, choose_negatives
+from .scene import choose_scene_crops
 from .templates import (conversation_questions, identifier_for, name_in_caption, negative_templates, positive_templates, replace_subject,
                         short_query)
 from .training_set import TrainingSet
@@ -161,6 +162,7 @@ def build_training_set(
     product_query_share: float = 0.5,
     caption_photos: int = 0,
     caption_negatives: int = 0,
+    scene_negatives: int = 0,
 ) -> TrainingSet:
     """Build the training set for concept ``name`` from the user's ``photos`` (files or folders).
 
@@ -180,6 +182,9 @@ def build_training_set(
     the identifier (:func:`~yollava.data.templates.name_in_caption`), becomes the answer of a caption sample
     with the photo (MyVLM's captioning task). ``caption_negatives``: that many of the negatives (hard ones first) are
     captioned too, their captions kept as they are ("other_caption" samples: where the subject is not, it is not named).
+    ``scene_negatives``: up to that many crops of each photo where the subject is not (:mod:`.scene`; found with the
+    pool's embedder, so it needs a pool and 2 photos or more), each a "No" sample ("scene_negative"), with the short
+    answers' question.
     """
     identifier = identifier_for(name)
     if not (sentence_answers or short_answers):
@@ -187,6 +192,10 @@ def build_training_set(
     want_negatives = n_easy_negatives > 0 or (hard_negatives and n_hard_negatives > 0) or calibration_negatives > 0
     if want_negatives and pool is None:
         raise ValueError("negatives need an image pool (pass pool=ImagePool..., or n_easy_negatives=0, hard_negatives=False)")
+    if scene_negatives and (pool is None or not short_answers):
+        raise ValueError("scene negatives need an image pool (its embedder finds the subject) and short_answers")
+    if not 0 <= calibration_views < SCENE_VIEW_BASE - CALIBRATION_VIEW_BASE:
+        raise ValueError(f"calibration_views must be in 0..{SCENE_VIEW_BASE - CALIBRATION_VIEW_BASE - 1}, not {calibration_views}")
     if (conversations or caption_photos or caption_negatives) and answer_fn is None and answer_many is None:
         raise ValueError("conversations and captions need answer_fn(question, image_path) -> str (the base model) or "
                          "answer_many, or conversations=False and caption_photos=0")
@@ -231,6 +240,8 @@ def build_training_set(
             samples.append(Sample(*rng.choice(neg_t), image=p, kind=kind))
         if short_answers:
             samples.append(short(p, kind))
+    scene = choose_scene_crops(pos_paths, pool.embedder, scene_negatives) if scene_negatives else []
+    samples += [short(c.photo, "scene_negative", SCENE_VIEW_BASE + c.crop) for c in scene]
     # held aside to set the threshold: always asked the product's own query, as recognize() does
     samples += [short(p, "positive", CALIBRATION_VIEW_BASE + v, True, 1.0) for v in range(calibration_views) for p in pos_paths]
     samples += [short(p, "negative", 0, True, 1.0) for p in calibration]
@@ -264,6 +275,7 @@ def build_training_set(
         "sentence_answers": sentence_answers, "short_answers": short_answers, "sentence_negatives": sentence_negatives,
         "positive_views": positive_views if short_answers else 0, "calibration_negatives": calibration_negatives, "calibration_views": calibration_views,
         "product_query_share": product_query_share, "caption_photos": caption_photos, "caption_negatives": caption_negatives,
+        "scene_negatives": scene_negatives, "scene_crops": [[str(c.photo), c.crop, round(c.score, 4), round(c.best, 4)] for c in scene],
         "model_fingerprint": model_fingerprint, "positive_sha256": pos_shas,
         "pool": None if pool is None else {"index_dir": str(pool.index_dir), "size": len(pool), "embedder": pool.embedder_id},
     }

@@ -8,7 +8,8 @@ from pathlib import Path
 #: "caption": "Describe this photo." about a training photo, answered with the base model's caption naming the subject
 #: "other_caption": "Describe this photo." about a negative photo, answered with the base model's own caption (the
 #: subject is not in it, so it is not named: recipe ``myvlm`` teaches with them when not to name the subject)
-KINDS = ("positive", "negative", "hard_negative", "conversation", "caption", "other_caption")
+#: "scene_negative": a crop of one of the user's own photos where the subject is not (:mod:`yollava.data.scene`)
+KINDS = ("positive", "negative", "hard_negative", "scene_negative", "conversation", "caption", "other_caption")
 
 
 @dataclass(frozen=True)
