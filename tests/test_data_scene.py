@@ -70,6 +70,20 @@ def test_the_scene_crop_of_each_photo_leaves_the_subject_out(photos):
         assert overlaps(crop_box((64, 64), best), place)
 
 
+def test_every_crop_is_embedded_whole_as_a_padded_square(photos):
+    seen = []
+
+    class Recording(ColourEmbedder):
+        def embed(self, images):
+            seen.extend(im.size for im in images)
+            return super().embed(images)
+
+    subject_scores(photos, Recording())
+    assert len(seen) == len(photos) * (len(SCENE_CROPS) + 1)
+    assert all(w == h for w, h in seen)  # a centre crop of a square loses nothing
+    assert sorted(set(seen)) == [(32, 32), (64, 64)]  # quarters and halves (32 x 64 padded), photos
+
+
 def test_a_subject_that_fills_every_photo_gives_no_scene_crop(tmp_path):
     filled = [make_photo(tmp_path / f"{i}.jpg", (230, 20, 230), seed=i, noise=8) for i in range(3)]
     assert choose_scene_crops(filled, ColourEmbedder(), per_photo=1) == []

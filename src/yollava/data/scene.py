@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from ..images import load_image
 
@@ -57,12 +58,22 @@ def scene_crop(image, crop: int):
     return im.crop(crop_box(im.size, crop))
 
 
+def padded_square(image):
+    """``image`` centred on a mid-grey square: embedders centre-crop to a square, which would cut off the ends of a
+    half-photo crop, and a subject there with them."""
+    side = max(image.size)
+    out = Image.new("RGB", (side, side), (128, 128, 128))
+    out.paste(image.convert("RGB"), ((side - image.width) // 2, (side - image.height) // 2))
+    return out
+
+
 def subject_scores(photos: list[Path], embedder) -> np.ndarray:
-    """``(n_photos, n_crops)`` subject scores (see the module docstring)."""
+    """``(n_photos, n_crops)`` subject scores (see the module docstring); every crop and photo is embedded whole
+    (:func:`padded_square`)."""
     if len(photos) < 2:
         raise ValueError("scene crops need at least 2 photos of the subject (what the photos share is the subject)")
-    images = [load_image(p) for p in photos]
-    crops = [im.crop(crop_box(im.size, c)) for im in images for c in range(len(SCENE_CROPS))]
+    images = [padded_square(load_image(p)) for p in photos]
+    crops = [padded_square(im.crop(crop_box(im.size, c))) for im in map(load_image, photos) for c in range(len(SCENE_CROPS))]
     vectors = np.asarray(embedder.embed(crops + images), dtype=np.float32)
     n, k = len(images), len(SCENE_CROPS)
     per_crop = vectors[: n * k].reshape(n, k, -1)
