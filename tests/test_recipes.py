@@ -48,7 +48,7 @@ def test_paper_recipe_is_the_papers_settings_field_by_field():
         "category": "object", "n_easy_negatives": 100, "n_hard_negatives": 100, "hard_negatives": True, "conversations": True,
         "conversation_photos": None, "conversation_tokens": 48, "sentence_answers": True, "sentence_negatives": None,
         "short_answers": False, "positive_views": 0, "calibration_negatives": 0, "calibration_views": 0, "caption_photos": 0,
-        "caption_negatives": 0}
+        "caption_negatives": 0, "scene_negatives": 0}
 
 
 def test_fast_is_the_default_and_overrides_rename_it():
