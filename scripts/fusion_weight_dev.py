@@ -14,9 +14,9 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from yollava.eval.store import read_records
+from yollava.train import recognition_metrics
 from yollava.who.verify import margin
 
 DEV_RUNS = [f"benchmarks/results/recipe_dev_v2/fast-visual-global-captions-x-seed{s}.run" for s in range(3)]
@@ -35,9 +35,9 @@ def sweep(run: str, weights=WEIGHTS) -> dict[float, tuple[float, float, int]]:
             head, llm = records[("head", s)], records[("yollava", s)]
             z = np.array([w * margin(a, head["threshold"]) + (1 - w) * margin(b, llm["threshold"])
                           for a, b in zip(head["scores"], llm["scores"])])
-            y = np.array(head["labels"], dtype=bool)
-            acc.append(0.5 * ((z[y] >= 0).mean() + (z[~y] < 0).mean()))  # present at margin >= 0, as p >= threshold
-            auc.append(roc_auc_score(y, z))
+            m = recognition_metrics(head["labels"], z.tolist(), threshold=0.0)  # present at margin >= 0, as p >= threshold
+            acc.append(m["weighted_accuracy"])
+            auc.append(m["auc"])
         out[w] = (float(np.mean(acc)), float(np.mean(auc)), len(subjects))
     return out
 

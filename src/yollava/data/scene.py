@@ -72,8 +72,9 @@ def subject_scores(photos: list[Path], embedder) -> np.ndarray:
     (:func:`padded_square`)."""
     if len(photos) < 2:
         raise ValueError("scene crops need at least 2 photos of the subject (what the photos share is the subject)")
-    images = [padded_square(load_image(p)) for p in photos]
-    crops = [padded_square(im.crop(crop_box(im.size, c))) for im in map(load_image, photos) for c in range(len(SCENE_CROPS))]
+    loaded = [load_image(p) for p in photos]
+    images = [padded_square(im) for im in loaded]
+    crops = [padded_square(im.crop(crop_box(im.size, c))) for im in loaded for c in range(len(SCENE_CROPS))]
     vectors = np.asarray(embedder.embed(crops + images), dtype=np.float32)
     n, k = len(images), len(SCENE_CROPS)
     per_crop = vectors[: n * k].reshape(n, k, -1)
