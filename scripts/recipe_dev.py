@@ -16,6 +16,11 @@ shortcut MyVLM shows (``scripts/domain_shift.py``) and the lever against it, sce
 
     python scripts/recipe_dev.py --scene --variant fast --out benchmarks/results/recipe_dev_v2/scene/fast-seed0.json
     python scripts/recipe_dev.py --scene --variant fast-scene --out benchmarks/results/recipe_dev_v2/scene/fast-scene-seed0.json
+
+``--library`` (session 17): each subject also trains with the other dev subjects' training photos as photos without it
+(``personalize --negatives``), the concept and the head alike:
+
+    python scripts/recipe_dev.py --scene --library --variant fast --out benchmarks/results/recipe_dev_v2/scene/library-fast-seed0.json
 """
 
 from __future__ import annotations
@@ -219,6 +224,9 @@ def main() -> None:
     ap.add_argument("--captions", action="store_true",
                     help="then caption the dev test photos with the same concepts (caption recall; <out>.caption.json)")
     ap.add_argument("--subjects", default=None, help="comma-separated dev subjects (default: all; run parts side by side)")
+    ap.add_argument("--library", action="store_true",
+                    help="each subject trains with the other dev subjects' training photos as photos without it "
+                         "(personalize --negatives: a user whose library holds the others; RecognitionDataset.with_library_negatives)")
     ap.add_argument("--scene", action="store_true",
                     help="the dev subjects pasted small into shared CC12M scenes, bare scenes among the test negatives, no CC12M "
                          "photo in the training pool (scene_folder: MyVLM's shared rooms on dev photos)")
@@ -246,6 +254,8 @@ def main() -> None:
     else:
         root = dev_folder(data_root, cache_home() / "recipe_dev" / "subjects")
     dataset = load_folder(root, train_per_subject=4, seed=0, name="recipe-dev-scene" if args.scene else "recipe-dev")
+    if args.library:
+        dataset = dataset.with_library_negatives()
     recipe = variant_recipe(args.variant)
     if args.seed is not None:
         recipe = recipe.override(seed=args.seed)

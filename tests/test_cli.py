@@ -58,6 +58,12 @@ def test_clear_errors(tiny_model_dirs, tmp_path):
     assert r.exit_code == 1 and "photo.jpg" in r.output and "not a readable image" in r.output
     r = run("personalize", "my dog", bad, *common)
     assert r.exit_code == 1 and "invalid concept name" in r.output
+    photos = make_photos(tmp_path / "bo", 3, reddish)
+    r = run("personalize", "bo", tmp_path / "bo", *common, "--negatives", photos[0], "--no-conversations", "--n-easy", 0, "--no-hard-negatives")
+    assert r.exit_code == 1 and "both as a photo of the subject and as a photo without it" in " ".join(r.output.split())
+    r = run("personalize", "bo", tmp_path / "bo", *common, "--negatives", bad, "--no-conversations", "--n-easy", 0, "--no-hard-negatives")
+    assert r.exit_code == 1 and "photo.jpg" in r.output and "not a readable image" in r.output
+    assert not list(cdir.glob("bo.*"))  # nothing saved
     r = run("chat", "Is <rex> here?", *common)
     assert r.exit_code == 1 and "unknown concept <rex>" in r.output
     r = run("recognize", "rex", bad, *common)

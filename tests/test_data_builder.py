@@ -91,7 +91,7 @@ def test_counts(world):
     assert len(pool) == 41 and [p.name for p, _ in pool.report.skipped] == ["broken.jpg"]
     ts = build(world, n_easy_negatives=10, n_hard_negatives=7)  # m = ceil(7/3) = 3 per photo
     assert ts.name == "<bo>"
-    assert ts.counts == {"positive": 3, "negative": 10, "hard_negative": 9, "scene_negative": 0, "conversation": 30, "caption": 0, "other_caption": 0}
+    assert ts.counts == {"positive": 3, "negative": 10, "hard_negative": 9, "scene_negative": 0, "given_negative": 0, "conversation": 30, "caption": 0, "other_caption": 0}
     assert len(ts.hard_negatives) == 9 and all(len(ts.hard_negatives_for(p)) == 3 for p in ts.positives)
     assert ts.config["hard_per_positive"] == 3
     assert summary(ts)["hard_negative"] == 9 and summary(ts)["photos"] == 3
@@ -153,7 +153,7 @@ def test_deterministic_for_a_seed(world):
 
 def test_ablations(world):
     ts = build(world, n_easy_negatives=5, hard_negatives=False, conversations=False, answer_fn=None)
-    assert ts.counts == {"positive": 3, "negative": 5, "hard_negative": 0, "scene_negative": 0, "conversation": 0, "caption": 0, "other_caption": 0}
+    assert ts.counts == {"positive": 3, "negative": 5, "hard_negative": 0, "scene_negative": 0, "given_negative": 0, "conversation": 0, "caption": 0, "other_caption": 0}
     photos, _, tmp = world
     only_pos = build_training_set("bo", photos, None, n_easy_negatives=0, hard_negatives=False, conversations=False)
     assert only_pos.counts["positive"] == 3 and len(only_pos.samples) == 3
@@ -285,7 +285,7 @@ def test_cli_build_and_show(world, tmp_path, monkeypatch):
     r = runner.invoke(commands.data_app, args)
     assert r.exit_code == 0, r.output
     saved = TrainingSet.load(tmp_path / "data" / "bo" / "training_set.json")
-    assert saved.counts == {"positive": 3, "negative": 5, "hard_negative": 6, "scene_negative": 0, "conversation": 30, "caption": 0, "other_caption": 0}
+    assert saved.counts == {"positive": 3, "negative": 5, "hard_negative": 6, "scene_negative": 0, "given_negative": 0, "conversation": 30, "caption": 0, "other_caption": 0}
     assert saved.config["model_fingerprint"] == json.dumps({"fake": "tiny"}) and len(model.calls) == 30
     r = runner.invoke(commands.data_app, ["show", "bo", "--data-dir", str(tmp_path / "data")])
     assert r.exit_code == 0, r.output

@@ -36,6 +36,10 @@ class NotEnoughPhotosError(YollavaError, ValueError):
     pass
 
 
+class PhotoListError(YollavaError, ValueError):
+    """Photos that cannot be used as given (e.g. one given both as the subject's and as a photo without it)."""
+
+
 class ConceptNotReadyError(YollavaError, ValueError):
     """A concept that can recognise (its visual head is fitted) but cannot talk yet (its tokens are training)."""
 

@@ -27,7 +27,7 @@ from .concepts import Concept, validate_name
 from .data.builder import build_training_set, expand_photos
 from .data.training_set import TrainingSet
 from .engine import Engine
-from .errors import InvalidConceptNameError, NotEnoughPhotosError
+from .errors import InvalidConceptNameError, NotEnoughPhotosError, PhotoListError
 from .images import file_sha256, load_image
 from .paths import cache_home, default_data_root
 from .recipes import DataConfig, Recipe, resolve_recipe
@@ -56,6 +56,20 @@ def check_photos(photos: Sequence[str | Path]) -> list[Path]:
         load_image(p)  # raises InvalidImageError naming the file
     if len(paths) < 3:
         log.warning("only %d photo(s): the method is meant for 3-10", len(paths))
+    return paths
+
+
+def check_negative_photos(negatives: Sequence[str | Path], photos: Sequence[Path]) -> list[Path]:
+    """The photos without the subject (folders expanded), each readable; one that is also among ``photos`` is an error
+    (a photo cannot be both)."""
+    paths = expand_photos(negatives)
+    if not paths and len(negatives):
+        raise PhotoListError(f"no photos found in {', '.join(map(str, negatives))} (the photos without the subject)")
+    own = set(photos)
+    for p in paths:
+        if p in own:
+            raise PhotoListError(f"{p} is given both as a photo of the subject and as a photo without it")
+        load_image(p)  # raises InvalidImageError naming the file
     return paths
 
 
@@ -103,15 +117,16 @@ class ConceptPipeline:
     check_photos = staticmethod(check_photos)
 
     # ---- 2. the visual signature ------------------------------------------------------------------
-    def signature(self, photos: Sequence[Path], embedder=None):
+    def signature(self, photos: Sequence[Path], embedder=None, negatives: Sequence[Path] = ()):
         """Prototype + concept head on ``embedder`` (default: the engine's, ``yollava.who.embedder_for``), with the
-        pool's negatives when the recipe uses a pool (or one was given)."""
+        pool's negatives when the recipe uses a pool (or one was given) and the user's ``negatives`` (photos without
+        the subject)."""
         from .who import embedder_for, fit_signature
 
         pool = self.pool
         if pool is None and self.train_config.injection == "vision":  # MyVLM's head is the toggle: it learns from negatives
             pool = self._pool = self._pool_loader()
-        return fit_signature(photos, embedder or embedder_for(self.engine), pool, seed=self.train_config.seed)
+        return fit_signature(photos, embedder or embedder_for(self.engine), pool, seed=self.train_config.seed, negatives=negatives)
 
     # ---- 3. the training set ----------------------------------------------------------------------
     def answer(self, pairs: list[tuple[str, Path]]) -> list[str]:
@@ -119,9 +134,11 @@ class ConceptPipeline:
         generation runtime), so they are cached under its fingerprint alone."""
         return self.engine.chat_many(pairs, max_new_tokens=self.data_config.conversation_tokens, exact=True)
 
-    def training_set(self, name: str, photos: Sequence[Path], *, cache_dir: str | Path | None = None) -> TrainingSet:
+    def training_set(self, name: str, photos: Sequence[Path], *, cache_dir: str | Path | None = None,
+                     negatives: Sequence[Path] = ()) -> TrainingSet:
         """The paper's training set for ``name``; conversation answers come from :attr:`answerer` and are cached in
-        ``cache_dir`` (default ``$YOLLAVA_CACHE/answers``) by photo, question and model."""
+        ``cache_dir`` (default ``$YOLLAVA_CACHE/answers``) by photo, question and model. ``negatives``: the user's
+        photos without the subject, trained as "No" beside the pool's negatives."""
         data = self.data_config
         if self.engine is None and data.asks_base_model:
             raise ValueError("conversations and captions need a model to answer them (pass an engine, or use a recipe without "
@@ -129,7 +146,7 @@ class ConceptPipeline:
         fingerprint = json.dumps(self.engine.fingerprint(), sort_keys=True) if self.engine is not None else ""
         return build_training_set(
             name, photos, self.pool, answer_many=self.answerer if data.asks_base_model else None, seed=self.train_config.seed,
-            cache_dir=cache_dir, model_fingerprint=fingerprint, **data.builder_options(),
+            cache_dir=cache_dir, model_fingerprint=fingerprint, negative_photos=negatives, **data.builder_options(),
         )
 
     # ---- 4. training (ends with calibration) ------------------------------------------------------
@@ -164,17 +181,18 @@ class ConceptPipeline:
     # ---- all steps --------------------------------------------------------------------------------
     def run(self, name: str, photos: Sequence[str | Path], *, save: bool = True, overwrite: bool = False,
             training_set: TrainingSet | None = None, checkpoint_dir: str | Path | None = None, visual=None,
-            on_recognition_ready=None, callbacks: Sequence[TrainerCallback] = ()) -> TrainResult:
+            on_recognition_ready=None, callbacks: Sequence[TrainerCallback] = (), negatives: Sequence[str | Path] = ()) -> TrainResult:
         """Every step; see :func:`personalize` for the arguments."""
         self.check_name(name, save, overwrite)
         paths = self.check_photos(photos)
+        negative_paths = check_negative_photos(negatives, paths)
         if self.train_config.injection == "vision" and not visual:
             visual = True  # a MyVLM-style concept follows a photo only when its head finds it there: it needs one
-        signature = self._signature_step(name, paths, save if visual is None else visual, save)
+        signature = self._signature_step(name, paths, save if visual is None else visual, save, negative_paths)
         if signature is not None and on_recognition_ready is not None:
             on_recognition_ready(signature)
         if training_set is None:
-            training_set = self.training_set(name, paths)
+            training_set = self.training_set(name, paths, negatives=negative_paths)
             training_set.save(cache_home() / "data" / name / "training_set.json")  # for `yollava data show NAME`
         trainer = self.trainer(name, checkpoint_dir=checkpoint_dir, callbacks=callbacks)
         result = trainer.fit(training_set.samples)
@@ -188,14 +206,14 @@ class ConceptPipeline:
                 remove_pending(self.engine, name)
         return result
 
-    def _signature_step(self, name: str, paths: list[Path], visual, save: bool):
+    def _signature_step(self, name: str, paths: list[Path], visual, save: bool, negatives: Sequence[Path] = ()):
         """``visual``: True fits the signature (saved as a pending, recognition-only concept when saving), a
         ready signature is used as it is, False/None skips it."""
         if visual is False or visual is None:
             return None
         from .who import VisualSignature, save_pending
 
-        signature = visual if isinstance(visual, VisualSignature) else self.signature(paths)
+        signature = visual if isinstance(visual, VisualSignature) else self.signature(paths, negatives=negatives)
         if save:
             save_pending(self.engine, name, signature, self.train_config.k, self.train_config.seed, meta={
                 "recipe": self.recipe.to_dict(), "source_photos": [{"file": p.name, "sha256": file_sha256(p)} for p in paths]})
@@ -219,6 +237,7 @@ def personalize(
     visual=None,
     on_recognition_ready=None,
     callbacks: Sequence[TrainerCallback] = (),
+    negatives: Sequence[str | Path] = (),
 ) -> TrainResult:
     """Learn concept ``name`` from ``photos`` and (by default) save it in ``engine.concepts_dir``: every step of
     :class:`ConceptPipeline`.
@@ -231,7 +250,11 @@ def personalize(
     ``concepts_dir/.pending`` so the concept recognises while it trains; a ready
     :class:`~yollava.who.VisualSignature` is used as it is; ``False`` skips it. Default: fitted when
     ``save``. ``on_recognition_ready(signature)`` is called once the signature exists. ``callbacks``: the
-    trainer's :class:`~yollava.train.TrainerCallback` objects (progress, a lock around each step, ...)."""
+    trainer's :class:`~yollava.train.TrainerCallback` objects (progress, a lock around each step, ...).
+
+    ``negatives``: photos (files or folders) *without* the subject — the same rooms with other things in them, the
+    photos of your other concepts: trained as "No" by the concept and its head, beside the pool's photos, which
+    cannot show your rooms (see README, Evaluation: the domain shortcut)."""
     pipeline = ConceptPipeline(engine, recipe, train=train, data=data, pool=pool, progress=progress)
     return pipeline.run(name, photos, save=save, overwrite=overwrite, training_set=training_set, checkpoint_dir=checkpoint_dir,
-                        visual=visual, on_recognition_ready=on_recognition_ready, callbacks=callbacks)
+                        visual=visual, on_recognition_ready=on_recognition_ready, callbacks=callbacks, negatives=negatives)

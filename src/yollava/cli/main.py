@@ -59,6 +59,9 @@ def personalize(
     recipe_options: RecipeOptions = RECIPE_OPTIONS,
     category: str = CategoryOpt,
     pool: list[Path] = typer.Option(None, "--pool", help="Folder(s) of generic photos for negatives (default: the shared pool)."),
+    negatives: list[Path] = typer.Option(None, "--negatives", help="Photos (files or folders) WITHOUT the subject: the same rooms "
+                                         "with other things in them, your other concepts' photos. Trained as 'no'; helps most "
+                                         "where your photos share places with other things."),
     overwrite: bool = typer.Option(False, help="Replace an existing concept of that name."),
     seed: int = SeedOpt,
 ):
@@ -69,6 +72,8 @@ def personalize(
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     if recipe_options.recipe.startswith("yochameleon"):
+        if negatives:
+            _fail("--negatives is not available with the yochameleon recipes yet")
         return _personalize_unified(name, photos, model, concepts_dir, recipe_options, category, pool, overwrite, seed)
     chosen = _recipe(recipe_options, category=category, seed=seed)
     engine = _engine(model, concepts_dir)
@@ -83,7 +88,7 @@ def personalize(
 
     try:
         result = run(engine, name, photos, recipe=chosen, pool=load_pool(pool) if pool else None, overwrite=overwrite,
-                     on_recognition_ready=ready)
+                     on_recognition_ready=ready, negatives=negatives or ())
     except YollavaError as e:
         _fail(str(e))
     from ..who import decision_threshold

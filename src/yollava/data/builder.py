@@ -14,6 +14,11 @@ decision ``recognize`` reads; positives also come as ``positive_views`` augmente
 repeated pixels. ``calibration_negatives`` unused pool photos (half the next-nearest, half random) and
 ``calibration_views`` unseen views of the positives are set aside, never trained on, to set the
 concept's yes/no threshold without spending any of the user's photos.
+
+``negative_photos``: photos the user gives as ones *without* the subject (the same rooms with other things in
+them; the photos of their other concepts), each a "No" sample ("given_negative") as the photo and
+:data:`GIVEN_NEGATIVE_VIEWS` augmented views of it, beside the pool's negatives: negatives from the user's own domain,
+which the pool cannot supply.
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ AnswerFn = Callable[[str, Path], str]
 AnswerManyFn = Callable[[list[tuple[str, Path]]], list[str]]
 #: questions answered per call of an AnswerManyFn (the answers are cached after each call)
 ANSWER_BATCH = 20
+#: augmented views of each given negative photo trained besides the photo itself (a fixed choice, not tuned)
+GIVEN_NEGATIVE_VIEWS = 2
 
 
 def expand_photos(photos: Iterable[str | Path]) -> list[Path]:
@@ -112,6 +119,21 @@ def _checked_positives(photos: list[Path], pool: ImagePool | None, need_vectors:
     return [ok[i] for i in keep], shas, None if vectors is None else vectors[keep], skipped
 
 
+def _given_negatives(photos: Iterable[str | Path], positive_shas: set[str]) -> tuple[list[Path], list[str]]:
+    """The user's photos without the subject: readable (an unreadable one raises, naming it), distinct, none a copy
+    of one of the subject's photos."""
+    out, shas = [], []
+    for p in expand_photos(photos):
+        load_image(p)
+        sha = file_sha256(p)
+        if sha in positive_shas:
+            log.warning("%s is one of the subject's own photos; not using it as a photo without the subject", p)
+        elif sha not in shas:
+            out.append(p)
+            shas.append(sha)
+    return out, shas
+
+
 def _answer_missing(cache: AnswerCache, missing: list[tuple[Path, str, str]], fingerprint: str, answer_fn: AnswerFn | None,
                     answer_many: AnswerManyFn | None, label: str) -> None:
     """Ask the base model the ``(photo, sha256, question)`` not in ``cache`` yet, a batch (or one) at a time,
@@ -163,6 +185,7 @@ def build_training_set(
     caption_photos: int = 0,
     caption_negatives: int = 0,
     scene_negatives: int = 0,
+    negative_photos: Iterable[str | Path] = (),
 ) -> TrainingSet:
     """Build the training set for concept ``name`` from the user's ``photos`` (files or folders).
 
@@ -180,11 +203,12 @@ def build_training_set(
     ``caption_photos``: that many of the photos are asked "Describe this photo." by the base model (through
     ``answer_fn``/``answer_many``, cached like the conversations) and its caption, rewritten to name the subject by
     the identifier (:func:`~yollava.data.templates.name_in_caption`), becomes the answer of a caption sample
-    with the photo (MyVLM's captioning task). ``caption_negatives``: that many of the negatives (hard ones first) are
+    with the photo (MyVLM's captioning task). ``caption_negatives``: that many of the negatives (given, then hard ones first) are
     captioned too, their captions kept as they are ("other_caption" samples: where the subject is not, it is not named).
     ``scene_negatives``: up to that many crops of each photo where the subject is not (:mod:`.scene`; found with the
     pool's embedder, so it needs a pool and 2 photos or more), each a "No" sample ("scene_negative"), with the short
-    answers' question.
+    answers' question. ``negative_photos``: see the module docstring (files or folders; a copy of one of the
+    subject's photos is left out with a warning; an unreadable one is an error naming it).
     """
     identifier = identifier_for(name)
     if not (sentence_answers or short_answers):
@@ -207,6 +231,7 @@ def build_training_set(
             + "; give at least 1 (the paper uses 3-10)"
         )
 
+    given, given_shas = _given_negatives(negative_photos, set(pos_shas))
     hard, easy, calibration = [], [], []
     if want_negatives:
         chosen = choose_negatives(pool, pos_paths, pos_vecs, n_hard=n_hard_negatives if hard_negatives else 0,
@@ -222,7 +247,8 @@ def build_training_set(
         return Sample(short_query(identifier, rng, query_share), answer, image, kind, view, calibration)
 
     if positive_views is None:
-        positive_views = max(0, math.ceil((len(hard) + len(easy)) / len(pos_paths)) - 1)
+        n_negative_answers = len(hard) + len(easy) + len(given) * (1 + GIVEN_NEGATIVE_VIEWS)
+        positive_views = max(0, math.ceil(n_negative_answers / len(pos_paths)) - 1)
     samples: list[Sample] = []
     for p in pos_paths:
         if sentence_answers:
@@ -231,7 +257,7 @@ def build_training_set(
             samples += [Sample(*pos_t[i], image=p, kind="positive") for i in picks]
         if short_answers:
             samples += [short(p, "positive", view) for view in range(positive_views + 1)]
-    negatives = [(h.path, "hard_negative") for h in hard] + [(p, "negative") for p in easy]
+    negatives = [(p, "given_negative") for p in given] + [(h.path, "hard_negative") for h in hard] + [(p, "negative") for p in easy]
     with_sentence = set(range(len(negatives)))
     if sentence_negatives is not None and sentence_negatives < len(negatives):
         with_sentence = set(rng.sample(range(len(negatives)), sentence_negatives))
@@ -239,7 +265,8 @@ def build_training_set(
         if sentence_answers and i in with_sentence:
             samples.append(Sample(*rng.choice(neg_t), image=p, kind=kind))
         if short_answers:
-            samples.append(short(p, kind))
+            views = range(1 + GIVEN_NEGATIVE_VIEWS) if kind == "given_negative" else (0,)
+            samples += [short(p, kind, view) for view in views]
     scene = choose_scene_crops(pos_paths, pool.embedder, scene_negatives) if scene_negatives else []
     samples += [short(c.photo, "scene_negative", SCENE_VIEW_BASE + c.crop) for c in scene]
     # held aside to set the threshold: always asked the product's own query, as recognize() does
@@ -275,6 +302,7 @@ def build_training_set(
         "sentence_answers": sentence_answers, "short_answers": short_answers, "sentence_negatives": sentence_negatives,
         "positive_views": positive_views if short_answers else 0, "calibration_negatives": calibration_negatives, "calibration_views": calibration_views,
         "product_query_share": product_query_share, "caption_photos": caption_photos, "caption_negatives": caption_negatives,
+        "given_negatives": len(given), "given_negative_sha256": given_shas,
         "scene_negatives": scene_negatives, "scene_crops": [[str(c.photo), c.crop, round(c.score, 4), round(c.best, 4)] for c in scene],
         "model_fingerprint": model_fingerprint, "positive_sha256": pos_shas,
         "pool": None if pool is None else {"index_dir": str(pool.index_dir), "size": len(pool), "embedder": pool.embedder_id},

@@ -9,7 +9,8 @@ from pathlib import Path
 #: "other_caption": "Describe this photo." about a negative photo, answered with the base model's own caption (the
 #: subject is not in it, so it is not named: recipe ``myvlm`` teaches with them when not to name the subject)
 #: "scene_negative": a crop of one of the user's own photos where the subject is not (:mod:`yollava.data.scene`)
-KINDS = ("positive", "negative", "hard_negative", "scene_negative", "conversation", "caption", "other_caption")
+#: "given_negative": a photo the user gave as one without the subject (the same places; their other concepts' photos)
+KINDS = ("positive", "negative", "hard_negative", "scene_negative", "given_negative", "conversation", "caption", "other_caption")
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,9 @@ class Subject:
     negatives: list[Path] = field(default_factory=list)  # extra negatives of this subject only
     description: str | None = None  # human-written; names the subject by ``plain``
     category: str = "object"  # "person" or "object" (picks the conversation questions)
+    #: photos without the subject given to training as "No" (``personalize --negatives``): see
+    #: :meth:`RecognitionDataset.with_library_negatives`
+    train_negatives: list[Path] = field(default_factory=list)
 
     @property
     def concept(self) -> str:
@@ -112,8 +115,19 @@ class RecognitionDataset:
         return paths, labels
 
     def split(self) -> dict:
-        return {s.name: {"train": [p.name for p in s.train], "test": [p.name for p in s.test],
-                         "extra_negatives": len(s.negatives)} for s in self.subjects}
+        return {s.name: {"train": [p.name for p in s.train], "test": [p.name for p in s.test], "extra_negatives": len(s.negatives),
+                         **({"train_negatives": len(s.train_negatives)} if s.train_negatives else {})} for s in self.subjects}
+
+    def with_library_negatives(self) -> RecognitionDataset:
+        """The same dataset where each subject trains with every other subject's *training* photos as photos
+        without it (``personalize --negatives``): a user whose library holds the other subjects. Test photos are
+        untouched, so no test photo is ever trained on; the other subjects' test photos stay its negatives."""
+        from dataclasses import replace
+
+        subjects = [replace(s, train_negatives=[p for o in self.subjects if o.name != s.name for p in o.train])
+                    for s in self.subjects]
+        return replace(self, subjects=subjects, notes=self.notes + "; each subject trains with the other subjects' training "
+                                                                  "photos as photos without it (library negatives)")
 
     def select(self, subjects: list[str] | None = None, max_subjects: int | None = None) -> list[Subject]:
         chosen = [self.subject(n) for n in subjects] if subjects else list(self.subjects)

@@ -219,11 +219,12 @@ class YollavaMethod(Method):
         pipeline = ConceptPipeline(engine, self.recipe_name(ctx), train=self.train_config(ctx), data=data, pool_loader=lambda: ctx.pool,
                                    progress=ctx.progress)
         t0 = time.perf_counter()
-        ts = pipeline.training_set(name, list(subject.train))
+        ts = pipeline.training_set(name, list(subject.train), negatives=subject.train_negatives)
         ts.save(ctx.run_dir / "training_sets" / self.name / f"{name}.json")
         build_seconds = time.perf_counter() - t0
         ckpt = ctx.run_dir / "checkpoints" / self.name
-        result = pipeline.run(name, list(subject.train), training_set=ts, save=False, visual=False, checkpoint_dir=ckpt)
+        result = pipeline.run(name, list(subject.train), training_set=ts, save=False, visual=False, checkpoint_dir=ckpt,
+                              negatives=subject.train_negatives)
         result.concept.meta["data_build_seconds"] = round(build_seconds, 2)
         result.concept.meta["eval_data_config"] = asdict(data)
         engine.save_concept(name, self.folder(ctx))
@@ -247,7 +248,8 @@ class YollavaMethod(Method):
             recipe = meta.get("recipe", {})
             same = (not settings_differences(recipe.get("train", recipe), json.loads(json.dumps(asdict(self.train_config(ctx)))))
                     and not settings_differences(meta.get("eval_data_config"), json.loads(json.dumps(asdict(data))))
-                    and sorted(p["sha256"] for p in meta.get("source_photos", [])) == sorted(file_sha256(p) for p in subject.train))
+                    and sorted(p["sha256"] for p in meta.get("source_photos", [])) == sorted(file_sha256(p) for p in subject.train)
+                    and sorted(meta.get("data", {}).get("given_negative_sha256", [])) == sorted(map(file_sha256, subject.train_negatives)))
             if not same:
                 log.warning("not reusing %s: trained with other photos or settings", src)
                 continue
@@ -401,7 +403,7 @@ class HeadMethod(Method):
 
         if not subject.train:
             raise Unavailable("no training photo")
-        signature = fit_signature(subject.train, ctx.pool.embedder, ctx.pool, seed=ctx.train.seed)
+        signature = fit_signature(subject.train, ctx.pool.embedder, ctx.pool, seed=ctx.train.seed, negatives=subject.train_negatives)
         if signature.head.info.get("kind") != "logistic":
             raise Unavailable("the image pool gave no negatives (empty pool?)")
         self._signatures[subject.name] = signature

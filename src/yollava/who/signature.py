@@ -101,7 +101,7 @@ def composite(subject: Image.Image, background: Image.Image, rng: random.Random,
 def fit_signature(photos: Sequence[str | Path | Image.Image], embedder, pool=None, *, n_hard: int = DEFAULT_HEAD_HARD,
                   n_easy: int = DEFAULT_HEAD_EASY, seed: int = 0, exclude: Iterable[str | Path] = (),
                   features: np.ndarray | None = None, views: int = DEFAULT_HEAD_VIEWS, composites: int = 0,
-                  threshold: float = HEAD_THRESHOLD) -> VisualSignature:
+                  threshold: float = HEAD_THRESHOLD, negatives: Sequence[str | Path] = ()) -> VisualSignature:
     """The prototype and concept head of a subject from its photos (about a second with EfficientNet).
 
     Negatives come from ``pool`` (an :class:`~yollava.data.pool.ImagePool` made with the same embedder), chosen
@@ -112,7 +112,9 @@ def fit_signature(photos: Sequence[str | Path | Image.Image], embedder, pool=Non
     Augmentation (head only; the prototype is the photos' own mean): ``views`` augmented views per photo
     (crop, mirror, colour jitter: ``data.augment``) as extra positives; ``composites`` per photo: the
     photo pasted onto a random pool photo as a positive, and a pool photo pasted onto another as a
-    negative (so pasting itself says nothing). ``threshold``: the logistic head's decision threshold."""
+    negative (so pasting itself says nothing). ``threshold``: the logistic head's decision threshold.
+    ``negatives``: the user's photos without the subject (``personalize --negatives``), each with ``views`` augmented
+    views, beside the pool's negatives (used only with a pool)."""
     from ..data.negatives import choose_negatives
 
     t0 = time.perf_counter()
@@ -142,6 +144,14 @@ def fit_signature(photos: Sequence[str | Path | Image.Image], embedder, pool=Non
             x_aug_pos = embed_images(embedder, extra_pos)
         if extra_neg:
             x_aug_neg = embed_images(embedder, extra_neg)
+    if len(negatives):
+        from ..data.augment import augmented_view
+        from ..images import load_image
+
+        given = [load_image(p) for p in negatives]
+        given += [augmented_view(im, v, seed=seed * 1000 + 500 + i) for i, im in enumerate(given) for v in range(1, views + 1)]
+        x_aug_neg = np.concatenate([x_aug_neg, embed_images(embedder, given)])
+        info["given_negatives"] = len(negatives)
         info["augmentation"] = {"views": views, "composites": composites}
     if pool is not None and len(pool) and getattr(pool, "embedder_id", eid) == eid and (n_hard or n_easy):
         rows = {e["path"]: i for i, e in enumerate(pool.entries)}
