@@ -9,7 +9,7 @@ import torch
 
 from yollava.concepts import load_concept
 from yollava.errors import InvalidConceptNameError, NotEnoughPhotosError
-from yollava.many import discover_subjects, personalize_many
+from yollava.many import discover_subjects, library_negatives, personalize_many
 from yollava.personalize import DataConfig
 from yollava.train import TrainConfig
 
@@ -46,6 +46,17 @@ def test_local_run_trains_and_saves_every_subject(subjects_dir, llava_engine, tm
     assert not torch.equal(concepts["bo"].input_rows, concepts["anna"].input_rows)
     with pytest.raises(InvalidConceptNameError, match="already exist"):
         personalize_many("unused", subjects_dir, tmp_path / "out", train=FAST, data=NO_EXTRA_DATA, engine=llava_engine, progress=False)
+
+
+def test_library_negatives_train_each_subject_against_the_others(subjects_dir, llava_engine, tmp_path):
+    subjects = discover_subjects(subjects_dir)
+    assert library_negatives(subjects) == {"anna": subjects["bo"], "bo": subjects["anna"]}
+    saved = personalize_many("unused", subjects_dir, tmp_path / "out", train=FAST, data=NO_EXTRA_DATA, engine=llava_engine, progress=False,
+                             library=True)
+    fp = llava_engine.fingerprint()
+    for name in saved:
+        data = load_concept(tmp_path / "out", name, fp).meta["data"]
+        assert data["given_negatives"] == 3 and data["given_negative_sha256"]
 
 
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed (pip install -e '.[test]')")

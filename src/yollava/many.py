@@ -40,27 +40,35 @@ def discover_subjects(folder: str | Path) -> dict[str, list[Path]]:
     return subjects
 
 
+def library_negatives(subjects: dict[str, list[Path]]) -> dict[str, list[Path]]:
+    """Each subject's photos without it: every other subject's photos."""
+    return {name: [p for other, photos in subjects.items() if other != name for p in photos] for name in subjects}
+
+
 def train_subjects(engine: Engine, subjects: dict[str, list[Path]], train: TrainConfig, data: DataConfig, pool=None, progress: bool = True,
-                   recipe_name: str | None = None, signatures: bool = True) -> dict[str, Concept]:
+                   recipe_name: str | None = None, signatures: bool = True, library: bool = False) -> dict[str, Concept]:
     """Each subject's training set, then all of them trained together, then (``signatures``) each one's visual
-    signature: the steps of :class:`ConceptPipeline`. Nothing is saved."""
+    signature: the steps of :class:`ConceptPipeline`. ``library``: each subject trains with the other subjects'
+    photos as photos without it (``personalize --negatives``). Nothing is saved."""
     pipeline = ConceptPipeline(engine, recipe_name, train=train, data=data, pool=pool, progress=progress)
     for photos in subjects.values():
         pipeline.check_photos(photos)
-    sets = {name: pipeline.training_set(name, photos) for name, photos in subjects.items()}
+    negatives = library_negatives(subjects) if library else {name: [] for name in subjects}
+    sets = {name: pipeline.training_set(name, photos, negatives=negatives[name]) for name, photos in subjects.items()}
     results = pipeline.train_many(sets)
     concepts = {}
     for name, result in results.items():
-        signature = pipeline.signature(subjects[name]) if signatures else None
+        signature = pipeline.signature(subjects[name], negatives=negatives[name]) if signatures else None
         concepts[name] = pipeline.describe(result.concept, subjects[name], sets[name], signature)
     return concepts
 
 
-def _train_group_remote(model: str, concepts_dir: str, subjects: dict[str, list[str]], train: dict, data: dict, recipe_name: str) -> dict[str, Any]:
+def _train_group_remote(model: str, concepts_dir: str, subjects: dict[str, list[str]], train: dict, data: dict, recipe_name: str,
+                        library: bool = False) -> dict[str, Any]:
     """Runs on a Ray worker: returns plain tensors + metadata, and the base model's fingerprint."""
     engine = Engine.from_pretrained(model, concepts_dir)
     concepts = train_subjects(engine, {n: [Path(p) for p in ps] for n, ps in subjects.items()}, TrainConfig(**train), DataConfig(**data), progress=False,
-                              recipe_name=recipe_name)
+                              recipe_name=recipe_name, library=library)
     return {
         "fingerprint": engine.fingerprint(),
         "concepts": {n: {"input_rows": c.input_rows.detach().cpu(), "output_row": c.output_row.detach().cpu(), "meta": c.meta,
@@ -81,9 +89,12 @@ def personalize_many(
     groups: int | None = None,
     engine: Engine | None = None,
     progress: bool = True,
+    library: bool = False,
 ) -> dict[str, Path]:
     """Learn one concept per subfolder of ``folder`` and save them; returns name -> metadata path.
-    ``recipe``: a :class:`yollava.recipes.Recipe` or its name (default ``"fast"``); ``train``/``data`` replace its settings."""
+    ``recipe``: a :class:`yollava.recipes.Recipe` or its name (default ``"fast"``); ``train``/``data`` replace its settings.
+    ``library``: each subject trains with the other subjects' photos as photos without it (with Ray: those of its
+    worker group)."""
     from .recipes import resolve_recipe
 
     recipe = resolve_recipe(recipe, train, data)
@@ -101,7 +112,7 @@ def personalize_many(
         raise InvalidConceptNameError(f"concepts already exist in {out_dir}: {', '.join(clashes)} (remove them or pass overwrite)")
 
     if ray_address is None:
-        concepts = train_subjects(engine, subjects, train, data, progress=progress, recipe_name=recipe.name)
+        concepts = train_subjects(engine, subjects, train, data, progress=progress, recipe_name=recipe.name, library=library)
         return {n: save_concept(c, out_dir, engine.fingerprint()) for n, c in concepts.items()}
 
     import ray
@@ -112,7 +123,7 @@ def personalize_many(
     batches = [names[i::n_groups] for i in range(n_groups) if names[i::n_groups]]
     remote = ray.remote(num_cpus=1)(_train_group_remote)
     futures = [
-        remote.remote(model, str(out_dir), {n: [str(p) for p in subjects[n]] for n in batch}, asdict(train), asdict(data), recipe.name)
+        remote.remote(model, str(out_dir), {n: [str(p) for p in subjects[n]] for n in batch}, asdict(train), asdict(data), recipe.name, library)
         for batch in batches
     ]
     saved: dict[str, Path] = {}

@@ -156,6 +156,8 @@ def personalize_many(
     category: str = CategoryOpt,
     ray: str = typer.Option(None, "--ray", help="Ray cluster address ('auto', 'ray://host:10001', or 'local' for a local instance)."),
     groups: int = typer.Option(None, help="With --ray: how many worker groups (default: one per CPU, at most one per subject)."),
+    library_negatives: bool = typer.Option(False, "--library-negatives", help="Each subject trains with the other subjects' photos "
+                                           "as photos without it (as personalize --negatives)."),
     overwrite: bool = typer.Option(False),
     seed: int = SeedOpt,
 ):
@@ -165,7 +167,7 @@ def personalize_many(
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     chosen = _recipe(recipe_options, category=category, seed=seed)
     try:
-        saved = run(model, folder, concepts_dir, recipe=chosen, overwrite=overwrite, ray_address=ray, groups=groups)
+        saved = run(model, folder, concepts_dir, recipe=chosen, overwrite=overwrite, ray_address=ray, groups=groups, library=library_negatives)
     except (YollavaError, FileNotFoundError) as e:
         _fail(str(e))
     for name, path in saved.items():
