@@ -51,6 +51,10 @@ def test_local_run_trains_and_saves_every_subject(subjects_dir, llava_engine, tm
 def test_library_negatives_train_each_subject_against_the_others(subjects_dir, llava_engine, tmp_path):
     subjects = discover_subjects(subjects_dir)
     assert library_negatives(subjects) == {"anna": subjects["bo"], "bo": subjects["anna"]}
+    shared = subjects_dir / "anna" / "shared.jpg"  # a photo of both, filed under anna too: never a negative of bo
+    shared.write_bytes(subjects["bo"][0].read_bytes())
+    assert library_negatives(discover_subjects(subjects_dir))["bo"] == subjects["anna"]
+    shared.unlink()
     saved = personalize_many("unused", subjects_dir, tmp_path / "out", train=FAST, data=NO_EXTRA_DATA, engine=llava_engine, progress=False,
                              library=True)
     fp = llava_engine.fingerprint()

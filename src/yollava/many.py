@@ -41,8 +41,14 @@ def discover_subjects(folder: str | Path) -> dict[str, list[Path]]:
 
 
 def library_negatives(subjects: dict[str, list[Path]]) -> dict[str, list[Path]]:
-    """Each subject's photos without it: every other subject's photos."""
-    return {name: [p for other, photos in subjects.items() if other != name for p in photos] for name in subjects}
+    """Each subject's photos without it: every other subject's photos, less any that is also one of its own (the same
+    photo filed under two subjects shows both)."""
+    from .images import file_sha256
+
+    sha = {p: file_sha256(p) for photos in subjects.values() for p in photos}
+    own = {name: {sha[p] for p in photos} for name, photos in subjects.items()}
+    return {name: [p for other, photos in subjects.items() if other != name for p in photos if sha[p] not in own[name]]
+            for name in subjects}
 
 
 def train_subjects(engine: Engine, subjects: dict[str, list[Path]], train: TrainConfig, data: DataConfig, pool=None, progress: bool = True,
