@@ -154,3 +154,13 @@ def test_a_concept_trained_without_the_library_is_not_reused_by_a_library_run(tm
 
     assert not reused(others, "library.run")
     assert reused([], "plain.run")
+
+
+def test_eval_refuses_library_negatives_on_a_one_subject_dataset(tmp_path):
+    from typer.testing import CliRunner
+
+    from yollava.cli import app
+
+    r = CliRunner().invoke(app, ["eval", "recognition", "--dataset", "bo", "--library-negatives", "--out", str(tmp_path / "r.json")])
+    assert r.exit_code == 1 and "--library-negatives needs a dataset of several subjects" in " ".join(r.output.split())
+    assert not (tmp_path / "r.json").exists()

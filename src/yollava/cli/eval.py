@@ -174,6 +174,8 @@ def recognition(
     pool_negatives: int = typer.Option(None, "--pool-negatives", help="Random pool photos held out as test negatives (default: 20 for bo, 0 otherwise)."),
     max_negatives: int = typer.Option(None, "--max-negatives", help="At most N test negatives per subject (seeded sample, same for every method)."),
     pool_hard_negatives: int = typer.Option(None, "--pool-hard-negatives", help="Per subject, pool photos nearest its test photos held out as test negatives (default: 10 for bo, 0 otherwise)."),
+    library_negatives: bool = typer.Option(False, "--library-negatives", help="myvlm/DIR: each subject also trains with the other "
+                                           "subjects' training photos as photos without it (personalize --negatives); test photos untouched."),
     recipe_options: RecipeOptions = RECIPE_OPTIONS,
     pool: list[Path] = PoolOpt, index_dir: Path = IndexDirOpt,
     caption_tokens: int = CaptionTokOpt, summary_tokens: int = SummaryTokOpt,
@@ -186,10 +188,13 @@ def recognition(
     from ..eval.recognition import RecognitionTask
 
     is_bo = dataset == "bo"
+    if library_negatives and is_bo:
+        _fail("--library-negatives needs a dataset of several subjects (myvlm or a folder); bo has one")
 
     def make_task():
+        data = load_dataset(dataset, data_root, train_per_subject, seed)
         return RecognitionTask(
-            load_dataset(dataset, data_root, train_per_subject, seed), subjects=_split(subjects), max_subjects=max_subjects,
+            data.with_library_negatives() if library_negatives else data, subjects=_split(subjects), max_subjects=max_subjects,
             pool_negatives=(20 if is_bo else 0) if pool_negatives is None else pool_negatives,
             pool_hard_negatives=(10 if is_bo else 0) if pool_hard_negatives is None else pool_hard_negatives,
             max_negatives=max_negatives, seed=seed, data_root=data_root,
