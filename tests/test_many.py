@@ -69,13 +69,16 @@ def test_ray_run_on_a_local_instance(subjects_dir, tiny_model_dirs, tmp_path):
     import ray
 
     try:
-        saved = personalize_many(str(tiny_model_dirs["llava"]), subjects_dir, tmp_path / "out", train=FAST, data=NO_EXTRA_DATA, ray_address="local", groups=2)
+        saved = personalize_many(str(tiny_model_dirs["llava"]), subjects_dir, tmp_path / "out", train=FAST, data=NO_EXTRA_DATA, ray_address="local", groups=2,
+                                 library=True)
     finally:
         ray.shutdown()
     assert sorted(saved) == ["anna", "bo"]
     from yollava import YoLLaVA
 
     engine = YoLLaVA.from_pretrained(str(tiny_model_dirs["llava"]), tmp_path / "out")
-    engine.load_concept("bo")
-    engine.load_concept("anna")  # fingerprints reported by the workers match the model
+    for name in ("bo", "anna"):
+        concept = engine.load_concept(name)  # fingerprints reported by the workers match the model
+        # one subject per worker group, and still the other subject's 3 photos as its library negatives
+        assert concept.meta["data"]["given_negatives"] == 3
     assert isinstance(engine.chat("Are <bo> and <anna> here?", max_new_tokens=2), str)

@@ -52,14 +52,15 @@ def library_negatives(subjects: dict[str, list[Path]]) -> dict[str, list[Path]]:
 
 
 def train_subjects(engine: Engine, subjects: dict[str, list[Path]], train: TrainConfig, data: DataConfig, pool=None, progress: bool = True,
-                   recipe_name: str | None = None, signatures: bool = True, library: bool = False) -> dict[str, Concept]:
+                   recipe_name: str | None = None, signatures: bool = True,
+                   negatives: dict[str, list[Path]] | None = None) -> dict[str, Concept]:
     """Each subject's training set, then all of them trained together, then (``signatures``) each one's visual
-    signature: the steps of :class:`ConceptPipeline`. ``library``: each subject trains with the other subjects'
-    photos as photos without it (``personalize --negatives``). Nothing is saved."""
+    signature: the steps of :class:`ConceptPipeline`. ``negatives``: per subject, photos without it
+    (``personalize --negatives``; e.g. :func:`library_negatives`). Nothing is saved."""
     pipeline = ConceptPipeline(engine, recipe_name, train=train, data=data, pool=pool, progress=progress)
     for photos in subjects.values():
         pipeline.check_photos(photos)
-    negatives = library_negatives(subjects) if library else {name: [] for name in subjects}
+    negatives = {name: list((negatives or {}).get(name, ())) for name in subjects}
     sets = {name: pipeline.training_set(name, photos, negatives=negatives[name]) for name, photos in subjects.items()}
     results = pipeline.train_many(sets)
     concepts = {}
@@ -70,11 +71,11 @@ def train_subjects(engine: Engine, subjects: dict[str, list[Path]], train: Train
 
 
 def _train_group_remote(model: str, concepts_dir: str, subjects: dict[str, list[str]], train: dict, data: dict, recipe_name: str,
-                        library: bool = False) -> dict[str, Any]:
+                        negatives: dict[str, list[str]] | None = None) -> dict[str, Any]:
     """Runs on a Ray worker: returns plain tensors + metadata, and the base model's fingerprint."""
     engine = Engine.from_pretrained(model, concepts_dir)
     concepts = train_subjects(engine, {n: [Path(p) for p in ps] for n, ps in subjects.items()}, TrainConfig(**train), DataConfig(**data), progress=False,
-                              recipe_name=recipe_name, library=library)
+                              recipe_name=recipe_name, negatives={n: [Path(p) for p in ps] for n, ps in (negatives or {}).items()})
     return {
         "fingerprint": engine.fingerprint(),
         "concepts": {n: {"input_rows": c.input_rows.detach().cpu(), "output_row": c.output_row.detach().cpu(), "meta": c.meta,
@@ -99,13 +100,14 @@ def personalize_many(
 ) -> dict[str, Path]:
     """Learn one concept per subfolder of ``folder`` and save them; returns name -> metadata path.
     ``recipe``: a :class:`yollava.recipes.Recipe` or its name (default ``"fast"``); ``train``/``data`` replace its settings.
-    ``library``: each subject trains with the other subjects' photos as photos without it (with Ray: those of its
-    worker group)."""
+    ``library``: each subject trains with all the other subjects' photos as photos without it (with Ray too,
+    whichever worker group it lands in)."""
     from .recipes import resolve_recipe
 
     recipe = resolve_recipe(recipe, train, data)
     train, data = recipe.train, recipe.data
     subjects = discover_subjects(folder)
+    negatives = library_negatives(subjects) if library else {}
     if engine is None and ray_address is None:
         engine = Engine.from_pretrained(model, concepts_dir)
     out_dir = Path(concepts_dir) if concepts_dir else (engine.concepts_dir if engine else None)
@@ -118,7 +120,7 @@ def personalize_many(
         raise InvalidConceptNameError(f"concepts already exist in {out_dir}: {', '.join(clashes)} (remove them or pass overwrite)")
 
     if ray_address is None:
-        concepts = train_subjects(engine, subjects, train, data, progress=progress, recipe_name=recipe.name, library=library)
+        concepts = train_subjects(engine, subjects, train, data, progress=progress, recipe_name=recipe.name, negatives=negatives)
         return {n: save_concept(c, out_dir, engine.fingerprint()) for n, c in concepts.items()}
 
     import ray
@@ -129,7 +131,8 @@ def personalize_many(
     batches = [names[i::n_groups] for i in range(n_groups) if names[i::n_groups]]
     remote = ray.remote(num_cpus=1)(_train_group_remote)
     futures = [
-        remote.remote(model, str(out_dir), {n: [str(p) for p in subjects[n]] for n in batch}, asdict(train), asdict(data), recipe.name, library)
+        remote.remote(model, str(out_dir), {n: [str(p) for p in subjects[n]] for n in batch}, asdict(train), asdict(data), recipe.name,
+                      {n: [str(p) for p in negatives.get(n, ())] for n in batch})
         for batch in batches
     ]
     saved: dict[str, Path] = {}
