@@ -72,15 +72,16 @@ class RunStore:
         return read_records(self.path)
 
     def reusable_records(self, folders: list[Path]) -> dict[tuple[str, str], dict]:
-        """Finished (method, subject) records of other run folders made with exactly this protocol (their
-        ``config.json`` equals ours): the same result, so a run need not compute it again. The first folder
-        that has a pair wins; each record says where it came from (``reused_from``)."""
+        """Finished (method, subject) records of other run folders made under this protocol (by the rule that lets a
+        run folder resume: :func:`settings_differences`, so a folder from before a setting existed still counts while
+        that setting is left off): the same result, so a run need not compute it again. The first folder that has a
+        pair wins; each record says where it came from (``reused_from``)."""
         out: dict[tuple[str, str], dict] = {}
         for folder in folders:
             cfg = Path(folder) / CONFIG_FILE
             if Path(folder).resolve() == self.dir.resolve() or not cfg.exists():
                 continue
-            if json.loads(cfg.read_text(encoding="utf-8")) != self.protocol:
+            if settings_differences(json.loads(cfg.read_text(encoding="utf-8")), self.protocol):
                 continue
             for r in read_records(Path(folder) / RECORDS_FILE):
                 out.setdefault((r["method"], r["subject"]), {**r, "reused_from": str(folder)})
