@@ -49,6 +49,12 @@ def test_recognize_all_and_modes(setup, world, tmp_path):  # noqa: F811
     assert r.exit_code == 0 and "found: <red>" in r.output
     r = run("chat", "Who is in this photo?", "--image", red, *common, "--max-new-tokens", 2, "--no-who")
     assert r.exit_code == 0 and "found:" not in r.output
+    # a question that names concepts: what their heads see is said first, and shown
+    r = run("chat", "Is <blue> here?", "--image", red, *common, "--max-new-tokens", 2, "--concept", "red")
+    assert r.exit_code == 0 and "heads: <blue> not in the photo" in r.output and "<red> in the photo" in r.output, r.output
+    assert "found:" not in r.output
+    r = run("chat", "Is <blue> here?", "--image", red, *common, "--max-new-tokens", 2, "--no-who")
+    assert r.exit_code == 0 and "heads:" not in r.output
 
 
 def test_pending_concept_is_listed_recognised_and_removed(setup, world):  # noqa: F811

@@ -144,7 +144,7 @@ def test_recognition_ready_before_conversation_ready(adapter, tmp_path, monkeypa
         assert who(c, h, ["red"])["results"] == []
 
 
-def test_who_is_per_user_and_follows_their_concepts(adapter, world, tmp_path):
+def test_who_is_per_user_and_follows_their_concepts(adapter, world, tmp_path, monkeypatch):
     train, data = tiny_recipe()
     engine = make_engine(adapter)
     app = create_app(ServerConfig(model="tiny", home=tmp_path / "home", train=train, data=data), engine)
@@ -167,6 +167,24 @@ def test_who_is_per_user_and_follows_their_concepts(adapter, world, tmp_path):
         assert r.status_code == 200 and "concepts_found" not in r.json()
         r = c.post("/v1/recognize", headers=bob, json={"concepts": ["rouge"], "image": data_url(jpeg(["red"]))})
         assert r.status_code == 404
+        # a question that names a concept hears first what its head sees in the photo ("who": false: the model alone)
+        import yollava.serve.routers.chat as chat_router
+
+        asked = []
+        real_session = chat_router.ChatSession
+        monkeypatch.setattr(chat_router, "ChatSession", lambda engine, conversation, *a: asked.append(conversation[-1][1])
+                            or real_session(engine, conversation, *a))
+
+        def named(colour, **extra):
+            content = [{"type": "text", "text": "Is <rouge> here?"}, {"type": "image_url", "image_url": {"url": data_url(jpeg([colour]))}}]
+            return c.post("/v1/chat/completions", headers=alice, json={"messages": [{"role": "user", "content": content}], "max_tokens": 2, **extra})
+
+        r = named("red")
+        assert r.status_code == 200 and [x["concept"] for x in r.json()["concepts_found"]] == ["rouge"]
+        assert asked[-1] == "In this photo: <rouge>. Is <rouge> here?"
+        r = named("blue")
+        assert r.status_code == 200 and "concepts_found" not in r.json() and asked[-1] == "Is <rouge> here?"
+        assert named("red", who=False).status_code == 200 and asked[-1] == "Is <rouge> here?"
         assert c.post("/v1/recognize", headers=bob, json={"concepts": [], "image": data_url(jpeg(["red"]))}).status_code == 422
         # the index follows the files: a concept added later is found, a deleted one is gone
         put_subject(engine, home / "2" / "concepts", "rosso", "red", seed=4, pool=world["pool"])

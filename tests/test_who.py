@@ -304,12 +304,42 @@ def test_chat_introduces_the_concepts_found(engine, world, monkeypatch):
     question, concepts = prompts[-1]
     assert question == "In this photo: <red>. Who is in this photo?" and concepts == ["red"]
     assert engine.bank.names() == []  # introduced for this answer only
-    # a prompt that names a concept is left alone; a photo without any of them too
-    W.chat(engine, "Is <green> here?", world["subjects"]["red"][5], max_new_tokens=2)
-    assert prompts[-1] == ("Is <green> here?", [])
+    # a photo without any of them is left alone
     yellow = photo(engine.concepts_dir.parent / "y.jpg", ["yellow"])
     out = W.chat(engine, "What is this?", yellow, max_new_tokens=2)
     assert out.found == [] and prompts[-1] == ("What is this?", [])
+
+
+def test_a_question_that_names_concepts_hears_what_their_heads_see(engine, world, monkeypatch):
+    store_subjects(engine, world)
+    prompts = []
+    real = YoLLaVA.encode
+
+    def spy(self, question, image=None, answer=None, concepts=()):
+        prompts.append(question)
+        return real(self, question, image=image, answer=answer, concepts=concepts)
+
+    monkeypatch.setattr(YoLLaVA, "encode", spy)
+    red_photo = world["subjects"]["red"][5]
+    assert [W.recognize(engine, n, red_photo, mode="head").present for n in ("red", "green")] == [True, False]
+    out = W.chat(engine, "Is <green> here? And <red>?", red_photo, max_new_tokens=2)
+    assert prompts[-1] == "In this photo: <red>. Is <green> here? And <red>?"  # the heads' "yes" only (chosen on dev)
+    assert [f.concept for f in out.found] == ["red"] and [(f.concept, f.mode, f.present) for f in out.checked] == [
+        ("green", "head", False), ("red", "head", True)]
+    # concepts= asks too; follow_heads=False leaves the question to the language model alone
+    W.chat(engine, "What colour is it?", red_photo, concepts=["red"], max_new_tokens=2)
+    assert prompts[-1] == "In this photo: <red>. What colour is it?"
+    out = W.chat(engine, "Is <red> here?", red_photo, follow_heads=False, max_new_tokens=2)
+    assert prompts[-1] == "Is <red> here?" and out.checked == []
+    # a concept without a head (made before signatures) gets no sentence: its yes/no would be the model's own
+    plain = Concept.initialise("plain", engine.adapter.embed_tokens.weight, engine.adapter.lm_head.weight, k=2, seed=9)
+    save_concept(plain, engine.concepts_dir, engine.fingerprint())
+    out = W.chat(engine, "Is <plain> here?", red_photo, max_new_tokens=2)
+    assert prompts[-1] == "Is <plain> here?" and out.checked == []
+    # a head that does not find its subject adds nothing
+    out = W.chat(engine, "Is <green> here?", red_photo, max_new_tokens=2)
+    assert prompts[-1] == "Is <green> here?" and [f.present for f in out.checked] == [False] and out.found == []
+    assert W.presence_hint([]) == ""
 
 
 def test_query_views_cover_wide_photos_edge_to_edge():

@@ -183,19 +183,24 @@ def chat(
     concepts_dir: Path = ConceptsDirOpt,
     max_new_tokens: int = typer.Option(128),
     temperature: float = typer.Option(0.0, help="0 = greedy."),
-    who: bool = typer.Option(True, "--who/--no-who", help="With a photo and no concept named: find your concepts in it first."),
+    who: bool = typer.Option(True, "--who/--no-who", help="With a photo: find your concepts in it first (none named), or tell the "
+                             "model what the named concepts' heads see in it (--no-who: the language model alone)."),
 ):
     """Ask about your concepts, with or without a photo. With a photo and no concept named, the concepts
-    found in the photo are introduced first (see `yollava recognize --all`)."""
+    found in the photo are introduced first (see `yollava recognize --all`); with concepts named, what their
+    concept heads see in the photo is said first ("In this photo: <bo>." / "Not in this photo: <bo>.")."""
     engine = _engine(model, concepts_dir)
 
     def answer(text: str, img: Path | None) -> None:
         try:
-            if img is not None and who and not concept and not engine.mentioned_concepts(text):
+            if img is not None and who:
                 from ..who import chat as who_chat
 
-                out = who_chat(engine, text, img, max_new_tokens=max_new_tokens, temperature=temperature)
-                if out.found:
+                out = who_chat(engine, text, img, max_new_tokens=max_new_tokens, temperature=temperature, concepts=concept or [])
+                if out.checked:
+                    console.print("heads: " + ", ".join(f"<{f.concept}> {'in' if f.present else 'not in'} the photo ({f.p_yes:.2f})"
+                                                        for f in out.checked), style="dim", highlight=False)
+                elif out.found:
                     console.print("found: " + ", ".join(f"<{f.concept}> ({f.mode} {f.p_yes:.2f})" for f in out.found),
                                   style="dim", highlight=False)
                 console.print(out.answer, soft_wrap=True, markup=False, highlight=False)

@@ -34,8 +34,8 @@ class ChatRequest(BaseModel):
     stream_options: dict[str, Any] | None = None
     #: yollava extension: concepts to introduce even if the text does not name them
     concepts: list[str] | None = None
-    #: yollava extension: with a photo and no concept named, introduce the concepts found in the photo
-    #: (default true; false keeps the plain model)
+    #: yollava extension: with a photo and no concept named, introduce the concepts found in the photo; with concepts
+    #: named, say first what their concept heads see in it (default true; false: the language model alone)
     who: bool | None = None
 
 

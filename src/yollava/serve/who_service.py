@@ -21,6 +21,7 @@ from ..who import (
     embed_query,
     embedder_for,
     embedder_id,
+    heads_on,
     resolve_mode,
     score_candidates,
     who_in,
@@ -77,6 +78,11 @@ class WhoService:
         engine = self.host.request_engine(self.server.space_for(user_id).concepts, [], self.server.limits.max_prompt_tokens)
         return who_in(index, engine, self.embedder, image, mode=mode, strategy=strategy, top_k=top_k or DEFAULT_TOP_K,
                       threshold=threshold, llm_lock=self.host.lock)
+
+    def heads_on(self, user_id: int, names: list[str], image) -> list[Found]:
+        """The concept heads' answers about ``image`` for those of the user's ``names`` that have one (chat's hint)."""
+        engine = self.host.request_engine(self.server.space_for(user_id).concepts, [], self.server.limits.max_prompt_tokens)
+        return heads_on(self.index(user_id), engine, self.embedder, names, image)
 
     def recognize(self, user_id: int, names: list[str], image, *, mode: str = "auto", threshold: float | None = None) -> list[Found]:
         """Each named concept (ready, or recognition-only while it trains), in the order given."""

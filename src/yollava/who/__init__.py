@@ -32,20 +32,20 @@ concept (the exact reference).
 
 The package: :mod:`.embedding` (the embedder, photo views), :mod:`.signature` (prototype and head, fitting),
 :mod:`.index` (the FAISS indexes and the library's concept sources), :mod:`.verify` (modes, scoring, :func:`who`,
-:func:`recognize`), :mod:`.conversation` (chat that introduces the concepts found), :mod:`.pending` (instant,
+:func:`recognize`), :mod:`.conversation` (chat that introduces the concepts found, and tells a question that names concepts what their heads see), :mod:`.pending` (instant,
 recognition-only concepts), :mod:`.head` (the concept head). Every public name is importable from ``yollava.who``.
 """
 
 from __future__ import annotations
 
-from .conversation import WhoChat, chat, who_prompt
+from .conversation import WhoChat, chat, named_in_photo, presence_hint, who_prompt
 from .pending import instant_concept, remove_pending, save_pending
 from .embedding import default_embedder, embed_images, embed_query, embedder_for, embedder_id, query_views, set_embedder
 from .index import PENDING_DIR, ConceptIndex, Loader, PrototypeIndex, index_for, library_loader, library_sources, stored_sources
 from .head import ConceptHead
 from .signature import DEFAULT_HEAD_VIEWS, VisualSignature, attach_signature, composite, concept_stage, fit_signature
 from .verify import (DEFAULT_TOP_K, DEFAULT_TRAINED_MODE, MODES, Found, WhoResult, concepts_loaded, decision_threshold, fuse, head_scores,
-                     heads_in_photo, margin, recognize,
+                     heads_in_photo, heads_on, margin, recognize,
                      resolve_mode,
                      score_candidates, who, who_in)
 
@@ -58,8 +58,9 @@ from .verify import _EPS, _logit, _NoLock, _sigmoid  # noqa: F401
 __all__ = [
     "ConceptHead", "DEFAULT_HEAD_VIEWS", "DEFAULT_TOP_K", "DEFAULT_TRAINED_MODE", "MODES", "PENDING_DIR", "ConceptIndex",
     "Found", "Loader", "PrototypeIndex", "VisualSignature", "WhoChat", "WhoResult", "attach_signature", "chat", "composite",
-    "concept_stage", "decision_threshold", "default_embedder", "embed_images", "embed_query", "embedder_for", "embedder_id", "fit_signature", "fuse", "head_scores", "heads_in_photo",
-    "index_for", "instant_concept", "library_loader", "library_sources", "concepts_loaded", "margin", "query_views", "recognize",
+    "concept_stage", "decision_threshold", "default_embedder", "embed_images", "embed_query", "embedder_for", "embedder_id", "fit_signature", "fuse", "head_scores", "heads_in_photo", "heads_on",
+    "index_for", "instant_concept", "library_loader", "library_sources", "concepts_loaded", "margin", "named_in_photo", "presence_hint",
+    "query_views", "recognize",
     "remove_pending", "resolve_mode", "save_pending", "score_candidates", "set_embedder", "stored_sources",
     "who", "who_in", "who_prompt",
 ]

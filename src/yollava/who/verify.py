@@ -236,6 +236,19 @@ def heads_in_photo(engine, concepts: Sequence[Concept], image, embedder=None) ->
     return [name for name, sig in usable if sig.photo_probability(x) >= sig.head.threshold]
 
 
+def heads_on(index: ConceptIndex, engine, embedder, names: Sequence[str], image) -> list[Found]:
+    """The concept heads' answers about ``image`` for those of ``names`` in ``index`` that have a head on ``embedder``,
+    in the order given. The others are left out: their yes/no would be the language model's own reading, which is what
+    a chat hint from the heads (:func:`yollava.who.presence_hint`) stands in for."""
+    wanted = embedder_id(embedder)
+    entries = [index.entries[n] for n in dict.fromkeys(names) if n in index.entries]
+    entries = [e for e in entries if e.signature is not None and e.signature.head is not None and e.signature.embedder == wanted]
+    if not entries:
+        return []
+    by_name = {f.concept: f for f in score_candidates(engine, image, [(e, None) for e in entries], embed_query(embedder, image), "head")}
+    return [by_name[e.name] for e in entries]
+
+
 def head_scores(signature: VisualSignature, embedder, images: Sequence, views: dict | None = None) -> list[float]:
     """The concept head's P(present) for each photo (its best view), as :func:`recognize` reads it in ``head`` mode.
     ``views``: a dict that keeps each photo file's embedded views (by path) for the next call with the same embedder,

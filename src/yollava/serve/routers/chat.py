@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from ...errors import YollavaError
-from ...who import who_prompt
+from ...who import presence_hint, who_prompt
 from ..bodies import read_json
 from ..db import User
 from ..errors import APIError, checked_name, error_body, from_yollava
@@ -63,11 +63,15 @@ def _prepare_chat(server: Server, user: User, req: ChatRequest):
         raise APIError(422, f"at most {server.limits.max_chat_concepts} concepts per request ({len(names)} named)", param="messages")
     concepts_for(server, user, names, "messages")
     found = []
-    if not names and n_images and req.who is not False:  # a photo and no concept named: who is in it?
+    if n_images and req.who is not False:
         last = max(i for i, (_, _, img) in enumerate(conversation) if img is not None)
         role, text, image = conversation[last]
-        found = server.who.who(user.id, image).found[:3]
-        hint, names = who_prompt(found)
+        if names:  # concepts named: what their concept heads see in the photo comes first
+            checked = server.who.heads_on(user.id, names, image)
+            found, hint = [f for f in checked if f.present], presence_hint(checked)
+        else:  # no concept named: who is in it?
+            found = server.who.who(user.id, image).found[:3]
+            hint, names = who_prompt(found)
         if hint:
             conversation[last] = (role, f"{hint} {text}", image)
     max_new = req.max_completion_tokens or req.max_tokens or server.limits.default_max_tokens
