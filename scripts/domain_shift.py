@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from yollava.calibration import weighted_accuracy
 from yollava.eval.store import read_records
-from yollava.train import recognition_metrics
 
 
 def shift_rows(run: Path, method: str = "yollava", extra: str = "hard_negatives") -> list[dict]:
@@ -33,7 +33,7 @@ def shift_rows(run: Path, method: str = "yollava", extra: str = "hard_negatives"
         cal_y, cal_s = np.array(held["labels"], bool), np.array(held["scores"])
         y, s = np.array(r["labels"], bool), np.array(r["scores"])
         is_extra = np.array([extra in p for p in r["photos"]])
-        weighted = lambda t: recognition_metrics(y.tolist(), s.tolist(), float(t))["weighted_accuracy"]  # noqa: E731
+        weighted = lambda t: weighted_accuracy(y.tolist(), s.tolist(), float(t))  # noqa: E731
         best_t = max(np.unique(s), key=weighted)
         rows.append({"subject": r["subject"], "cal_pos": cal_s[cal_y].mean(), "cal_neg": cal_s[~cal_y].mean(),
                      "test_pos": s[y].mean(), "test_neg": s[~y & ~is_extra].mean(),

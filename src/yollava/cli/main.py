@@ -188,7 +188,7 @@ def chat(
 ):
     """Ask about your concepts, with or without a photo. With a photo and no concept named, the concepts
     found in the photo are introduced first (see `yollava recognize --all`); with concepts named, what their
-    concept heads see in the photo is said first ("In this photo: <bo>." / "Not in this photo: <bo>.")."""
+    concept heads find in the photo is said first ("In this photo: <bo>.")."""
     engine = _engine(model, concepts_dir)
 
     def answer(text: str, img: Path | None) -> None:

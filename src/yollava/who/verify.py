@@ -217,6 +217,11 @@ def who(engine, image, *, mode: str = "auto", strategy: str = "retrieve", top_k:
                   threshold=threshold, batch_size=batch_size, multi_crop=multi_crop)
 
 
+def _head_on(sig: VisualSignature | None, embedder_name: str) -> bool:
+    """Whether ``sig`` has a concept head fitted on the embedder named ``embedder_name`` (one it can read)."""
+    return sig is not None and sig.head is not None and sig.embedder == embedder_name
+
+
 def heads_in_photo(engine, concepts: Sequence[Concept], image, embedder=None) -> list[str]:
     """MyVLM's toggle, the :attr:`~yollava.engine.Engine.photo_gate` of :class:`yollava.YoLLaVA`: which of
     ``concepts`` their concept heads find in ``image`` (the best of its views against each head's threshold).
@@ -226,7 +231,7 @@ def heads_in_photo(engine, concepts: Sequence[Concept], image, embedder=None) ->
     usable = []
     for c in concepts:
         sig = VisualSignature.from_concept(c)
-        if sig is None or sig.head is None or sig.embedder != wanted:
+        if not _head_on(sig, wanted):
             log.warning("<%s> has no concept head on %s, so it is never taken to be in a photo", c.name, wanted)
             continue
         usable.append((c.name, sig))
@@ -241,8 +246,7 @@ def heads_on(index: ConceptIndex, engine, embedder, names: Sequence[str], image)
     in the order given. The others are left out: their yes/no would be the language model's own reading, which is what
     a chat hint from the heads (:func:`yollava.who.presence_hint`) stands in for."""
     wanted = embedder_id(embedder)
-    entries = [index.entries[n] for n in dict.fromkeys(names) if n in index.entries]
-    entries = [e for e in entries if e.signature is not None and e.signature.head is not None and e.signature.embedder == wanted]
+    entries = [index.entries[n] for n in dict.fromkeys(names) if n in index.entries and _head_on(index.entries[n].signature, wanted)]
     if not entries:
         return []
     by_name = {f.concept: f for f in score_candidates(engine, image, [(e, None) for e in entries], embed_query(embedder, image), "head")}
